@@ -1,0 +1,49 @@
+# Every target a newcomer or CI needs. `make demo` and `make test` install what
+# they need (venv, Python packages, etcd-server/redis-server) on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle chaos clean
+
+help:
+	@echo "make demo   - replay of an issuer outage on a local topology"
+	@echo "make test   - lint, then the whole test suite (real etcd/redis/processes)"
+	@echo "make proto  - regenerate authgw/v1 from proto/"
+	@echo "make lint   - ruff + mypy (strict)"
+	@echo "make bench-failover - open-loop load while the primary pool hangs"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+sysdeps:
+	./scripts/ensure-system-deps.sh
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I proto \
+		--python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/authgw/v1/*.proto
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint sysdeps
+	$(BIN)/pytest -q
+
+demo: $(STAMP) sysdeps
+	$(PY) -m chaos.demo
+
+bench-failover: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_failover
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache chaos/reports bench/results.json

@@ -1,0 +1,229 @@
+"""Start and stop real servers (etcd, redis, our own processes) on loopback by PID.
+
+Used by the chaos topology and by the integration tests: every server gets a
+free port on 127.0.0.1 and a private data directory, and is stopped by the PID
+we started, never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "ManagedProcess",
+    "ProcessError",
+    "free_port",
+    "start_authgw",
+    "start_etcd",
+    "start_etcd_cluster",
+    "start_redis",
+    "wait_for_port",
+]
+
+
+class ProcessError(RuntimeError):
+    """A managed server failed to start or exited early."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ProcessError(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)  # blocking wait is fine: this runs in test/harness set-up, never on a loop
+    raise ProcessError(f"nothing listened on 127.0.0.1:{port} within {timeout_s}s")
+
+
+@dataclass
+class ManagedProcess:
+    """A child process we started, with what is needed to restart and stop it."""
+
+    name: str
+    argv: list[str]
+    port: int
+    workdir: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    stopped: bool = field(default=False)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise ProcessError(f"{self.name} is not running")
+        return self.proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait_port: bool = True, timeout_s: float = 15.0) -> ManagedProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{self.name}.log"
+        log = self.log_path.open("ab")
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+            start_new_session=True,  # our signals go to it alone, not to the test runner
+        )
+        log.close()
+        self.stopped = False
+        if wait_port:
+            try:
+                wait_for_port(self.port, timeout_s, self.proc)
+            except ProcessError as exc:
+                raise ProcessError(f"{self.name}: {exc}\n{self.tail_log()}") from exc
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after timeout_s; safe to call twice."""
+        if self.proc is None or self.stopped:
+            return
+        self.stopped = True
+        if self.alive():
+            self.signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail_log(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _require(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise ProcessError(f"{binary} not found on PATH: run scripts/ensure-system-deps.sh")
+    return path
+
+
+def start_redis(workdir: Path, port: int | None = None, appendonly: bool = True) -> ManagedProcess:
+    """Start a private redis-server on loopback (AOF with fsync always when appendonly)."""
+    port = port or free_port()
+    argv = [
+        _require("redis-server"),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(workdir),
+        "--save", "",
+        "--appendonly", "yes" if appendonly else "no",
+        "--appendfsync", "always",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    return ManagedProcess(f"redis-{port}", argv, port, workdir).start()
+
+
+def start_etcd(workdir: Path, name: str = "etcd", client_port: int | None = None) -> ManagedProcess:
+    """Start a single-node etcd on loopback."""
+    client_port = client_port or free_port()
+    peer_port = free_port()
+    return start_etcd_member(
+        workdir, name, client_port, peer_port, f"{name}=http://127.0.0.1:{peer_port}", True
+    )
+
+
+def start_etcd_member(
+    workdir: Path,
+    name: str,
+    *,
+    client_port: int,
+    peer_port: int,
+    initial_cluster: str,
+    wait_port: bool,
+) -> ManagedProcess:
+    argv = [
+        _require("etcd"),
+        "--name", name,
+        "--data-dir", str(workdir / f"{name}.data"),
+        "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-cluster", initial_cluster,
+        "--initial-cluster-state", "new",
+        "--initial-cluster-token", f"authgw-{workdir.name}",
+        "--heartbeat-interval", "50",
+        "--election-timeout", "500",
+        "--log-level", "warn",
+    ]  # fmt: skip
+    return ManagedProcess(name, argv, client_port, workdir).start(wait_port=wait_port)
+
+
+def start_etcd_cluster(workdir: Path, size: int = 3) -> list[ManagedProcess]:
+    """Start an etcd cluster of `size` members on loopback; returns them in order."""
+    names = [f"etcd{i}" for i in range(size)]
+    client_ports = [free_port() for _ in names]
+    peer_ports = [free_port() for _ in names]
+    cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True))
+    members = [
+        start_etcd_member(workdir, n, client_port=c, peer_port=p, initial_cluster=cluster, wait_port=False)
+        for n, c, p in zip(names, client_ports, peer_ports, strict=True)
+    ]
+    for m in members:
+        wait_for_port(m.port, 15.0, m.proc)
+    return members
+
+
+def start_authgw(
+    workdir: Path,
+    name: str,
+    args: list[str],
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    wait_port: bool = True,
+) -> ManagedProcess:
+    """Start `authgw <args>` (our console entry point) as a child process."""
+    argv = [sys.executable, "-m", "gateway.cli", *args]
+    merged = {"PYTHONUNBUFFERED": "1"}
+    if env:
+        merged.update(env)
+    return ManagedProcess(name, argv, port, workdir, env=merged).start(wait_port=wait_port)

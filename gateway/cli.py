@@ -1,0 +1,49 @@
+"""The `authgw` command: one entry point, one sub-command per role.
+
+Each sub-command lives in the package that owns the role and exposes
+`main(argv: list[str]) -> int`; this module only dispatches, importing lazily
+so that `authgw issuer-sim` does not pay for the gateway's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("gateway.serve", "run the gateway (gRPC Authorization service)"),
+    "authorize": ("gateway.client", "send one authorization and print the answer as JSON"),
+    "issuer-sim": ("chaos.issuer_sim", "run an issuer host simulator"),
+    "health-agent": ("health.agent", "hold a pool member's etcd lease while its host is healthy"),
+    "pools": ("health.admin", "print pools, members and live gateways from etcd"),
+    "drain": ("health.admin", "stop routing new requests to a pool"),
+    "undrain": ("health.admin", "route to a drained pool again"),
+    "mode": ("health.admin", "set /authgw/mode: auto | force-standin | force-issuer"),
+    "standin": ("standin.cli", "stand-in tools: load-card-status, status, reconcile, replay"),
+    "settle": ("standin.cli", "run a settlement worker alone"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: authgw <command> [options]", "", "commands:"]
+    lines += [f"  {name:<14}{text}" for name, (_, text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help"}:
+        print(usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"authgw: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    code: int = module.main([command, *rest])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
