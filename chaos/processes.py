@@ -165,8 +165,9 @@ def start_etcd(workdir: Path, name: str = "etcd", client_port: int | None = None
     """Start a single-node etcd on loopback."""
     client_port = client_port or free_port()
     peer_port = free_port()
+    cluster = f"{name}=http://127.0.0.1:{peer_port}"
     return start_etcd_member(
-        workdir, name, client_port, peer_port, f"{name}=http://127.0.0.1:{peer_port}", True
+        workdir, name, client_port=client_port, peer_port=peer_port, initial_cluster=cluster, wait_port=True
     )
 
 
