@@ -1,0 +1,100 @@
+"""The gateway process: router, servicer, gRPC server and their ordered lifecycle.
+
+start(): build the router from config, bind the gRPC server (Authorization,
+grpc.health.v1.Health, reflection), mark SERVING.
+close(): mark NOT_SERVING, stop accepting, let in-flight requests finish within
+drain_timeout, then close channels. Safe to call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from authgw.v1 import authorization_pb2 as pb
+from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.config import GatewayConfig
+from gateway.router import Router
+from gateway.service import AuthorizationService, DeclineFallback, Fallback, Mode
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("authgw.gateway")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Gateway:
+    """One gateway process."""
+
+    def __init__(self, cfg: GatewayConfig, fallback: Fallback | None = None) -> None:
+        self.cfg = cfg
+        self.router = Router(cfg)
+        self.mode = Mode.AUTO
+        self.service = AuthorizationService(
+            cfg, self.router, fallback or DeclineFallback(), lambda: self.mode
+        )
+        self.health = HealthServicer()
+        self.server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 1), ("grpc.max_concurrent_streams", 1000)],
+        )
+        self.port = 0
+        self._state = _State.NEW
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"gateway cannot start from state {self._state.value}")
+        pb_grpc.add_AuthorizationServicer_to_server(self.service, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(self.cfg.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {self.cfg.listen}")
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._state = _State.RUNNING
+        log.info(
+            "gateway %s listening on %s (pools: %s)", self.cfg.instance, self.cfg.listen, self._pool_names()
+        )
+
+    def _pool_names(self) -> str:
+        return ", ".join(f"{p.name}[{len(p.members)}]" for p in self.router.pools) or "none"
+
+    async def close(self) -> None:
+        """Drain in-flight requests (up to drain_timeout), then release everything."""
+        if self._state in (_State.CLOSING, _State.CLOSED):
+            await self._closed.wait()
+            return
+        self._state = _State.CLOSING
+        log.info("gateway %s draining (%d in flight)", self.cfg.instance, self.service.in_flight)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace=self.cfg.drain_timeout_s)
+        await self.router.close()
+        self._state = _State.CLOSED
+        self._closed.set()
+        log.info("gateway %s stopped", self.cfg.instance)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()

@@ -1,0 +1,158 @@
+"""One attempt of a request on one member, and the record of answers that came too late.
+
+An attempt that times out is not cancelled at once: the call keeps running for
+a late-answer window so that, if the issuer answers after all, the answer is
+recorded for reconciliation (it is never delivered as a second answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import grpc
+
+from authgw.v1 import authorization_pb2 as pb
+from gateway.member import Member
+
+__all__ = ["Attempt", "AttemptKind", "LateAnswer", "LateAnswers", "run_attempt"]
+
+log = logging.getLogger("authgw.attempt")
+
+SYSTEM_DECLINE_CODES = frozenset({"91", "96"})
+
+
+class AttemptKind(enum.Enum):
+    """Machine-readable outcome of an attempt (for routing, traces and metrics)."""
+
+    ANSWERED = "answered"  # the issuer decided (approved or a business decline)
+    SYSTEM_DECLINE = "system_decline"  # the issuer answered 91/96: it could not decide
+    NOT_SENT = "not_sent"  # connection refused before the request left: safe anywhere
+    UNAVAILABLE = "unavailable"  # connection broke, outcome unknown
+    TIMEOUT = "timeout"  # no answer within the attempt timeout, outcome unknown
+    ERROR = "error"  # any other RPC error from the host
+
+    @property
+    def failed(self) -> bool:
+        return self is not AttemptKind.ANSWERED
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What happened on one member."""
+
+    pool: str
+    member: str
+    kind: AttemptKind
+    elapsed_s: float
+    detail: str = ""
+    response: pb.AuthorizeResponse | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LateAnswer:
+    """An issuer answer that arrived after the gateway gave up on that attempt."""
+
+    request_id: str
+    pool: str
+    member: str
+    response_code: str
+    arrived_after_s: float
+
+
+def _classify(exc: grpc.aio.AioRpcError) -> AttemptKind:
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return AttemptKind.TIMEOUT
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = (exc.details() or "").lower()
+        if "connection refused" in details or "failed to connect" in details:
+            return AttemptKind.NOT_SENT
+        return AttemptKind.UNAVAILABLE
+    return AttemptKind.ERROR
+
+
+class LateAnswers:
+    """Owns timed-out calls during their late-answer window and records what they bring."""
+
+    def __init__(self, max_pending: int = 2000, keep: int = 10_000) -> None:
+        self._pending: set[asyncio.Task[pb.AuthorizeResponse]] = set()
+        self._max_pending = max_pending
+        self.records: deque[LateAnswer] = deque(maxlen=keep)
+        self.total = 0
+
+    def adopt(self, task: asyncio.Task[pb.AuthorizeResponse], member: Member, request_id: str) -> None:
+        if len(self._pending) >= self._max_pending:
+            task.cancel()  # bounded: under a hung pool we stop listening rather than grow
+            return
+        self._pending.add(task)
+        started = time.monotonic()
+
+        def done(t: asyncio.Task[pb.AuthorizeResponse]) -> None:
+            self._pending.discard(t)
+            if t.cancelled() or t.exception() is not None:
+                return
+            resp = t.result()
+            self.total += 1
+            late = LateAnswer(
+                request_id, member.pool, member.name, resp.response_code, time.monotonic() - started
+            )
+            self.records.append(late)
+            log.warning(
+                "late answer recorded request_id=%s pool=%s member=%s code=%s",
+                request_id,
+                member.pool,
+                member.name,
+                resp.response_code,
+            )
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        for task in list(self._pending):
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await task
+
+
+async def run_attempt(
+    member: Member,
+    request: pb.AuthorizeRequest,
+    *,
+    timeout_s: float,
+    late: LateAnswers,
+    late_window_s: float,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Attempt:
+    """Send `request` to `member`, waiting at most timeout_s for the answer."""
+    started = time.monotonic()
+    member.in_flight += 1
+    call = member.stub.Authorize(request, timeout=timeout_s + late_window_s, metadata=metadata)
+    task: asyncio.Task[pb.AuthorizeResponse] = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        member.in_flight -= 1
+    elapsed = time.monotonic() - started
+    if not done:
+        late.adopt(task, member, request.request_id)
+        return Attempt(
+            member.pool, member.name, AttemptKind.TIMEOUT, elapsed, f"no answer in {timeout_s:.3f}s"
+        )
+    try:
+        resp = task.result()
+    except grpc.aio.AioRpcError as exc:
+        return Attempt(
+            member.pool, member.name, _classify(exc), elapsed, f"{exc.code().name}: {exc.details()}"
+        )
+    kind = AttemptKind.SYSTEM_DECLINE if resp.response_code in SYSTEM_DECLINE_CODES else AttemptKind.ANSWERED
+    return Attempt(member.pool, member.name, kind, elapsed, resp.response_code, resp)

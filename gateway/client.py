@@ -1,0 +1,95 @@
+"""`authgw authorize`: send one authorization and print the answer as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from decimal import Decimal, InvalidOperation
+
+import grpc
+import pycountry
+from google.protobuf import json_format
+
+from authgw.v1 import authorization_pb2 as pb
+from authgw.v1 import authorization_pb2_grpc as pb_grpc
+
+__all__ = ["build_request", "main"]
+
+
+def _minor_units(amount: str, currency: str) -> int:
+    """'12.34' EUR -> 1234, using the currency's ISO 4217 exponent (JPY has 0, KWD 3)."""
+    exponent = 3 if currency in {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"} else 2
+    if currency in {"JPY", "KRW", "ISK", "CLP", "VND", "XAF", "XOF", "XPF", "PYG", "UGX", "RWF", "KMF"}:
+        exponent = 0
+    try:
+        value = Decimal(amount)
+    except InvalidOperation as exc:
+        raise SystemExit(f"authgw authorize: --amount: not a number: {amount!r}") from exc
+    minor = value.scaleb(exponent)
+    if minor != minor.to_integral_value():
+        raise SystemExit(
+            f"authgw authorize: --amount: {amount} has more than {exponent} decimals for {currency}"
+        )
+    return int(minor)
+
+
+def build_request(args: argparse.Namespace) -> pb.AuthorizeRequest:
+    currency = args.currency.upper()
+    if pycountry.currencies.get(alpha_3=currency) is None:
+        currency = args.currency  # let the gateway reject it with a clear message
+    req = pb.AuthorizeRequest(
+        request_id=args.request_id or uuid.uuid4().hex,
+        pan=args.pan,
+        amount_minor=_minor_units(args.amount, currency),
+        currency=currency,
+        mcc=args.mcc,
+        channel=args.channel.upper(),
+        merchant_id=args.merchant_id,
+        terminal_id=args.terminal_id,
+        merchant_country=args.merchant_country,
+        pin_verified=args.pin_verified,
+        cardholder_authenticated=args.authenticated,
+    )
+    req.transmitted_at.GetCurrentTime()
+    return req
+
+
+async def _send(target: str, req: pb.AuthorizeRequest, timeout_s: float) -> pb.AuthorizeResponse:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.AuthorizationStub(channel)
+        resp: pb.AuthorizeResponse = await stub.Authorize(req, timeout=timeout_s)
+        return resp
+
+
+def main(argv: list[str]) -> int:
+    names = pb.Channel.keys()  # protobuf's enum wrapper: keys() is its API, not a dict's
+    channels = [n.lower() for n in names if n != "CHANNEL_UNSPECIFIED"]
+    parser = argparse.ArgumentParser(prog="authgw authorize", description="send one authorization")
+    parser.add_argument("--target", default="127.0.0.1:50051", help="gateway host:port")
+    parser.add_argument("--pan", required=True)
+    parser.add_argument("--amount", required=True, help="major units, e.g. 12.34")
+    parser.add_argument("--currency", default="EUR")
+    parser.add_argument("--mcc", default="5411")
+    parser.add_argument("--channel", default="pos_chip", choices=channels)
+    parser.add_argument("--request-id", default="")
+    parser.add_argument("--merchant-id", default="M0001")
+    parser.add_argument("--terminal-id", default="T0001")
+    parser.add_argument("--merchant-country", default="FR")
+    parser.add_argument("--pin-verified", action="store_true")
+    parser.add_argument("--authenticated", action="store_true", help="3-D Secure authenticated")
+    parser.add_argument("--timeout", type=float, default=5.0, help="client deadline, seconds")
+    args = parser.parse_args(argv[1:])
+    req = build_request(args)
+    try:
+        resp = asyncio.run(_send(args.target, req, args.timeout))
+    except grpc.aio.AioRpcError as exc:
+        print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    out = json_format.MessageToDict(
+        resp, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    print(json.dumps(out))
+    return 0

@@ -1,0 +1,224 @@
+"""The router: spends one request's deadline across pools by priority.
+
+Inside a pool it picks a member by power of two choices; a failed attempt moves
+on (another member after a connection refused, the next pool otherwise), every
+retry uses the same request_id (issuer hosts are idempotent on it), retries are
+capped by the retry budget, and a reserve of the deadline is always kept for
+stand-in. The router never raises for issuer failures: it returns a RouteResult
+saying what answered, or why nothing did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from authgw.v1 import authorization_pb2 as pb
+from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
+from gateway.config import GatewayConfig
+from gateway.member import Member
+from gateway.pool import MemberSpec, Pool
+from gateway.pool_health import Outcome, PoolVerdict
+from gateway.retry_budget import RetryBudget
+
+__all__ = ["PoolSpec", "RouteResult", "Router", "StandInCause"]
+
+# Below this, an attempt could not get an answer back in time: stop trying.
+_MIN_ATTEMPT_S = 0.02
+
+
+class StandInCause:
+    """Why no issuer answered (values match the proto's StandInReason names)."""
+
+    ALL_POOLS_FAILED = "ALL_POOLS_FAILED"
+    NO_LIVE_MEMBERS = "NO_LIVE_MEMBERS"
+    DECLINE_STORM = "DECLINE_STORM"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """One pool as membership sees it."""
+
+    members: tuple[MemberSpec, ...]
+    drained: bool = False
+
+
+@dataclass(slots=True)
+class RouteResult:
+    """The answer an issuer gave, or why there was none, and every attempt made."""
+
+    response: pb.AuthorizeResponse | None = None
+    cause: str = ""  # a StandInCause when response is None
+    attempts: list[Attempt] = field(default_factory=list)
+    budget_exhausted: bool = False
+
+
+def _outcome(attempt: Attempt) -> Outcome:
+    if attempt.kind is AttemptKind.ANSWERED:
+        assert attempt.response is not None
+        return Outcome.DECLINE_05 if attempt.response.response_code == "05" else Outcome.GOOD
+    if attempt.kind is AttemptKind.SYSTEM_DECLINE:
+        return Outcome.SYSTEM_DECLINE
+    return Outcome.ERROR
+
+
+class Router:
+    """Holds the pools and routes requests through them."""
+
+    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._priority = {p.name: p.priority for p in cfg.pools}
+        self._timeouts = {p.name: p.attempt_timeout_s for p in cfg.pools}
+        self.pools: list[Pool] = []
+        self.budget = RetryBudget(cfg.routing.retry_budget_ratio, cfg.routing.retry_budget_min)
+        self.late = LateAnswers()
+        self._retired: list[Member] = []
+        self.apply(
+            {p.name: PoolSpec(tuple((m.name, m.address, m.weight) for m in p.members)) for p in cfg.pools}
+        )
+
+    def apply(self, membership: Mapping[str, PoolSpec]) -> None:
+        """Apply a full membership view: pools and members not in it leave routing."""
+        by_name = {p.name: p for p in self.pools}
+        pools = []
+        for name, spec in membership.items():
+            pool = by_name.pop(name, None)
+            if pool is None:
+                pool = Pool(
+                    name,
+                    self._priority.get(name, 1000),
+                    self._timeouts.get(name, self._cfg.routing.attempt_timeout_s),
+                    self._cfg.outlier,
+                    self._cfg.decline_storm,
+                )
+            pool.drained = spec.drained
+            self._retired += pool.set_members(spec.members)
+            pools.append(pool)
+        for gone in by_name.values():
+            self._retired += gone.set_members(())
+        self.pools = sorted(pools, key=lambda p: (p.priority, p.name))
+
+    async def close_retired(self) -> None:
+        """Close channels of members that left (called off the hot path)."""
+        retired, self._retired = self._retired, []
+        for member in retired:
+            await member.close()
+
+    async def close(self) -> None:
+        await self.late.close()
+        await self.close_retired()
+        for pool in self.pools:
+            for member in pool.members.values():
+                await member.close()
+
+    def has_usable_member(self, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        return any(not p.drained and p.health.admits(now) and p.usable(now) for p in self.pools)
+
+    async def route(
+        self,
+        request: pb.AuthorizeRequest,
+        deadline: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> RouteResult:
+        """Try pools until one answers or only the stand-in reserve of `deadline` is left."""
+        result = RouteResult()
+        reserve = self._cfg.routing.standin_reserve_s
+        tried: set[Member] = set()
+        storms = skipped = 0
+        self.budget.request_started()
+        try:
+            for pool in self.pools:
+                now = self._clock()
+                if pool.drained or not pool.health.admits(now):
+                    skipped += 1
+                    storms += pool.health.verdict is PoolVerdict.DECLINE_STORM
+                    continue
+                pool.health.on_pick(now)
+                answered = await self._try_pool(
+                    pool, request, stop_at=deadline - reserve, tried=tried, result=result, metadata=metadata
+                )
+                if answered or result.budget_exhausted or deadline - reserve - self._clock() < _MIN_ATTEMPT_S:
+                    break
+        finally:
+            self.budget.request_finished()
+        if result.response is None:
+            result.cause = self._cause(result, storms, skipped)
+        return result
+
+    async def _try_pool(
+        self,
+        pool: Pool,
+        request: pb.AuthorizeRequest,
+        *,
+        stop_at: float,
+        tried: set[Member],
+        result: RouteResult,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> bool:
+        while True:
+            now = self._clock()
+            member = pool.pick(now, tried)
+            if member is None:
+                pool.health.on_abandon()
+                return False
+            left = stop_at - now
+            is_retry = bool(result.attempts)
+            if left < _MIN_ATTEMPT_S or (is_retry and not self.budget.try_acquire()):
+                member.ejection.on_abandon()
+                pool.health.on_abandon()
+                result.budget_exhausted = left >= _MIN_ATTEMPT_S
+                return False
+            tried.add(member)
+            try:
+                attempt = await run_attempt(
+                    member,
+                    request,
+                    timeout_s=min(pool.attempt_timeout_s, left),
+                    late=self.late,
+                    late_window_s=self._cfg.routing.late_answer_window_s,
+                    metadata=metadata,
+                )
+            finally:
+                if is_retry:
+                    self.budget.release()
+            result.attempts.append(attempt)
+            now = self._clock()
+            pool.health.record(now, _outcome(attempt))
+            if attempt.kind is AttemptKind.ANSWERED:
+                member.ejection.on_success(now)
+                result.response = attempt.response
+                return True
+            member.ejection.on_failure(now, pool.may_eject(now))
+            if attempt.kind is not AttemptKind.NOT_SENT:
+                return False  # unknown outcome or a sick pool: the next pool, same request_id
+
+    @staticmethod
+    def _cause(result: RouteResult, storms: int, skipped: int) -> str:
+        kinds = [a.kind for a in result.attempts]
+        if kinds and all(k is AttemptKind.SYSTEM_DECLINE for k in kinds) and storms == skipped:
+            return StandInCause.DECLINE_STORM
+        if not kinds and skipped and storms == skipped:
+            return StandInCause.DECLINE_STORM
+        if not kinds:
+            return StandInCause.NO_LIVE_MEMBERS
+        return StandInCause.ALL_POOLS_FAILED
+
+    def status(self) -> list[dict[str, object]]:
+        """A view of pools for status endpoints and logs."""
+        now = self._clock()
+        return [
+            {
+                "pool": p.name,
+                "priority": p.priority,
+                "drained": p.drained,
+                "verdict": p.health.verdict.value,
+                "members": {
+                    m.name: {"address": m.address, "state": m.ejection.state(now).value}
+                    for m in p.members.values()
+                },
+            }
+            for p in self.pools
+        ]

@@ -1,0 +1,71 @@
+"""Config loading: valid files load, every error names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import load_config, parse_config
+from gateway.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "gateway.example.toml"
+
+
+def test_example_config_loads() -> None:
+    """The shipped example is valid, with pools sorted by priority and ms turned into seconds."""
+    cfg = load_config(EXAMPLE)
+    assert [p.name for p in cfg.pools] == ["primary", "secondary"]
+    assert cfg.routing.deadline_s == 2.0
+    assert cfg.pools[0].attempt_timeout_s == 0.4
+
+
+def test_missing_file_named() -> None:
+    """A missing file is reported with its path."""
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load_config("nope.toml")
+
+
+def test_bad_toml_named(tmp_path: Path) -> None:
+    """A file that is not TOML is reported as such."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_unknown_key_named() -> None:
+    """A typo in a key is reported with the known keys."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"routing": {"deadline_msec": 100}, "pools": [{"name": "p"}]}, "x.toml")
+    assert info.value.key == "routing.deadline_msec"
+    assert "deadline_ms" in info.value.problem
+
+
+def test_member_address_checked() -> None:
+    """A member address without a port is rejected, naming the member."""
+    data = {"pools": [{"name": "p", "members": [{"name": "m", "address": "localhost"}]}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert info.value.key == "pools[0].members[0].address"
+
+
+def test_attempt_timeout_must_fit_deadline() -> None:
+    """An attempt timeout that leaves no room for the stand-in reserve is rejected."""
+    data = {"routing": {"deadline_ms": 500}, "pools": [{"name": "p", "attempt_timeout_ms": 400}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "x.toml")
+    assert info.value.key == "pools.p.attempt_timeout_ms"
+
+
+def test_share_range_checked() -> None:
+    """A share outside 0..1 is rejected."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"outlier": {"max_ejection_share": 2}, "pools": [{"name": "p"}]}, "x.toml")
+    assert info.value.key == "outlier.max_ejection_share"
+
+
+def test_no_pools_and_no_etcd_rejected() -> None:
+    """A gateway with nowhere to route is rejected at load."""
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_config({}, "x.toml")
