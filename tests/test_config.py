@@ -22,7 +22,7 @@ def test_example_config_loads() -> None:
 
 def test_missing_file_named() -> None:
     """A missing file is reported with its path."""
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         load_config("nope.toml")
 
 
