@@ -22,6 +22,7 @@ from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
 from gateway.router import Router
 from gateway.service import AuthorizationService, DeclineFallback, Fallback, Mode
+from gateway.standin_mode import StandInMode
 
 __all__ = ["Gateway"]
 
@@ -44,8 +45,13 @@ class Gateway:
         self.cfg = cfg
         self.router = Router(cfg)
         self.mode = Mode.AUTO
+        self.standin_mode = StandInMode(self.router)
         self.service = AuthorizationService(
-            cfg, self.router, fallback or DeclineFallback(), lambda: self.mode
+            cfg,
+            self.router,
+            fallback or DeclineFallback(),
+            mode=lambda: self.mode,
+            standin_mode=self.standin_mode,
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
@@ -91,6 +97,7 @@ class Gateway:
         log.info("gateway %s draining (%d in flight)", self.cfg.instance, self.service.in_flight)
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=self.cfg.drain_timeout_s)
+        await self.standin_mode.close()
         await self.router.close()
         self._state = _State.CLOSED
         self._closed.set()

@@ -77,6 +77,12 @@ class Ejection:
         self.ejected_until = now + duration
         return True
 
+    def reset(self) -> None:
+        """Healthy again by an outside verdict (health probes); the doubling memory is kept."""
+        self.consecutive = 0
+        self.ejected_until = 0.0
+        self.trial_in_flight = False
+
     def on_abandon(self) -> None:
         """A picked trial was not sent after all (deadline, budget): free the trial slot."""
         self.trial_in_flight = False

@@ -5,7 +5,8 @@ normal rate), stopped a bank's cards for two hours; per-member outlier
 detection alone does not catch a whole pool doing it. Each pool keeps counts of
 its recent outcomes in time buckets; when the bad share passes the threshold
 (with enough samples) the pool is marked FAILING and skipped for a cool-off,
-after which it gets a single trial request (half-open), like a member.
+after which it gets a single trial request (half-open), like a member; each
+failed trial doubles the cool-off, so a dead pool costs few customer requests.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway.config import DeclineStormConfig
 __all__ = ["Outcome", "PoolHealth", "PoolVerdict"]
 
 _BUCKETS = 20
+_MAX_COOLOFF_FACTOR = 8  # a pool failing trial after trial is tried at most every 8 cool-offs
 
 
 class Outcome(enum.IntEnum):
@@ -54,6 +56,7 @@ class PoolHealth:
         self.verdict = PoolVerdict.OK
         self.failing_until = 0.0
         self.trial_in_flight = False
+        self._cooloff = cfg.cooloff_s  # doubles on each failed trial, up to _MAX_COOLOFF_FACTOR x
 
     def _bucket(self, now: float) -> _Bucket:
         index = int(now / self._width)
@@ -67,9 +70,10 @@ class PoolHealth:
         if self.verdict is not PoolVerdict.OK:
             self.trial_in_flight = False
             if outcome is Outcome.GOOD:
-                self._reset()  # the trial answered well: back in routing with a clean window
+                self.reset()  # the trial answered well: back in routing with a clean window
             elif now >= self.failing_until:
-                self.failing_until = now + self._cfg.cooloff_s
+                self._cooloff = min(self._cooloff * 2, self._cfg.cooloff_s * _MAX_COOLOFF_FACTOR)
+                self.failing_until = now + self._cooloff
             return
         b = self._bucket(now)
         b.total += 1
@@ -98,11 +102,13 @@ class PoolHealth:
         if (declines + errors) / total < self._cfg.threshold:
             return
         self.verdict = PoolVerdict.DECLINE_STORM if declines >= errors else PoolVerdict.FAILING
-        self.failing_until = now + self._cfg.cooloff_s
+        self.failing_until = now + self._cooloff
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Back to OK with an empty window."""
         self.verdict = PoolVerdict.OK
         self.failing_until = 0.0
+        self._cooloff = self._cfg.cooloff_s
         for b in self._buckets:
             b.index = -1
 

@@ -11,6 +11,7 @@ saying what answered, or why nothing did.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ class Router:
         self.pools: list[Pool] = []
         self.budget = RetryBudget(cfg.routing.retry_budget_ratio, cfg.routing.retry_budget_min)
         self.late = LateAnswers()
+        self.attempts: Counter[tuple[str, str]] = Counter()  # (pool, AttemptKind value) -> count
         self._retired: list[Member] = []
         self.apply(
             {p.name: PoolSpec(tuple((m.name, m.address, m.weight) for m in p.members)) for p in cfg.pools}
@@ -112,6 +114,15 @@ class Router:
         for pool in self.pools:
             for member in pool.members.values():
                 await member.close()
+
+    def restore(self, members: list[Member]) -> None:
+        """Give probed-healthy members, and their pools, a clean slate (leaving stand-in mode)."""
+        pools = {m.pool for m in members}
+        for pool in self.pools:
+            if pool.name in pools:
+                pool.health.reset()
+        for member in members:
+            member.ejection.reset()
 
     def has_usable_member(self, now: float | None = None) -> bool:
         now = self._clock() if now is None else now
@@ -185,6 +196,7 @@ class Router:
                 if is_retry:
                     self.budget.release()
             result.attempts.append(attempt)
+            self.attempts[pool.name, attempt.kind.value] += 1
             now = self._clock()
             pool.health.record(now, _outcome(attempt))
             if attempt.kind is AttemptKind.ANSWERED:

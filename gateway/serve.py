@@ -14,7 +14,7 @@ import signal
 import sys
 
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 
 __all__ = ["main"]
@@ -22,8 +22,9 @@ __all__ = ["main"]
 log = logging.getLogger("authgw.serve")
 
 
-async def run(gateway: Gateway) -> None:
+async def run(cfg: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
+    gateway = Gateway(cfg)  # inside the loop: gRPC channels bind to the running loop
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
@@ -58,5 +59,5 @@ def main(argv: list[str]) -> int:
         import uvloop  # noqa: PLC0415 (optional speed-up, imported only when used)
 
         uvloop.install()
-    asyncio.run(run(Gateway(cfg)))
+    asyncio.run(run(cfg))
     return 0

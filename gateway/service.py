@@ -21,6 +21,7 @@ from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequest
 from gateway.router import Router, RouteResult
+from gateway.standin_mode import StandInMode
 from gateway.validation import validate
 
 __all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "Mode"]
@@ -71,13 +72,16 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         cfg: GatewayConfig,
         router: Router,
         fallback: Fallback,
+        *,
         mode: Callable[[], str] = lambda: Mode.AUTO,
+        standin_mode: StandInMode | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cfg = cfg
         self._router = router
         self._fallback = fallback
         self._mode = mode
+        self._standin_mode = standin_mode
         self._clock = clock
         self.in_flight = 0
         self.idle = asyncio.Event()
@@ -112,12 +116,18 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         mode = self._mode()
         if mode == Mode.FORCE_STANDIN:
             return await self._fallback.answer(request, "FORCED", deadline)
+        standin_mode = self._standin_mode
+        if standin_mode is not None and standin_mode.active and mode != Mode.FORCE_ISSUER:
+            # every pool is down: no customer request waits on them while probes run
+            return await self._fallback.answer(request, standin_mode.reason, deadline)
         result = await self._router.route(request, deadline)
         if result.response is not None:
             return result.response
         self._log_failure(request, result)
         if mode == Mode.FORCE_ISSUER:
             return decline_91(request, result.cause)
+        if standin_mode is not None:
+            standin_mode.maybe_enter(result.cause)
         return await self._fallback.answer(request, result.cause, deadline)
 
     @staticmethod

@@ -140,15 +140,15 @@ def test_failing_pool_trial_then_recovery() -> None:
     assert h.admits(2.3)
 
 
-def test_failed_trial_restarts_cooloff() -> None:
-    """A failed trial keeps the pool out for another cool-off."""
+def test_failed_trial_doubles_cooloff() -> None:
+    """A failed trial keeps the pool out for twice the previous cool-off."""
     h = PoolHealth(STORM)
     for i in range(12):
         h.record(i * 0.01, Outcome.ERROR)
     h.on_pick(2.2)
     h.record(2.3, Outcome.ERROR)
-    assert not h.admits(3.0)
-    assert h.admits(4.4)
+    assert not h.admits(6.2)
+    assert h.admits(6.4)
 
 
 def test_retry_budget_minimum() -> None:

@@ -1,0 +1,116 @@
+"""Stand-in mode: when every pool is down, answer at once and probe pools in the background.
+
+Entering: a request found no pool able to take it (every pool drained, failing,
+in a decline storm, or with every member ejected or gone). From then on
+requests go straight to stand-in, with no per-request wait on dead pools.
+
+Leaving: a background prober sends grpc.health.v1 Check (not customer requests)
+to every member every probe interval; after K consecutive rounds in which some
+pool had a SERVING member, the gateway leaves stand-in mode and gives those
+members and pools a clean slate. Hysteresis: a flapping issuer that answers one
+probe in two never brings the gateway back, so decisions do not bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.member import Member
+from gateway.router import Router
+
+__all__ = ["ModeChange", "StandInMode"]
+
+log = logging.getLogger("authgw.standin_mode")
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """A transition of stand-in mode, for status, logs and telemetry."""
+
+    active: bool
+    reason: str
+    at: float  # wall clock
+
+
+class StandInMode:
+    """Owns the stand-in mode flag and the background prober that ends it."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        probe_interval_s: float = 0.25,
+        probe_timeout_s: float = 0.2,
+        good_rounds_to_leave: int = 3,
+        on_change: Callable[[ModeChange], None] | None = None,
+    ) -> None:
+        self._router = router
+        self._interval = probe_interval_s
+        self._timeout = probe_timeout_s
+        self._needed = good_rounds_to_leave
+        self._on_change = on_change
+        self.active = False
+        self.reason = ""
+        self.good_rounds = 0
+        self.history: list[ModeChange] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def maybe_enter(self, cause: str) -> None:
+        """After a request no issuer answered: enter when no pool can take requests."""
+        if self.active or self._router.has_usable_member():
+            return
+        self._set(True, cause)
+        self.good_rounds = 0
+        self._task = asyncio.create_task(self._probe_loop(), name="standin-prober")
+
+    def _set(self, active: bool, reason: str) -> None:
+        self.active, self.reason = active, reason
+        change = ModeChange(active, reason, time.time())
+        self.history.append(change)
+        log.warning("stand-in mode %s (%s)", "ON" if active else "OFF", reason)
+        if self._on_change is not None:
+            self._on_change(change)
+
+    async def _probe_loop(self) -> None:
+        while self.active:
+            started = time.monotonic()
+            healthy = await self._probe_round()
+            if healthy:
+                self.good_rounds += 1
+                if self.good_rounds >= self._needed:
+                    self._router.restore(healthy)
+                    self._set(False, f"{self._needed} consecutive good probe rounds")
+                    return
+            else:
+                self.good_rounds = 0
+            await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - started)))
+
+    async def _probe_round(self) -> list[Member]:
+        """Probe every member of every non-drained pool; return the SERVING ones."""
+        members = [m for p in self._router.pools if not p.drained for m in p.members.values()]
+        results = await asyncio.gather(*(self._probe(m) for m in members))
+        return [m for m, ok in zip(members, results, strict=True) if ok]
+
+    async def _probe(self, member: Member) -> bool:
+        stub = health_pb2_grpc.HealthStub(member.channel)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        self.active = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

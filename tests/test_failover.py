@@ -1,0 +1,203 @@
+"""Failover under load with real issuer-sim processes: crash, hang, slow, decline storm, flap.
+
+Two pools of two simulator hosts share one issuer ledger (a real Redis), so a
+request_id approved twice anywhere would show. A gateway runs in-process so the
+tests can read its router's attempt counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from authgw.v1 import simulator_pb2
+from chaos.load import CardMix, Sample, run_open_loop
+from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.sim_control import SimControl
+from gateway.app import Gateway
+from tests.gateway_fixtures import gateway_config
+
+ATTEMPT_TIMEOUT_S = 0.3
+DEADLINE_S = 2.0
+POOLS = {"primary": ("a1", "a2"), "secondary": ("b1", "b2")}
+
+
+@pytest.fixture(scope="module")
+def sims(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: ManagedProcess
+) -> Iterator[dict[str, ManagedProcess]]:
+    """Four simulator processes, two per pool, sharing a ledger in Redis db 1."""
+    workdir = tmp_path_factory.mktemp("sims")
+    ledger = f"redis://127.0.0.1:{redis_server.port}/1"
+    procs: dict[str, ManagedProcess] = {}
+    for pool, members in POOLS.items():
+        for member in members:
+            port = free_port()
+            args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member]
+            procs[member] = start_authgw(workdir, member, [*args, "--ledger", ledger], port)
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+def _config(sims: dict[str, ManagedProcess]):  # type: ignore[no-untyped-def]
+    return gateway_config(
+        [(pool, [sims[m].address for m in members]) for pool, members in POOLS.items()],
+        extra={
+            "routing": {
+                "attempt_timeout_ms": int(ATTEMPT_TIMEOUT_S * 1000),
+                "deadline_ms": int(DEADLINE_S * 1000),
+            },
+            "decline_storm": {"min_requests": 8, "cooloff_ms": 3000},
+        },
+    )
+
+
+@pytest.fixture
+async def gateway(sims: dict[str, ManagedProcess], redis_server: ManagedProcess) -> AsyncIterator[Gateway]:
+    """A fresh in-process gateway; afterwards every simulator is healthy again and the ledger empty."""
+    redis.Redis(port=redis_server.port, db=1).flushdb()
+    gw = Gateway(_config(sims))
+    await gw.start()
+    yield gw
+    await gw.close()
+    for proc in sims.values():
+        if not proc.alive():
+            proc.start()
+        proc.signal(signal.SIGCONT)
+        async with SimControl(proc.address) as ctl:
+            await ctl.set_faults()
+
+
+async def _load(gw: Gateway, seconds: float, rate: float = 100.0) -> list[Sample]:
+    mix = CardMix(cards=200)
+    return await run_open_loop(
+        f"127.0.0.1:{gw.port}",
+        rate_per_s=rate,
+        duration_s=seconds,
+        make_request=mix.request,
+        deadline_s=DEADLINE_S,
+    )
+
+
+async def _approved_ids(sims: dict[str, ManagedProcess]) -> Counter[str]:
+    ids: Counter[str] = Counter()
+    for proc in sims.values():
+        if proc.alive():
+            async with SimControl(proc.address) as ctl:
+                ids.update((await ctl.report()).approved_request_ids)
+    return ids
+
+
+def _assert_all_answered_by_issuer(samples: list[Sample]) -> None:
+    failed = [s for s in samples if not s.answered]
+    assert not failed, f"{len(failed)} requests failed, e.g. {failed[:3]}"
+    late = [s for s in samples if s.latency_s > DEADLINE_S]
+    assert not late, f"{len(late)} answers after the deadline"
+    standin = [s for s in samples if s.source != "ISSUER"]
+    assert not standin, f"{len(standin)} requests not answered by an issuer, e.g. {standin[:3]}"
+
+
+async def _fault_during_load(gw: Gateway, fault: object, seconds: float = 3.0) -> list[Sample]:
+    load = asyncio.create_task(_load(gw, seconds))
+    await asyncio.sleep(0.5)
+    await fault() if asyncio.iscoroutinefunction(fault) else fault()  # type: ignore[operator]
+    return await load
+
+
+async def _primary_attempts_during(gw: Gateway, seconds: float) -> int:
+    before = sum(n for (pool, _), n in gw.router.attempts.items() if pool == "primary")
+    await _load(gw, seconds)
+    return sum(n for (pool, _), n in gw.router.attempts.items() if pool == "primary") - before
+
+
+async def test_primary_crash_fails_over(gateway: Gateway, sims: dict[str, ManagedProcess]) -> None:
+    """SIGKILL of every primary host: every request is answered by an issuer, most by the secondary."""
+
+    def crash() -> None:
+        sims["a1"].kill()
+        sims["a2"].kill()
+
+    samples = await _fault_during_load(gateway, crash)
+    _assert_all_answered_by_issuer(samples)
+    assert Counter(s.pool for s in samples if s.sent_at > 1.0)["secondary"] > 100
+    assert max((await _approved_ids(sims)).values(), default=0) <= 1
+
+
+async def test_primary_hang_fails_over_then_stops_waiting(
+    gateway: Gateway, sims: dict[str, ManagedProcess]
+) -> None:
+    """SIGSTOP of every primary host: all answered in time; once ejected, no request tries the primary."""
+
+    def hang() -> None:
+        sims["a1"].signal(signal.SIGSTOP)
+        sims["a2"].signal(signal.SIGSTOP)
+
+    samples = await _fault_during_load(gateway, hang)
+    _assert_all_answered_by_issuer(samples)
+    assert await _primary_attempts_during(gateway, 1.0) == 0
+    sims["a1"].signal(signal.SIGCONT)
+    sims["a2"].signal(signal.SIGCONT)
+    assert max((await _approved_ids(sims)).values(), default=0) <= 1
+
+
+async def test_slow_primary_fails_over(gateway: Gateway, sims: dict[str, ManagedProcess]) -> None:
+    """A primary answering after the attempt timeout is treated as failing; nothing fails."""
+
+    async def slow() -> None:
+        for m in ("a1", "a2"):
+            async with SimControl(sims[m].address) as ctl:
+                await ctl.set_faults(latency_ms=int(ATTEMPT_TIMEOUT_S * 1000) + 200)
+
+    samples = await _fault_during_load(gateway, slow)
+    _assert_all_answered_by_issuer(samples)
+    assert await _primary_attempts_during(gateway, 1.0) == 0
+    await asyncio.sleep(0.6)  # let the slow answers land in the late-answer record
+    assert gateway.router.late.total > 0
+    assert max((await _approved_ids(sims)).values(), default=0) <= 1
+
+
+async def test_decline_storm_moves_traffic(gateway: Gateway, sims: dict[str, ManagedProcess]) -> None:
+    """A primary answering 96 to everything: no 96 reaches the acquirer, traffic moves to the secondary."""
+
+    async def storm() -> None:
+        for m in ("a1", "a2"):
+            async with SimControl(sims[m].address) as ctl:
+                await ctl.set_faults(decline_code="96")
+
+    samples = await _fault_during_load(gateway, storm)
+    _assert_all_answered_by_issuer(samples)
+    assert not [s for s in samples if s.response_code == "96"]
+    assert await _primary_attempts_during(gateway, 1.0) == 0
+
+
+async def test_flapping_primary(gateway: Gateway, sims: dict[str, ManagedProcess]) -> None:
+    """A primary hanging and resuming every 0.5 s: every request still answered by an issuer in time."""
+
+    async def flap() -> None:
+        for i in range(6):
+            sig = signal.SIGSTOP if i % 2 == 0 else signal.SIGCONT
+            sims["a1"].signal(sig)
+            sims["a2"].signal(sig)
+            await asyncio.sleep(0.5)
+
+    load = asyncio.create_task(_load(gateway, 3.5))
+    await asyncio.sleep(0.3)
+    await flap()
+    samples = await load
+    _assert_all_answered_by_issuer(samples)
+    assert gateway.router.budget.retries_in_flight == 0
+    assert max((await _approved_ids(sims)).values(), default=0) <= 1
+
+
+async def test_faults_reset_between_tests(sims: dict[str, ManagedProcess]) -> None:
+    """The fixture leaves simulators without faults (guards the other tests' premises)."""
+    for proc in sims.values():
+        async with SimControl(proc.address) as ctl:
+            report = await ctl.report()
+        assert report.faults == simulator_pb2.Faults()
