@@ -1,0 +1,118 @@
+"""End to end through processes: `authgw serve`, `authgw issuer-sim`, `authgw authorize`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.sim_control import SimControl
+from tests.gateway_fixtures import auth_request
+from tests.helpers import PAN_VISA
+
+
+def _authorize(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "gateway.cli", "authorize", "--target", target, *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ManagedProcess]]:
+    """One simulator per pool and a gateway process with a static config."""
+    workdir: Path = tmp_path_factory.mktemp("e2e")
+    procs: dict[str, ManagedProcess] = {}
+    for pool, member in (("primary", "a1"), ("secondary", "b1")):
+        port = free_port()
+        procs[member] = start_authgw(
+            workdir,
+            member,
+            ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member],
+            port,
+        )
+    gw_port = free_port()
+    cfg = workdir / "gateway.toml"
+    cfg.write_text(
+        f"""
+[gateway]
+listen = "127.0.0.1:{gw_port}"
+drain_timeout_ms = 3000
+[[pools]]
+name = "primary"
+members = [{{ name = "a1", address = "{procs["a1"].address}" }}]
+[[pools]]
+name = "secondary"
+members = [{{ name = "b1", address = "{procs["b1"].address}" }}]
+"""
+    )
+    procs["gw"] = start_authgw(workdir, "gw", ["serve", "--config", str(cfg)], gw_port)
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+def test_authorize_approved_by_primary(topology: dict[str, ManagedProcess]) -> None:
+    """`authgw authorize` prints one JSON object: approved by the primary pool's issuer."""
+    out = _authorize(topology["gw"].address, "--pan", PAN_VISA, "--amount", "12.34", "--request-id", "e2e-1")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["decision"] == "APPROVED"
+    assert answer["source"] == "ISSUER"
+    assert answer["pool"] == "primary"
+    assert answer["request_id"] == "e2e-1"
+    assert len(answer["approval_code"]) == 6
+
+
+def test_authorize_invalid_field_exits_nonzero(topology: dict[str, ManagedProcess]) -> None:
+    """An invalid PAN gives INVALID_ARGUMENT on stderr naming the field, and a non-zero exit."""
+    out = _authorize(topology["gw"].address, "--pan", "4111111111111112", "--amount", "1.00")
+    assert out.returncode != 0
+    assert "INVALID_ARGUMENT" in out.stderr
+    assert "pan" in out.stderr
+
+
+def test_bad_config_names_key(tmp_path: Path) -> None:
+    """`authgw serve` with a wrong key exits 2 naming the file and the key."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[routing]\ndeadline_ms = "soon"\n[[pools]]\nname = "p"\n')
+    argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 2
+    assert "bad.toml: routing.deadline_ms: must be an integer" in out.stderr
+
+
+async def test_sigterm_drains_in_flight(topology: dict[str, ManagedProcess]) -> None:
+    """SIGTERM while a slow request is in flight: the request is answered, then the gateway exits 0."""
+    async with SimControl(topology["a1"].address) as ctl:
+        await ctl.set_faults(latency_ms=300)
+    gw = topology["gw"]
+    async with grpc.aio.insecure_channel(gw.address) as channel:
+        stub = pb_grpc.AuthorizationStub(channel)
+        call = asyncio.ensure_future(stub.Authorize(auth_request(request_id="drain-1"), timeout=5))
+        await asyncio.sleep(0.1)
+        gw.signal(signal.SIGTERM)
+        resp = await call
+    assert resp.response_code == "00"
+    assert resp.pool == "primary"
+    assert gw.proc is not None
+    assert await asyncio.to_thread(gw.proc.wait, 10) == 0
+
+
+def test_secondary_answers_when_primary_killed(topology: dict[str, ManagedProcess]) -> None:
+    """With the primary simulator killed, the same command is answered by the secondary pool."""
+    gw = topology["gw"]
+    if not gw.alive():
+        gw.start()
+    topology["a1"].kill()
+    out = _authorize(gw.address, "--pan", PAN_VISA, "--amount", "12.34")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert (answer["decision"], answer["pool"]) == ("APPROVED", "secondary")
