@@ -103,13 +103,15 @@ class LateAnswers:
                 request_id, member.pool, member.name, resp.response_code, time.monotonic() - started
             )
             self.records.append(late)
-            log.warning(
-                "late answer recorded request_id=%s pool=%s member=%s code=%s",
-                request_id,
-                member.pool,
-                member.name,
-                resp.response_code,
-            )
+            if self.total == 1 or self.total % 100 == 0:  # a resumed host can send thousands at once
+                log.warning(
+                    "late answers recorded: %d so far (latest request_id=%s pool=%s member=%s code=%s)",
+                    self.total,
+                    request_id,
+                    member.pool,
+                    member.name,
+                    resp.response_code,
+                )
 
         task.add_done_callback(done)
 

@@ -74,6 +74,7 @@ class DeclineStormConfig:
 
     window_s: float = 5.0
     min_requests: int = 10  # fewer outcomes than this in the window: no verdict
+    consecutive_failures: int = 5  # errors or 91/96 in a row fail the pool at once
     threshold: float = 0.5  # share of bad outcomes that marks the pool failing
     baseline_05: float = 0.1  # normal share of 05 declines; only the excess counts
     cooloff_s: float = 2.0  # a failing pool gets one trial request after this
@@ -229,10 +230,13 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayCo
         raise ConfigError(source, "outlier.max_ejection_ms", "must be >= outlier.base_ejection_ms")
 
     ds = top.sub("decline_storm")
-    ds.check_known({"window_ms", "min_requests", "threshold", "baseline_05", "cooloff_ms"})
+    ds.check_known(
+        {"window_ms", "min_requests", "consecutive_failures", "threshold", "baseline_05", "cooloff_ms"}
+    )
     storm = DeclineStormConfig(
         window_s=ds.millis("window_ms", 5.0, minimum_ms=100),
         min_requests=ds.integer("min_requests", 10, minimum=1),
+        consecutive_failures=ds.integer("consecutive_failures", 5, minimum=1),
         threshold=ds.share("threshold", 0.5),
         baseline_05=ds.share("baseline_05", 0.1),
         cooloff_s=ds.millis("cooloff_ms", 2.0),

@@ -4,7 +4,9 @@ A host that answers, but answers wrong (a storm of 91/96, or 05 far above its
 normal rate), stopped a bank's cards for two hours; per-member outlier
 detection alone does not catch a whole pool doing it. Each pool keeps counts of
 its recent outcomes in time buckets; when the bad share passes the threshold
-(with enough samples) the pool is marked FAILING and skipped for a cool-off,
+(with enough samples), or when `consecutive_failures` errors or system declines
+come in a row (a sudden total failure, which a window still full of good
+answers would take seconds to see), the pool is marked failing and skipped for a cool-off,
 after which it gets a single trial request (half-open), like a member; each
 failed trial doubles the cool-off, so a dead pool costs few customer requests.
 """
@@ -57,6 +59,7 @@ class PoolHealth:
         self.failing_until = 0.0
         self.trial_in_flight = False
         self._cooloff = cfg.cooloff_s  # doubles on each failed trial, up to _MAX_COOLOFF_FACTOR x
+        self.consecutive_bad = 0  # errors and 91/96 in a row, whatever the window says
 
     def _bucket(self, now: float) -> _Bucket:
         index = int(now / self._width)
@@ -83,6 +86,17 @@ class PoolHealth:
             b.system += 1
         elif outcome is Outcome.ERROR:
             b.errors += 1
+        if outcome is Outcome.ERROR or outcome is Outcome.SYSTEM_DECLINE:
+            self.consecutive_bad += 1
+            if self.consecutive_bad >= self._cfg.consecutive_failures:
+                # a sudden total failure: the window still full of good answers would take seconds
+                self._fail(
+                    now,
+                    PoolVerdict.DECLINE_STORM if outcome is Outcome.SYSTEM_DECLINE else PoolVerdict.FAILING,
+                )
+                return
+        else:
+            self.consecutive_bad = 0
         if outcome is not Outcome.GOOD:
             self._evaluate(now)
 
@@ -101,7 +115,10 @@ class PoolHealth:
         declines = system + excess_05
         if (declines + errors) / total < self._cfg.threshold:
             return
-        self.verdict = PoolVerdict.DECLINE_STORM if declines >= errors else PoolVerdict.FAILING
+        self._fail(now, PoolVerdict.DECLINE_STORM if declines >= errors else PoolVerdict.FAILING)
+
+    def _fail(self, now: float, verdict: PoolVerdict) -> None:
+        self.verdict = verdict
         self.failing_until = now + self._cooloff
 
     def reset(self) -> None:
@@ -109,6 +126,7 @@ class PoolHealth:
         self.verdict = PoolVerdict.OK
         self.failing_until = 0.0
         self._cooloff = self._cfg.cooloff_s
+        self.consecutive_bad = 0
         for b in self._buckets:
             b.index = -1
 

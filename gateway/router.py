@@ -176,7 +176,9 @@ class Router:
                 pool.health.on_abandon()
                 return False
             left = stop_at - now
-            is_retry = bool(result.attempts)
+            # A retry after a refused connection costs the issuer nothing: only retries after an
+            # attempt that may have reached an issuer draw on the budget.
+            is_retry = bool(result.attempts) and result.attempts[-1].kind is not AttemptKind.NOT_SENT
             if left < _MIN_ATTEMPT_S or (is_retry and not self.budget.try_acquire()):
                 member.ejection.on_abandon()
                 pool.health.on_abandon()

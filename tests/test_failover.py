@@ -53,7 +53,7 @@ def _config(sims: dict[str, ManagedProcess]):  # type: ignore[no-untyped-def]
                 "attempt_timeout_ms": int(ATTEMPT_TIMEOUT_S * 1000),
                 "deadline_ms": int(DEADLINE_S * 1000),
             },
-            "decline_storm": {"min_requests": 8, "cooloff_ms": 3000},
+            "decline_storm": {"min_requests": 8, "cooloff_ms": 10_000},  # no half-open trial during a test
         },
     )
 

@@ -10,7 +10,10 @@ from gateway.retry_budget import RetryBudget
 OUTLIER = OutlierConfig(
     consecutive_failures=3, base_ejection_s=5.0, max_ejection_s=12.0, max_ejection_share=0.5
 )
-STORM = DeclineStormConfig(window_s=5.0, min_requests=10, threshold=0.5, baseline_05=0.1, cooloff_s=2.0)
+STORM = DeclineStormConfig(
+    window_s=5.0, min_requests=10, consecutive_failures=100, threshold=0.5, baseline_05=0.1, cooloff_s=2.0
+)
+FAST = DeclineStormConfig(window_s=5.0, min_requests=10, consecutive_failures=5, threshold=0.5, cooloff_s=2.0)
 
 
 def test_ejected_after_consecutive_failures() -> None:
@@ -90,6 +93,30 @@ def test_errors_mark_pool_failing() -> None:
     for i in range(12):
         h.record(i * 0.01, Outcome.ERROR)
     assert h.verdict is PoolVerdict.FAILING
+
+
+def test_consecutive_failures_fail_pool_despite_good_window() -> None:
+    """Five timeouts in a row fail a pool at once, though the window holds many good answers."""
+    h = PoolHealth(FAST)
+    for i in range(300):
+        h.record(i * 0.01, Outcome.GOOD)
+    for i in range(4):
+        h.record(3.0 + i * 0.01, Outcome.ERROR)
+    assert h.verdict is PoolVerdict.OK
+    h.record(3.05, Outcome.ERROR)
+    assert h.verdict is PoolVerdict.FAILING
+
+
+def test_consecutive_count_broken_by_good_answer() -> None:
+    """A good answer between failures resets the consecutive count."""
+    h = PoolHealth(FAST)
+    for i in range(300):
+        h.record(i * 0.01, Outcome.GOOD)
+    for t in (3.0, 3.01, 3.02, 3.03):
+        h.record(t, Outcome.ERROR)
+    h.record(3.04, Outcome.GOOD)
+    h.record(3.05, Outcome.ERROR)
+    assert h.verdict is PoolVerdict.OK
 
 
 def test_baseline_05_is_not_a_storm() -> None:

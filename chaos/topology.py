@@ -1,0 +1,206 @@
+"""A local authgw topology on loopback: issuer pools, their agents, etcd, Redis, gateways.
+
+Everything is a real process on a free port, started and stopped by PID:
+
+    topo = Topology(workdir, TopologySpec(etcd=True, redis=True, gateways=2))
+    topo.start()
+    ... topo.sims["a1"].signal(SIGSTOP) ...
+    topo.stop()
+
+Issuer hosts of every pool share one issuer ledger (a Redis of the issuer's own,
+separate from the gateways' Redis), as the hosts of a real issuer share its
+core banking system: idempotency by request_id and decision_id is issuer-wide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaos.processes import (
+    ManagedProcess,
+    free_port,
+    start_authgw,
+    start_etcd,
+    start_etcd_cluster,
+    start_redis,
+)
+
+__all__ = ["DEFAULT_POOLS", "Topology", "TopologySpec"]
+
+DEFAULT_POOLS: Mapping[str, tuple[str, ...]] = {"primary": ("a1", "a2"), "secondary": ("b1", "b2")}
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    """What to start."""
+
+    pools: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_POOLS))
+    etcd: bool = False  # membership from etcd via health agents (else static pools)
+    etcd_nodes: int = 1
+    redis: bool = False  # the gateways' Redis (stand-in counters and journal)
+    gateways: int = 1
+    attempt_timeout_ms: int = 400
+    deadline_ms: int = 2000
+    gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
+    sim_args: tuple[str, ...] = ()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(doc: Mapping[str, Any]) -> str:
+    """Write a config document (tables of scalars, plus arrays of tables) as TOML."""
+    lines: list[str] = []
+    for name, table in doc.items():
+        if isinstance(table, list):
+            for item in table:
+                lines.append(f"[[{name}]]")
+                lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+        else:
+            lines.append(f"[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+class Topology:
+    """Starts and stops a whole local topology."""
+
+    def __init__(self, workdir: Path, spec: TopologySpec | None = None) -> None:
+        self.workdir = workdir
+        self.spec = spec or TopologySpec()
+        self.etcd: list[ManagedProcess] = []
+        self.redis: ManagedProcess | None = None
+        self.ledger: ManagedProcess | None = None
+        self.sims: dict[str, ManagedProcess] = {}
+        self.agents: dict[str, ManagedProcess] = {}
+        self.gateways: list[ManagedProcess] = []
+        self.pool_of: dict[str, str] = {m: p for p, ms in self.spec.pools.items() for m in ms}
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"http://127.0.0.1:{e.port}" for e in self.etcd]
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def processes(self) -> Iterator[ManagedProcess]:
+        yield from self.gateways
+        yield from self.agents.values()
+        yield from self.sims.values()
+        yield from self.etcd
+        if self.redis is not None:
+            yield self.redis
+        if self.ledger is not None:
+            yield self.ledger
+
+    def start(self) -> Topology:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.ledger = start_redis(self.workdir / "ledger")
+        if self.spec.redis:
+            self.redis = start_redis(self.workdir / "redis")
+        if self.spec.etcd:
+            if self.spec.etcd_nodes == 1:
+                self.etcd = [start_etcd(self.workdir / "etcd")]
+            else:
+                self.etcd = start_etcd_cluster(self.workdir / "etcd", self.spec.etcd_nodes)
+        for member, pool in self.pool_of.items():
+            self.start_sim(member, pool)
+        if self.spec.etcd:
+            for member in self.sims:
+                self.start_agent(member)
+        for i in range(self.spec.gateways):
+            self.start_gateway(i)
+
+    def start_sim(self, member: str, pool: str, port: int | None = None) -> ManagedProcess:
+        assert self.ledger is not None
+        port = port or free_port()
+        args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member]
+        args += ["--ledger", f"redis://127.0.0.1:{self.ledger.port}/0", *self.spec.sim_args]
+        self.sims[member] = start_authgw(self.workdir, f"sim-{member}", args, port)
+        return self.sims[member]
+
+    def restart_sim(self, member: str) -> ManagedProcess:
+        """Start a killed simulator again on its old port (its agent re-registers it)."""
+        old = self.sims[member]
+        old.kill()
+        return self.start_sim(member, self.pool_of[member], old.port)
+
+    def start_agent(self, member: str) -> ManagedProcess:
+        sim = self.sims[member]
+        args = ["health-agent", "--etcd", ",".join(self.etcd_endpoints), "--pool", self.pool_of[member]]
+        args += ["--member", member, "--address", sim.address, "--ttl", "3", "--probe-interval", "0.5"]
+        self.agents[member] = start_authgw(
+            self.workdir, f"agent-{member}", args, self.etcd[0].port, wait_port=False
+        )
+        return self.agents[member]
+
+    def gateway_config(self, index: int, port: int) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "gateway": {
+                "listen": f"127.0.0.1:{port}",
+                "instance": f"gw-{index + 1}",
+                "drain_timeout_ms": 3000,
+            },
+            "routing": {
+                "attempt_timeout_ms": self.spec.attempt_timeout_ms,
+                "deadline_ms": self.spec.deadline_ms,
+            },
+        }
+        if self.spec.etcd:
+            doc["etcd"] = {"endpoints": self.etcd_endpoints}
+        if self.spec.redis:
+            doc["redis"] = {"url": self.redis_url}
+        for section, values in self.spec.gateway_extra.items():
+            doc.setdefault(section, {}).update(values)
+        doc["pools"] = [
+            {
+                "name": pool,
+                "priority": i + 1,
+                "members": [{"name": m, "address": self.sims[m].address} for m in members],
+            }
+            for i, (pool, members) in enumerate(self.spec.pools.items())
+        ]
+        return doc
+
+    def start_gateway(self, index: int, port: int | None = None) -> ManagedProcess:
+        port = port or free_port()
+        path = self.workdir / f"gateway-{index + 1}.toml"
+        path.write_text(to_toml(self.gateway_config(index, port)))
+        proc = start_authgw(self.workdir, f"gw-{index + 1}", ["serve", "--config", str(path)], port)
+        if index < len(self.gateways):
+            self.gateways[index] = proc
+        else:
+            self.gateways.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        """Stop everything, gateways first (they drain), then agents, hosts, etcd, Redis."""
+        for proc in self.processes():
+            with contextlib.suppress(Exception):
+                proc.stop()
