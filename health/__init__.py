@@ -1,0 +1,60 @@
+"""etcd health leases: the agent beside each issuer host, and the membership the gateway reads.
+
+The gateway uses `MembershipWatcher` (a `MembershipSource`) to follow pools,
+drain flags and the routing mode, and `GatewayRegistration` to list itself in
+the fleet; both take an `EtcdClient`. Errors are `HealthError` subclasses
+(tree in health.errors).
+"""
+
+from health.errors import (
+    EtcdError,
+    EtcdRequestFailed,
+    EtcdUnavailable,
+    HealthError,
+    InvalidName,
+    LeaseNotFound,
+    MalformedRecord,
+    RevisionCompacted,
+)
+from health.etcd import Endpoint, EtcdClient, parse_endpoints
+from health.keys import DEFAULT_ROOT, KeyLayout
+from health.lease import LeasedKey
+from health.membership import (
+    GatewayInfo,
+    MemberInfo,
+    Membership,
+    MembershipListener,
+    MembershipSource,
+    Mode,
+    PoolView,
+    StaticMembership,
+)
+from health.registration import GatewayRegistration
+from health.watcher import MembershipWatcher
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "Endpoint",
+    "EtcdClient",
+    "EtcdError",
+    "EtcdRequestFailed",
+    "EtcdUnavailable",
+    "GatewayInfo",
+    "GatewayRegistration",
+    "HealthError",
+    "InvalidName",
+    "KeyLayout",
+    "LeaseNotFound",
+    "LeasedKey",
+    "MalformedRecord",
+    "MemberInfo",
+    "Membership",
+    "MembershipListener",
+    "MembershipSource",
+    "MembershipWatcher",
+    "Mode",
+    "PoolView",
+    "RevisionCompacted",
+    "StaticMembership",
+    "parse_endpoints",
+]

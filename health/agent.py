@@ -1,0 +1,245 @@
+"""The health agent beside each issuer host: `authgw health-agent`.
+
+It probes its host every probe interval and holds the host's member key in
+etcd on a lease while the host is healthy. `fall` failed probes revoke the
+lease at once (every gateway drops the member in the same instant); `rise`
+good ones register it again on a new lease. If the agent dies, the lease
+expires within its TTL and the member leaves routing all the same. etcd being
+down changes nothing to the probing: the lease loop re-creates what etcd lost
+when it answers again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from health.errors import HealthError, InvalidName
+from health.etcd import DEFAULT_ETCD, EtcdClient, parse_endpoints
+from health.keys import DEFAULT_ROOT, KeyLayout, check_name
+from health.lease import LeasedKey
+from health.membership import MemberInfo
+from health.probe import HealthProbe, RiseFall, Transition
+
+__all__ = ["AgentConfig", "HealthAgent", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the agent registers and how it judges its host."""
+
+    pool: str
+    """Pool the host belongs to."""
+    member: str
+    """Name of the host inside its pool (unique in the pool)."""
+    address: str
+    """host:port the gateways send authorizations to, and that the agent probes."""
+    zone: str = ""
+    """Data centre or availability zone of the host."""
+    weight: int = 1
+    """Relative share of the pool's traffic."""
+    version: str = ""
+    """Software version label of the host, shown to gateways and operators."""
+    service: str = ""
+    """Service name asked in Health/Check ("" = the whole server)."""
+    ttl_s: int = 3
+    """Lease TTL: how long the member outlives a dead agent."""
+    probe_interval_s: float = 0.5
+    """Time between the starts of two probes."""
+    probe_timeout_s: float = 0.3
+    """Deadline of one probe."""
+    fall: int = 2
+    """Consecutive failed probes that take the member out."""
+    rise: int = 2
+    """Consecutive good probes that put it back."""
+    key_root: str = DEFAULT_ROOT
+    """etcd key root (tests use their own)."""
+
+    def __post_init__(self) -> None:
+        check_name("pool", self.pool)
+        check_name("member", self.member)
+        MemberInfo(address=self.address, weight=self.weight)  # validates address and weight
+        for name in ("ttl_s", "probe_interval_s", "probe_timeout_s", "fall", "rise"):
+            if getattr(self, name) <= 0:
+                raise InvalidName(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+class HealthAgent:
+    """Probes one host and holds its member key while it is healthy.
+
+    Args:
+        client: etcd client (owned by the caller).
+        config: what to register and the probe settings.
+        probe: the host probe; by default Health/Check on config.address.
+    """
+
+    def __init__(self, client: EtcdClient, config: AgentConfig, *, probe: HealthProbe | None = None) -> None:
+        self._config = config
+        self._probe = probe or HealthProbe(
+            config.address, timeout_s=config.probe_timeout_s, service=config.service
+        )
+        self._health = RiseFall(rise=config.rise, fall=config.fall)
+        self._lease = LeasedKey(
+            client,
+            KeyLayout(config.key_root).member(config.pool, config.member),
+            self._member_value,
+            ttl_s=config.ttl_s,
+        )
+
+    @property
+    def host_up(self) -> bool:
+        """The host passed its last `rise` probes and has not failed `fall` since."""
+        return self._health.up
+
+    @property
+    def registered(self) -> bool:
+        """The member key is in etcd as far as the agent knows."""
+        return self._lease.held
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Probe until `stop` is set, then revoke the lease and return."""
+        loop = asyncio.get_running_loop()
+        cfg = self._config
+        log.info(
+            "agent for %s/%s at %s: probe every %ss (timeout %ss, fall %d, rise %d), lease ttl %ss",
+            cfg.pool,
+            cfg.member,
+            cfg.address,
+            cfg.probe_interval_s,
+            cfg.probe_timeout_s,
+            cfg.fall,
+            cfg.rise,
+            cfg.ttl_s,
+        )
+        async with self._lease:
+            try:
+                while not stop.is_set():
+                    started = loop.time()
+                    await self._probe_once()
+                    await _wait(stop, cfg.probe_interval_s - (loop.time() - started))
+            finally:
+                await self._probe.close()
+
+    async def _probe_once(self) -> None:
+        result = await self._probe.check()
+        match self._health.observe(result.ok):
+            case Transition.UP:
+                log.info("host %s healthy after %d good probes", self._config.address, self._config.rise)
+                self._lease.hold()
+            case Transition.DOWN:
+                reason = f"{self._config.fall} failed probes, last: {result.detail}"
+                log.warning("host %s unhealthy: %s", self._config.address, reason)
+                await self._lease.release(reason)
+            case None:
+                pass
+
+    def _member_value(self) -> bytes:
+        cfg = self._config
+        return MemberInfo(
+            address=cfg.address, zone=cfg.zone, weight=cfg.weight, version=cfg.version
+        ).to_json()
+
+
+async def _wait(stop: asyncio.Event, delay_s: float) -> None:
+    if delay_s <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay_s):
+            await stop.wait()
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Hold a pool member's etcd lease while its host is healthy."
+    )
+    parser.add_argument(
+        "--etcd",
+        default=os.environ.get("AUTHGW_ETCD", DEFAULT_ETCD),
+        help="etcd client URLs, comma-separated (default: $AUTHGW_ETCD or %(default)s)",
+    )
+    parser.add_argument("--pool", required=True, help="pool of the host")
+    parser.add_argument("--member", required=True, help="name of the host in its pool")
+    parser.add_argument(
+        "--address", required=True, help="host:port of the issuer host (probed and registered)"
+    )
+    parser.add_argument("--zone", default="", help="zone or data centre of the host")
+    parser.add_argument("--weight", type=int, default=1, help="relative traffic share (default: 1)")
+    parser.add_argument("--member-version", default="", help="software version label of the host")
+    parser.add_argument("--service", default="", help="service name for Health/Check (default: whole server)")
+    parser.add_argument("--ttl", type=int, default=3, help="lease TTL in seconds (default: 3)")
+    parser.add_argument(
+        "--probe-interval", type=float, default=0.5, help="seconds between probes (default: 0.5)"
+    )
+    parser.add_argument(
+        "--probe-timeout", type=float, default=0.3, help="deadline of one probe (default: 0.3)"
+    )
+    parser.add_argument(
+        "--fall", type=int, default=2, help="failed probes that take the member out (default: 2)"
+    )
+    parser.add_argument("--rise", type=int, default=2, help="good probes that put it back (default: 2)")
+    parser.add_argument(
+        "--etcd-timeout", type=float, default=1.0, help="deadline of one etcd call (default: 1.0)"
+    )
+    parser.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """`authgw health-agent ...`: run until SIGTERM/SIGINT, then revoke the lease and exit 0."""
+    parser = _parser(f"authgw {argv[0]}")
+    args = parser.parse_args(argv[1:])
+    try:
+        endpoints = parse_endpoints(args.etcd)
+        config = AgentConfig(
+            pool=args.pool,
+            member=args.member,
+            address=args.address,
+            zone=args.zone,
+            weight=args.weight,
+            version=args.member_version,
+            service=args.service,
+            ttl_s=args.ttl,
+            probe_interval_s=args.probe_interval,
+            probe_timeout_s=args.probe_timeout,
+            fall=args.fall,
+            rise=args.rise,
+            key_root=args.key_root,
+        )
+    except HealthError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_serve(EtcdClient(endpoints, request_timeout_s=args.etcd_timeout), config))
+    except asyncio.CancelledError:
+        log.warning("second signal: exited without waiting for the lease revoke")
+        return 1
+
+
+async def _serve(client: EtcdClient, config: AgentConfig) -> int:
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+    assert main_task is not None  # asyncio.run always runs us in a task
+
+    def on_signal() -> None:
+        if stop.is_set():
+            main_task.cancel()  # second signal: do not wait for etcd any longer
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    async with client:
+        await HealthAgent(client, config).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(["health-agent", *sys.argv[1:]]))
