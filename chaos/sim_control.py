@@ -1,0 +1,91 @@
+"""Async client of an issuer simulator's control service (authgw.v1.IssuerSimControl).
+
+    async with SimControl("127.0.0.1:50051") as sim:
+        await sim.set_faults(hang=True)
+        report = await sim.report()
+
+Every call has a deadline; gRPC errors reach the caller as `grpc.aio.AioRpcError`.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from authgw.v1 import simulator_pb2
+
+__all__ = ["SimControl"]
+
+_SERVICE = "/authgw.v1.IssuerSimControl"
+# A Report lists every approved request_id: after a long benchmark it outgrows gRPC's 4 MiB default.
+_MAX_REPORT_BYTES = 256 * 1024 * 1024
+
+
+class SimControl:
+    """Control channel to one issuer simulator; close it (or use `async with`)."""
+
+    def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
+        self.address = address
+        self._timeout_s = timeout_s
+        self._channel: Any = grpc.aio.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", _MAX_REPORT_BYTES)]
+        )
+        # Built from the channel rather than the generated stub, which carries no annotations.
+        self._set_faults = self._channel.unary_unary(
+            f"{_SERVICE}/SetFaults",
+            request_serializer=simulator_pb2.SetFaultsRequest.SerializeToString,
+            response_deserializer=simulator_pb2.Faults.FromString,
+        )
+        self._report = self._channel.unary_unary(
+            f"{_SERVICE}/Report",
+            request_serializer=simulator_pb2.ReportRequest.SerializeToString,
+            response_deserializer=simulator_pb2.SimReport.FromString,
+        )
+
+    async def set_faults(
+        self,
+        *,
+        latency_ms: int = 0,
+        error_rate: float = 0.0,
+        decline_code: str = "",
+        hang: bool = False,
+        advise_reject_rate: float = 0.0,
+    ) -> simulator_pb2.Faults:
+        """Replace every fault of the host (arguments left out are cleared); returns what it applied."""
+        faults = simulator_pb2.Faults(
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            decline_code=decline_code,
+            hang=hang,
+            advise_reject_rate=advise_reject_rate,
+        )
+        applied: simulator_pb2.Faults = await self._set_faults(
+            simulator_pb2.SetFaultsRequest(faults=faults), timeout=self._timeout_s
+        )
+        return applied
+
+    async def clear_faults(self) -> simulator_pb2.Faults:
+        """Remove every fault."""
+        return await self.set_faults()
+
+    async def report(self) -> simulator_pb2.SimReport:
+        """The host's counters, current faults and the ledger's advices."""
+        report: simulator_pb2.SimReport = await self._report(
+            simulator_pb2.ReportRequest(), timeout=self._timeout_s
+        )
+        return report
+
+    async def close(self) -> None:
+        """Close the channel; safe to call twice."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> SimControl:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
