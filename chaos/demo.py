@@ -55,7 +55,7 @@ async def _inject(topo: Topology, phases: Sequence[Phase], t0: float, console: C
     console.log("recovery: every host resumed, a1 restarted")
     for member in ("a2", "b1", "b2"):
         topo.sims[member].signal(signal.SIGCONT)
-    topo.restart_sim("a1")
+    await asyncio.to_thread(topo.restart_sim, "a1")  # waits for the port: not on the load's loop
 
 
 async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -> int:
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="stretch (>1) or compress (<1) the timeline")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(130, shutil.get_terminal_size().columns))
     workdir = Path(tempfile.mkdtemp(prefix="authgw-demo-"))
     try:
         return asyncio.run(run_demo(args.rate, args.scale, workdir, console))

@@ -37,6 +37,7 @@ class Member:
         self.ejection = Ejection(outlier)
         self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.IssuerHostStub(self.channel)
+        self.channel.get_state(try_to_connect=True)  # connect now, not on the first customer request
 
     def load(self) -> float:
         """In-flight requests per unit of weight (power-of-two-choices compares this)."""

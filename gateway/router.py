@@ -124,9 +124,10 @@ class Router:
         for member in members:
             member.ejection.reset()
 
-    def has_usable_member(self, now: float | None = None) -> bool:
+    def has_healthy_pool(self, now: float | None = None) -> bool:
+        """Is some pool in routing with a healthy verdict and a usable member (trials do not count)?"""
         now = self._clock() if now is None else now
-        return any(not p.drained and p.health.admits(now) and p.usable(now) for p in self.pools)
+        return any(not p.drained and p.health.verdict is PoolVerdict.OK and p.usable(now) for p in self.pools)
 
     async def route(
         self,

@@ -65,8 +65,8 @@ class StandInMode:
 
     def maybe_enter(self, cause: str) -> None:
         """After a request no issuer answered: enter when no pool can take requests."""
-        if self.active or self._router.has_usable_member():
-            return
+        if self.active or self._router.has_healthy_pool():
+            return  # half-open trials of failing pools are the prober's job once in stand-in mode
         self._set(True, cause)
         self.good_rounds = 0
         self._task = asyncio.create_task(self._probe_loop(), name="standin-prober")
