@@ -1,0 +1,81 @@
+"""Stand-in processing: decide card authorizations when every issuer pool has failed.
+
+The gateway builds one engine and calls it when no issuer can answer::
+
+    config = load_config(Path("config/standin.toml"))     # secrets from AUTHGW_TOKEN_KEY / AUTHGW_PAN_KEY
+    async with StandIn.from_config(config) as standin:
+        decision = await standin.decide(request, Reason.ALL_POOLS_FAILED, trace_context=traceparent)
+
+Independent of gRPC and of the gateway: it works on its own small domain types
+(StandInRequest, StandInDecision), converted at the gateway's edge.
+"""
+
+from standin.codes import ResponseCode
+from standin.crypto import PanCipher
+from standin.engine import EngineStatus, StandIn
+from standin.entry import JournalEntry, decode_decision, decode_entry, decrypt_pan, encode_entry
+from standin.errors import (
+    CardStatusFileError,
+    ClosedError,
+    ConfigError,
+    EntryFormatError,
+    InvalidRequestError,
+    LocalJournalError,
+    PolicyError,
+    StandInError,
+    StoreUnavailableError,
+)
+from standin.policy import ChannelRisk, RiskTier, StandInPolicy, WindowLimit
+from standin.policy_load import load_policy
+from standin.redis_io import make_redis_client
+from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig, load_config
+from standin.tokens import CardTokenizer
+from standin.types import (
+    CardStatus,
+    Channel,
+    JournalKind,
+    LimitKind,
+    Reason,
+    StandInDecision,
+    StandInRequest,
+)
+
+__all__ = [
+    "CardStatus",
+    "CardStatusFileError",
+    "CardTokenizer",
+    "Channel",
+    "ChannelRisk",
+    "ClosedError",
+    "ConfigError",
+    "EngineStatus",
+    "EntryFormatError",
+    "InvalidRequestError",
+    "JournalEntry",
+    "JournalKind",
+    "JournalSettings",
+    "LimitKind",
+    "LocalJournalError",
+    "LocalSettings",
+    "PanCipher",
+    "PolicyError",
+    "Reason",
+    "RedisSettings",
+    "ResponseCode",
+    "RiskTier",
+    "StandIn",
+    "StandInConfig",
+    "StandInDecision",
+    "StandInError",
+    "StandInPolicy",
+    "StandInRequest",
+    "StoreUnavailableError",
+    "WindowLimit",
+    "decode_decision",
+    "decode_entry",
+    "decrypt_pan",
+    "encode_entry",
+    "load_config",
+    "load_policy",
+    "make_redis_client",
+]

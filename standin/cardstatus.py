@@ -1,0 +1,122 @@
+"""Card statuses pushed by the issuer (blocked, lost, stolen), stored in Redis under card tokens.
+
+File formats (one card per line; blank lines and lines starting with # ignored):
+
+    CSV          pan,status          (an optional header line "pan,status")
+    JSON lines   {"pan": "...", "status": "..."}
+
+status is blocked, lost, stolen, or active (which removes an earlier status).
+Error messages name the line and at most the last four digits of a PAN.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from standin.errors import CardStatusFileError
+from standin.keys import card_status_key
+from standin.redis_io import RedisGate
+from standin.tokens import CardTokenizer
+from standin.types import CardStatus
+
+__all__ = ["CardStatusRecord", "LoadReport", "load_card_statuses", "read_card_status_file"]
+
+_PAN = re.compile(r"[0-9]{12,19}")
+_STATUSES = ", ".join(s.value for s in CardStatus)
+
+
+@dataclass(frozen=True, slots=True)
+class CardStatusRecord:
+    """One line of an issuer card-status file."""
+
+    pan: str = field(repr=False)
+    status: CardStatus
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """What a load changed."""
+
+    set: int
+    cleared: int
+
+
+def read_card_status_file(path: Path) -> Iterator[CardStatusRecord]:
+    """Parse a CSV or JSON-lines card-status file, lazily, line by line."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for number, line in enumerate(f, start=1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                record = _parse_line(path, number, text)
+                if record is not None:
+                    yield record
+    except OSError as exc:
+        raise CardStatusFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise CardStatusFileError(f"{path}: not UTF-8 text") from exc
+
+
+def _parse_line(path: Path, number: int, text: str) -> CardStatusRecord | None:
+    where = f"{path}:{number}"
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CardStatusFileError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise CardStatusFileError(f"{where}: expected an object with pan and status")
+        pan, status = obj.get("pan"), obj.get("status")
+    else:
+        cells = next(csv.reader([text]))
+        if len(cells) != 2:
+            raise CardStatusFileError(f"{where}: expected 2 columns pan,status, got {len(cells)}")
+        pan, status = (c.strip() for c in cells)
+        if number == 1 and pan.lower() == "pan":
+            return None  # header
+    if not isinstance(pan, str) or not _PAN.fullmatch(pan):
+        shown = f"…{pan[-4:]}" if isinstance(pan, str) else repr(pan)
+        raise CardStatusFileError(f"{where}: pan {shown} is not 12-19 digits")
+    if not isinstance(status, str) or status.lower() not in CardStatus._value2member_map_:
+        raise CardStatusFileError(f"{where}: status {status!r} is not one of {_STATUSES}")
+    return CardStatusRecord(pan, CardStatus(status.lower()))
+
+
+async def load_card_statuses(
+    gate: RedisGate, tokenizer: CardTokenizer, records: Iterable[CardStatusRecord], *, batch: int = 1000
+) -> LoadReport:
+    """Write statuses to Redis under card tokens (never the PAN), pipelined by `batch`."""
+    set_count = cleared = 0
+    pending: list[CardStatusRecord] = []
+
+    async def flush() -> None:
+        async def op() -> None:
+            pipe = gate.redis.pipeline(transaction=False)  # keys live in different slots: no MULTI
+            for r in pending:
+                key = card_status_key(tokenizer.token(r.pan))
+                if r.status is CardStatus.ACTIVE:
+                    pipe.delete(key)
+                else:
+                    pipe.set(key, r.status.value)
+            await pipe.execute()
+
+        await gate.call("load card status", op)
+        pending.clear()
+
+    for record in records:
+        pending.append(record)
+        if record.status is CardStatus.ACTIVE:
+            cleared += 1
+        else:
+            set_count += 1
+        if len(pending) >= batch:
+            await flush()
+    if pending:
+        await flush()
+    return LoadReport(set_count, cleared)

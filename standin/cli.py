@@ -1,0 +1,119 @@
+"""`authgw standin <command>` and `authgw settle`: operator tools for stand-in.
+
+    authgw standin load-card-status FILE   load issuer card statuses (CSV or JSON lines) into Redis
+    authgw standin status                  Redis reachability, stream depth per partition, local backlog
+    authgw standin replay                  move this host's local SQLite backlog to Redis now
+
+Every command reads the config file given by --config (default: $AUTHGW_STANDIN_CONFIG,
+else config/standin.toml) and the secrets from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from standin.cardstatus import load_card_statuses, read_card_status_file
+from standin.engine import StandIn
+from standin.errors import StandInError
+from standin.journal import StreamJournal
+from standin.redis_io import RedisGate, make_redis_client
+from standin.settings import StandInConfig, load_config
+from standin.tokens import CardTokenizer
+
+__all__ = ["main"]
+
+_DEFAULT_CONFIG = "config/standin.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="authgw standin", description="stand-in operator tools")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("AUTHGW_STANDIN_CONFIG", _DEFAULT_CONFIG)),
+        help="stand-in TOML config (default: $AUTHGW_STANDIN_CONFIG or config/standin.toml)",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load-card-status", help="load issuer card statuses into Redis (tokenized)")
+    load.add_argument("file", type=Path, help="CSV (pan,status) or JSON lines ({pan, status})")
+    load.add_argument("--batch", type=int, default=1000, help="cards per Redis pipeline")
+    sub.add_parser("status", help="print Redis reachability, journal depth and local backlog as JSON")
+    sub.add_parser("replay", help="move the local SQLite backlog to Redis now")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point; argv[0] is "standin" or "settle" (see gateway/cli.py)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "settle":
+        print("authgw settle: the settlement worker is not implemented yet", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(argv[1:])
+    try:
+        config = load_config(args.config)
+        return asyncio.run(_COMMANDS[args.command](config, args))
+    except StandInError as exc:
+        print(f"authgw standin {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _load_card_status(config: StandInConfig, args: argparse.Namespace) -> int:
+    redis = make_redis_client(config.redis)
+    try:
+        # A bulk load may take seconds; the tight per-decision deadline does not apply.
+        gate = RedisGate(redis, deadline=config.redis.command_deadline * 50)
+        report = await load_card_statuses(
+            gate, CardTokenizer(config.token_key), read_card_status_file(args.file), batch=args.batch
+        )
+    finally:
+        await redis.aclose()
+    print(json.dumps({"file": str(args.file), "set": report.set, "cleared": report.cleared}))
+    return 0
+
+
+async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
+    async with StandIn.from_config(config) as engine:
+        status = await engine.status()
+        out: dict[str, object] = {
+            "redis_up": status.redis_up,
+            "local_backlog": status.local_backlog,
+            "oldest_local_ms": status.oldest_local_ms,
+        }
+        if status.redis_up:
+            redis = make_redis_client(config.redis)
+            try:
+                journal = StreamJournal(
+                    RedisGate(redis, config.redis.command_deadline * 10),
+                    partitions=config.journal.partitions,
+                    consumer_group=config.journal.consumer_group,
+                    dedupe_ttl=config.journal.dedupe_ttl,
+                )
+                out["partitions"] = [
+                    {"partition": p, "length": length, "pending": pending}
+                    for p, length, pending in await journal.depth()
+                ]
+            finally:
+                await redis.aclose()
+    print(json.dumps(out))
+    return 0
+
+
+async def _replay(config: StandInConfig, args: argparse.Namespace) -> int:
+    async with StandIn.from_config(config) as engine:
+        moved = await engine.move_backlog()
+        status = await engine.status()
+    print(json.dumps({"moved": moved, "local_backlog": status.local_backlog}))
+    return 0
+
+
+_COMMANDS = {
+    "load-card-status": _load_card_status,
+    "status": _status,
+    "replay": _replay,
+}

@@ -1,0 +1,28 @@
+"""ISO 8583 field 39 response codes used by stand-in, and the rule names that produce them."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ResponseCode"]
+
+
+class ResponseCode(enum.StrEnum):
+    """ISO 8583 field 39 (response code) values stand-in can answer."""
+
+    APPROVED = "00"  # approved or completed successfully
+    DO_NOT_HONOUR = "05"  # do not honour: card blocked by the issuer
+    INVALID_CARD_NUMBER = "14"  # invalid card number (no such number / fails Luhn)
+    LOST_CARD = "41"  # lost card, pick up
+    STOLEN_CARD = "43"  # stolen card, pick up
+    INSUFFICIENT_FUNDS = "51"  # not sufficient funds (issuer only: stand-in knows no balance)
+    EXPIRED_CARD = "54"  # expired card (issuer only: the request carries no expiry)
+    NOT_PERMITTED_TO_CARDHOLDER = "57"  # transaction not permitted to cardholder
+    EXCEEDS_AMOUNT_LIMIT = "61"  # exceeds withdrawal amount limit
+    EXCEEDS_FREQUENCY_LIMIT = "65"  # exceeds withdrawal frequency limit
+    ISSUER_UNAVAILABLE = "91"  # issuer or switch inoperative: no safe decision possible
+    SYSTEM_MALFUNCTION = "96"  # system malfunction
+
+    @property
+    def approved(self) -> bool:
+        return self is ResponseCode.APPROVED

@@ -1,0 +1,105 @@
+"""The durable journal in Redis: N partition streams, appends idempotent by decision id.
+
+Redis persistence the operator MUST configure (stand-in approves only once the
+entry is in the journal, so the journal is only as durable as Redis' AOF):
+
+    appendonly yes
+    appendfsync always      every write is fsynced before Redis replies: an acknowledged
+                            decision survives a crash of Redis or of its host. Costs one
+                            fsync per write (grouped by Redis across clients); on SSDs
+                            this stays well within stand-in's latency budget.
+    appendfsync everysec    fsync once per second: up to ~1 s of acknowledged decisions
+                            (approvals included) is lost if the Redis host crashes or
+                            loses power (a Redis process crash alone loses nothing, the
+                            OS still holds the writes). Acceptable only with a replica
+                            and `WAIT`-style guarantees the bank has signed off.
+    appendfsync no          never acceptable for the journal.
+
+Also: no `maxmemory-policy` that evicts (use noeviction: a full Redis must refuse
+writes, which sends stand-in to its local journal, rather than silently drop
+counters or entries); RDB snapshots alone are not enough. With Sentinel or
+Cluster, a failover may lose the writes not yet replicated; run
+`min-replicas-to-write 1` to bound that.
+
+Stream entries are never trimmed here: settlement acknowledges and trims them
+once the issuer has the advice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from standin import keys, lua
+from standin.errors import StoreUnavailableError
+from standin.redis_io import RedisGate
+
+__all__ = ["StreamJournal"]
+
+
+class StreamJournal:
+    """Appends decisions to the partition stream of their card, each decision at most once."""
+
+    def __init__(
+        self, gate: RedisGate, *, partitions: int, consumer_group: str, dedupe_ttl: timedelta
+    ) -> None:
+        self._gate = gate
+        self.partitions = partitions
+        self.consumer_group = consumer_group
+        self._dedupe_ttl_ms = int(dedupe_ttl / timedelta(milliseconds=1))
+        self._append: AsyncScript = gate.redis.register_script(lua.APPEND)
+
+    def stream_of(self, card_token: str) -> str:
+        return keys.stream_key(keys.partition_of(card_token, self.partitions))
+
+    async def ensure_groups(self) -> None:
+        """Create every partition stream and its settlement consumer group (idempotent)."""
+        for p in range(self.partitions):
+            stream = keys.stream_key(p)
+
+            async def op(stream: str = stream) -> None:
+                try:
+                    await self._gate.redis.xgroup_create(stream, self.consumer_group, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+            await self._gate.call("xgroup create", op)
+
+    async def depth(self) -> list[tuple[int, int, int]]:
+        """Per partition: (partition, entries in the stream, entries delivered but not acknowledged)."""
+        out: list[tuple[int, int, int]] = []
+        for p in range(self.partitions):
+            stream = keys.stream_key(p)
+
+            async def op(stream: str = stream) -> tuple[int, int]:
+                length = await self._gate.redis.xlen(stream)
+                try:
+                    pending = await self._gate.redis.xpending(stream, self.consumer_group)
+                except ResponseError:  # no such group yet
+                    return length, 0
+                return length, int(pending["pending"])
+
+            length, pending = await self._gate.call("xlen", op)
+            out.append((p, length, pending))
+        return out
+
+    async def append(self, card_token: str, decision_id: str, fields: Mapping[str, str]) -> tuple[str, bool]:
+        """Append `fields` once per decision id; returns (stream id, whether this call appended it)."""
+        partition = keys.partition_of(card_token, self.partitions)
+        script_keys = [keys.stream_key(partition), keys.dedupe_key(partition, decision_id)]
+        args: list[str | int] = [self._dedupe_ttl_ms]
+        for name, value in fields.items():
+            args += [name, value]
+
+        async def op() -> list[int | bytes]:
+            reply: list[int | bytes] = await self._append(keys=script_keys, args=args)
+            return reply
+
+        appended, stream_id = await self._gate.call("append", op)
+        if not isinstance(stream_id, bytes):
+            raise StoreUnavailableError(f"redis append: unexpected reply {stream_id!r}")
+        return stream_id.decode(), appended == 1

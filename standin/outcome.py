@@ -1,0 +1,93 @@
+"""What the engine proposes for a decision, and what a store (Redis or SQLite) decided.
+
+The engine mints the decision id and approval code before asking a store, so
+that a store records a complete decision in one atomic step; when the store
+already holds a decision for the request id, that earlier one wins.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from standin.codes import ResponseCode
+from standin.types import JournalKind, Reason, StandInDecision
+
+__all__ = ["Outcome", "Proposal", "new_approval_code", "new_decision_id"]
+
+# ISO 8583 field 38 is 6 alphanumerics; no I/O (read as 1/0 when spoken or retyped).
+_APPROVAL_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+
+
+def new_decision_id() -> str:
+    return uuid.uuid4().hex
+
+
+def new_approval_code() -> str:
+    return "".join(secrets.choice(_APPROVAL_ALPHABET) for _ in range(6))
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """The identity a new decision gets if its request has not been decided before."""
+
+    decision_id: str
+    approval_code: str
+    risk_tier: str
+    reason: Reason
+    gateway_instance: str
+    decided_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision as a store recorded it."""
+
+    fresh: bool
+    """False when the request had already been decided (this is that earlier decision)."""
+    decision_id: str
+    response_code: ResponseCode
+    rule: str
+    approval_code: str
+    risk_tier: str
+    reason: Reason
+    decided_at_ms: int
+    gateway_instance: str
+
+    @classmethod
+    def from_record(cls, fresh: bool, values: list[str]) -> Outcome:
+        """Build from the record values in lua.RECORD_FIELDS order."""
+        decision_id, code, rule, approval, tier, reason, at_ms, instance = values
+        return cls(
+            fresh, decision_id, ResponseCode(code), rule, approval, tier, Reason(reason), int(at_ms), instance
+        )
+
+    def record_values(self) -> list[str]:
+        """The record values in lua.RECORD_FIELDS order."""
+        return [
+            self.decision_id,
+            self.response_code.value,
+            self.rule,
+            self.approval_code,
+            self.risk_tier,
+            self.reason.value,
+            str(self.decided_at_ms),
+            self.gateway_instance,
+        ]
+
+    def decision(self, request_id: str, journal: JournalKind) -> StandInDecision:
+        return StandInDecision(
+            decision_id=self.decision_id,
+            request_id=request_id,
+            approved=self.response_code.approved,
+            response_code=self.response_code,
+            approval_code=self.approval_code,
+            rule=self.rule,
+            risk_tier=self.risk_tier,
+            reason=self.reason,
+            decided_at=datetime.fromtimestamp(self.decided_at_ms / 1000, UTC),
+            gateway_instance=self.gateway_instance,
+            journal=journal,
+        )

@@ -1,0 +1,83 @@
+"""The one boundary between stand-in and redis-py: client set-up, deadlines, error translation.
+
+redis-py's defaults (5 s socket timeouts, 10 retries with up to 1 s backoff) would
+let a dead Redis eat the whole authorization deadline. Stand-in has a reserve of
+about 150 ms, so here a dead Redis must be detected in ~100 ms: short connect and
+read timeouts, one quick retry on a connection error only (a pooled socket left
+stale by a Redis restart fails instantly; a retry on a fresh one is cheap), no
+retry on a timeout (the time is already spent), and an overall asyncio deadline
+around every call. Retrying is safe because every script is idempotent (decision
+by request id, append by decision id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+
+from standin.errors import StoreUnavailableError
+from standin.settings import RedisSettings
+
+__all__ = ["RedisGate", "make_redis_client"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def make_redis_client(settings: RedisSettings) -> Redis:
+    """A redis.asyncio client tuned to fail fast (see the module docstring)."""
+    return Redis.from_url(
+        settings.url,
+        socket_connect_timeout=settings.connect_timeout.total_seconds(),
+        socket_timeout=settings.socket_timeout.total_seconds(),
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=0.005, cap=settings.retry_backoff_cap.total_seconds()),
+            retries=settings.retries,
+            supported_errors=(RedisConnectionError,),
+        ),
+        max_connections=settings.max_connections,
+        health_check_interval=0,
+        decode_responses=False,
+    )
+
+
+class RedisGate:
+    """Runs Redis calls under a deadline and turns every failure into StoreUnavailableError."""
+
+    def __init__(self, redis: Redis, deadline: timedelta) -> None:
+        self.redis = redis
+        self._deadline_s = deadline.total_seconds()
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Await `op()` within the deadline; `what` names the operation in errors."""
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                return await op()
+        except TimeoutError as exc:  # asyncio's overall deadline (redis-py's own is a RedisError)
+            raise StoreUnavailableError(
+                f"redis {what}: no answer within {self._deadline_s * 1000:.0f} ms"
+            ) from exc
+        except ResponseError as exc:
+            # Redis answered but refused (OOM, READONLY replica, LOADING, script error): we cannot
+            # record there now. Logged: a script error here is a bug, not an outage.
+            log.warning("redis %s refused: %s", what, exc)
+            raise StoreUnavailableError(f"redis {what}: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailableError unless Redis answers a PING within the deadline."""
+
+        async def op() -> object:
+            return await self.redis.ping()
+
+        await self.call("ping", op)

@@ -1,0 +1,96 @@
+"""The static rules: what can be decided from the request and the policy alone.
+
+Rules, in order (the first that matches decides; card status, checked in Redis,
+goes before all of them, and the cumulative limits after):
+
+    card.invalid_pan        14  the PAN fails the Luhn check
+    mcc_group.blocked       57  the MCC group is never approved in stand-in
+    risk_tier.no_stand_in   57  the transaction's risk tier has a zero limit scale
+    currency.unsupported    57  no conversion rate to the limit currency
+    txn_max.channel         61  amount above the channel's per-transaction maximum (tier-scaled)
+    txn_max.mcc_group       61  amount above the MCC group's per-transaction maximum (tier-scaled)
+
+What remains for the counters is an Assessment: the counter to draw on, the
+amount in limit currency and the tier-scaled cumulative limit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from standin.codes import ResponseCode
+from standin.policy import RiskTier, StandInPolicy, WindowLimit
+from standin.tiers import classify
+from standin.types import Channel, LimitKind, StandInRequest, luhn_valid
+
+__all__ = ["APPROVED_RULE", "Assessment", "StaticDecline", "assess"]
+
+APPROVED_RULE = "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class StaticDecline:
+    """A decline decided without the card's counters."""
+
+    rule: str
+    code: ResponseCode
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The policy's view of one request, before counters and card status."""
+
+    kind: LimitKind
+    mcc_group: str
+    tier: RiskTier
+    amount_minor: int
+    """The amount in limit-currency minor units (rounded up; 0 if the currency is unsupported)."""
+    limit: WindowLimit
+    """The cumulative limit scaled by the tier."""
+    decline: StaticDecline | None
+
+    def with_limit_fraction(self, fraction: float) -> Assessment:
+        """The same assessment with the cumulative limit further scaled (local, Redis-less mode)."""
+        return Assessment(
+            self.kind, self.mcc_group, self.tier, self.amount_minor, self.limit.scaled(fraction), self.decline
+        )
+
+
+def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
+    """Apply the static rules of `policy` to `request`."""
+    group = policy.mcc_group(request.mcc)
+    tier = classify(policy, request, group)
+    kind = (
+        LimitKind.CASH
+        if request.channel is Channel.ATM or group in policy.cash_mcc_groups
+        else LimitKind.PURCHASE
+    )
+    rate = policy.currency_rates.get(request.currency)
+    amount = math.ceil(request.amount_minor * rate) if rate is not None else 0
+    limit = policy.limit(kind).scaled(tier.limit_scale)
+    decline = _static_decline(policy, request, group, tier, amount if rate is not None else None)
+    return Assessment(kind, group, tier, amount, limit, decline)
+
+
+def _static_decline(
+    policy: StandInPolicy,
+    request: StandInRequest,
+    group: str,
+    tier: RiskTier,
+    amount: int | None,
+) -> StaticDecline | None:
+    if not luhn_valid(request.pan):
+        return StaticDecline("card.invalid_pan", ResponseCode.INVALID_CARD_NUMBER)
+    if group in policy.blocked_mcc_groups:
+        return StaticDecline("mcc_group.blocked", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
+    if tier.limit_scale <= 0:
+        return StaticDecline("risk_tier.no_stand_in", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
+    if amount is None:
+        return StaticDecline("currency.unsupported", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
+    if amount > int(policy.txn_max_minor_by_channel[request.channel] * tier.limit_scale):
+        return StaticDecline("txn_max.channel", ResponseCode.EXCEEDS_AMOUNT_LIMIT)
+    group_max = policy.txn_max_minor_by_mcc_group.get(group)
+    if group_max is not None and amount > int(group_max * tier.limit_scale):
+        return StaticDecline("txn_max.mcc_group", ResponseCode.EXCEEDS_AMOUNT_LIMIT)
+    return None

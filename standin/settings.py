@@ -1,0 +1,208 @@
+"""Stand-in configuration: one TOML file (policy, Redis, journal, local fallback) plus secrets from env.
+
+Secrets are base64 of random bytes (see _KEYGEN for a one-liner that makes one):
+AUTHGW_TOKEN_KEY (card tokens, >= 32 bytes) and AUTHGW_PAN_KEY (AES-256-GCM, exactly 32 bytes).
+The environment wins over the file; keys in the file are for development only.
+Relative paths in the file are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from standin.errors import ConfigError
+from standin.policy import StandInPolicy
+from standin.policy_load import policy_from_section
+from standin.toml_reader import Section
+
+__all__ = [
+    "JournalSettings",
+    "LocalSettings",
+    "RedisSettings",
+    "StandInConfig",
+    "load_config",
+]
+
+_KEYGEN = 'generate one with: python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"'
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How stand-in talks to Redis: tight deadlines so a dead Redis costs one short wait, not seconds."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    """Redis URL (redis:// or rediss://)."""
+    connect_timeout: timedelta = timedelta(milliseconds=100)
+    """TCP connect deadline."""
+    socket_timeout: timedelta = timedelta(milliseconds=100)
+    """Deadline for one reply once connected."""
+    command_deadline: timedelta = timedelta(milliseconds=120)
+    """Overall deadline of one call, retries included (asyncio.timeout around it)."""
+    retries: int = 1
+    """Retries after a connection error (stale pooled socket after a Redis restart); never after a timeout."""
+    retry_backoff_cap: timedelta = timedelta(milliseconds=20)
+    """Largest pause between retries (exponential with jitter from 5 ms)."""
+    max_connections: int = 64
+    """Connection pool size per gateway."""
+    probe_interval: timedelta = timedelta(milliseconds=200)
+    """While Redis is down, how often one PING checks whether it is back."""
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    """The Redis Stream journal."""
+
+    partitions: int = 1
+    """Number of partition streams; a card always maps to the same one (keeps per-card order)."""
+    consumer_group: str = "settlement"
+    """Consumer group created on every partition for the settlement workers."""
+    idempotency_ttl: timedelta = timedelta(hours=48)
+    """How long a request_id keeps returning the same decision."""
+    dedupe_ttl: timedelta = timedelta(hours=72)
+    """How long a decision id is remembered by its partition so it is never appended twice."""
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The local fallback used while Redis is unreachable."""
+
+    limit_fraction: float = 0.25
+    """Fraction of the fleet's cumulative limits one gateway may grant a card on its own."""
+    migrate_batch: int = 200
+    """Local entries moved to Redis per batch once it is back."""
+    migrate_interval: timedelta = timedelta(milliseconds=50)
+    """Pause between batches of the backlog, so live decisions keep priority on Redis."""
+
+
+@dataclass(frozen=True)
+class StandInConfig:
+    """Everything needed to build a StandIn engine."""
+
+    file: str
+    instance: str
+    """Name of this gateway instance, recorded with every decision."""
+    policy: StandInPolicy
+    sqlite_path: Path
+    """Local SQLite journal (WAL, synchronous=FULL); one file per gateway instance."""
+    redis: RedisSettings
+    journal: JournalSettings
+    local: LocalSettings
+    token_key: bytes = field(repr=False)
+    pan_key: bytes = field(repr=False)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConfig:
+    """Read the TOML file at `path` and the secrets from `env` (default os.environ)."""
+    env = os.environ if env is None else env
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot read the file ({exc.strerror})", "check the path") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "-", f"invalid TOML ({exc})", "fix the syntax") from exc
+    root = Section(str(path), "", document)
+    root.check_known(["standin", "policy", "redis", "journal", "local", "keys"])
+    base = path.parent
+    general = root.table("standin")
+    general.check_known(["instance"])
+    instance = general.string(
+        "instance", "", pattern=r"[A-Za-z0-9._-]{0,64}", fix="use letters, digits, '.', '_' or '-'"
+    )
+    return StandInConfig(
+        file=str(path),
+        instance=instance or f"{socket.gethostname()}-{os.getpid()}",
+        policy=policy_from_section(root.table("policy")),
+        redis=_redis(root.table("redis")),
+        journal=_journal(root.table("journal")),
+        sqlite_path=_sqlite_path(root.table("local"), base),
+        local=_local(root.table("local")),
+        token_key=_secret(root.table("keys"), env, "token", min_bytes=32, max_bytes=1024),
+        pan_key=_secret(root.table("keys"), env, "pan", min_bytes=32, max_bytes=32),
+    )
+
+
+def _ms(s: Section, name: str, default: timedelta, *, minimum: int = 1, maximum: int = 60_000) -> timedelta:
+    default_ms = int(default / timedelta(milliseconds=1))
+    return timedelta(milliseconds=s.integer(name, default_ms, minimum=minimum, maximum=maximum))
+
+
+def _hours(s: Section, name: str, default: timedelta) -> timedelta:
+    return timedelta(hours=s.integer(name, int(default / timedelta(hours=1)), minimum=1, maximum=24 * 365))
+
+
+def _redis(s: Section) -> RedisSettings:
+    d = RedisSettings()
+    s.check_known(
+        [
+            "url", "connect_timeout_ms", "socket_timeout_ms", "command_deadline_ms", "retries",
+            "retry_backoff_cap_ms", "max_connections", "probe_interval_ms",
+        ]
+    )  # fmt: skip
+    return RedisSettings(
+        url=s.string("url", d.url, pattern=r"(redis|rediss|unix)://.+", fix="write redis://host:port/db"),
+        connect_timeout=_ms(s, "connect_timeout_ms", d.connect_timeout, maximum=5_000),
+        socket_timeout=_ms(s, "socket_timeout_ms", d.socket_timeout, maximum=5_000),
+        command_deadline=_ms(s, "command_deadline_ms", d.command_deadline, maximum=5_000),
+        retries=s.integer("retries", d.retries, maximum=5),
+        retry_backoff_cap=_ms(s, "retry_backoff_cap_ms", d.retry_backoff_cap, minimum=0, maximum=1_000),
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1, maximum=10_000),
+        probe_interval=_ms(s, "probe_interval_ms", d.probe_interval, minimum=10),
+    )
+
+
+def _journal(s: Section) -> JournalSettings:
+    d = JournalSettings()
+    s.check_known(["partitions", "consumer_group", "idempotency_ttl_hours", "dedupe_ttl_hours"])
+    return JournalSettings(
+        partitions=s.integer("partitions", d.partitions, minimum=1, maximum=1024),
+        consumer_group=s.string(
+            "consumer_group",
+            d.consumer_group,
+            pattern=r"[A-Za-z0-9._-]{1,64}",
+            fix="use letters, digits, . _ -",
+        ),
+        idempotency_ttl=_hours(s, "idempotency_ttl_hours", d.idempotency_ttl),
+        dedupe_ttl=_hours(s, "dedupe_ttl_hours", d.dedupe_ttl),
+    )
+
+
+def _sqlite_path(s: Section, base: Path) -> Path:
+    raw = Path(s.string("sqlite_path", "standin.sqlite3"))
+    return raw if raw.is_absolute() else base / raw
+
+
+def _local(s: Section) -> LocalSettings:
+    d = LocalSettings()
+    s.check_known(["sqlite_path", "limit_fraction", "migrate_batch", "migrate_interval_ms"])
+    return LocalSettings(
+        limit_fraction=s.number("limit_fraction", d.limit_fraction, minimum=0.0, maximum=1.0),
+        migrate_batch=s.integer("migrate_batch", d.migrate_batch, minimum=1, maximum=10_000),
+        migrate_interval=_ms(s, "migrate_interval_ms", d.migrate_interval, minimum=10),
+    )
+
+
+def _secret(s: Section, env: Mapping[str, str], which: str, *, min_bytes: int, max_bytes: int) -> bytes:
+    s.check_known(["token_key_env", "pan_key_env", "token_key_b64", "pan_key_b64"])
+    env_name = s.string(f"{which}_key_env", f"AUTHGW_{which.upper()}_KEY", pattern=r"[A-Z_][A-Z0-9_]*")
+    name = f"{which}_key_b64"
+    text = env.get(env_name) or s.string(name, "")
+    where = f"{name} (or ${env_name})"
+    if not text:
+        s.fail(where, "missing secret", f"set ${env_name}; {_KEYGEN}")
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        s.fail(where, "not valid base64", _KEYGEN)
+    if not min_bytes <= len(key) <= max_bytes:
+        size = f"exactly {min_bytes}" if min_bytes == max_bytes else f"at least {min_bytes}"
+        s.fail(where, f"decodes to {len(key)} bytes, needs {size}", _KEYGEN)
+    return key
