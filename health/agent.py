@@ -104,6 +104,11 @@ class HealthAgent:
         """The member key is in etcd as far as the agent knows."""
         return self._lease.held
 
+    @property
+    def etcd_connected(self) -> bool:
+        """The agent's last etcd call succeeded."""
+        return self._lease.etcd_connected
+
     async def run(self, stop: asyncio.Event) -> None:
         """Probe until `stop` is set, then revoke the lease and return."""
         loop = asyncio.get_running_loop()

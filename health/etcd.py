@@ -172,10 +172,12 @@ class EtcdClient:
         self._endpoints = tuple(endpoints)
         self._timeout_s = request_timeout_s
         self._index = 0
-        self._client: Any = None
-        self._generation = 0  # bumped at each fail-over, so concurrent failures move on once
+        self._connection: _Connection | None = None
+        self._retired: set[_Connection] = set()  # failed over from, closed by their last user
         self._failing: set[Endpoint] = set()
         self._closed = False
+        # With one endpoint the users of this client log the outage themselves, once.
+        self._failover_log_level = logging.WARNING if len(self._endpoints) > 1 else logging.DEBUG
 
     @classmethod
     def from_urls(cls, spec: str, *, request_timeout_s: float = 1.0) -> EtcdClient:
@@ -200,9 +202,12 @@ class EtcdClient:
     async def close(self) -> None:
         """Close the connection; safe to call twice. The client cannot be used afterwards."""
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await self._dispose(client)
+        connections = [self._connection, *self._retired]
+        self._connection = None
+        self._retired.clear()
+        for connection in connections:
+            if connection is not None:
+                await connection.close()
 
     # -- key-value ---------------------------------------------------------
 
@@ -225,6 +230,11 @@ class EtcdClient:
         """Delete one key; return whether it existed."""
         deleted = await self._call(f"delete {key}", lambda c: c.delete(key.encode()))
         return deleted is not None
+
+    async def revision(self) -> int:
+        """Return the store's current revision (a range read of one key that cannot exist)."""
+        got = await self._call("read revision", lambda c: c.get_range(b"\0", b"\0\0"))
+        return int(got.header.revision)
 
     async def compact(self, revision: int) -> None:
         """Drop history older than `revision` (operators and tests; etcd auto-compacts too)."""
@@ -276,77 +286,87 @@ class EtcdClient:
         Leaving cancels the watch on the server.
         """
         what = f"watch {prefix} from revision {start_revision}"
-        client, generation, endpoint = self._acquire()
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                watch = await client.watch_prefix(prefix.encode(), start_revision=start_revision)
-        except _FOREIGN_ERRORS as exc:
-            raise await self._failed(exc, what, generation, endpoint) from exc
-        self._succeeded(endpoint)
-
-        async def events() -> AsyncGenerator[WatchEvent, None]:
+        async with self._using() as connection:
+            endpoint = connection.endpoint
             try:
-                async for event in watch:
-                    kv = event.kv
-                    yield WatchEvent(
-                        EventKind(event.kind), kv.key.decode(), bytes(kv.value), int(kv.mod_revision)
+                async with asyncio.timeout(self._timeout_s):
+                    watch = await connection.client.watch_prefix(
+                        prefix.encode(), start_revision=start_revision
                     )
             except _FOREIGN_ERRORS as exc:
-                raise await self._failed(exc, what, generation, endpoint) from exc
-            # aetcd ends the iteration quietly when its channel is closed under it (a fail-over
-            # by another caller, or close()): for our caller it is a broken stream like any other.
-            raise EtcdUnavailable(f"{what}: stream to etcd {endpoint} closed")
+                raise self._failed(exc, what, connection) from exc
+            self._succeeded(endpoint)
 
-        stream = events()
-        try:
-            yield stream
-        finally:
-            await stream.aclose()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._timeout_s):
-                    await watch.cancel()
+            async def events() -> AsyncGenerator[WatchEvent, None]:
+                try:
+                    async for event in watch:
+                        kv = event.kv
+                        yield WatchEvent(
+                            EventKind(event.kind), kv.key.decode(), bytes(kv.value), int(kv.mod_revision)
+                        )
+                except _FOREIGN_ERRORS as exc:
+                    raise self._failed(exc, what, connection) from exc
+                # aetcd ends the iteration quietly when its channel is closed under it (close()):
+                # for our caller it is a broken stream like any other.
+                raise EtcdUnavailable(f"{what}: stream to etcd {endpoint} closed")
+
+            stream = events()
+            try:
+                yield stream
+            finally:
+                await stream.aclose()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(self._timeout_s):
+                        await watch.cancel()
 
     # -- plumbing ----------------------------------------------------------
 
-    def _acquire(self) -> tuple[Any, int, Endpoint]:
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[_Connection]:
+        """Lend the current connection for one request or watch.
+
+        A connection is closed only once nobody uses it: closing a gRPC channel
+        cancels its calls with a bare CancelledError, which a concurrent caller
+        would take for the cancellation of its own task.
+        """
         if self._closed:
             raise RuntimeError("EtcdClient used after close()")
-        endpoint = self._endpoints[self._index]
-        if self._client is None:
-            client = aetcd.Client(
-                host=endpoint.host,
-                port=endpoint.port,
-                timeout=self._timeout_s,
-                options=_CHANNEL_OPTIONS,
-            )
-            client.metadata = _REQUIRE_LEADER  # aetcd sends client.metadata with every call
-            self._client = client
-        return self._client, self._generation, endpoint
+        if self._connection is None:
+            self._connection = _Connection(self._endpoints[self._index], self._timeout_s)
+        connection = self._connection
+        connection.users += 1
+        try:
+            yield connection
+        finally:
+            connection.users -= 1
+            if connection in self._retired and connection.users == 0:
+                self._retired.discard(connection)
+                await connection.close()
 
     async def _call(self, what: str, op: Callable[[Any], Awaitable[T]]) -> T:
         """Run `op` on the current endpoint; on a refused connection try the next ones once each."""
         failure: tuple[EtcdError, BaseException] | None = None
         for _ in self._endpoints:
-            client, generation, endpoint = self._acquire()
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    result = await op(client)
-            except _FOREIGN_ERRORS as exc:
-                failure = (await self._failed(exc, what, generation, endpoint), exc)
-                if not isinstance(failure[0], EtcdUnavailable) or isinstance(
-                    exc, TimeoutError | aetcd.ConnectionTimeoutError
-                ):
-                    break  # a slow endpoint already used this call's whole deadline
-                continue
-            self._succeeded(endpoint)
+            async with self._using() as connection:
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        result = await op(connection.client)
+                except _FOREIGN_ERRORS as exc:
+                    failure = (self._failed(exc, what, connection), exc)
+                    if not isinstance(failure[0], EtcdUnavailable) or isinstance(
+                        exc, TimeoutError | aetcd.ConnectionTimeoutError
+                    ):
+                        break  # a slow endpoint already used this call's whole deadline
+                    continue
+            self._succeeded(connection.endpoint)
             return result
         assert failure is not None  # the loop ran at least once: there is at least one endpoint
         raise failure[0] from failure[1]
 
-    async def _failed(self, exc: BaseException, what: str, generation: int, endpoint: Endpoint) -> EtcdError:
-        error = _translate(exc, what, endpoint)
+    def _failed(self, exc: BaseException, what: str, connection: _Connection) -> EtcdError:
+        error = _translate(exc, what, connection.endpoint)
         if isinstance(error, EtcdUnavailable):
-            await self._fail_over(generation, endpoint, error)
+            self._fail_over(connection, error)
         return error
 
     def _succeeded(self, endpoint: Endpoint) -> None:
@@ -354,24 +374,35 @@ class EtcdClient:
             self._failing.discard(endpoint)
             log.info("etcd endpoint %s answers again", endpoint)
 
-    async def _fail_over(self, generation: int, endpoint: Endpoint, error: EtcdError) -> None:
-        if endpoint not in self._failing:
-            self._failing.add(endpoint)  # log once per outage of an endpoint, not per retry
-            log.warning("etcd endpoint %s failed: %s", endpoint, error)
-        if generation != self._generation or self._closed:
-            return  # a concurrent caller already moved on from this client
+    def _fail_over(self, connection: _Connection, error: EtcdError) -> None:
+        if connection.endpoint not in self._failing:
+            self._failing.add(connection.endpoint)  # log once per outage of an endpoint, not per retry
+            log.log(self._failover_log_level, "etcd endpoint %s failed: %s", connection.endpoint, error)
+        if connection is not self._connection or self._closed:
+            return  # a concurrent caller already moved on from this connection
         # A fresh channel even with a single endpoint: it skips gRPC's reconnect backoff.
-        client, self._client = self._client, None
-        self._generation += 1
+        self._connection = None
         self._index = (self._index + 1) % len(self._endpoints)
-        if client is not None:
-            await self._dispose(client)
+        self._retired.add(connection)
 
-    async def _dispose(self, client: Any) -> None:
+
+class _Connection:
+    """One aetcd client (one gRPC channel) to one endpoint, and how many requests are using it."""
+
+    def __init__(self, endpoint: Endpoint, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.users = 0
+        self._timeout_s = timeout_s
+        self.client: Any = aetcd.Client(
+            host=endpoint.host, port=endpoint.port, timeout=timeout_s, options=_CHANNEL_OPTIONS
+        )
+        self.client.metadata = _REQUIRE_LEADER  # aetcd sends client.metadata with every call
+
+    async def close(self) -> None:
         # Closing a channel to a dead peer must neither hang nor fail the caller's own error path.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._timeout_s):
-                await client.close()
+                await self.client.close()
 
 
 def _key_value(kv: Any) -> KeyValue:

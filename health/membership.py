@@ -51,6 +51,9 @@ class Mode(enum.StrEnum):
             raise InvalidName(f"invalid mode {value!r}: expected one of {accepted}") from None
 
 
+_EPOCH = "1970-01-01T00:00:00+00:00"  # registered_at of a record written without one (by hand)
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -124,7 +127,7 @@ class MemberInfo:
             zone=str(obj.get("zone", "")),
             weight=weight,
             version=str(obj.get("version", "")),
-            registered_at=_parse_time(obj.get("registered_at"), "member registered_at"),
+            registered_at=_parse_time(obj.get("registered_at", _EPOCH), "member registered_at"),
         )
 
 

@@ -134,6 +134,14 @@ class MembershipWatcher:
                 _summary(self._snapshot),
             )
             self._first_attempt.set()
+        else:
+            current = await self._client.revision()
+            if current < self._revision:
+                # Rebuilt or restored from a backup: watching from our revision would wait for
+                # history that will never come (and skip what the new cluster holds).
+                log.warning("etcd revision went back from %d to %d: reading again", self._revision, current)
+                self._must_reload = True
+                return
         async with self._client.watch_prefix(self._layout.prefix, self._revision + 1) as events:
             if not self._snapshot.etcd_connected:
                 log.info("etcd reachable again: watching from revision %d", self._revision + 1)
