@@ -20,9 +20,11 @@ from grpc_reflection.v1alpha import reflection
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
+from gateway.membership import MembershipLink
 from gateway.router import Router
-from gateway.service import AuthorizationService, DeclineFallback, Fallback, Mode
+from gateway.service import AuthorizationService, DeclineFallback, Fallback
 from gateway.standin_mode import StandInMode
+from health import Mode
 
 __all__ = ["Gateway"]
 
@@ -45,6 +47,7 @@ class Gateway:
         self.cfg = cfg
         self.router = Router(cfg)
         self.mode = Mode.AUTO
+        self.membership = MembershipLink(cfg, self.router, self._set_mode) if cfg.etcd_endpoints else None
         self.standin_mode = StandInMode(self.router)
         self.service = AuthorizationService(
             cfg,
@@ -77,6 +80,8 @@ class Gateway:
         self.port = self.server.add_insecure_port(self.cfg.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.cfg.listen}")
+        if self.membership is not None:
+            await self.membership.start()  # returns after the first etcd read, or its timeout
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -84,6 +89,11 @@ class Gateway:
         log.info(
             "gateway %s listening on %s (pools: %s)", self.cfg.instance, self.cfg.listen, self._pool_names()
         )
+
+    def _set_mode(self, mode: Mode) -> None:
+        if mode != self.mode:
+            log.warning("routing mode %s -> %s", self.mode.value, mode.value)
+            self.mode = mode
 
     def _pool_names(self) -> str:
         return ", ".join(f"{p.name}[{len(p.members)}]" for p in self.router.pools) or "none"
@@ -98,6 +108,8 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=self.cfg.drain_timeout_s)
         await self.standin_mode.close()
+        if self.membership is not None:
+            await self.membership.close()
         await self.router.close()
         self._state = _State.CLOSED
         self._closed.set()

@@ -204,6 +204,11 @@ class Router:
             pool.health.record(now, _outcome(attempt))
             if attempt.kind is AttemptKind.ANSWERED:
                 member.ejection.on_success(now)
+                assert attempt.response is not None
+                # what answered is the gateway's fact: an issuer may echo a stored answer of another host
+                attempt.response.pool = member.pool
+                attempt.response.member = member.name
+                attempt.response.source = pb.ISSUER
                 result.response = attempt.response
                 return True
             member.ejection.on_failure(now, pool.may_eject(now))

@@ -23,18 +23,11 @@ from gateway.errors import InvalidRequest
 from gateway.router import Router, RouteResult
 from gateway.standin_mode import StandInMode
 from gateway.validation import validate
+from health import Mode
 
-__all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "Mode"]
+__all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
 
 log = logging.getLogger("authgw.service")
-
-
-class Mode:
-    """Values of /authgw/mode."""
-
-    AUTO = "auto"
-    FORCE_STANDIN = "force-standin"
-    FORCE_ISSUER = "force-issuer"
 
 
 class Fallback(Protocol):
@@ -73,7 +66,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         router: Router,
         fallback: Fallback,
         *,
-        mode: Callable[[], str] = lambda: Mode.AUTO,
+        mode: Callable[[], Mode] = lambda: Mode.AUTO,
         standin_mode: StandInMode | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -1,0 +1,91 @@
+"""The gateway's link to etcd: live membership into the router, mode, and its own registration.
+
+etcd is a hint, not the truth: the watcher keeps the last membership it saw
+when etcd goes away (and starts from the config's static members when etcd is
+unreachable at a cold start), so the gateway never concludes that every pool is
+dead because etcd is silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from gateway.config import GatewayConfig
+from gateway.router import PoolSpec, Router
+from health import (
+    EtcdClient,
+    GatewayRegistration,
+    MemberInfo,
+    Membership,
+    MembershipWatcher,
+    Mode,
+    parse_endpoints,
+)
+
+__all__ = ["MembershipLink", "pool_specs"]
+
+log = logging.getLogger("authgw.membership")
+
+
+def pool_specs(membership: Membership) -> dict[str, PoolSpec]:
+    """Router view of a membership; a member of weight 0 takes no traffic."""
+    return {
+        name: PoolSpec(
+            members=tuple(
+                (m, info.address, info.weight) for m, info in view.members.items() if info.weight > 0
+            ),
+            drained=view.drained,
+        )
+        for name, view in membership.pools.items()
+    }
+
+
+def seed_membership(cfg: GatewayConfig) -> Membership:
+    """The config's static pools, used until etcd first answers."""
+    return Membership.seed(
+        {
+            p.name: {m.name: MemberInfo(address=m.address, weight=m.weight) for m in p.members}
+            for p in cfg.pools
+        }
+    )
+
+
+class MembershipLink:
+    """Owns the etcd client, the membership watcher and the gateway's registration."""
+
+    def __init__(self, cfg: GatewayConfig, router: Router, set_mode: Callable[[Mode], None]) -> None:
+        self._router = router
+        self._set_mode = set_mode
+        self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)))
+        self.watcher = MembershipWatcher(self._client, seed=seed_membership(cfg), on_change=self._on_change)
+        self.registration = GatewayRegistration(self._client, cfg.instance, cfg.listen)
+        self._housekeeping: set[asyncio.Task[None]] = set()
+        self.etcd_connected = False
+
+    async def start(self) -> None:
+        await self.watcher.start()
+        await self.registration.start()
+        self._on_change(self.watcher.snapshot())
+
+    def _on_change(self, membership: Membership) -> None:
+        if membership.etcd_connected != self.etcd_connected:
+            self.etcd_connected = membership.etcd_connected
+            if not membership.etcd_connected:
+                log.warning(
+                    "etcd unreachable: routing on the last membership seen (revision %d)", membership.revision
+                )
+            else:
+                log.info("etcd connected at revision %d", membership.revision)
+        self._router.apply(pool_specs(membership))
+        self._set_mode(membership.mode)
+        task = asyncio.get_running_loop().create_task(self._router.close_retired())
+        self._housekeeping.add(task)
+        task.add_done_callback(self._housekeeping.discard)
+
+    async def close(self) -> None:
+        await self.registration.close()
+        await self.watcher.close()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
+        await self._client.close()
