@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,9 +34,14 @@ log = logging.getLogger(__name__)
 
 
 def make_redis_client(settings: RedisSettings) -> Redis:
-    """A redis.asyncio client tuned to fail fast (see the module docstring)."""
-    return Redis.from_url(
+    """A redis.asyncio client tuned to fail fast (see the module docstring).
+
+    The pool blocks (up to the command deadline) when every connection is busy: the default pool
+    raises at once, which a burst of concurrent decisions would mistake for a Redis outage.
+    """
+    pool = BlockingConnectionPool.from_url(
         settings.url,
+        timeout=settings.command_deadline.total_seconds(),
         socket_connect_timeout=settings.connect_timeout.total_seconds(),
         socket_timeout=settings.socket_timeout.total_seconds(),
         retry=Retry(
@@ -48,6 +53,7 @@ def make_redis_client(settings: RedisSettings) -> Redis:
         health_check_interval=0,
         decode_responses=False,
     )
+    return Redis.from_pool(pool)
 
 
 class RedisGate:
