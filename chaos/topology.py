@@ -14,8 +14,10 @@ core banking system: idempotency by request_id and decision_id is issuer-wide.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,19 @@ def to_toml(doc: Mapping[str, Any]) -> str:
             lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def standin_toml(redis_url: str, *, token_key: bytes | None = None, pan_key: bytes | None = None) -> str:
+    """A stand-in config with the default policy; keys inline (harness only: production uses env)."""
+    token = base64.b64encode(token_key or os.urandom(32)).decode()
+    pan = base64.b64encode(pan_key or os.urandom(32)).decode()
+    return to_toml(
+        {
+            "redis": {"url": redis_url},
+            "keys": {"token_key_b64": token, "pan_key_b64": pan, "token_key_env": "AUTHGW_TEST_UNSET_TOKEN"}
+            | {"pan_key_env": "AUTHGW_TEST_UNSET_PAN"},
+        }
+    )
 
 
 class Topology:
@@ -175,7 +190,10 @@ class Topology:
         if self.spec.etcd:
             doc["etcd"] = {"endpoints": self.etcd_endpoints}
         if self.spec.redis:
-            doc["redis"] = {"url": self.redis_url}
+            standin = self.workdir / "standin.toml"
+            if not standin.exists():
+                standin.write_text(standin_toml(self.redis_url))
+            doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)
         doc["pools"] = [

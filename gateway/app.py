@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.membership import MembershipLink
 from gateway.router import Router
 from gateway.service import AuthorizationService, DeclineFallback, Fallback
+from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode
 from health import Mode
 
@@ -45,6 +46,7 @@ class Gateway:
 
     def __init__(self, cfg: GatewayConfig, fallback: Fallback | None = None) -> None:
         self.cfg = cfg
+        self.standin = build_standin(cfg) if fallback is None else None
         self.router = Router(cfg)
         self.mode = Mode.AUTO
         self.membership = MembershipLink(cfg, self.router, self._set_mode) if cfg.etcd_endpoints else None
@@ -52,7 +54,7 @@ class Gateway:
         self.service = AuthorizationService(
             cfg,
             self.router,
-            fallback or DeclineFallback(),
+            fallback or self.standin or DeclineFallback(),
             mode=lambda: self.mode,
             standin_mode=self.standin_mode,
         )
@@ -80,6 +82,8 @@ class Gateway:
         self.port = self.server.add_insecure_port(self.cfg.listen)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {self.cfg.listen}")
+        if self.standin is not None:
+            await self.standin.start()
         if self.membership is not None:
             await self.membership.start()  # returns after the first etcd read, or its timeout
         await self.server.start()
@@ -108,6 +112,8 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=self.cfg.drain_timeout_s)
         await self.standin_mode.close()
+        if self.standin is not None:
+            await self.standin.close()
         if self.membership is not None:
             await self.membership.close()
         await self.router.close()

@@ -1,0 +1,115 @@
+"""The gateway's edge to stand-in: protobuf in, stand-in domain types across, protobuf out.
+
+`standin` knows nothing of gRPC; this module converts at the boundary and
+builds the engine from the gateway config's `[standin]` section:
+
+    [standin]
+    config = "standin.toml"        # the policy, Redis, journal and keys (relative to this file)
+    redis_url = "redis://..."      # optional override of the file's [redis] url
+    sqlite_path = "gw-1.sqlite3"   # optional override: one local journal per gateway instance
+
+A decision is never cancelled half way: the engine's own Redis deadlines keep
+it inside the stand-in reserve, and cancelling after the journal write could
+leave an approval on record that the cardholder never received.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from authgw.v1 import authorization_pb2 as pb
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
+from gateway.service import decline_91
+from standin import ConfigError as StandInConfigError
+from standin import StandIn, StandInDecision, StandInError, StandInRequest
+from standin import load_config as load_standin_config
+from standin.types import Channel, Reason
+
+__all__ = ["StandInFallback", "build_standin", "to_response", "to_standin_request"]
+
+log = logging.getLogger("authgw.standin")
+
+_UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
+
+
+def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
+    """Convert a validated AuthorizeRequest to stand-in's own type."""
+    sent = req.transmitted_at.ToDatetime(tzinfo=UTC) if req.HasField("transmitted_at") else datetime.now(UTC)
+    return StandInRequest(
+        request_id=req.request_id,
+        pan=req.pan,
+        amount_minor=req.amount_minor,
+        currency=req.currency,
+        mcc=req.mcc,
+        channel=Channel(pb.Channel.Name(req.channel)),
+        merchant_id=req.merchant_id,
+        terminal_id=req.terminal_id,
+        merchant_country=req.merchant_country or _UNKNOWN_COUNTRY,
+        pin_verified=req.pin_verified,
+        cardholder_authenticated=req.cardholder_authenticated,
+        transmitted_at=sent,
+    )
+
+
+def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
+    return pb.AuthorizeResponse(
+        request_id=decision.request_id,
+        decision=pb.APPROVED if decision.approved else pb.DECLINED,
+        response_code=decision.response_code.value,
+        approval_code=decision.approval_code,
+        source=pb.STAND_IN,
+        standin_reason=decision.reason.value,  # enum names match the proto's
+        decision_id=decision.decision_id,
+        rule=decision.rule,
+    )
+
+
+class StandInFallback:
+    """Fallback that decides in stand-in (risk policy, fleet counters, durable journal)."""
+
+    def __init__(self, engine: StandIn) -> None:
+        self.engine = engine
+
+    async def answer(
+        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        try:
+            decision = await self.engine.decide(to_standin_request(request), Reason(cause), trace_context)
+        except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
+            log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)
+            return decline_91(request, cause)
+        return to_response(decision)
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+def build_standin(cfg: GatewayConfig) -> StandInFallback | None:
+    """The stand-in fallback configured by `[standin]`, or None when the section is absent."""
+    section = cfg.raw.get("standin")
+    if section is None:
+        return None
+    if not isinstance(section, dict) or not isinstance(section.get("config"), str):
+        raise ConfigError(cfg.source, "standin.config", "must name the stand-in TOML file")
+    base = Path(cfg.source).parent
+    path = (base / section["config"]).resolve()
+    try:
+        scfg = load_standin_config(path)
+    except StandInConfigError as exc:
+        raise ConfigError(cfg.source, "standin.config", str(exc)) from exc
+    redis_url = section.get("redis_url")
+    if redis_url is not None:
+        scfg = dataclasses.replace(scfg, redis=dataclasses.replace(scfg.redis, url=str(redis_url)))
+    sqlite = section.get("sqlite_path")
+    sqlite_path = (
+        (base / str(sqlite)).resolve() if sqlite else scfg.sqlite_path.with_name(f"{cfg.instance}.sqlite3")
+    )
+    scfg = dataclasses.replace(scfg, instance=cfg.instance, sqlite_path=sqlite_path)
+    return StandInFallback(StandIn.from_config(scfg))
