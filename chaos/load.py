@@ -36,6 +36,8 @@ class Sample:
     standin_reason: str = ""
     amount_minor: int = 0
     approved: bool = False
+    decision_id: str = ""
+    target: int = 0  # index of the gateway that answered
 
     @property
     def answered(self) -> bool:
@@ -102,24 +104,35 @@ def _luhn_complete(body: str) -> str:
 
 
 async def _one(
-    stub: pb_grpc.AuthorizationStub, req: pb.AuthorizeRequest, sample: Sample, deadline_s: float
+    stubs: list[pb_grpc.AuthorizationStub], req: pb.AuthorizeRequest, sample: Sample, deadline_s: float
 ) -> None:
+    """Send to one gateway; if it cannot be reached, to the next, like an acquirer with several links."""
     start = time.monotonic()
-    try:
-        resp: pb.AuthorizeResponse = await stub.Authorize(req, timeout=deadline_s)
-    except grpc.aio.AioRpcError as exc:
-        sample.status = exc.code().name
+    first = sample.target
+    for i in range(len(stubs)):
+        index = (first + i) % len(stubs)
+        left = deadline_s - (time.monotonic() - start)
+        try:
+            resp: pb.AuthorizeResponse = await stubs[index].Authorize(req, timeout=left)
+        except grpc.aio.AioRpcError as exc:
+            sample.status = exc.code().name
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or left <= 0:
+                return
+            continue  # that gateway is gone: the same request_id to the next one
+        sample.status = "OK"
+        sample.target = index
+        sample.latency_s = time.monotonic() - start
+        sample.response_code = resp.response_code
+        sample.source = pb.Source.Name(resp.source)
+        sample.pool = resp.pool
+        sample.standin_reason = pb.StandInReason.Name(resp.standin_reason)
+        sample.approved = resp.decision == pb.APPROVED
+        sample.decision_id = resp.decision_id
         return
-    sample.latency_s = time.monotonic() - start
-    sample.response_code = resp.response_code
-    sample.source = pb.Source.Name(resp.source)
-    sample.pool = resp.pool
-    sample.standin_reason = pb.StandInReason.Name(resp.standin_reason)
-    sample.approved = resp.decision == pb.APPROVED
 
 
 async def run_open_loop(
-    target: str,
+    target: str | list[str],
     *,
     rate_per_s: float,
     duration_s: float,
@@ -127,13 +140,15 @@ async def run_open_loop(
     deadline_s: float = 2.0,
     on_tick: Callable[[float, list[Sample]], None] | None = None,
 ) -> list[Sample]:
-    """Send make_request() at rate_per_s for duration_s to target; return every sample."""
+    """Send make_request() at rate_per_s for duration_s to target(s), round robin; return every sample."""
+    targets = [target] if isinstance(target, str) else target
     samples: list[Sample] = []
     tasks: set[asyncio.Task[None]] = set()
     interval = 1.0 / rate_per_s
     total = int(rate_per_s * duration_s)
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.AuthorizationStub(channel)
+    channels = [grpc.aio.insecure_channel(t) for t in targets]
+    stubs = [pb_grpc.AuthorizationStub(c) for c in channels]
+    try:
         t0 = time.monotonic()
         next_tick = 1.0
         for i in range(total):
@@ -142,9 +157,11 @@ async def run_open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             req = make_request()
-            sample = Sample(req.request_id, time.monotonic() - t0, amount_minor=req.amount_minor)
+            sample = Sample(
+                req.request_id, time.monotonic() - t0, amount_minor=req.amount_minor, target=i % len(stubs)
+            )
             samples.append(sample)
-            task = asyncio.create_task(_one(stub, req, sample, deadline_s))
+            task = asyncio.create_task(_one(stubs, req, sample, deadline_s))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if on_tick is not None and sample.sent_at >= next_tick:
@@ -152,4 +169,7 @@ async def run_open_loop(
                 next_tick += 1.0
         if tasks:
             await asyncio.gather(*tasks)
+    finally:
+        for c in channels:
+            await c.close()
     return samples
