@@ -32,19 +32,22 @@ _DEFAULT_CONFIG = "config/standin.toml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="authgw standin", description="stand-in operator tools")
-    p.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--config",
         type=Path,
         default=Path(os.environ.get("AUTHGW_STANDIN_CONFIG", _DEFAULT_CONFIG)),
         help="stand-in TOML config (default: $AUTHGW_STANDIN_CONFIG or config/standin.toml)",
     )
+    p = argparse.ArgumentParser(prog="authgw standin", description="stand-in operator tools")
     sub = p.add_subparsers(dest="command", required=True)
-    load = sub.add_parser("load-card-status", help="load issuer card statuses into Redis (tokenized)")
+    load = sub.add_parser(
+        "load-card-status", parents=[common], help="load issuer card statuses into Redis (tokenized)"
+    )
     load.add_argument("file", type=Path, help="CSV (pan,status) or JSON lines ({pan, status})")
     load.add_argument("--batch", type=int, default=1000, help="cards per Redis pipeline")
-    sub.add_parser("status", help="print Redis reachability, journal depth and local backlog as JSON")
-    sub.add_parser("replay", help="move the local SQLite backlog to Redis now")
+    sub.add_parser("status", parents=[common], help="print Redis reachability, journal depth, local backlog")
+    sub.add_parser("replay", parents=[common], help="move the local SQLite backlog to Redis now")
     return p
 
 

@@ -1,0 +1,164 @@
+"""Issuer card-status files and the `authgw standin` / `authgw settle` commands (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import PAN_AMEX, PAN_MC, PAN_VISA
+from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, flush_standin_keys, request
+
+from chaos.processes import ManagedProcess, free_port, start_redis
+from standin import CardStatus, CardStatusFileError, Reason, ResponseCode
+from standin.cardstatus import CardStatusRecord, load_card_statuses, read_card_status_file
+from standin.keys import card_status_key
+from standin.redis_io import RedisGate
+from standin.tokens import CardTokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
+    """The session Redis with no stand-in keys; yields its port."""
+    r = client(redis_server.port)
+    await flush_standin_keys(r)
+    await r.aclose()
+    yield redis_server.port
+
+
+def config_file(tmp_path: Path, port: int) -> Path:
+    path = tmp_path / "standin.toml"
+    path.write_text(
+        f'[standin]\ninstance = "gw-cli"\n[redis]\nurl = "redis://127.0.0.1:{port}/0"\n'
+        f'[local]\nsqlite_path = "local.sqlite3"\n'
+    )
+    return path
+
+
+async def authgw(*args: str) -> tuple[int, str, str]:
+    """Run `authgw <args>` (the real console entry point) and return (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", *args,
+        env={**os.environ, **ENV}, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def test_csv_with_header_and_comments_is_read(tmp_path: Path) -> None:
+    """A CSV file with a header, a comment and a blank line yields its cards."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"pan,status\n# pushed 2025-08-30\n\n{PAN_VISA},lost\n{PAN_MC},STOLEN\n")
+    assert list(read_card_status_file(path)) == [
+        CardStatusRecord(PAN_VISA, CardStatus.LOST),
+        CardStatusRecord(PAN_MC, CardStatus.STOLEN),
+    ]
+
+
+def test_json_lines_are_read(tmp_path: Path) -> None:
+    """A JSON-lines file yields its cards."""
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps({"pan": PAN_AMEX, "status": "blocked"}) + "\n")
+    assert list(read_card_status_file(path)) == [CardStatusRecord(PAN_AMEX, CardStatus.BLOCKED)]
+
+
+def test_bad_status_names_the_line(tmp_path: Path) -> None:
+    """An unknown status is refused with the file and line number."""
+    path = tmp_path / "s.csv"
+    path.write_text(f"{PAN_VISA},lost\n{PAN_MC},misplaced\n")
+    with pytest.raises(CardStatusFileError, match=r"s\.csv:2: status 'misplaced'"):
+        list(read_card_status_file(path))
+
+
+def test_bad_pan_error_shows_only_the_last_four_digits(tmp_path: Path) -> None:
+    """A malformed PAN is reported by its last four characters, never in full."""
+    path = tmp_path / "s.csv"
+    path.write_text("41111111111x1111,lost\n")
+    with pytest.raises(CardStatusFileError) as info:
+        list(read_card_status_file(path))
+    assert "…1111" in str(info.value) and "41111111111x1111" not in str(info.value)
+
+
+async def test_statuses_are_stored_under_tokens_and_active_clears(redis_port: int) -> None:
+    """Loading writes one tokenized key per card; a later 'active' line removes it."""
+    r = client(redis_port)
+    gate = RedisGate(r, timedelta(seconds=2))
+    tokenizer = CardTokenizer(TOKEN_KEY)
+    report = await load_card_statuses(
+        gate,
+        tokenizer,
+        [CardStatusRecord(PAN_VISA, CardStatus.LOST), CardStatusRecord(PAN_MC, CardStatus.BLOCKED)],
+    )
+    assert (report.set, report.cleared) == (2, 0)
+    assert await r.get(card_status_key(tokenizer.token(PAN_VISA))) == b"lost"
+    await load_card_statuses(gate, tokenizer, [CardStatusRecord(PAN_VISA, CardStatus.ACTIVE)])
+    assert await r.get(card_status_key(tokenizer.token(PAN_VISA))) is None
+    await r.aclose()
+
+
+async def test_load_card_status_command_makes_stand_in_decline(redis_port: int, tmp_path: Path) -> None:
+    """`authgw standin load-card-status FILE` loads the file; stand-in then answers 43 for the stolen card."""
+    statuses = tmp_path / "statuses.csv"
+    statuses.write_text(f"pan,status\n{PAN_VISA},stolen\n")
+    code, out, err = await authgw(
+        "standin", "load-card-status", str(statuses), "--config", str(config_file(tmp_path, redis_port))
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"file": str(statuses), "set": 1, "cleared": 0}
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        d = await e.decide(request(PAN_VISA), Reason.FORCED)
+    assert d.response_code is ResponseCode.STOLEN_CARD
+
+
+async def test_status_command_reports_journal_depth(redis_port: int, tmp_path: Path) -> None:
+    """`authgw standin status` prints Redis reachability, stream length per partition and local backlog."""
+    cfg = config_file(tmp_path, redis_port)
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        await e.decide(request(PAN_VISA), Reason.FORCED)
+    code, out, err = await authgw("standin", "status", "--config", str(cfg))
+    assert code == 0, err
+    status = json.loads(out)
+    assert (status["redis_up"], status["local_backlog"]) == (True, 0)
+    assert status["partitions"] == [{"partition": 0, "length": 1, "pending": 0}]
+
+
+async def test_replay_command_moves_the_local_backlog(tmp_path: Path) -> None:
+    """`authgw standin replay` moves decisions recorded locally while Redis was down into the stream."""
+    port = free_port()
+    cfg = config_file(tmp_path, port)
+    async with engine(port, tmp_path / "local.sqlite3", redis_settings=IMPATIENT) as e:
+        local = [await e.decide(request(PAN_VISA), Reason.FORCED) for _ in range(3)]
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+    try:
+        code, out, err = await authgw("standin", "replay", "--config", str(cfg))
+        assert code == 0, err
+        r = client(port)
+        ids = [f[b"decision_id"].decode() for _, f in await r.xrange("authgw:{journal:0}:decisions")]
+        await r.aclose()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert json.loads(out) == {"moved": 3, "local_backlog": 0}
+    assert ids == [d.decision_id for d in local]
+
+
+async def test_bad_config_is_reported_with_its_key(tmp_path: Path) -> None:
+    """A config error exits 1 and names the key."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[journal]\npartitions = 0\n")
+    code, _, err = await authgw("standin", "status", "--config", str(cfg))
+    assert code == 1 and "journal.partitions" in err
+
+
+async def test_settle_is_not_there_yet() -> None:
+    """`authgw settle` says the settlement worker is not implemented and exits 2."""
+    code, _, err = await authgw("settle")
+    assert code == 2 and "not implemented" in err

@@ -1,0 +1,74 @@
+"""No clear PAN anywhere stand-in writes: Redis keys and values, streams, SQLite, AOF, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import PAN_AMEX, PAN_MC, PAN_VISA, assert_eventually
+from test_standin_support import IMPATIENT, TOKEN_KEY, client, dump_redis, engine, request, sqlite_rows
+
+from chaos.processes import start_redis
+from standin import Channel, Reason, StandIn
+from standin.cardstatus import CardStatusRecord, load_card_statuses
+from standin.redis_io import RedisGate
+from standin.tokens import CardTokenizer
+from standin.types import CardStatus
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+PANS = [PAN_VISA, PAN_MC, PAN_AMEX, "4111111111111112"]  # the last one fails Luhn (declined 14)
+
+
+def leaks(blob: bytes) -> list[str]:
+    """Which PANs (or their first digits up to the last four) appear in `blob`."""
+    return [pan for pan in PANS if pan.encode() in blob or pan[:-4].encode() in blob]
+
+
+def files_on_disk(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (AOF, SQLite with its WAL, logs) and its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def traffic(e: StandIn) -> None:
+    for pan in PANS:
+        await e.decide(
+            request(pan), Reason.ALL_POOLS_FAILED, trace_context="00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+        )
+        await e.decide(request(pan, mcc="7995"), Reason.DECLINE_STORM)
+        await e.decide(request(pan, channel=Channel.ATM, mcc="6011"), Reason.NO_LIVE_MEMBERS)
+
+
+async def test_no_clear_pan_is_stored_or_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After Redis and local decisions, a card-status load and a migration, no PAN is found anywhere."""
+    caplog.set_level(logging.DEBUG)
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
+    db = tmp_path / "local.sqlite3"
+    try:
+        r = client(redis.port)
+        statuses = [CardStatusRecord(PAN_MC, CardStatus.LOST), CardStatusRecord(PAN_AMEX, CardStatus.BLOCKED)]
+        await load_card_statuses(RedisGate(r, timedelta(seconds=2)), CardTokenizer(TOKEN_KEY), statuses)
+        async with engine(redis.port, db, redis_settings=IMPATIENT) as e:
+            await traffic(e)
+            await asyncio.to_thread(redis.kill)
+            await traffic(e)
+            assert len(sqlite_rows(db)) == 3 * len(PANS)
+            await asyncio.to_thread(redis.start)
+
+            async def moved() -> None:
+                assert (await e.status()).local_backlog == 0
+
+            await assert_eventually(moved, timeout_s=10)
+        redis_blob = b"\n".join(await dump_redis(r))
+        await r.aclose()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert b"authgw:{journal:0}:decisions" in redis_blob  # the scan did see the journal
+    assert leaks(redis_blob) == []
+    assert leaks(repr(sqlite_rows(db)).encode()) == []
+    on_disk = await asyncio.to_thread(files_on_disk, tmp_path)
+    assert any("appendonly" in name for name in on_disk)
+    assert [name for name, blob in on_disk.items() if leaks(blob)] == []
+    assert leaks("\n".join(rec.getMessage() for rec in caplog.records).encode()) == []
