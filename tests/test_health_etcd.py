@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from helpers import assert_eventually
 from test_health_support import unique_root
 
-from chaos.processes import ManagedProcess, free_port
+from chaos.processes import ManagedProcess, free_port, start_etcd
 from health.errors import EtcdUnavailable, LeaseNotFound, RevisionCompacted
 from health.etcd import Endpoint, EtcdClient, EventKind, WatchEvent
 from health.lease import LeasedKey
@@ -87,8 +88,17 @@ async def test_watch_streams_puts_and_deletes_from_a_revision(client: EtcdClient
     ]
 
 
-async def test_watch_from_a_compacted_revision_raises_revision_compacted(client: EtcdClient) -> None:
+async def test_watch_from_a_compacted_revision_raises_revision_compacted(tmp_path: Path) -> None:
     """Asking for history older than the compaction point raises RevisionCompacted."""
+    etcd = start_etcd(tmp_path / "etcd")  # compaction is global: keep it off the shared etcd
+    try:
+        async with EtcdClient([Endpoint("127.0.0.1", etcd.port)], request_timeout_s=5) as client:
+            await watch_compacted(client)
+    finally:
+        etcd.stop()
+
+
+async def watch_compacted(client: EtcdClient) -> None:
     root = unique_root()
     old = await client.put(f"{root}/a", b"1")
     await client.compact(await client.put(f"{root}/a", b"2"))
