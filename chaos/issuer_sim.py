@@ -271,7 +271,7 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"poison advice: {problem}")
         entry = AdviceEntry(
             request.decision_id, request.request.pan, request.decision == apb.APPROVED,
-            request.request.amount_minor, request.response_code,
+            request.request.amount_minor, request.response_code, request.request.request_id,
         )  # fmt: skip
         try:
             duplicate = await host.ledger.advise(entry)
@@ -314,7 +314,7 @@ class ControlServicer(simulator_pb2_grpc.IssuerSimControlServicer):
             advices=[
                 simulator_pb2.AdviceRecord(
                     decision_id=a.decision_id, received=a.received, applied=a.applied,
-                    amount_minor=a.amount_minor, response_code=a.response_code,
+                    amount_minor=a.amount_minor, response_code=a.response_code, request_id=a.request_id,
                 )
                 for a in advices
             ],

@@ -190,6 +190,7 @@ class AdviceEntry:
     approved: bool
     amount_minor: int
     response_code: str
+    request_id: str = ""
 
 
 @dataclass(slots=True)
@@ -201,6 +202,7 @@ class AdviceRecord:
     applied: bool
     amount_minor: int
     response_code: str
+    request_id: str = ""
 
 
 class Ledger(Protocol):
@@ -286,14 +288,19 @@ class MemoryLedger:
             # A stand-in approval is posted whatever the balance: the money has left already.
             self._card(token, advice.pan).available_minor -= advice.amount_minor
         self._advices[key] = AdviceRecord(
-            advice.decision_id, 1, advice.approved, advice.amount_minor, advice.response_code
+            advice.decision_id,
+            1,
+            advice.approved,
+            advice.amount_minor,
+            advice.response_code,
+            advice.request_id,
         )
         self._order.setdefault(token, []).append(advice.decision_id)
         return False
 
     async def advices(self) -> list[AdviceRecord]:
         return [
-            AdviceRecord(r.decision_id, r.received, r.applied, r.amount_minor, r.response_code)
+            AdviceRecord(r.decision_id, r.received, r.applied, r.amount_minor, r.response_code, r.request_id)
             for r in self._advices.values()
         ]
 
@@ -347,7 +354,8 @@ if ARGV[3] == '1' then
   redis.call('HINCRBY', KEYS[1], 'balance', '-' .. ARGV[4])
   applied = '1'
 end
-redis.call('HSET', KEYS[2], 'applied', applied, 'amount', ARGV[4], 'code', ARGV[5], 'seq', seq)
+redis.call('HSET', KEYS[2], 'applied', applied, 'amount', ARGV[4], 'code', ARGV[5], 'seq', seq,
+           'request', ARGV[7])
 redis.call('RPUSH', KEYS[3], ARGV[6])
 return {0, seq}
 """
@@ -420,7 +428,7 @@ class RedisLedger:
         ]
         args = [
             profile.balance_minor, profile.status.value, "1" if advice.approved else "0",
-            advice.amount_minor, advice.response_code, advice.decision_id,
+            advice.amount_minor, advice.response_code, advice.decision_id, advice.request_id,
         ]  # fmt: skip
         try:
             duplicate, seq = await self._advise(keys=keys, args=args)
@@ -435,15 +443,21 @@ class RedisLedger:
             pipe = self._redis.pipeline(transaction=False)
             for member in members:
                 token, _, decision_id = member.partition(":")
-                pipe.hmget(self._key(token, f"adv:{decision_id}"), ["received", "applied", "amount", "code"])
+                fields = ["received", "applied", "amount", "code", "request"]
+                pipe.hmget(self._key(token, f"adv:{decision_id}"), fields)
             rows: list[list[str | None]] = await pipe.execute()
         except RedisError as exc:
             raise LedgerUnavailable(f"ledger report failed: {exc}") from exc
         records = []
-        for member, (received, applied, amount, code) in zip(members, rows, strict=True):
+        for member, (received, applied, amount, code, request) in zip(members, rows, strict=True):
             records.append(
                 AdviceRecord(
-                    member.partition(":")[2], int(received or 0), applied == "1", int(amount or 0), code or ""
+                    member.partition(":")[2],
+                    int(received or 0),
+                    applied == "1",
+                    int(amount or 0),
+                    code or "",
+                    request or "",
                 )
             )
         return records

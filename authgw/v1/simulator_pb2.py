@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthgw/v1/simulator.proto\x12\tauthgw.v1\"p\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0c\n\x04hang\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x64vise_reject_rate\x18\x05 \x01(\x01\"5\n\x10SetFaultsRequest\x12!\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x11.authgw.v1.Faults\"\x0f\n\rReportRequest\"s\n\x0c\x41\x64viceRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x15\n\rresponse_code\x18\x05 \x01(\t\"\xa1\x02\n\tSimReport\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x17\n\x0f\x61uthorize_calls\x18\x03 \x01(\x03\x12\x11\n\tapprovals\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x65\x63lines\x18\x05 \x01(\x03\x12\x1c\n\x14repeated_request_ids\x18\x06 \x01(\x03\x12\x14\n\x0c\x61\x64vise_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x64uplicate_advices\x18\x08 \x01(\x03\x12(\n\x07\x61\x64vices\x18\t \x03(\x0b\x32\x17.authgw.v1.AdviceRecord\x12!\n\x06\x66\x61ults\x18\n \x01(\x0b\x32\x11.authgw.v1.Faults\x12\x1c\n\x14\x61pproved_request_ids\x18\x0b \x03(\t2\x89\x01\n\x10IssuerSimControl\x12;\n\tSetFaults\x12\x1b.authgw.v1.SetFaultsRequest\x1a\x11.authgw.v1.Faults\x12\x38\n\x06Report\x12\x18.authgw.v1.ReportRequest\x1a\x14.authgw.v1.SimReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthgw/v1/simulator.proto\x12\tauthgw.v1\"p\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0c\n\x04hang\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x64vise_reject_rate\x18\x05 \x01(\x01\"5\n\x10SetFaultsRequest\x12!\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x11.authgw.v1.Faults\"\x0f\n\rReportRequest\"\x87\x01\n\x0c\x41\x64viceRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x15\n\rresponse_code\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\xa1\x02\n\tSimReport\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x17\n\x0f\x61uthorize_calls\x18\x03 \x01(\x03\x12\x11\n\tapprovals\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x65\x63lines\x18\x05 \x01(\x03\x12\x1c\n\x14repeated_request_ids\x18\x06 \x01(\x03\x12\x14\n\x0c\x61\x64vise_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x64uplicate_advices\x18\x08 \x01(\x03\x12(\n\x07\x61\x64vices\x18\t \x03(\x0b\x32\x17.authgw.v1.AdviceRecord\x12!\n\x06\x66\x61ults\x18\n \x01(\x0b\x32\x11.authgw.v1.Faults\x12\x1c\n\x14\x61pproved_request_ids\x18\x0b \x03(\t2\x89\x01\n\x10IssuerSimControl\x12;\n\tSetFaults\x12\x1b.authgw.v1.SetFaultsRequest\x1a\x11.authgw.v1.Faults\x12\x38\n\x06Report\x12\x18.authgw.v1.ReportRequest\x1a\x14.authgw.v1.SimReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETFAULTSREQUEST']._serialized_end=207
   _globals['_REPORTREQUEST']._serialized_start=209
   _globals['_REPORTREQUEST']._serialized_end=224
-  _globals['_ADVICERECORD']._serialized_start=226
-  _globals['_ADVICERECORD']._serialized_end=341
-  _globals['_SIMREPORT']._serialized_start=344
-  _globals['_SIMREPORT']._serialized_end=633
-  _globals['_ISSUERSIMCONTROL']._serialized_start=636
-  _globals['_ISSUERSIMCONTROL']._serialized_end=773
+  _globals['_ADVICERECORD']._serialized_start=227
+  _globals['_ADVICERECORD']._serialized_end=362
+  _globals['_SIMREPORT']._serialized_start=365
+  _globals['_SIMREPORT']._serialized_end=654
+  _globals['_ISSUERSIMCONTROL']._serialized_start=657
+  _globals['_ISSUERSIMCONTROL']._serialized_end=794
 # @@protoc_insertion_point(module_scope)

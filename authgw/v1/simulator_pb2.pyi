@@ -31,18 +31,20 @@ class ReportRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AdviceRecord(_message.Message):
-    __slots__ = ("decision_id", "received", "applied", "amount_minor", "response_code")
+    __slots__ = ("decision_id", "received", "applied", "amount_minor", "response_code", "request_id")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     received: int
     applied: bool
     amount_minor: int
     response_code: str
-    def __init__(self, decision_id: _Optional[str] = ..., received: _Optional[int] = ..., applied: _Optional[bool] = ..., amount_minor: _Optional[int] = ..., response_code: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, decision_id: _Optional[str] = ..., received: _Optional[int] = ..., applied: _Optional[bool] = ..., amount_minor: _Optional[int] = ..., response_code: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SimReport(_message.Message):
     __slots__ = ("pool", "member", "authorize_calls", "approvals", "declines", "repeated_request_ids", "advise_calls", "duplicate_advices", "advices", "faults", "approved_request_ids")
