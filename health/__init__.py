@@ -6,6 +6,7 @@ the fleet; both take an `EtcdClient`. Errors are `HealthError` subclasses
 (tree in health.errors).
 """
 
+from health.endpoints import Endpoint, parse_endpoints
 from health.errors import (
     EtcdError,
     EtcdRequestFailed,
@@ -16,7 +17,7 @@ from health.errors import (
     MalformedRecord,
     RevisionCompacted,
 )
-from health.etcd import Endpoint, EtcdClient, parse_endpoints
+from health.etcd import EtcdClient
 from health.keys import DEFAULT_ROOT, KeyLayout
 from health.lease import LeasedKey
 from health.membership import (

@@ -20,8 +20,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import EtcdError, InvalidName
-from health.etcd import DEFAULT_ETCD, EtcdClient, parse_endpoints
+from health.etcd import EtcdClient
 from health.keys import DEFAULT_ROOT, GatewayKey, KeyLayout, MemberKey, check_name
 from health.membership import Mode
 

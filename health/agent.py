@@ -20,8 +20,9 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import HealthError, InvalidName
-from health.etcd import DEFAULT_ETCD, EtcdClient, parse_endpoints
+from health.etcd import EtcdClient
 from health.keys import DEFAULT_ROOT, KeyLayout, check_name
 from health.lease import LeasedKey
 from health.membership import MemberInfo

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import aetcd
 import grpc
 
+from health.endpoints import DEFAULT_ETCD, Endpoint, parse_endpoints
 from health.errors import (
     EtcdError,
     EtcdRequestFailed,
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEFAULT_ETCD = "http://127.0.0.1:2379"
-
 # Reconnect quickly once an endpoint is back (gRPC's default backoff grows to 120 s), and
 # notice a silent peer within seconds (etcd refuses pings more often than every 5 s).
 _CHANNEL_OPTIONS = {
@@ -69,36 +67,6 @@ _FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
     grpc.RpcError,
     grpc.aio.UsageError,
 )
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One etcd client URL."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def parse_endpoints(spec: str) -> tuple[Endpoint, ...]:
-    """Parse "http://h1:2379,h2:2379" into endpoints; raise InvalidName naming a bad entry."""
-    endpoints = []
-    for item in (part.strip() for part in spec.split(",")):
-        if not item:
-            continue
-        parts = urllib.parse.urlsplit(item if "://" in item else f"http://{item}")
-        try:
-            port = parts.port or 2379
-        except ValueError:
-            port = 0
-        if parts.scheme != "http" or not parts.hostname or port == 0 or parts.path not in {"", "/"}:
-            raise InvalidName(f"invalid etcd endpoint {item!r}: expected http://host:port")
-        endpoints.append(Endpoint(parts.hostname, port))
-    if not endpoints:
-        raise InvalidName(f"no etcd endpoint in {spec!r}: expected http://host:port[,http://host:port...]")
-    return tuple(endpoints)
 
 
 @dataclass(frozen=True)
