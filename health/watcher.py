@@ -27,6 +27,10 @@ __all__ = ["MembershipWatcher"]
 
 log = logging.getLogger(__name__)
 
+# A watch that breaks sooner than this after it was created counts as a failed attempt
+# (backoff grows); one that lived longer is re-created at once.
+_STABLE_STREAM_S = 1.0
+
 
 class MembershipWatcher:
     """A MembershipSource that follows the authgw keys in etcd.
@@ -142,19 +146,24 @@ class MembershipWatcher:
                 log.warning("etcd revision went back from %d to %d: reading again", self._revision, current)
                 self._must_reload = True
                 return
-        async with self._client.watch_prefix(self._layout.prefix, self._revision + 1) as events:
-            if not self._snapshot.etcd_connected:
-                log.info("etcd reachable again: watching from revision %d", self._revision + 1)
-                self._publish(etcd_connected=True)
-            try:
+        loop = asyncio.get_running_loop()
+        established: float | None = None
+        try:
+            async with self._client.watch_prefix(self._layout.prefix, self._revision + 1) as events:
+                established = loop.time()
+                if not self._snapshot.etcd_connected:
+                    log.info("etcd reachable again: watching from revision %d", self._revision + 1)
+                    self._publish(etcd_connected=True)
                 async for event in events:
                     self._apply(event)
-            except RevisionCompacted as exc:
-                log.warning("missed history was compacted (%s): reading the whole membership again", exc)
-                self._must_reload = True
-            except EtcdUnavailable as exc:
-                # The stream had been established: retry at once, with a fresh backoff.
-                log.info("membership watch broke at revision %d: %s", self._revision, exc)
+        except RevisionCompacted as exc:
+            log.warning("missed history was compacted (%s): reading the whole membership again", exc)
+            self._must_reload = True
+        except EtcdUnavailable as exc:
+            if established is None or loop.time() - established < _STABLE_STREAM_S:
+                raise  # not (or hardly) connected: back off before the next attempt
+            # A stream that had been up for a while broke: retry at once, with a fresh backoff.
+            log.info("membership watch broke at revision %d: %s", self._revision, exc)
 
     def _apply(self, event: WatchEvent) -> None:
         if event.kind is EventKind.PUT:
