@@ -7,6 +7,11 @@ good ones register it again on a new lease. If the agent dies, the lease
 expires within its TTL and the member leaves routing all the same. etcd being
 down changes nothing to the probing: the lease loop re-creates what etcd lost
 when it answers again.
+
+Telemetry (OTEL_* environment, see health.telemetry): a span per host
+transition (`authgw.health.host_up` / `authgw.health.host_down`, the latter
+around the lease revoke) and a span with an event whenever the agent sees its
+lease change (`authgw.health.lease`, event lease.registered or lease.released).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import signal
 import sys
 from dataclasses import dataclass
 
+from opentelemetry import trace
+
 from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import HealthError, InvalidName
 from health.etcd import EtcdClient
@@ -27,6 +34,7 @@ from health.keys import DEFAULT_ROOT, KeyLayout, check_name
 from health.lease import LeasedKey
 from health.membership import MemberInfo
 from health.probe import HealthProbe, RiseFall, Transition
+from health.telemetry import Telemetry, TelemetrySettingError, TelemetrySettings
 
 __all__ = ["AgentConfig", "HealthAgent", "main"]
 
@@ -80,10 +88,21 @@ class HealthAgent:
         client: etcd client (owned by the caller).
         config: what to register and the probe settings.
         probe: the host probe; by default Health/Check on config.address.
+        tracer: where lease changes go as spans (default: nowhere).
     """
 
-    def __init__(self, client: EtcdClient, config: AgentConfig, *, probe: HealthProbe | None = None) -> None:
+    def __init__(
+        self,
+        client: EtcdClient,
+        config: AgentConfig,
+        *,
+        probe: HealthProbe | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self._config = config
+        self._tracer = tracer
+        self._span_attrs: dict[str, str] = {"authgw.pool": config.pool, "authgw.member": config.member}
+        self._seen_held = False
         self._probe = probe or HealthProbe(
             config.address, timeout_s=config.probe_timeout_s, service=config.service
         )
@@ -139,13 +158,40 @@ class HealthAgent:
         match self._health.observe(result.ok):
             case Transition.UP:
                 log.info("host %s healthy after %d good probes", self._config.address, self._config.rise)
-                self._lease.hold()
+                with self._span("authgw.health.host_up"):
+                    self._lease.hold()
             case Transition.DOWN:
                 reason = f"{self._config.fall} failed probes, last: {result.detail}"
                 log.warning("host %s unhealthy: %s", self._config.address, reason)
-                await self._lease.release(reason)
+                with self._span("authgw.health.host_down", reason):
+                    await self._lease.release(reason)
             case None:
                 pass
+        self._note_lease()
+
+    def _span(self, name: str, reason: str = "") -> contextlib.AbstractContextManager[object]:
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        attrs: dict[str, str] = {**self._span_attrs, "authgw.reason": reason} if reason else self._span_attrs
+        return self._tracer.start_as_current_span(name, attributes=attrs)
+
+    def _note_lease(self) -> None:
+        """One span per change of the lease as the agent sees it (the lease loop registers on its own)."""
+        held = self._lease.held
+        if held == self._seen_held:
+            return
+        self._seen_held = held
+        if self._tracer is None:
+            return
+        lease = self._lease.lease_id
+        attrs: dict[str, str | bool] = {
+            **self._span_attrs,
+            "authgw.lease.key": self._lease.key,
+            "authgw.lease.held": held,
+            "authgw.lease.id": f"{lease:x}" if lease is not None else "",
+        }
+        with self._tracer.start_as_current_span("authgw.health.lease", attributes=attrs) as span:
+            span.add_event("lease.registered" if held else "lease.released", attrs)
 
     def _member_value(self) -> bytes:
         cfg = self._config
@@ -223,13 +269,22 @@ def main(argv: list[str]) -> int:
         parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(_serve(EtcdClient(endpoints, request_timeout_s=args.etcd_timeout), config))
+        resource = {"authgw.pool": args.pool, "authgw.member": args.member}
+        settings = TelemetrySettings.from_env("authgw-health-agent", resource_attributes=resource)
+    except TelemetrySettingError as exc:
+        parser.error(str(exc))
+    telemetry = Telemetry(settings)
+    tracer = telemetry.tracer("authgw.health") if telemetry.tracing else None
+    try:
+        return asyncio.run(_serve(EtcdClient(endpoints, request_timeout_s=args.etcd_timeout), config, tracer))
     except asyncio.CancelledError:
         log.warning("second signal: exited without waiting for the lease revoke")
         return 1
+    finally:
+        telemetry.shutdown()
 
 
-async def _serve(client: EtcdClient, config: AgentConfig) -> int:
+async def _serve(client: EtcdClient, config: AgentConfig, tracer: trace.Tracer | None = None) -> int:
     stop = asyncio.Event()
     main_task = asyncio.current_task()
     assert main_task is not None  # asyncio.run always runs us in a task
@@ -243,7 +298,7 @@ async def _serve(client: EtcdClient, config: AgentConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     async with client:
-        await HealthAgent(client, config).run(stop)
+        await HealthAgent(client, config, tracer=tracer).run(stop)
     return 0
 
 
