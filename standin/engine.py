@@ -104,7 +104,9 @@ class StandIn:
         journal_settings = journal_settings or JournalSettings()
         self._redis = redis
         self._owns_redis = owns_redis
-        self._gate = RedisGate(redis, self._redis_settings.command_deadline)
+        self._gate = RedisGate(
+            redis, self._redis_settings.command_deadline, max_concurrency=self._redis_settings.max_connections
+        )
         self._counters = RedisCounters(
             self._gate, window=policy.window, idempotency_ttl=journal_settings.idempotency_ttl
         )

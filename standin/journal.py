@@ -27,6 +27,7 @@ once the issuer has the advice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -91,9 +92,11 @@ class StreamJournal:
         """Append `fields` once per decision id; returns (stream id, whether this call appended it)."""
         partition = keys.partition_of(card_token, self.partitions)
         script_keys = [keys.stream_key(partition), keys.dedupe_key(partition, decision_id)]
-        args: list[str | int] = [self._dedupe_ttl_ms]
-        for name, value in fields.items():
-            args += [name, value]
+        flat = [item for pair in fields.items() for item in pair]
+        args: list[str | int] = [
+            self._dedupe_ttl_ms,
+            json.dumps(flat, ensure_ascii=False, separators=(",", ":")),
+        ]
 
         async def op() -> list[int | bytes]:
             reply: list[int | bytes] = await self._append(keys=script_keys, args=args)

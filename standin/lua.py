@@ -117,13 +117,15 @@ return 1
 """
 
 # Append one decision to its partition stream exactly once: the marker, in the same
-# slot as the stream, is set in the same atomic step as XADD. Returns {appended(1|0), stream id}.
+# slot as the stream, is set in the same atomic step as XADD. The entry travels as one
+# JSON array [field, value, ...]: packing ~30 pairs as separate arguments costs the
+# client more CPU than the whole rest of a decision. Returns {appended(1|0), stream id}.
 APPEND = """
 -- KEYS[1] partition stream  KEYS[2] dedupe marker of the decision
--- ARGV[1] marker ttl ms  ARGV[2..] field, value, field, value, ...
+-- ARGV[1] marker ttl ms  ARGV[2] JSON array: field, value, field, value, ...
 local seen = redis.call('GET', KEYS[2])
 if seen then return {0, seen} end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+local id = redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(ARGV[2])))
 redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
 return {1, id}
 """
