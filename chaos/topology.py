@@ -18,6 +18,8 @@ import base64
 import contextlib
 import json
 import os
+import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 
 from chaos.processes import (
     ManagedProcess,
+    ProcessError,
     free_port,
     start_authgw,
     start_etcd,
@@ -149,6 +152,7 @@ class Topology:
         if self.spec.etcd:
             for member in self.sims:
                 self.start_agent(member)
+            self.wait_registered(set(self.sims))
         for i in range(self.spec.gateways):
             self.start_gateway(i)
 
@@ -174,6 +178,23 @@ class Topology:
             self.workdir, f"agent-{member}", args, self.etcd[0].port, wait_port=False
         )
         return self.agents[member]
+
+    def registered_members(self) -> set[str]:
+        """Members whose agent holds a key in etcd right now (asked with etcdctl)."""
+        out = subprocess.run(
+            ["etcdctl", "--endpoints", ",".join(self.etcd_endpoints), "--command-timeout=2s",
+             "get", "--prefix", "--keys-only", "/authgw/pools/"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+        return {line.rsplit("/", 1)[1] for line in out.stdout.split() if "/members/" in line}
+
+    def wait_registered(self, members: set[str], timeout_s: float = 15.0) -> None:
+        """Block until every member in `members` is registered by its agent."""
+        deadline = time.monotonic() + timeout_s
+        while not members <= self.registered_members():
+            if time.monotonic() > deadline:
+                raise ProcessError(f"agents did not register {sorted(members)} within {timeout_s}s")
+            time.sleep(0.1)  # harness set-up, never on an event loop
 
     def gateway_config(self, index: int, port: int) -> dict[str, Any]:
         doc: dict[str, Any] = {

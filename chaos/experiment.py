@@ -1,0 +1,232 @@
+"""Running one chaos experiment: topology, steady load, faults on a timeline, verdict, report.
+
+An experiment is data (`Experiment`: topology, rate, duration, phases, fault
+script, extra criteria); `run_experiment` does the rest the same way for all:
+start the topology, drive open-loop load with a live status line while the
+fault script runs, let settlement finish, check the stand-in decisions against
+the issuer simulators' own records, judge the criteria, and write
+`chaos/reports/<name>.json|.md|.png`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from chaos.load import CardMix, Sample, run_open_loop
+from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
+from chaos.topology import Topology, TopologySpec
+from chaos.verify import SettlementCheck, verify_settlement
+
+__all__ = ["REPORTS", "Criterion", "Experiment", "FaultScript", "Run", "run_experiment"]
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+DEADLINE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    name: str
+    expected: str
+    observed: str
+    passed: bool
+
+
+@dataclass
+class Run:
+    """What a fault script and the criteria see while an experiment runs."""
+
+    topo: Topology
+    console: Console
+    t0: float = 0.0
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    fault_times: list[float] = field(default_factory=list)  # seconds from t0 when a fault began
+
+    async def at(self, t: float) -> None:
+        """Sleep until t seconds after the start of the load."""
+        await asyncio.sleep(max(0.0, self.t0 + t - time.monotonic()))
+
+    def fault(self, text: str) -> None:
+        """Mark a fault starting now (the first second after it is exempt from 100 % availability)."""
+        self.fault_times.append(time.monotonic() - self.t0)
+        self.console.log(f"fault: {text}")
+
+    def note(self, text: str) -> None:
+        self.console.log(text)
+
+
+FaultScript = Callable[[Run], Coroutine[Any, Any, None]]
+ExtraCriteria = Callable[[Sequence[Sample], Run], list[Criterion]]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # make target without the chaos- prefix
+    title: str
+    spec: TopologySpec
+    duration_s: float
+    phases: tuple[Phase, ...]
+    script: FaultScript
+    rate_per_s: float = 300.0
+    more_criteria: ExtraCriteria | None = None
+    settle_timeout_s: float = 60.0
+
+
+def _availability_criteria(samples: Sequence[Sample], run: Run) -> list[Criterion]:
+    s = summarize(samples, DEADLINE_S)
+    exempt = [(t, t + 1.0) for t in run.fault_times]
+    outside = [x for x in samples if not any(a <= x.sent_at < b for a, b in exempt)]
+    s_out = summarize(outside, DEADLINE_S)
+    return [
+        Criterion("availability", ">= 99.9 %", f"{s.availability:.4%}", s.availability >= 0.999),
+        Criterion(
+            "availability outside 1 s after each fault",
+            "100 %",
+            f"{s_out.availability:.4%} ({s_out.failed} failed)",
+            s_out.failed == 0,
+        ),
+        Criterion(
+            "p99 latency",
+            f"<= {DEADLINE_S * 1000:.0f} ms",
+            f"{s.p99_ms:.1f} ms",
+            s.p99_ms <= DEADLINE_S * 1000,
+        ),
+    ]
+
+
+def _settlement_criteria(check: SettlementCheck) -> list[Criterion]:
+    return [
+        Criterion("stand-in decisions missing at the issuer", "0", str(check.missing), check.missing == 0),
+        Criterion("decisions applied twice or unknown", "0", str(check.duplicates), check.duplicates == 0),
+        Criterion(
+            "declined decisions debited", "0", str(check.declines_debited), check.declines_debited == 0
+        ),
+    ]
+
+
+def _report(
+    exp: Experiment, run: Run, samples: Sequence[Sample], check: SettlementCheck, criteria: list[Criterion]
+) -> dict[str, Any]:
+    s = summarize(samples, DEADLINE_S)
+    standin = [x for x in samples if x.answered and x.source == "STAND_IN"]
+    return {
+        "experiment": exp.name,
+        "title": exp.title,
+        "started_at": run.started.isoformat(),
+        "duration_s": exp.duration_s,
+        "rate_per_s": exp.rate_per_s,
+        "requests": s.requests,
+        "answered_in_deadline": s.answered,
+        "failed": s.failed,
+        "availability": s.availability,
+        "latency_ms": {"p50": s.p50_ms, "p99": s.p99_ms, "max": s.max_ms},
+        "by_source": {"issuer": s.by_source.get("ISSUER", 0), "stand_in": s.by_source.get("STAND_IN", 0)},
+        "by_pool": s.by_pool,
+        "standin": {
+            "approved": sum(1 for x in standin if x.approved),
+            "declined": sum(1 for x in standin if not x.approved),
+            "approved_amount_minor": sum(x.amount_minor for x in standin if x.approved),
+            "by_reason": dict(Counter(x.standin_reason for x in standin)),
+            "first_s": round(min((x.sent_at for x in standin), default=0.0), 2),
+            "last_s": round(max((x.sent_at for x in standin), default=0.0), 2),
+        },
+        "settlement": check.as_dict(),
+        "faults_at_s": [round(t, 3) for t in run.fault_times],
+        "per_second": per_second(samples, DEADLINE_S),
+        "criteria": [_crit(c) for c in criteria],
+        "passed": all(c.passed for c in criteria),
+    }
+
+
+def _crit(c: Criterion) -> dict[str, Any]:
+    return {"name": c.name, "expected": c.expected, "observed": c.observed, "passed": c.passed}
+
+
+def _markdown(report: dict[str, Any], picture: Path) -> str:
+    lines = [f"# chaos-{report['experiment']}: {report['title']}", ""]
+    lines.append(f"Started {report['started_at']}, {report['duration_s']} s at {report['rate_per_s']}/s.")
+    lines += ["", "| measure | value |", "|---|---|"]
+    for key in ("requests", "answered_in_deadline", "failed", "availability"):
+        lines.append(f"| {key} | {report[key]} |")
+    lat = report["latency_ms"]
+    lines.append(f"| latency p50 / p99 / max (ms) | {lat['p50']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} |")
+    src, st = report["by_source"], report["standin"]
+    lines.append(f"| answered by issuer / stand-in | {src['issuer']} / {src['stand_in']} |")
+    approved = f"{st['approved']} / {st['declined']} ({st['approved_amount_minor']} minor units approved)"
+    lines.append(f"| stand-in approved / declined | {approved} |")
+    for key, value in report["settlement"].items():
+        lines.append(f"| settlement {key} | {value} |")
+    lines += ["", "| criterion | expected | observed | passed |", "|---|---|---|---|"]
+    for c in report["criteria"]:
+        lines.append(
+            f"| {c['name']} | {c['expected']} | {c['observed']} | {'yes' if c['passed'] else 'NO'} |"
+        )
+    lines += ["", f"**{'PASSED' if report['passed'] else 'FAILED'}**", "", f"![timeline]({picture.name})", ""]
+    return "\n".join(lines)
+
+
+def _write_reports(reports: Path, exp: Experiment, report: dict[str, Any], samples: Sequence[Sample]) -> None:
+    reports.mkdir(parents=True, exist_ok=True)
+    picture = plot_timeline(
+        reports / f"{exp.name}.png", f"chaos-{exp.name}: {exp.title}", samples, exp.phases
+    )
+    (reports / f"{exp.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (reports / f"{exp.name}.md").write_text(_markdown(report, picture))
+
+
+async def run_experiment(
+    exp: Experiment, workdir: Path, console: Console, reports: Path = REPORTS
+) -> dict[str, Any]:
+    """Run one experiment end to end; returns its report (also written to reports/)."""
+    console.rule(f"chaos-{exp.name}: {exp.title}")
+    topo = Topology(workdir, exp.spec)
+    await asyncio.to_thread(topo.start)
+    run = Run(topo, console)
+    try:
+        await asyncio.sleep(1.0)  # agents register, gateways connect
+        mix = CardMix(cards=400)
+        targets = [g.address for g in topo.gateways]
+        run.t0 = time.monotonic()
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+
+            def tick(elapsed: float, samples: list[Sample]) -> None:
+                phase = next((p.name for p in exp.phases if p.start_s <= elapsed < p.end_s), "")
+                live.update(live_line(elapsed, phase, samples))
+
+            load = asyncio.create_task(
+                run_open_loop(
+                    targets,
+                    rate_per_s=exp.rate_per_s,
+                    duration_s=exp.duration_s,
+                    make_request=mix.request,
+                    deadline_s=DEADLINE_S,
+                    on_tick=tick,
+                )
+            )
+            script = asyncio.ensure_future(exp.script(run))
+            samples = await load
+            await script
+        check = await verify_settlement(topo, samples, exp.settle_timeout_s, console)
+        criteria = _availability_criteria(samples, run) + _settlement_criteria(check)
+        if exp.more_criteria is not None:
+            criteria += exp.more_criteria(samples, run)
+        report = _report(exp, run, samples, check, criteria)
+    finally:
+        await asyncio.to_thread(topo.stop)
+    await asyncio.to_thread(_write_reports, reports, exp, report, samples)
+    verdict = "[green]PASSED[/green]" if report["passed"] else "[red]FAILED[/red]"
+    console.print(f"chaos-{exp.name}: {verdict}  report: {reports / (exp.name + '.json')}")
+    for c in criteria:
+        if not c.passed:
+            console.print(f"  [red]x[/red] {c.name}: expected {c.expected}, observed {c.observed}")
+    return report

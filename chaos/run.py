@@ -1,0 +1,78 @@
+"""`python -m chaos.run NAME [NAME ...] | all [--scale S]`: run chaos experiments, print a summary.
+
+Each experiment writes chaos/reports/<name>.json, .md and .png. The exit status
+is 0 only when every experiment passed all its criteria.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from chaos.experiment import REPORTS, run_experiment
+from chaos.experiments import EXPERIMENTS, build
+
+__all__ = ["main", "summary"]
+
+
+def summary(reports: list[dict[str, Any]]) -> Table:
+    table = Table(title="chaos experiments")
+    for col in ("experiment", "requests", "failed", "availability", "p99 ms", "issuer", "stand-in"):
+        table.add_column(col, justify="left" if col == "experiment" else "right")
+    for col in ("missing", "duplicates", "result"):
+        table.add_column(col, justify="right")
+    for r in reports:
+        table.add_row(
+            r["experiment"],
+            str(r["requests"]),
+            str(r["failed"]),
+            f"{r['availability']:.3%}",
+            f"{r['latency_ms']['p99']:.0f}",
+            str(r["by_source"]["issuer"]),
+            str(r["by_source"]["stand_in"]),
+            str(r["settlement"]["missing"]),
+            str(r["settlement"]["duplicates"]),
+            "[green]passed[/green]" if r["passed"] else "[red]FAILED[/red]",
+        )
+    return table
+
+
+async def _run_all(names: list[str], scale: float, console: Console, keep: bool) -> list[dict[str, Any]]:
+    reports = []
+    for name in names:
+        workdir = Path(tempfile.mkdtemp(prefix=f"authgw-chaos-{name}-"))
+        try:
+            reports.append(await run_experiment(build(name, scale), workdir, console, REPORTS))
+        finally:
+            if keep:
+                console.print(f"logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos.run", description="run chaos experiments")
+    parser.add_argument("names", nargs="+", help=f"'all' or some of: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("--scale", type=float, default=1.0, help="compress (<1) or stretch the timelines")
+    parser.add_argument("--keep", action="store_true", help="keep each experiment's work directory (logs)")
+    args = parser.parse_args(argv)
+    names = list(EXPERIMENTS) if args.names == ["all"] else args.names
+    for name in names:
+        build(name)  # unknown names fail before anything starts
+    console = Console(width=max(130, shutil.get_terminal_size().columns))
+    reports = asyncio.run(_run_all(names, args.scale, console, args.keep))
+    console.print(summary(reports))
+    return 0 if all(r["passed"] for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
