@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle chaos clean
+CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
+CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
+
+.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -14,6 +17,7 @@ help:
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
 	@echo "make bench-failover - open-loop load while the primary pool hangs"
+	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +48,13 @@ demo: $(STAMP) sysdeps
 
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover
+
+# One experiment per target; `make chaos` runs them all and ends with one summary table.
+$(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps
+	$(PY) -m chaos.run $*
+
+chaos: $(STAMP) sysdeps
+	$(PY) -m chaos.run all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache chaos/reports bench/results.json
