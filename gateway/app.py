@@ -3,7 +3,10 @@
 start(): build the router from config, bind the gRPC server (Authorization,
 grpc.health.v1.Health, reflection), mark SERVING.
 close(): mark NOT_SERVING, stop accepting, let in-flight requests finish within
-drain_timeout, then close channels. Safe to call twice.
+drain_timeout, then close channels, then flush telemetry. Safe to call twice.
+
+Telemetry (gateway.telemetry) is built from the config unless given; the
+gateway closes what it built, the caller what it gave.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
+from gateway.journal_sampler import JournalSampler
 from gateway.membership import MembershipLink
+from gateway.metrics import GatewayMetrics
 from gateway.router import Router
 from gateway.service import AuthorizationService, DeclineFallback, Fallback
 from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode
+from gateway.telemetry import GatewayTelemetry
 from health import Mode
 
 __all__ = ["Gateway"]
@@ -44,19 +50,37 @@ class _State(enum.Enum):
 class Gateway:
     """One gateway process."""
 
-    def __init__(self, cfg: GatewayConfig, fallback: Fallback | None = None) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        fallback: Fallback | None = None,
+        telemetry: GatewayTelemetry | None = None,
+    ) -> None:
         self.cfg = cfg
-        self.standin = build_standin(cfg) if fallback is None else None
-        self.router = Router(cfg)
+        self._owns_telemetry = telemetry is None
+        self.telemetry = telemetry or GatewayTelemetry.from_config(cfg)
+        tracer = self.telemetry.tracer
+        self.standin = build_standin(cfg, self.telemetry.standin_tracer) if fallback is None else None
+        self.router = Router(cfg, tracer=tracer)
         self.mode = Mode.AUTO
         self.membership = MembershipLink(cfg, self.router, self._set_mode) if cfg.etcd_endpoints else None
-        self.standin_mode = StandInMode(self.router)
+        self.standin_mode = StandInMode(self.router, on_change=self.telemetry.on_standin_mode)
+        self.journal_sampler = (
+            JournalSampler(self.standin.engine) if self.standin and self.telemetry.metering else None
+        )
+        self.metrics = (
+            GatewayMetrics(self.telemetry.meter, self.router, self.standin_mode, self.journal_sampler)
+            if self.telemetry.metering
+            else None
+        )
         self.service = AuthorizationService(
             cfg,
             self.router,
             fallback or self.standin or DeclineFallback(),
             mode=lambda: self.mode,
             standin_mode=self.standin_mode,
+            tracer=tracer,
+            metrics=self.metrics,
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
@@ -84,6 +108,8 @@ class Gateway:
             raise RuntimeError(f"cannot listen on {self.cfg.listen}")
         if self.standin is not None:
             await self.standin.start()
+        if self.journal_sampler is not None:
+            self.journal_sampler.start()
         if self.membership is not None:
             await self.membership.start()  # returns after the first etcd read, or its timeout
         await self.server.start()
@@ -112,11 +138,15 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace=self.cfg.drain_timeout_s)
         await self.standin_mode.close()
+        if self.journal_sampler is not None:
+            await self.journal_sampler.close()
         if self.standin is not None:
             await self.standin.close()
         if self.membership is not None:
             await self.membership.close()
         await self.router.close()
+        if self._owns_telemetry:
+            await self.telemetry.close()  # last: spans of the drained requests are exported too
         self._state = _State.CLOSED
         self._closed.set()
         log.info("gateway %s stopped", self.cfg.instance)

@@ -6,6 +6,11 @@ retry uses the same request_id (issuer hosts are idempotent on it), retries are
 capped by the retry budget, and a reserve of the deadline is always kept for
 stand-in. The router never raises for issuer failures: it returns a RouteResult
 saying what answered, or why nothing did.
+
+Given a tracer, each attempt runs in its own client span and carries the W3C
+trace context to the issuer host; an attempt that ejects its member adds an
+`authgw.member.ejected` event to the authorization's span. Counters of attempts,
+retries and ejections are plain Counters that metrics read when they collect.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
+
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
 from gateway.config import GatewayConfig
@@ -22,6 +29,7 @@ from gateway.member import Member
 from gateway.pool import MemberSpec, Pool
 from gateway.pool_health import Outcome, PoolVerdict
 from gateway.retry_budget import RetryBudget
+from gateway.tracing import EJECTED_EVENT, traced_attempt
 
 __all__ = ["PoolSpec", "RouteResult", "Router", "StandInCause"]
 
@@ -67,15 +75,24 @@ def _outcome(attempt: Attempt) -> Outcome:
 class Router:
     """Holds the pools and routes requests through them."""
 
-    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         self._cfg = cfg
         self._clock = clock
+        self._tracer = tracer
         self._priority = {p.name: p.priority for p in cfg.pools}
         self._timeouts = {p.name: p.attempt_timeout_s for p in cfg.pools}
         self.pools: list[Pool] = []
         self.budget = RetryBudget(cfg.routing.retry_budget_ratio, cfg.routing.retry_budget_min)
         self.late = LateAnswers()
         self.attempts: Counter[tuple[str, str]] = Counter()  # (pool, AttemptKind value) -> count
+        self.retries: Counter[tuple[str, str]] = Counter()  # (pool, previous attempt's kind) -> count
+        self.ejections: Counter[str] = Counter()  # pool -> members ejected so far
         self._retired: list[Member] = []
         self.apply(
             {p.name: PoolSpec(tuple((m.name, m.address, m.weight) for m in p.members)) for p in cfg.pools}
@@ -186,15 +203,29 @@ class Router:
                 result.budget_exhausted = left >= _MIN_ATTEMPT_S
                 return False
             tried.add(member)
+            if result.attempts:
+                self.retries[pool.name, result.attempts[-1].kind.value] += 1
             try:
-                attempt = await run_attempt(
-                    member,
-                    request,
-                    timeout_s=min(pool.attempt_timeout_s, left),
-                    late=self.late,
-                    late_window_s=self._cfg.routing.late_answer_window_s,
-                    metadata=metadata,
-                )
+                if self._tracer is None:
+                    attempt = await run_attempt(
+                        member,
+                        request,
+                        timeout_s=min(pool.attempt_timeout_s, left),
+                        late=self.late,
+                        late_window_s=self._cfg.routing.late_answer_window_s,
+                        metadata=metadata,
+                    )
+                else:
+                    attempt = await traced_attempt(
+                        self._tracer,
+                        member,
+                        request,
+                        number=len(result.attempts) + 1,
+                        timeout_s=min(pool.attempt_timeout_s, left),
+                        late=self.late,
+                        late_window_s=self._cfg.routing.late_answer_window_s,
+                        metadata=metadata,
+                    )
             finally:
                 if is_retry:
                     self.budget.release()
@@ -211,9 +242,27 @@ class Router:
                 attempt.response.source = pb.ISSUER
                 result.response = attempt.response
                 return True
-            member.ejection.on_failure(now, pool.may_eject(now))
+            if member.ejection.on_failure(now, pool.may_eject(now)):
+                self._ejected(member, attempt, now)
             if attempt.kind is not AttemptKind.NOT_SENT:
                 return False  # unknown outcome or a sick pool: the next pool, same request_id
+
+    def _ejected(self, member: Member, attempt: Attempt, now: float) -> None:
+        self.ejections[member.pool] += 1
+        if self._tracer is None:
+            return
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                EJECTED_EVENT,
+                {
+                    "authgw.pool": member.pool,
+                    "authgw.member": member.name,
+                    "authgw.attempt.outcome": attempt.kind.value,
+                    "authgw.ejection.consecutive_failures": member.ejection.consecutive,
+                    "authgw.ejection.duration_ms": round((member.ejection.ejected_until - now) * 1000),
+                },
+            )
 
     @staticmethod
     def _cause(result: RouteResult, storms: int, skipped: int) -> str:

@@ -1,7 +1,8 @@
 """`authgw serve --config FILE`: run one gateway until SIGTERM/SIGINT.
 
 The first signal drains (stop accepting, finish in-flight requests within
-gateway.drain_timeout_ms, close); a second one exits at once.
+gateway.drain_timeout_ms, close, flush telemetry); a second one exits at once.
+Logs are JSON lines on stderr (gateway.logs), or plain text with --log-format text.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import sys
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
+from gateway.logs import LogFormat, configure_logging
+from gateway.telemetry import GatewayTelemetry
 
 __all__ = ["main"]
 
 log = logging.getLogger("authgw.serve")
 
 
-async def run(cfg: GatewayConfig) -> None:
+async def run(cfg: GatewayConfig, telemetry: GatewayTelemetry) -> None:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(cfg)  # inside the loop: gRPC channels bind to the running loop
+    gateway = Gateway(cfg, telemetry=telemetry)  # inside the loop: gRPC channels bind to the running loop
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
@@ -47,11 +50,18 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="authgw serve", description="run the authorization gateway")
     parser.add_argument("--config", required=True, help="gateway TOML file (see config/gateway.example.toml)")
     parser.add_argument("--log-level", default=os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=LogFormat.JSON.value,
+        help="json: one object per line with trace ids (default); text: plain lines",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     args = parser.parse_args(argv[1:])
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(LogFormat(args.log_format), args.log_level)
     try:
         cfg = load_config(args.config)
+        telemetry = GatewayTelemetry.from_config(cfg)
     except ConfigError as exc:
         print(f"authgw serve: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -59,5 +69,8 @@ def main(argv: list[str]) -> int:
         import uvloop  # noqa: PLC0415 (optional speed-up, imported only when used)
 
         uvloop.install()
-    asyncio.run(run(cfg))
+    try:
+        asyncio.run(run(cfg, telemetry))
+    finally:
+        telemetry.telemetry.shutdown()  # after the loop: the last spans and metrics are flushed
     return 0

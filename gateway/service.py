@@ -3,6 +3,11 @@
 This is the only place where gateway errors become gRPC status codes: invalid
 input is INVALID_ARGUMENT naming the field; every valid request gets an answer
 (an issuer's, stand-in's, or a 91 decline), never UNAVAILABLE.
+
+With a tracer, each call runs in a server span continuing the caller's W3C
+trace context; the span's traceparent goes to stand-in with the request, so the
+journal entry (and later its settlement) points back to this authorization.
+Without one, no span is built at all.
 """
 
 from __future__ import annotations
@@ -15,15 +20,25 @@ from collections.abc import Callable
 from typing import Protocol
 
 import grpc
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
 from gateway.errors import InvalidRequest
+from gateway.metrics import GatewayMetrics
 from gateway.router import Router, RouteResult
 from gateway.standin_mode import StandInMode
+from gateway.tracing import (
+    SERVER_ATTRIBUTES,
+    SERVER_SPAN,
+    annotate_decision,
+    incoming_context,
+    invalid_request,
+)
 from gateway.validation import validate
 from health import Mode
+from standin.tracing import current_traceparent
 
 __all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
 
@@ -33,8 +48,10 @@ log = logging.getLogger("authgw.service")
 class Fallback(Protocol):
     """Answers when no issuer did (stand-in, or a plain 91 decline)."""
 
-    async def answer(self, request: pb.AuthorizeRequest, cause: str, deadline: float) -> pb.AuthorizeResponse:
-        """Decide for `request`; `cause` is a StandInReason name."""
+    async def answer(
+        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        """Decide for `request`; `cause` is a StandInReason name, `trace_context` a W3C traceparent."""
         ...
 
 
@@ -53,7 +70,9 @@ def decline_91(request: pb.AuthorizeRequest, cause: str) -> pb.AuthorizeResponse
 class DeclineFallback:
     """Fallback without stand-in: decline with 91 and say why."""
 
-    async def answer(self, request: pb.AuthorizeRequest, cause: str, deadline: float) -> pb.AuthorizeResponse:
+    async def answer(
+        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
         return decline_91(request, cause)
 
 
@@ -69,8 +88,12 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         mode: Callable[[], Mode] = lambda: Mode.AUTO,
         standin_mode: StandInMode | None = None,
         clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self._cfg = cfg
+        self._tracer = tracer
+        self._metrics = metrics
         self._router = router
         self._fallback = fallback
         self._mode = mode
@@ -85,18 +108,50 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AuthorizeRequest,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
     ) -> pb.AuthorizeResponse:
+        if self._tracer is None:
+            return await self._authorize(request, context, None)
+        with self._tracer.start_as_current_span(
+            SERVER_SPAN,
+            incoming_context(context.invocation_metadata()),
+            SpanKind.SERVER,
+            SERVER_ATTRIBUTES,
+            record_exception=False,  # exception texts are not ours to vet for card numbers
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                response = await self._authorize(request, context, span)
+            except grpc.aio.AbortError:
+                raise  # INVALID_ARGUMENT, already on the span
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            annotate_decision(span, request, response)
+            return response
+
+    async def _authorize(
+        self,
+        request: pb.AuthorizeRequest,
+        context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
+        span: Span | None,
+    ) -> pb.AuthorizeResponse:
+        started = self._clock()
         try:
             validate(request, self._cfg.max_amount_minor)
         except InvalidRequest as exc:
+            if span is not None:
+                invalid_request(span, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         self.in_flight += 1
         self.idle.clear()
         try:
-            return await self.decide(request, context.time_remaining())
+            response = await self.decide(request, context.time_remaining())
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
+        if self._metrics is not None:
+            self._metrics.record_decision(response, self._clock() - started)
+        return response
 
     async def decide(
         self, request: pb.AuthorizeRequest, client_remaining_s: float | None
@@ -108,11 +163,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         deadline = self._clock() + budget
         mode = self._mode()
         if mode == Mode.FORCE_STANDIN:
-            return await self._fallback.answer(request, "FORCED", deadline)
+            return await self._fallback.answer(request, "FORCED", deadline, self._traceparent())
         standin_mode = self._standin_mode
         if standin_mode is not None and standin_mode.active and mode != Mode.FORCE_ISSUER:
             # every pool is down: no customer request waits on them while probes run
-            return await self._fallback.answer(request, standin_mode.reason, deadline)
+            return await self._fallback.answer(request, standin_mode.reason, deadline, self._traceparent())
         result = await self._router.route(request, deadline)
         if result.response is not None:
             return result.response
@@ -121,7 +176,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             return decline_91(request, result.cause)
         if standin_mode is not None:
             standin_mode.maybe_enter(result.cause)
-        return await self._fallback.answer(request, result.cause, deadline)
+        return await self._fallback.answer(request, result.cause, deadline, self._traceparent())
+
+    def _traceparent(self) -> str:
+        return "" if self._tracer is None else current_traceparent()
 
     @staticmethod
     def _log_failure(request: pb.AuthorizeRequest, result: RouteResult) -> None:

@@ -8,6 +8,10 @@ builds the engine from the gateway config's `[standin]` section:
     redis_url = "redis://..."      # optional override of the file's [redis] url
     sqlite_path = "gw-1.sqlite3"   # optional override: one local journal per gateway instance
 
+With a tracer, each decision runs in an `authgw.standin.decide` span (rule,
+response code, risk tier, reason, journal), and the authorization's traceparent
+is handed to the engine, which stores it in the journal entry.
+
 A decision is never cancelled half way: the engine's own Redis deadlines keep
 it inside the stand-in reserve, and cancelling after the journal write could
 leave an approval on record that the cardholder never received.
@@ -20,6 +24,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
+from opentelemetry.trace import Status, StatusCode, Tracer
+
 from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
@@ -29,10 +35,11 @@ from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin import load_config as load_standin_config
 from standin.types import Channel, Reason
 
-__all__ = ["StandInFallback", "build_standin", "to_response", "to_standin_request"]
+__all__ = ["STANDIN_SPAN", "StandInFallback", "build_standin", "to_response", "to_standin_request"]
 
 log = logging.getLogger("authgw.standin")
 
+STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
 
 
@@ -71,18 +78,49 @@ def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
 class StandInFallback:
     """Fallback that decides in stand-in (risk policy, fleet counters, durable journal)."""
 
-    def __init__(self, engine: StandIn) -> None:
+    def __init__(self, engine: StandIn, tracer: Tracer | None = None) -> None:
         self.engine = engine
+        self._tracer = tracer
 
     async def answer(
         self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
+        if self._tracer is None:
+            decision = await self._decide(request, cause, trace_context)
+            return decline_91(request, cause) if decision is None else to_response(decision)
+        with self._tracer.start_as_current_span(
+            STANDIN_SPAN,
+            attributes={"authgw.standin.cause": cause},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            decision = await self._decide(request, cause, trace_context)
+            if decision is None:
+                span.set_status(Status(StatusCode.ERROR, "stand-in could not decide: declined 91"))
+                return decline_91(request, cause)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "authgw.standin.rule": decision.rule,
+                        "authgw.standin.response_code": decision.response_code.value,
+                        "authgw.standin.approved": decision.approved,
+                        "authgw.standin.risk_tier": decision.risk_tier,
+                        "authgw.standin.reason": decision.reason.value,
+                        "authgw.standin.journal": decision.journal.value,
+                        "authgw.standin.decision_id": decision.decision_id,
+                    }
+                )
+            return to_response(decision)
+
+    async def _decide(
+        self, request: pb.AuthorizeRequest, cause: str, trace_context: str
+    ) -> StandInDecision | None:
+        """The engine's decision, or None when it could not decide (the caller declines 91)."""
         try:
-            decision = await self.engine.decide(to_standin_request(request), Reason(cause), trace_context)
+            return await self.engine.decide(to_standin_request(request), Reason(cause), trace_context)
         except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
             log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)
-            return decline_91(request, cause)
-        return to_response(decision)
+            return None
 
     async def start(self) -> None:
         await self.engine.start()
@@ -91,7 +129,7 @@ class StandInFallback:
         await self.engine.close()
 
 
-def build_standin(cfg: GatewayConfig) -> StandInFallback | None:
+def build_standin(cfg: GatewayConfig, tracer: Tracer | None = None) -> StandInFallback | None:
     """The stand-in fallback configured by `[standin]`, or None when the section is absent."""
     section = cfg.raw.get("standin")
     if section is None:
@@ -112,4 +150,4 @@ def build_standin(cfg: GatewayConfig) -> StandInFallback | None:
         (base / str(sqlite)).resolve() if sqlite else scfg.sqlite_path.with_name(f"{cfg.instance}.sqlite3")
     )
     scfg = dataclasses.replace(scfg, instance=cfg.instance, sqlite_path=sqlite_path)
-    return StandInFallback(StandIn.from_config(scfg))
+    return StandInFallback(StandIn.from_config(scfg), tracer)

@@ -1,0 +1,184 @@
+"""The gateway's metrics (OpenTelemetry instruments), exported over OTLP and/or a Prometheus scrape.
+
+Per request the gateway does one counter add and one histogram record, with
+attribute dicts cached per (source, response code): nothing else on the hot
+path. Everything else is observed when the reader collects (in the reader's
+thread), from counters the router and stand-in mode keep anyway, and from a
+journal sample taken off the hot path every few seconds.
+
+    authgw.decisions                  counter    {source, response_code}
+    authgw.authorization.duration     histogram  ms {source}
+    authgw.attempts                   counter    {pool, outcome}   outcome: gateway.attempt.AttemptKind
+    authgw.retries                    counter    {pool, reason}    reason: the previous attempt's outcome
+    authgw.ejections                  counter    {pool}            members ejected by outlier detection
+    authgw.members.ejected            gauge      {pool}            members ejected right now
+    authgw.late_answers               counter                      issuer answers after the gateway gave up
+    authgw.standin.mode               gauge      0 | 1
+    authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
+                                                           (delivered, not acked), local (SQLite backlog)
+    authgw.journal.oldest_age         gauge      s {store} age of the oldest unsettled decision
+    authgw.settlement.advices         counter    {outcome} incremented by the settlement worker (given
+                                                           this counter; the gateway itself never adds)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.util.types import AttributeValue
+
+from authgw.v1 import authorization_pb2 as pb
+from gateway.journal_sampler import JournalSampler
+from gateway.router import Router
+from gateway.standin_mode import StandInMode
+
+__all__ = ["LATENCY_BUCKETS_MS", "GatewayMetrics"]
+
+log = logging.getLogger("authgw.metrics")
+
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1200, 1600, 2000, 3000, 5000)
+
+_SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
+K = TypeVar("K")
+
+
+def _snapshot(counts: Mapping[K, int]) -> list[tuple[K, int]]:
+    """Copy a Counter the event loop mutates (under the GIL a C-level copy sees one consistent state)."""
+    for _ in range(3):
+        try:
+            return list(dict(counts).items())
+        except RuntimeError:  # changed size during the copy: try again
+            continue
+    return []
+
+
+class GatewayMetrics:
+    """The instruments of one gateway, bound to the objects they observe."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        router: Router,
+        standin_mode: StandInMode,
+        journal: JournalSampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._router = router
+        self._standin_mode = standin_mode
+        self._journal = journal
+        self._clock = clock
+        self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
+        self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
+        self.decisions = meter.create_counter(
+            "authgw.decisions", unit="{decision}", description="Authorizations answered, by source and code"
+        )
+        self.duration = meter.create_histogram(
+            "authgw.authorization.duration",
+            unit="ms",
+            description="Time from request to answer",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
+        )
+        self.settlement_advices = meter.create_counter(
+            "authgw.settlement.advices",
+            unit="{advice}",
+            description="Stand-in advices settled with the issuer, by outcome (added by settlement)",
+        )
+        meter.create_observable_counter(
+            "authgw.attempts",
+            [self._attempts],
+            unit="{attempt}",
+            description="Attempts on issuer hosts",
+        )
+        meter.create_observable_counter(
+            "authgw.retries",
+            [self._retries],
+            unit="{attempt}",
+            description="Attempts after a failed one",
+        )
+        meter.create_observable_counter(
+            "authgw.ejections", [self._ejections], unit="{ejection}", description="Members ejected"
+        )
+        meter.create_observable_gauge(
+            "authgw.members.ejected",
+            [self._ejected_now],
+            unit="{member}",
+            description="Members ejected now",
+        )
+        meter.create_observable_counter(
+            "authgw.late_answers",
+            [self._late_answers],
+            unit="{answer}",
+            description="Issuer answers after the gateway gave up",
+        )
+        meter.create_observable_gauge(
+            "authgw.standin.mode", [self._mode], description="1 while in stand-in mode"
+        )
+        if journal is not None:
+            meter.create_observable_gauge(
+                "authgw.journal.depth",
+                [self._journal_depth],
+                unit="{decision}",
+                description="Stand-in decisions not yet settled",
+            )
+            meter.create_observable_gauge(
+                "authgw.journal.oldest_age",
+                [self._journal_age],
+                unit="s",
+                description="Age of the oldest unsettled stand-in decision",
+            )
+
+    def record_decision(self, response: pb.AuthorizeResponse, elapsed_s: float) -> None:
+        """One answered authorization (hot path: two cached dict lookups, one add, one record)."""
+        key = (response.source, response.response_code)
+        attrs = self._decision_attrs.get(key)
+        if attrs is None:
+            if len(self._decision_attrs) >= 256:  # codes come from issuers: bound the cache
+                self._decision_attrs.clear()
+            attrs = {"source": _SOURCE.get(response.source, "UNKNOWN"), "response_code": key[1]}
+            self._decision_attrs[key] = attrs
+        self.decisions.add(1, attrs)
+        self.duration.record(elapsed_s * 1000.0, self._latency_attrs.get(response.source))
+
+    # -- observed at collection, in the reader's thread ----------------------------------------
+
+    def _attempts(self, options: CallbackOptions) -> Iterable[Observation]:
+        for (pool, outcome), n in _snapshot(self._router.attempts):
+            yield Observation(n, {"pool": pool, "outcome": outcome})
+
+    def _retries(self, options: CallbackOptions) -> Iterable[Observation]:
+        for (pool, reason), n in _snapshot(self._router.retries):
+            yield Observation(n, {"pool": pool, "reason": reason})
+
+    def _ejections(self, options: CallbackOptions) -> Iterable[Observation]:
+        for pool, n in _snapshot(self._router.ejections):
+            yield Observation(n, {"pool": pool})
+
+    def _ejected_now(self, options: CallbackOptions) -> Iterable[Observation]:
+        now = self._clock()
+        counts: Counter[str] = Counter()
+        try:
+            for pool in list(self._router.pools):
+                members = list(pool.members.values())
+                counts[pool.name] = sum(1 for m in members if m.ejection.ejected_until > now)
+        except RuntimeError:  # membership changed during the copy: skip this collection
+            return []
+        return [Observation(n, {"pool": pool}) for pool, n in counts.items()]
+
+    def _late_answers(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(self._router.late.total)]
+
+    def _mode(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(1 if self._standin_mode.active else 0)]
+
+    def _journal_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [Observation(n, {"store": store}) for store, n in self._journal.depth.items()]
+
+    def _journal_age(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [Observation(age, {"store": store}) for store, age in self._journal.oldest_age_s().items()]
