@@ -37,6 +37,9 @@ Signals:
 
 Logs go to stderr, one line per event (start, fault change, ledger down or
 back, stop), never per request and never with a PAN.
+
+Traces (chaos.otel_env, from OTEL_* variables; off by default): a server span
+per IssuerHost call, continuing the gateway's trace from the call metadata.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import secrets
 import signal
 import string
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Never
 
@@ -67,6 +71,8 @@ from chaos.ledger import (
     RedisLedger,
     luhn_valid,
 )
+from chaos.otel_env import server_interceptors, sim_telemetry
+from health.telemetry import TelemetrySettingError
 
 __all__ = ["FaultGate", "IssuerSim", "SimCounters", "faults_problem", "main"]
 
@@ -346,8 +352,10 @@ class IssuerSim:
         faults: simulator_pb2.Faults | None = None,
         grace_s: float = 2.0,
         rng: random.Random | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.listen = listen
+        self._interceptors = list(interceptors)
         self.pool = pool
         self.member = member
         self.counters = SimCounters()
@@ -361,7 +369,7 @@ class IssuerSim:
 
     async def start(self) -> None:
         """Bind and serve; raises OSError when the address cannot be bound."""
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=self._interceptors or None)
         host = _Host(self.pool, self.member, self._ledger, self.gate, self.counters)
         authorization_pb2_grpc.add_IssuerHostServicer_to_server(IssuerHostServicer(host), server)
         simulator_pb2_grpc.add_IssuerSimControlServicer_to_server(ControlServicer(host), server)
@@ -426,7 +434,11 @@ def _redact(url: str) -> str:
     return f"{scheme}{sep}{rest.rpartition('@')[2]}"
 
 
-async def _serve(args: argparse.Namespace, faults: simulator_pb2.Faults) -> int:
+async def _serve(
+    args: argparse.Namespace,
+    faults: simulator_pb2.Faults,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> int:
     ledger: Ledger = RedisLedger.from_url(args.ledger) if args.ledger else MemoryLedger()
     log.info("ledger %s", _redact(args.ledger) if args.ledger else "memory (this host only)")
     sim = IssuerSim(
@@ -436,6 +448,7 @@ async def _serve(args: argparse.Namespace, faults: simulator_pb2.Faults) -> int:
         ledger=ledger,
         faults=faults,
         grace_s=args.grace_s,
+        interceptors=interceptors,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -470,11 +483,19 @@ def main(argv: list[str]) -> int:
         print(f"authgw issuer-sim: {problem}", file=sys.stderr)
         return 2
     try:
+        telemetry = sim_telemetry(args.pool, args.member)
+    except TelemetrySettingError as exc:
+        print(f"authgw issuer-sim: {exc}", file=sys.stderr)
+        return 2
+    serving = _serve(args, faults, server_interceptors(telemetry))
+    try:
         if args.uvloop:
             import uvloop  # noqa: PLC0415  # optional: imported only when asked for
 
-            return int(uvloop.run(_serve(args, faults)))
-        return asyncio.run(_serve(args, faults))
+            return int(uvloop.run(serving))
+        return asyncio.run(serving)
     except OSError as exc:
         log.error("issuer-sim: %s", exc)  # noqa: TRY400  # a bind failure needs no traceback
         return 1
+    finally:
+        telemetry.shutdown()
