@@ -63,7 +63,9 @@ class Gateway:
         self.standin = build_standin(cfg, self.telemetry.standin_tracer) if fallback is None else None
         self.router = Router(cfg, tracer=tracer)
         self.mode = Mode.AUTO
-        self.membership = MembershipLink(cfg, self.router, self._set_mode) if cfg.etcd_endpoints else None
+        self.membership = (
+            MembershipLink(cfg, self.router, self._set_mode, tracer) if cfg.etcd_endpoints else None
+        )
         self.standin_mode = StandInMode(self.router, on_change=self.telemetry.on_standin_mode)
         self.journal_sampler = (
             JournalSampler(self.standin.engine) if self.standin and self.telemetry.metering else None

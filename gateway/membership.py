@@ -12,6 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from opentelemetry.trace import Tracer
+
 from gateway.config import GatewayConfig
 from gateway.router import PoolSpec, Router
 from health import (
@@ -55,11 +57,19 @@ def seed_membership(cfg: GatewayConfig) -> Membership:
 class MembershipLink:
     """Owns the etcd client, the membership watcher and the gateway's registration."""
 
-    def __init__(self, cfg: GatewayConfig, router: Router, set_mode: Callable[[Mode], None]) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        router: Router,
+        set_mode: Callable[[Mode], None],
+        tracer: Tracer | None = None,
+    ) -> None:
         self._router = router
         self._set_mode = set_mode
         self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)))
-        self.watcher = MembershipWatcher(self._client, seed=seed_membership(cfg), on_change=self._on_change)
+        self.watcher = MembershipWatcher(
+            self._client, seed=seed_membership(cfg), on_change=self._on_change, tracer=tracer
+        )
         self.registration = GatewayRegistration(self._client, cfg.instance, cfg.listen)
         self._housekeeping: set[asyncio.Task[None]] = set()
         self.etcd_connected = False

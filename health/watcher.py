@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from health.errors import EtcdError, EtcdUnavailable, RevisionCompacted
@@ -42,6 +43,8 @@ class MembershipWatcher:
         key_root: etcd key root (tests use their own).
         initial_sync_timeout_s: how long start() waits for the first etcd read.
         max_backoff_s: longest pause between reconnection attempts.
+        tracer: given, each change is an `authgw.membership.change` span with one event per
+            member registered or gone (its lease), pool drained or undrained, mode or etcd change.
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class MembershipWatcher:
         key_root: str = DEFAULT_ROOT,
         initial_sync_timeout_s: float = 3.0,
         max_backoff_s: float = 2.0,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._client = client
+        self._tracer = tracer
         self._layout = KeyLayout(key_root)
         self._initial_sync_timeout_s = initial_sync_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -182,6 +187,8 @@ class MembershipWatcher:
         self._snapshot = current
         if not previous.same_content(current):
             log.debug("membership changed at revision %d: %s", current.revision, _summary(current))
+            if self._tracer is not None:
+                _trace_change(self._tracer, previous, current)
             self._listeners.notify(current)
 
     def _on_attempt_failed(self, state: RetryCallState) -> None:
@@ -191,6 +198,31 @@ class MembershipWatcher:
             log.warning("etcd unreachable, %s (revision %d): %s", what, self._revision, exc)
         self._publish(etcd_connected=False)
         self._first_attempt.set()
+
+
+def _changes(before: Membership, after: Membership) -> list[tuple[str, dict[str, str]]]:
+    """Span events for what differs: members (their leases), drain flags, mode, etcd reachability."""
+    events: list[tuple[str, dict[str, str]]] = []
+    for name in sorted(before.pools.keys() | after.pools.keys()):
+        old, new = before.pool(name), after.pool(name)
+        for member in sorted(new.members.keys() - old.members.keys()):
+            events.append(("member.registered", {"authgw.pool": name, "authgw.member": member}))
+        for member in sorted(old.members.keys() - new.members.keys()):
+            events.append(("member.gone", {"authgw.pool": name, "authgw.member": member}))
+        if old.drained != new.drained:
+            events.append(("pool.drained" if new.drained else "pool.undrained", {"authgw.pool": name}))
+    if before.mode != after.mode:
+        events.append(("mode.changed", {"authgw.mode": str(after.mode)}))
+    if before.etcd_connected != after.etcd_connected:
+        events.append(("etcd.connected" if after.etcd_connected else "etcd.unreachable", {}))
+    return events
+
+
+def _trace_change(tracer: trace.Tracer, before: Membership, after: Membership) -> None:
+    attrs = {"authgw.membership.revision": after.revision, "authgw.etcd_connected": after.etcd_connected}
+    with tracer.start_as_current_span("authgw.membership.change", attributes=attrs) as span:
+        for name, event_attrs in _changes(before, after):
+            span.add_event(name, event_attrs)
 
 
 def _summary(membership: Membership) -> str:
