@@ -57,6 +57,7 @@ class ReceivedSpan:
     links: list[tuple[str, str]] = field(default_factory=list)  # (trace_id, span_id)
     status_code: int = 0
     status_message: str = ""
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 class OtlpReceiver:
@@ -128,6 +129,7 @@ class OtlpReceiver:
                             links=[(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
                             status_code=s.status.code,
                             status_message=s.status.message,
+                            resource=resource,
                         )
                     )
         if self.keep:

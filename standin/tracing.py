@@ -46,7 +46,7 @@ def parse_traceparent(value: str) -> SpanContext | None:
     trace_id, span_id = int(match["trace"], 16), int(match["span"], 16)
     if trace_id == 0 or span_id == 0:
         return None
-    flags = TraceFlags(int(match["flags"], 16) & TraceFlags.SAMPLED)
+    flags = TraceFlags(int(match["flags"], 16))
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
 
 
