@@ -46,6 +46,10 @@ test: lint sysdeps
 demo: $(STAMP) sysdeps
 	$(PY) -m chaos.demo
 
+bench: $(STAMP) sysdeps
+	./scripts/ensure-system-deps.sh nghttp2-client nginx haproxy
+	$(PY) -m chaos.bench
+
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover
 

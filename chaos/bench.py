@@ -1,0 +1,241 @@
+"""`make bench`: authgw against the floor and two proxies, in front of the same issuer hosts.
+
+Targets (chaos.bench_rig): direct to the primary issuer host (the floor), the
+authgw gateway (pools primary + secondary), nginx `grpc_pass` and HAProxy h2,
+both with a backup server. For each run, targets in turn (A B C D, A B C D,
+...):
+
+- throughput: h2load, closed loop (-c 8 -m 32 by default), one gRPC-framed
+  AuthorizeRequest; CPU of the target's own processes per 1,000 requests over
+  the same window (0 for direct);
+- latency: open loop at fixed rates (500, 1,000, 2,000/s by default), p50/p99
+  of requests answered within the deadline, over worker processes.
+
+Reported numbers are medians over the runs. Then, once per target, the
+failover comparison (chaos.bench_outage). Results: a table on stdout and
+bench/results.json. Benchmarks print numbers; they never assert timings.
+
+    python -m chaos.bench [--runs 3] [--rates 500,1000,2000] [--quick] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from chaos.bench_h2load import bench_request, grpc_frame, run_h2load
+from chaos.bench_openloop import LoadPool, LoadSpec
+from chaos.bench_outage import OutageResult, OutageSchedule, run_outage
+from chaos.bench_rig import TARGETS, BenchRig, Target
+from chaos.bench_tables import LatencyPoint, RunRecord, results_table, runs_table
+from chaos.report import summarize
+
+__all__ = ["BenchOptions", "main", "results_document"]
+
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results.json"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    """What to run and for how long."""
+
+    runs: int = 3
+    rates: tuple[int, ...] = (500, 1000, 2000)
+    h2load_s: float = 10.0
+    clients: int = 8
+    streams: int = 32
+    latency_s: float = 10.0  # open-loop duration per rate, after latency_warmup_s
+    latency_warmup_s: float = 1.0  # first requests of each open loop (new connection) are not scored
+    deadline_s: float = 2.0
+    outage: OutageSchedule = field(default_factory=OutageSchedule)
+    rate_per_process: float = 1000.0
+    output: Path = RESULTS
+
+
+def describe_machine() -> str:
+    """CPU model, cores, Python and kernel, in one line."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0))
+    return f"{model}, {cores} cores, Python {platform.python_version()}, Linux {platform.release()}"
+
+
+async def _throughput(
+    rig: BenchRig, target: Target, body: Path, opts: BenchOptions
+) -> tuple[float, float, float]:
+    """h2load rps, target CPU seconds per 1,000 answers, issuer calls per answer."""
+    calls0, cpu0 = await rig.backend_calls(), target.cpu_s()
+    result = await run_h2load(
+        target.url, body, clients=opts.clients, streams=opts.streams, duration_s=opts.h2load_s, warmup_s=0
+    )
+    cpu1, calls1 = target.cpu_s(), await rig.backend_calls()
+    answers = max(1, result.succeeded)
+    return result.rps, (cpu1 - cpu0) / answers * 1000.0, (calls1 - calls0) / answers
+
+
+async def _latency(pool: LoadPool, target: Target, rate: int, opts: BenchOptions) -> LatencyPoint:
+    spec = LoadSpec(
+        target.address, target.method, rate, opts.latency_warmup_s + opts.latency_s, opts.deadline_s
+    )
+    result = await pool.run(spec)
+    scored = [s for s in result.samples if s.sent_at >= opts.latency_warmup_s]
+    summary = summarize(scored, opts.deadline_s)
+    failed = summary.failed / summary.requests if summary.requests else 0.0
+    return LatencyPoint(summary.p50_ms, summary.p99_ms, failed, result.max_lag_s * 1000.0)
+
+
+def results_document(
+    machine: str, runs: int, records: Sequence[RunRecord], outages: dict[str, OutageResult]
+) -> dict[str, Any]:
+    """bench/results.json: medians over runs per target, and each target's outage shares."""
+    targets: dict[str, Any] = {}
+    for name in TARGETS:
+        mine = [r for r in records if r.target == name]
+        rates = sorted({rate for r in mine for rate in r.latency})
+        outage = outages.get(name)
+        targets[name] = {
+            "rps": round(statistics.median(r.rps for r in mine), 1) if mine else 0.0,
+            "latency_ms": {
+                str(rate): {
+                    "p50": round(statistics.median(r.latency[rate].p50_ms for r in mine), 2),
+                    "p99": round(statistics.median(r.latency[rate].p99_ms for r in mine), 2),
+                }
+                for rate in rates
+            },
+            "cpu_s_per_1k": round(statistics.median(r.cpu_s_per_1k for r in mine), 4) if mine else 0.0,
+            "failover": {
+                "primary_hung": round(outage.primary_hung.availability, 4) if outage else 0.0,
+                "all_hung": round(outage.all_hung.availability, 4) if outage else 0.0,
+            },
+        }
+    return {"machine": machine, "runs": runs, "targets": targets}
+
+
+async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict[str, Any]:
+    """Start the rig, measure every target, run the outages; return the results document."""
+    machine = describe_machine()
+    console.rule(f"authgw bench: {machine}")
+    body = workdir / "authorize.grpc"
+    body.write_bytes(grpc_frame(bench_request().SerializeToString()))
+    rig = BenchRig(workdir / "rig")
+    pool = LoadPool(workers=2, rate_per_process=opts.rate_per_process)
+    try:
+        # Both take seconds (process imports); the rig's blocking port waits run off the loop.
+        await asyncio.gather(pool.start(), asyncio.to_thread(rig.start))
+        for target in rig.targets.values():
+            await rig.wait_ready(target)
+        records: list[RunRecord] = []
+        for run in range(1, opts.runs + 1):
+            for name in TARGETS:
+                target = rig.targets[name]
+                rps, cpu, calls = await _throughput(rig, target, body, opts)
+                latency = {rate: await _latency(pool, target, rate, opts) for rate in opts.rates}
+                record = RunRecord(name, run, rps, cpu, calls, latency)
+                records.append(record)
+                console.log(record.line())
+        outages: dict[str, OutageResult] = {}
+        for name in TARGETS:
+            outages[name] = await run_outage(rig, pool, rig.targets[name], opts.outage)
+            o = outages[name]
+            console.log(
+                f"outage {name}: primary hung {o.primary_hung.availability:.1%} answered, "
+                f"all hung {o.all_hung.availability:.1%}"
+            )
+    finally:
+        await asyncio.to_thread(rig.stop)
+        await asyncio.to_thread(pool.close)
+    console.print(runs_table(records, opts.rates))
+    doc = results_document(machine, opts.runs, records, outages)
+    console.print(results_table(doc, opts.rates, outages, opts.outage))
+    return doc
+
+
+def _rates(text: str) -> tuple[int, ...]:
+    try:
+        rates = tuple(int(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rates: integers separated by commas, got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError("rates must be positive")
+    return rates
+
+
+def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
+    p = argparse.ArgumentParser(prog="python -m chaos.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3, help="runs per target (medians are reported)")
+    p.add_argument("--rates", type=_rates, default=(500, 1000, 2000), help="open-loop rates per second")
+    p.add_argument("--quick", action="store_true", help="one short run: 3 s loads, 4 s outage phases")
+    p.add_argument("--h2load-seconds", type=float, help="h2load duration (default 10)")
+    p.add_argument("--latency-seconds", type=float, help="open-loop duration per rate (default 10)")
+    p.add_argument("--warmup-seconds", type=float, help="unscored start of each open loop (default 1)")
+    p.add_argument("--fault-seconds", type=float, help="length of each outage phase (default 10)")
+    p.add_argument("--failover-rate", type=float, default=300.0, help="open-loop rate of the outage runs")
+    p.add_argument("--deadline", type=float, default=2.0, help="client deadline in seconds")
+    p.add_argument("--clients", type=int, default=8, help="h2load connections")
+    p.add_argument("--streams", type=int, default=32, help="h2load concurrent streams per connection")
+    p.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
+    a = p.parse_args(argv)
+    quick = a.quick
+    opts = BenchOptions(
+        runs=1 if quick and a.runs == 3 else a.runs,
+        rates=a.rates,
+        h2load_s=a.h2load_seconds or (3.0 if quick else 10.0),
+        clients=a.clients,
+        streams=a.streams,
+        latency_s=a.latency_seconds or (3.0 if quick else 10.0),
+        latency_warmup_s=a.warmup_seconds if a.warmup_seconds is not None else 1.0,
+        deadline_s=a.deadline,
+        output=a.output,
+    )
+    fault_s = a.fault_seconds or (4.0 if quick else 10.0)
+    outage = OutageSchedule(
+        rate_per_s=a.failover_rate,
+        warmup_s=min(2.0, fault_s / 2),
+        primary_hung_s=fault_s,
+        all_hung_s=fault_s,
+        deadline_s=a.deadline,
+    )
+    return replace(opts, outage=outage), a.keep
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts, keep = parse_options(argv)
+    console = Console(width=max(140, shutil.get_terminal_size().columns))
+    workdir = Path(tempfile.mkdtemp(prefix="authgw-bench-"))
+    started = time.monotonic()
+    try:
+        doc = asyncio.run(run_bench(opts, workdir, console))
+    finally:
+        if keep:
+            console.print(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    opts.output.parent.mkdir(parents=True, exist_ok=True)
+    opts.output.write_text(json.dumps(doc, indent=2) + "\n")
+    console.print(f"results: {opts.output} ({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The benchmark's failover comparison: what share of requests each target answers in an outage.
+
+At a fixed rate, after a short warm-up, the primary issuer host hangs
+(SIGSTOP: TCP still accepts, nothing answers), then the backup host hangs
+too. A request counts as answered when it got a gRPC OK within the client
+deadline: for authgw a stand-in answer or its 91 decline is a valid answer in
+time; for the proxies a gRPC error or a timeout is a failure. Both hosts are
+resumed (SIGCONT) once every request of the run has finished, and the next
+target starts only when an issuer answers through it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from chaos.bench_openloop import LoadPool, LoadSpec
+from chaos.bench_rig import BenchRig, Target
+from chaos.report import Summary, summarize
+
+__all__ = ["OutageResult", "OutageSchedule", "run_outage"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutageSchedule:
+    """Timing of one outage run (seconds)."""
+
+    rate_per_s: float = 300.0
+    warmup_s: float = 2.0  # normal traffic, not scored
+    primary_hung_s: float = 10.0
+    all_hung_s: float = 10.0
+    deadline_s: float = 2.0
+
+    @property
+    def duration_s(self) -> float:
+        return self.warmup_s + self.primary_hung_s + self.all_hung_s
+
+
+@dataclass(frozen=True, slots=True)
+class OutageResult:
+    """Per-phase summaries of one target's outage run."""
+
+    target: str
+    primary_hung: Summary
+    all_hung: Summary
+
+
+async def _at(wall_clock: float) -> None:
+    await asyncio.sleep(max(0.0, wall_clock - time.time()))
+
+
+async def run_outage(rig: BenchRig, pool: LoadPool, target: Target, schedule: OutageSchedule) -> OutageResult:
+    """Drive `target` through the outage and score each phase by the send time of its requests."""
+    primary, backup = rig.sims
+    await rig.wait_ready(target)
+    spec = LoadSpec(
+        target.address, target.method, schedule.rate_per_s, schedule.duration_s, schedule.deadline_s
+    )
+    start_at = time.time() + 0.5
+    load = asyncio.ensure_future(pool.run(spec, start_at))
+    try:
+        await _at(start_at + schedule.warmup_s)
+        rig.hang(primary)
+        await _at(start_at + schedule.warmup_s + schedule.primary_hung_s)
+        rig.hang(backup)
+        result = await load
+    finally:
+        if not load.done():
+            await asyncio.wait((load,))  # the worker processes run to the end of their schedule
+        rig.resume_all()
+    first = schedule.warmup_s
+    second = first + schedule.primary_hung_s
+    phase1 = [s for s in result.samples if first <= s.sent_at < second]
+    phase2 = [s for s in result.samples if second <= s.sent_at]
+    return OutageResult(
+        target.name, summarize(phase1, schedule.deadline_s), summarize(phase2, schedule.deadline_s)
+    )
