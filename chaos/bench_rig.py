@@ -57,8 +57,16 @@ class Target:
 class BenchRig:
     """Starts the issuer hosts and the targets; stops all of them, whatever happened."""
 
-    def __init__(self, workdir: Path, *, attempt_timeout_ms: int = 400, deadline_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        attempt_timeout_ms: int = 400,
+        deadline_ms: int = 2000,
+        proxies: bool = True,
+    ) -> None:
         self.workdir = workdir
+        self.proxies = proxies
         self.attempt_timeout_ms = attempt_timeout_ms
         self.deadline_ms = deadline_ms
         self.primary: ManagedProcess | None = None
@@ -88,10 +96,11 @@ class BenchRig:
         gateway = self._gateway()
         self.targets["direct"] = Target("direct", primary, METHOD_ISSUER, None)
         self.targets["authgw"] = Target("authgw", gateway.address, METHOD_GATEWAY, gateway)
-        nginx = self._own(start_nginx(self.workdir / "nginx", free_port(), primary, backup))
-        self.targets["nginx"] = Target("nginx", nginx.address, METHOD_ISSUER, nginx)
-        haproxy = self._own(start_haproxy(self.workdir / "haproxy", free_port(), primary, backup))
-        self.targets["haproxy"] = Target("haproxy", haproxy.address, METHOD_ISSUER, haproxy)
+        if self.proxies:
+            nginx = self._own(start_nginx(self.workdir / "nginx", free_port(), primary, backup))
+            self.targets["nginx"] = Target("nginx", nginx.address, METHOD_ISSUER, nginx)
+            haproxy = self._own(start_haproxy(self.workdir / "haproxy", free_port(), primary, backup))
+            self.targets["haproxy"] = Target("haproxy", haproxy.address, METHOD_ISSUER, haproxy)
         self._wait(gateway)
 
     def _own(self, proc: ManagedProcess) -> ManagedProcess:
