@@ -1,5 +1,8 @@
 """Card statuses pushed by the issuer (blocked, lost, stolen), stored in Redis under card tokens.
 
+Each status is written twice in one pipeline: the per-card key the decision script reads,
+and the index hash that gateways copy into their local journal (see keys.py).
+
 File formats (one card per line; blank lines and lines starting with # ignored):
 
     CSV          pan,status          (an optional header line "pan,status")
@@ -14,17 +17,23 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from standin.errors import CardStatusFileError
-from standin.keys import card_status_key
+from standin.errors import CardStatusFileError, StoreUnavailableError
+from standin.keys import CARD_STATUS_INDEX, card_status_key
 from standin.redis_io import RedisGate
 from standin.tokens import CardTokenizer
 from standin.types import CardStatus
 
-__all__ = ["CardStatusRecord", "LoadReport", "load_card_statuses", "read_card_status_file"]
+__all__ = [
+    "CardStatusRecord",
+    "LoadReport",
+    "fetch_card_statuses",
+    "load_card_statuses",
+    "read_card_status_file",
+]
 
 _PAN = re.compile(r"[0-9]{12,19}")
 _STATUSES = ", ".join(s.value for s in CardStatus)
@@ -99,11 +108,13 @@ async def load_card_statuses(
         async def op() -> None:
             pipe = gate.redis.pipeline(transaction=False)  # keys live in different slots: no MULTI
             for r in pending:
-                key = card_status_key(tokenizer.token(r.pan))
+                token = tokenizer.token(r.pan)
                 if r.status is CardStatus.ACTIVE:
-                    pipe.delete(key)
+                    pipe.delete(card_status_key(token))
+                    pipe.hdel(CARD_STATUS_INDEX, token)
                 else:
-                    pipe.set(key, r.status.value)
+                    pipe.set(card_status_key(token), r.status.value)
+                    pipe.hset(CARD_STATUS_INDEX, token, r.status.value)
             await pipe.execute()
 
         await gate.call("load card status", op)
@@ -120,3 +131,26 @@ async def load_card_statuses(
     if pending:
         await flush()
     return LoadReport(set_count, cleared)
+
+
+async def fetch_card_statuses(gate: RedisGate, *, chunk: int = 1000) -> dict[str, CardStatus]:
+    """Every card status in the index (token -> status), read in HSCAN chunks each under the deadline."""
+    statuses: dict[str, CardStatus] = {}
+    cursor = 0
+    while True:
+
+        async def op(cursor: int = cursor) -> tuple[int, Mapping[bytes | str, bytes | str]]:
+            next_cursor, page = await gate.redis.hscan(CARD_STATUS_INDEX, cursor, count=chunk)
+            if not isinstance(page, Mapping):
+                raise StoreUnavailableError(f"redis card status scan: unexpected reply {type(page).__name__}")
+            return next_cursor, page
+
+        cursor, page = await gate.call("card status scan", op)
+        for token, status in page.items():
+            statuses[_text(token)] = CardStatus(_text(status))
+        if cursor == 0:
+            return statuses
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

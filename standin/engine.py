@@ -8,10 +8,19 @@
       └─ nothing could record: decline 91 ("journal.unavailable"); never an approval without a record
 
 After one Redis failure the engine stops asking Redis (each call would cost a
-timeout) and a background task PINGs it every probe interval; once Redis answers
-again the same task moves the local backlog to Redis (migrate.py). A card with
-local decisions not yet moved has them moved before its next Redis decision, so
-the fleet counters know what this gateway approved while Redis was away.
+timeout) until its background task (recovery.py) sees Redis answer again, then
+moves the local backlog to Redis (migrate.py). A card with local decisions not
+yet moved has them moved before its next Redis decision, so the fleet counters
+know what this gateway approved while Redis was away.
+
+What holds while Redis is down (and what does not):
+  - every answer is still journaled (SQLite, fsynced) or is a 91 decline;
+  - card status is the copy from the last sync (statuses pushed since are not seen);
+  - each gateway grants a card at most limit_fraction of each limit on its own, on top
+    of what Redis had counted: a card's exposure is bounded by
+    limit x (1 + limit_fraction x number of gateways deciding for it locally);
+  - a request id decided by another gateway before the outage may be decided again
+    locally; both decisions are journaled and advised (migrate.py logs the pair).
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from standin.journal import StreamJournal
 from standin.migrate import BacklogMover
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
 from standin.policy import StandInPolicy
+from standin.recovery import Recovery
 from standin.redis_io import RedisGate, make_redis_client
 from standin.rules import Assessment, assess
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
@@ -117,19 +127,22 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
-        self._mover = BacklogMover(
+        mover = BacklogMover(
             self._local,
             self._counters,
             self._stream,
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
         )
+        self._recovery = Recovery(
+            self._gate,
+            self._stream,
+            self._local,
+            mover,
+            redis_settings=self._redis_settings,
+            local_settings=self._local_settings,
+        )
         self._state = _State.NEW
-        self._redis_up = True
-        self._pending_tokens: set[str] = set()  # cards with local decisions not yet in Redis
-        self._backlog_dirty = False
-        self._wake = asyncio.Event()
-        self._background: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -159,19 +172,19 @@ class StandIn:
         """Open the local journal, prepare the streams (if Redis answers) and start the background task."""
         if self._state is not _State.NEW:
             raise ClosedError(f"stand-in engine cannot start from state {self._state.value}")
+        pending: set[str] = set()
         try:
             await self._local.open()
-            self._pending_tokens = await self._local.pending_tokens()
+            pending = await self._local.pending_tokens()
         except LocalJournalError:
             # Start anyway: with Redis up stand-in works; with Redis down it will answer 91.
             log.exception("local journal unavailable, stand-in relies on Redis alone")
-        self._backlog_dirty = bool(self._pending_tokens)
         try:
             await self._stream.ensure_groups()
         except StoreUnavailableError as exc:
-            self._mark_redis_down(exc)  # start anyway: stand-in must work without Redis
+            self._recovery.mark_down(exc)  # start anyway: stand-in must work without Redis
         self._state = _State.RUNNING
-        self._background = asyncio.create_task(self._run_background(), name=f"standin-{self._instance}")
+        self._recovery.start(pending, name=f"standin-{self._instance}")
 
     async def close(self, drain_timeout: timedelta = timedelta(seconds=2)) -> None:
         """Refuse new decisions, let in-flight ones finish, stop the background task, close stores.
@@ -184,11 +197,7 @@ class StandIn:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout.total_seconds()):
                 await self._idle.wait()
-        if self._background is not None:
-            self._background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._background
-            self._background = None
+        await self._recovery.close()
         await self._local.close()
         if self._owns_redis:
             await self._redis.aclose()
@@ -206,7 +215,7 @@ class StandIn:
     async def status(self) -> EngineStatus:
         """Redis health as the engine sees it, and the local backlog."""
         count, oldest = await self._local.backlog()
-        return EngineStatus(self._redis_up, count, oldest)
+        return EngineStatus(self._recovery.redis_up, count, oldest)
 
     async def move_backlog(self) -> int:
         """Move the whole local backlog to Redis now; returns how many decisions were moved.
@@ -215,11 +224,7 @@ class StandIn:
         """
         if self._state is not _State.RUNNING:
             raise ClosedError(f"stand-in engine is {self._state.value}")
-        total = 0
-        while moved := await self._mover.move_batch():
-            total += moved
-        self._pending_tokens = await self._local.pending_tokens()
-        return total
+        return await self._recovery.move_backlog()
 
     # -- deciding -----------------------------------------------------------------------------------
 
@@ -256,13 +261,12 @@ class StandIn:
             gateway_instance=self._instance,
             decided_at_ms=self._now_ms(),
         )
-        if self._redis_up:
+        if self._recovery.redis_up:
             try:
-                if token in self._pending_tokens:
-                    await self._move_card_backlog(token)
+                await self._recovery.before_redis_decision(token)
                 outcome = await self._counters.decide(token, request.request_id, assessment, proposal)
             except StoreUnavailableError as exc:
-                self._mark_redis_down(exc)
+                self._recovery.mark_down(exc)
             else:
                 return await self._journal(request, token, assessment, outcome, trace_context)
         return await self._decide_locally(request, token, assessment, proposal, trace_context)
@@ -283,7 +287,7 @@ class StandIn:
         try:
             await self._stream.append(token, decision.decision_id, fields)
         except StoreUnavailableError as exc:
-            self._mark_redis_down(exc)
+            self._recovery.mark_down(exc)
         else:
             return decision
         decision = replace(decision, journal=JournalKind.SQLITE)
@@ -299,7 +303,7 @@ class StandIn:
             )
         except (LocalJournalError, ClosedError) as exc:
             return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
-        self._local_written(token)
+        self._recovery.local_written(token)
         return decision
 
     async def _decide_locally(
@@ -323,7 +327,7 @@ class StandIn:
         except (LocalJournalError, ClosedError) as exc:
             return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
         if outcome.fresh:
-            self._local_written(token)
+            self._recovery.local_written(token)
         return outcome.decision(request.request_id, JournalKind.SQLITE)
 
     def _unrecorded(
@@ -355,72 +359,5 @@ class StandIn:
             journal=JournalKind.NONE,
         )
 
-    # -- Redis health and the local backlog ---------------------------------------------------------
-
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-    def _mark_redis_down(self, exc: StandInError) -> None:
-        if self._redis_up:
-            log.warning("redis unavailable, stand-in decides on the local journal: %s", exc)
-            self._redis_up = False
-            self._wake.set()
-
-    def _local_written(self, token: str) -> None:
-        self._pending_tokens.add(token)
-        self._backlog_dirty = True
-        self._wake.set()
-
-    async def _move_card_backlog(self, token: str) -> None:
-        """Move this card's local decisions first, so the fleet counters include them."""
-        try:
-            while await self._mover.move_batch(token) >= self._local_settings.migrate_batch:
-                pass
-        except LocalJournalError as exc:  # the Redis decision is still sound; the mover retries later
-            log.warning("cannot read the local backlog of card %s: %s", token[:8], exc)
-            return
-        self._pending_tokens.discard(token)
-
-    async def _run_background(self) -> None:
-        """Probe Redis while it is down; move the local backlog once it is up."""
-        while True:
-            try:
-                await self._background_step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("stand-in background task failed; retrying")
-                await asyncio.sleep(self._redis_settings.probe_interval.total_seconds())
-
-    async def _background_step(self) -> None:
-        self._wake.clear()
-        if not self._redis_up:
-            await asyncio.sleep(self._redis_settings.probe_interval.total_seconds())
-            try:
-                await self._gate.ping()
-                await self._stream.ensure_groups()
-            except StoreUnavailableError:
-                return
-            log.info("redis is back; moving the local backlog")
-            self._redis_up = True
-            return
-        if self._backlog_dirty:
-            await self._move_backlog()
-            return
-        await self._wake.wait()
-
-    async def _move_backlog(self) -> None:
-        self._backlog_dirty = False
-        try:
-            while True:
-                if await self._mover.move_batch() == 0:
-                    break
-                await asyncio.sleep(self._local_settings.migrate_interval.total_seconds())
-            self._pending_tokens = await self._local.pending_tokens()
-        except StoreUnavailableError as exc:
-            self._backlog_dirty = True
-            self._mark_redis_down(exc)
-        except LocalJournalError as exc:
-            self._backlog_dirty = True
-            log.warning("cannot move the local backlog: %s", exc)
-            await asyncio.sleep(self._local_settings.migrate_interval.total_seconds())

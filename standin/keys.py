@@ -7,6 +7,11 @@ decision script runs in one slot:
     authgw:{<token>}:req:<request_id>    hash     idempotency record: the decision of that request
     authgw:{<token>}:spend:<kind>        zset     approvals in the window (kind = purchase | cash)
 
+The issuer's card-status list is also mirrored in one hash, read (HSCAN) by every gateway
+into its local journal so that card status is still enforced while Redis is down:
+
+    authgw:card-status:index             hash     token -> blocked / lost / stolen
+
 The journal is partitioned by card token into N streams; a stream and the
 markers that make appends idempotent share the partition's hash tag:
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 from standin.types import LimitKind
 
 __all__ = [
+    "CARD_STATUS_INDEX",
     "card_status_key",
     "dedupe_key",
     "idempotency_key",
@@ -26,6 +32,9 @@ __all__ = [
     "spend_key",
     "stream_key",
 ]
+
+
+CARD_STATUS_INDEX = "authgw:card-status:index"
 
 
 def card_status_key(token: str) -> str:

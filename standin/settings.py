@@ -80,6 +80,8 @@ class LocalSettings:
     """Local entries moved to Redis per batch once it is back."""
     migrate_interval: timedelta = timedelta(milliseconds=50)
     """Pause between batches of the backlog, so live decisions keep priority on Redis."""
+    card_status_sync: timedelta = timedelta(minutes=5)
+    """How often the issuer's card statuses are copied from Redis into the local journal."""
 
 
 @dataclass(frozen=True)
@@ -182,11 +184,18 @@ def _sqlite_path(s: Section, base: Path) -> Path:
 
 def _local(s: Section) -> LocalSettings:
     d = LocalSettings()
-    s.check_known(["sqlite_path", "limit_fraction", "migrate_batch", "migrate_interval_ms"])
+    s.check_known(
+        ["sqlite_path", "limit_fraction", "migrate_batch", "migrate_interval_ms", "card_status_sync_s"]
+    )
     return LocalSettings(
         limit_fraction=s.number("limit_fraction", d.limit_fraction, minimum=0.0, maximum=1.0),
         migrate_batch=s.integer("migrate_batch", d.migrate_batch, minimum=1, maximum=10_000),
         migrate_interval=_ms(s, "migrate_interval_ms", d.migrate_interval, minimum=10),
+        card_status_sync=timedelta(
+            seconds=s.integer(
+                "card_status_sync_s", int(d.card_status_sync.total_seconds()), minimum=1, maximum=86_400
+            )
+        ),
     )
 
 

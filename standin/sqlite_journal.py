@@ -5,7 +5,8 @@ fsynced before stand-in answers), all access on one dedicated thread so the
 event loop never blocks on disk. While Redis is down it is also the limit
 store: a card's local approvals in the window are summed against a fraction of
 the fleet limits (LocalSettings.limit_fraction), in the same transaction that
-records the decision. Rows keep the exact stream fields (PAN encrypted) until
+records the decision, and card status is read from a copy of the issuer's list
+refreshed from Redis while it was up. Rows keep the exact stream fields (PAN encrypted) until
 they are moved to Redis (migrate.py); a moved row keeps its stream id.
 """
 
@@ -25,7 +26,7 @@ from standin.codes import ResponseCode
 from standin.errors import ClosedError, LocalJournalError
 from standin.outcome import Outcome, Proposal
 from standin.rules import APPROVED_RULE, Assessment
-from standin.types import LimitKind, Reason
+from standin.types import CardStatus, LimitKind, Reason
 
 __all__ = ["LocalEntry", "SqliteJournal"]
 
@@ -50,7 +51,17 @@ CREATE INDEX IF NOT EXISTS decisions_request ON decisions (card_token, request_i
 CREATE INDEX IF NOT EXISTS decisions_spend
     ON decisions (card_token, limit_kind, decided_at_ms) WHERE approved = 1;
 CREATE INDEX IF NOT EXISTS decisions_pending ON decisions (card_token, seq) WHERE moved_at_ms IS NULL;
+CREATE TABLE IF NOT EXISTS card_status (                   -- copy of the issuer's list (cardstatus.py)
+    card_token TEXT PRIMARY KEY,
+    status     TEXT NOT NULL
+) WITHOUT ROWID;
 """
+
+_STATUS_RULES = {
+    CardStatus.BLOCKED: (ResponseCode.DO_NOT_HONOUR, "card_status.blocked"),
+    CardStatus.LOST: (ResponseCode.LOST_CARD, "card_status.lost"),
+    CardStatus.STOLEN: (ResponseCode.STOLEN_CARD, "card_status.stolen"),
+}
 
 _SELECT = (
     "SELECT seq, card_token, request_id, limit_kind, limit_amount_minor, decided_at_ms,"
@@ -225,6 +236,9 @@ class SqliteJournal:
     def _check(
         self, db: sqlite3.Connection, token: str, assessment: Assessment, now_ms: int
     ) -> tuple[ResponseCode, str]:
+        status = db.execute("SELECT status FROM card_status WHERE card_token = ?", (token,)).fetchone()
+        if status is not None and CardStatus(status[0]) in _STATUS_RULES:
+            return _STATUS_RULES[CardStatus(status[0])]
         if assessment.decline is not None:
             return assessment.decline.code, assessment.decline.rule
         window_ms = self._window_ms
@@ -269,6 +283,26 @@ class SqliteJournal:
 
         def work() -> None:
             self._insert(self._conn(), record, fields)
+
+        await self._run(work)
+
+    async def replace_card_statuses(self, statuses: dict[str, CardStatus]) -> None:
+        """Replace the local copy of the issuer's card statuses (one transaction)."""
+
+        def work() -> None:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM card_status")
+                db.executemany(
+                    "INSERT INTO card_status (card_token, status) VALUES (?, ?)",
+                    [(token, status.value) for token, status in statuses.items()],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
         await self._run(work)
 

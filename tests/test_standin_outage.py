@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import PAN_VISA, assert_eventually
+from helpers import PAN_MC, PAN_VISA, assert_eventually
 from test_standin_support import (
     IMPATIENT,
     PATIENT,
@@ -27,12 +28,13 @@ from test_standin_support import (
 
 from chaos.processes import ManagedProcess, free_port, start_redis
 from standin import JournalKind, LocalSettings, Reason, ResponseCode, StandIn, StandInDecision, WindowLimit
+from standin.cardstatus import CardStatusRecord, load_card_statuses
 from standin.journal import StreamJournal
 from standin.keys import spend_key
 from standin.redis_io import RedisGate
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
-from standin.types import LimitKind
+from standin.types import CardStatus, LimitKind
 
 PANS = [luhn_pan(f"4970{i:04d}") for i in range(20)]
 
@@ -234,3 +236,37 @@ def _backlog_empty(e: object) -> object:
         assert status.redis_up and status.local_backlog == 0
 
     return check
+
+
+async def test_card_status_is_enforced_locally_from_the_last_copy(
+    own_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """A card the issuer listed as lost is still declined 41 while Redis is down (from the local copy)."""
+    r = client(own_redis.port)
+    await load_card_statuses(
+        RedisGate(r, timedelta(seconds=2)),
+        CardTokenizer(TOKEN_KEY),
+        [CardStatusRecord(PAN_MC, CardStatus.LOST)],
+    )
+    await r.aclose()
+    db = tmp_path / "l.db"
+    local = LocalSettings(card_status_sync=timedelta(milliseconds=50))
+    async with engine(own_redis.port, db, redis_settings=IMPATIENT, local=local) as e:
+        await assert_eventually(lambda: _has_status_copy(db), timeout_s=5)
+        await asyncio.to_thread(own_redis.kill)
+        lost = await e.decide(request(PAN_MC), Reason.FORCED)
+        other = await e.decide(request(PAN_VISA), Reason.FORCED)
+    assert (lost.response_code, lost.rule, lost.journal) == (
+        ResponseCode.LOST_CARD,
+        "card_status.lost",
+        JournalKind.SQLITE,
+    )
+    assert (other.approved, other.journal) == (True, JournalKind.SQLITE)
+
+
+def _has_status_copy(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT status FROM card_status").fetchall() == [("lost",)]
+    finally:
+        conn.close()
