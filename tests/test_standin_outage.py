@@ -270,3 +270,28 @@ def _has_status_copy(db: Path) -> None:
         assert conn.execute("SELECT status FROM card_status").fetchall() == [("lost",)]
     finally:
         conn.close()
+
+
+async def test_append_failure_after_counting_is_journaled_locally_and_counted_once(
+    own_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """Redis counted it but refused the append: the decision goes to SQLite, then the stream, counted once."""
+    db = tmp_path / "l.db"
+    async with engine(own_redis.port, db, redis_settings=IMPATIENT) as e:
+        r = client(own_redis.port)
+        await r.delete("authgw:{journal:0}:decisions")
+        await r.set("authgw:{journal:0}:decisions", "not a stream")  # XADD now fails with WRONGTYPE
+        d = await e.decide(request(PAN_VISA, amount_minor=500), Reason.FORCED)
+        assert (d.approved, d.journal) == (True, JournalKind.SQLITE)
+        assert [(row[1], row[8]) for row in sqlite_rows(db)] == [(d.decision_id, 1)]  # counted_in_redis
+        await r.delete("authgw:{journal:0}:decisions")  # the probe recreates the stream and its group
+
+        async def moved_and_counted_once() -> None:
+            assert [f["decision_id"] for f in await journal_of(own_redis.port)] == [d.decision_id]
+            spend = await r.zrange(
+                spend_key(CardTokenizer(TOKEN_KEY).token(PAN_VISA), LimitKind.PURCHASE), 0, -1
+            )
+            assert spend == [f"{d.decision_id}:500".encode()]
+
+        await assert_eventually(moved_and_counted_once, timeout_s=10)
+        await r.aclose()
