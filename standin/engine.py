@@ -20,7 +20,11 @@ What holds while Redis is down (and what does not):
     of what Redis had counted: a card's exposure is bounded by
     limit x (1 + limit_fraction x number of gateways deciding for it locally);
   - a request id decided by another gateway before the outage may be decided again
-    locally; both decisions are journaled and advised (migrate.py logs the pair).
+    locally; both decisions are journaled and advised (migrate.py logs the pair). The
+    same holds when a DECIDE call times out after Redis ran it: its approval is counted,
+    and it is journaled if the request is retried (replayed from the record); the local
+    decision answered meanwhile has its own id. Each answer given is journaled; advice
+    consumers should expect, rarely, two decisions for one request id.
 """
 
 from __future__ import annotations
