@@ -1,8 +1,10 @@
 """`make demo`: the 30 August outage replayed on a local topology, compressed to about a minute.
 
-Normal traffic; the primary pool hangs (one host SIGKILLed, one SIGSTOPped);
-then every issuer host hangs (stand-in takes over); then every host comes back
-and the issuer answers again. A live status line while it runs; a summary
+Normal traffic; the primary pool goes down (one host SIGKILLed, one
+SIGSTOPped); then every issuer host hangs (stand-in takes over, decisions
+journaled in Redis); then every host comes back, the issuer answers again and
+settlement replays every stand-in decision to it, checked against the issuer's
+own records. A live status line while it runs; a summary
 table per phase and a timeline picture at the end. Everything started is
 stopped by PID, whatever happens.
 
@@ -27,6 +29,7 @@ from rich.live import Live
 from chaos.load import CardMix, Sample, run_open_loop
 from chaos.report import Phase, live_line, plot_timeline, summarize, summary_table
 from chaos.topology import Topology, TopologySpec
+from chaos.verify import verify_settlement
 
 __all__ = ["main"]
 
@@ -62,8 +65,11 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
     phases = _phases(scale)
     duration = phases[-1].end_s
     console.rule("authgw demo: an issuer outage, replayed")
-    console.log(f"starting topology in {workdir}: 2 pools x 2 issuer hosts, 1 gateway")
-    topo = Topology(workdir, TopologySpec()).start()
+    console.log(
+        f"starting topology in {workdir}: etcd, Redis, 2 pools x 2 issuer hosts with health agents, 1 gateway"
+    )
+    spec = TopologySpec(etcd=True, redis=True)
+    topo = await asyncio.to_thread(Topology(workdir, spec).start)
     try:
         gateway = topo.gateways[0].address
         mix = CardMix(cards=300)
@@ -85,6 +91,13 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
         total = summarize(samples)
         rows.append(("all", total))
         console.print(summary_table("authgw demo: answers by phase", rows))
+        check = await verify_settlement(topo, samples, 60.0, console)
+        console.print(
+            f"settlement: {check.journaled} stand-in decisions, {check.advised} advised to the issuer, "
+            f"{check.applied_at_issuer} approvals posted, missing {check.missing}, "
+            f"duplicates {check.duplicates}, declines debited {check.declines_debited} "
+            f"(after {check.waited_s:.0f} s)"
+        )
         picture = plot_timeline(
             REPORTS / "demo.png", "authgw demo: an issuer outage, replayed", samples, phases
         )
@@ -93,10 +106,13 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
             f"availability {total.availability:.2%} ({total.failed} failed of {total.requests}); "
             f"p50 {total.p50_ms:.1f} ms, p99 {total.p99_ms:.1f} ms"
         )
-        return 0 if total.failed == 0 else 1
+        ok = (
+            total.failed == 0 and check.missing == 0 and check.duplicates == 0 and check.declines_debited == 0
+        )
+        return 0 if ok else 1
     finally:
         console.log("stopping every process started by the demo")
-        topo.stop()
+        await asyncio.to_thread(topo.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
