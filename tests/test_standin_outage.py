@@ -169,7 +169,7 @@ async def test_dead_redis_costs_one_short_deadline(own_redis: ManagedProcess, tm
             own_redis.signal(signal.SIGCONT)
     assert (first.journal, second.journal) == (JournalKind.SQLITE, JournalKind.SQLITE)
     assert first_s < 0.3, f"first decision took {first_s * 1000:.0f} ms"
-    assert second_s < 0.05, f"second decision took {second_s * 1000:.0f} ms"
+    assert second_s < 0.1, f"second decision took {second_s * 1000:.0f} ms"  # < the 120 ms deadline
 
 
 async def test_backlog_moves_once_after_a_crash_between_append_and_mark(tmp_path: Path) -> None:
