@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 def make_redis_client(settings: RedisSettings) -> Redis:
     """A redis.asyncio client tuned to fail fast (see the module docstring).
 
-    Its pool raises at once when all connections are busy; RedisGate queues calls beyond
-    max_connections instead (a burst must wait, not look like an outage).
+    The pool itself is not capped: a capped redis-py pool raises at once when every connection is
+    busy, which a burst would mistake for an outage. Each RedisGate bounds its own concurrency
+    instead (callers beyond it wait for a slot within their deadline).
     """
     pool = ConnectionPool.from_url(
         settings.url,
@@ -48,7 +49,6 @@ def make_redis_client(settings: RedisSettings) -> Redis:
             retries=settings.retries,
             supported_errors=(RedisConnectionError,),
         ),
-        max_connections=settings.max_connections,
         health_check_interval=0,
         decode_responses=False,
     )
@@ -58,7 +58,7 @@ def make_redis_client(settings: RedisSettings) -> Redis:
 class RedisGate:
     """Runs Redis calls under a deadline and turns every failure into StoreUnavailableError.
 
-    At most `max_concurrency` calls run at once (match the pool's max_connections): the others
+    At most `max_concurrency` calls run at once (RedisSettings.max_connections): the others
     wait for a slot within their deadline. An asyncio.Semaphore does this for a fraction of the
     CPU of redis-py's BlockingConnectionPool, which matters at a thousand decisions a second.
     """

@@ -51,7 +51,7 @@ class RedisSettings:
     retry_backoff_cap: timedelta = timedelta(milliseconds=20)
     """Largest pause between retries (exponential with jitter from 5 ms)."""
     max_connections: int = 64
-    """Connection pool size per gateway."""
+    """Redis calls in flight at once per engine (more wait for a slot within their deadline)."""
     probe_interval: timedelta = timedelta(milliseconds=200)
     """While Redis is down, how often one PING checks whether it is back."""
 
