@@ -1,0 +1,677 @@
+"""The settlement worker: replay stand-in decisions to the issuer, exactly once in effect, nothing lost.
+
+One worker runs inside each gateway (and `authgw settle` runs one alone). It reads
+the journal's partition streams through the consumer group, sends each entry as an
+advice through the injected `AdviceSender` once `issuer_healthy()` says a pool is
+back, and acknowledges (XACK, then deletes) an entry only after the issuer
+acknowledged the advice. The issuer deduplicates by decision_id, so every
+"at least once" path below (a worker dying after the issuer's ack but before its
+own, a lease changing hands) is "exactly once" in effect.
+
+Who sends what, in which order
+------------------------------
+An issuer posting advices must see one card's advices in decision order. Consumer
+groups alone spread a stream's entries over every consumer, so two gateways could
+send a card's second advice before its first. Hence one lease per partition
+(`SET NX PX`, renewed; settle_lease.py): only its holder reads the partition, so
+one card (always in one partition) is only ever in one worker's hands. A worker
+takes at most its fair share of partitions (partitions / live workers), so N
+gateways share the journal when N > 1 partition. When a holder dies its lease
+expires after `lease_ttl`; the next holder first claims every pending entry
+(XAUTOCLAIM) and sends those before reading new ones (pending entries are older).
+
+Inside one batch, entries are grouped by card: one card's advices go strictly one
+after the other (ordered by decision time, which also puts a decision moved late from
+a gateway's local journal back in its place within the batch), different cards
+concurrently, up to `max_in_flight` in all, paced (settle_pacing.py). A card whose
+advice fails (no answer) stops there for this batch: its later advices wait in the
+pending list, behind it, for the next round.
+
+Alternatives not taken: a single global worker (simple, but a dead gateway stops all
+settlement and one process caps the rate); XREADGROUP without leases (loses per-card
+order as soon as two workers read one stream); a lease per card (millions of keys).
+
+Failures
+--------
+  - no answer (FAILED): the entry stays pending; `pause_after_failures` in a row pause
+    settlement (doubling), then one trial advice at a time until one is answered;
+  - issuer_healthy() False (pools failed again, stand-in mode): nothing is sent; what is
+    in flight finishes, the rest waits;
+  - rejected: retried with backoff up to `max_attempts`, then the dead-letter stream, with
+    the last error (settle_store.py); POISON (the advice itself is malformed) and entries
+    that cannot be decoded go there at once. `authgw standin replay --dead-letters` puts
+    them back in the journal once the cause is fixed (settle_deadletter.py). A dead letter
+    breaks its card's order (later advices go on without it): the alternative, stopping
+    the card for hours, is worse for the issuer's view of the card;
+  - Redis unreachable: the worker retries with backoff; its leases lapse and it stops
+    sending (it only sends while its lease surely holds for the advice's whole deadline).
+
+Local SQLite journal entries reach the stream through the stand-in engine's backlog
+mover (migrate.py) and are settled like any other; the worker's heartbeat carries the
+local backlog (`authgw standin status`) so nothing stays stranded unseen.
+
+Tracing: one `authgw.settlement.advise` span per send, linked (span link) to the
+original authorization through the journal's traceparent.
+
+Lifecycle: `start()` returns at once (Redis may be down); `close()` stops reading,
+lets in-flight advices finish and be recorded within `advise_timeout`, releases the
+leases; safe to call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.metrics import Counter
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from redis.asyncio import Redis
+
+from standin.crypto import PanCipher
+from standin.entry import decode_entry
+from standin.errors import ClosedError, EntryFormatError, StandInError
+from standin.journal import StreamJournal
+from standin.redis_io import RedisGate, make_redis_client
+from standin.settings import JournalSettings, StandInConfig
+from standin.settle_advice import Advice, AdviceSender, BacklogSource, IssuerHealth, SendOutcome, SendResult
+from standin.settle_lease import PartitionLeases
+from standin.settle_pacing import Pacer, Pause
+from standin.settle_settings import SettlementSettings
+from standin.settle_store import DeadLetter, LeaseLostError, RawEntry, Settled, SettleStore
+from standin.tracing import link_from_traceparent
+
+__all__ = ["ADVISE_SPAN", "Settlement", "WorkerState", "WorkerStats"]
+
+log = logging.getLogger(__name__)
+
+ADVISE_SPAN = "authgw.settlement.advise"
+_TRANSIENT_RETRIES = 3  # sends of one advice without an answer before its card waits for the next round
+_IDLE_POLL_S = 0.1
+_STALE_HEARTBEATS = 30  # heartbeat intervals after which a silent worker's heartbeat is dropped
+
+
+class WorkerState(enum.Enum):
+    NEW = "new"
+    IDLE = "idle"  # nothing to send, or no partition held
+    SETTLING = "settling"
+    PAUSED = "paused"  # issuer unhealthy or not answering
+    CLOSED = "closed"
+
+
+@dataclasses.dataclass(slots=True)
+class WorkerStats:
+    """What one worker did since it started."""
+
+    sent: int = 0
+    acked: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    dead_letters: int = 0
+    settled_approved: int = 0
+    settled_declined: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    settled: list[Settled] = dataclasses.field(default_factory=list)
+    dead: list[DeadLetter] = dataclasses.field(default_factory=list)
+
+
+def _settled(advice: Advice, how: str) -> Settled:
+    return Settled(
+        advice.stream_id,
+        advice.decision_id,
+        advice.decision.approved,
+        advice.request.amount_minor,
+        advice.request.currency,
+        advice.decision.gateway_instance,
+        how,
+    )
+
+
+class Settlement:
+    """A settlement worker. Use `async with Settlement(...)` or start() / close()."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        cipher: PanCipher,
+        sender: AdviceSender,
+        issuer_healthy: IssuerHealth,
+        instance: str,
+        journal: JournalSettings | None = None,
+        settings: SettlementSettings | None = None,
+        tracer: Tracer | None = None,
+        advice_counter: Counter | None = None,
+        backlog: BacklogSource | None = None,
+        owns_redis: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Args:
+        issuer_healthy: True when some issuer pool is healthy (checked before every send).
+        instance: the gateway (or `authgw settle`) this worker belongs to, in counters and status.
+        advice_counter: an OpenTelemetry counter given one add per advice, by outcome.
+        backlog: the gateway's stand-in engine, whose local backlog the heartbeat reports.
+        """
+        self.instance = instance
+        self.worker_id = f"{instance}:{uuid.uuid4().hex[:8]}"
+        self.settings = settings or SettlementSettings()
+        self._journal = journal or JournalSettings()
+        self._redis = redis
+        self._owns_redis = owns_redis
+        self._cipher = cipher
+        self._sender = sender
+        self._issuer_healthy = issuer_healthy
+        self._tracer: Tracer = tracer or trace.NoOpTracer()
+        self._counter = advice_counter
+        self._backlog = backlog
+        self._clock = clock
+        self._wall_clock = wall_clock
+        gate = RedisGate(redis, self.settings.redis_deadline, max_concurrency=16)
+        self._streams = StreamJournal(
+            gate,
+            partitions=self._journal.partitions,
+            consumer_group=self._journal.consumer_group,
+            dedupe_ttl=self._journal.dedupe_ttl,
+        )
+        self._store = SettleStore(
+            gate, group=self._journal.consumer_group, worker_id=self.worker_id, settler=instance
+        )
+        self._leases = PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, clock)
+        self.pacer = Pacer(self.settings, clock)
+        self.pause = Pause(self.settings, clock)
+        self.stats = WorkerStats()
+        self.state = WorkerState.NEW
+        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        self._trial = asyncio.Lock()
+        self._in_flight = 0
+        self._stopping = asyncio.Event()
+        self._partitions: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._main: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._busy: set[int] = set()
+        self._redis_down = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StandInConfig,
+        settings: SettlementSettings,
+        *,
+        sender: AdviceSender,
+        issuer_healthy: IssuerHealth,
+        instance: str | None = None,
+        tracer: Tracer | None = None,
+        advice_counter: Counter | None = None,
+        backlog: BacklogSource | None = None,
+    ) -> Settlement:
+        """A worker with its own Redis client (settlement's deadlines, not the decision path's)."""
+        deadline = settings.redis_deadline
+        redis_settings = dataclasses.replace(
+            config.redis,
+            socket_timeout=deadline,
+            connect_timeout=min(deadline, timedelta(seconds=1)),
+            command_deadline=deadline,
+            max_connections=16,
+        )
+        return cls(
+            redis=make_redis_client(redis_settings),
+            cipher=PanCipher(config.pan_key),
+            sender=sender,
+            issuer_healthy=issuer_healthy,
+            instance=instance or config.instance,
+            journal=config.journal,
+            settings=settings,
+            tracer=tracer,
+            advice_counter=advice_counter,
+            backlog=backlog,
+            owns_redis=True,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start settling in the background (returns at once, even with Redis down)."""
+        if self.state is not WorkerState.NEW:
+            raise ClosedError(f"settlement worker cannot start from state {self.state.value}")
+        self.state = WorkerState.IDLE
+        self._main = asyncio.create_task(self._run(), name=f"settlement-{self.worker_id}")
+        log.info("settlement worker %s started", self.worker_id)
+
+    async def close(self) -> None:
+        """Stop reading, let in-flight advices finish and be recorded, release the leases. Safe twice."""
+        if self._stopping.is_set():
+            await self._closed.wait()
+            return
+        self._stopping.set()
+        grace_s = self.settings.advise_timeout.total_seconds() + self.settings.redis_deadline.total_seconds()
+        if self._main is not None:
+            try:
+                async with asyncio.timeout(grace_s + 1.0):
+                    await asyncio.shield(self._main)
+            except TimeoutError:
+                self._main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._main
+        for p in self._leases.held():
+            with contextlib.suppress(StandInError):
+                await self._leases.release(p)
+        with contextlib.suppress(StandInError):
+            await self._store.forget_workers([self.worker_id])
+        if self._owns_redis:
+            await self._redis.aclose()
+        self.state = WorkerState.CLOSED
+        self._closed.set()
+        log.info("settlement worker %s stopped", self.worker_id)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Settlement:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def held_partitions(self) -> list[int]:
+        return self._leases.held()
+
+    # -- the loops ------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Lease and heartbeat loop; one task per partition held."""
+        interval_s = self.settings.lease_ttl.total_seconds() / 4
+        heartbeat_s = self.settings.heartbeat.total_seconds()
+        next_heartbeat = 0.0
+        groups_ready = False
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if not groups_ready:
+                        await self._streams.ensure_groups()
+                        groups_ready = True
+                    if self._clock() >= next_heartbeat:
+                        await self._heartbeat()
+                        next_heartbeat = self._clock() + heartbeat_s
+                    await self._maintain_leases()
+                    self._redis_up()
+                except StandInError as exc:
+                    self._redis_failed(exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(interval_s, heartbeat_s)):
+                        await self._stopping.wait()
+        finally:
+            await self._stop_partitions(list(self._partitions))
+
+    async def _maintain_leases(self) -> None:
+        for p in list(self._partitions):
+            if not await self._leases.renew(p):
+                log.warning("settlement worker %s lost the lease of partition %d", self.worker_id, p)
+                await self._stop_partitions([p])
+        for p in list(self._partitions):  # a partition task that ended by itself (should not happen)
+            if self._partitions[p][1].done():
+                await self._stop_partitions([p])
+        share = await self._fair_share()
+        excess = sorted(self._partitions)[share:]
+        if excess:  # another worker joined: hand partitions over (finish the batch, then release)
+            log.info("settlement worker %s hands over partitions %s", self.worker_id, excess)
+            await self._stop_partitions(excess)
+            for p in excess:
+                await self._leases.release(p)
+            return
+        for p in range(self._journal.partitions):
+            if len(self._partitions) >= share:
+                break
+            if p not in self._partitions and await self._leases.acquire(p):
+                log.info("settlement worker %s settles partition %d", self.worker_id, p)
+                stop = asyncio.Event()
+                task = asyncio.create_task(self._settle_partition(p, stop), name=f"settle-{p}")
+                self._partitions[p] = (stop, task)
+
+    async def _fair_share(self) -> int:
+        """Partitions this worker may hold: an equal share among live workers, rounded up."""
+        if self._journal.partitions == 1:
+            return 1
+        fresh_s = 3 * self.settings.heartbeat.total_seconds()
+        now_ms = self._wall_clock() * 1000
+        workers = await self._store.workers()
+        live = sum(1 for w in workers.values() if now_ms - float(w.get("updated_ms", 0)) < fresh_s * 1000)
+        return math.ceil(self._journal.partitions / max(1, live))
+
+    async def _stop_partitions(self, partitions: list[int]) -> None:
+        stopping = [self._partitions.pop(p) for p in partitions if p in self._partitions]
+        for stop, _ in stopping:
+            stop.set()
+        grace_s = self.settings.advise_timeout.total_seconds() + self.settings.redis_deadline.total_seconds()
+        for _, task in stopping:
+            try:
+                async with asyncio.timeout(grace_s):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            except Exception:
+                log.exception("settlement of a partition failed")
+        for p in partitions:
+            self._busy.discard(p)
+
+    async def _heartbeat(self) -> None:
+        local: dict[str, object] = {}
+        if self._backlog is not None:
+            try:
+                status = await self._backlog.status()
+                local = {"local_backlog": status.local_backlog, "oldest_local_ms": status.oldest_local_ms}
+            except StandInError as exc:
+                local = {"local_backlog_error": str(exc)}
+        healthy = self._healthy()
+        await self._store.heartbeat(
+            {
+                "instance": self.instance,
+                "pid": os.getpid(),
+                "state": self.state.value,
+                "issuer_healthy": healthy,
+                "paused_s": round(self.pause.remaining().total_seconds(), 1),
+                "partitions": self._leases.held(),
+                "rate_per_s": round(self.pacer.rate, 1),
+                "in_flight": self._in_flight,
+                "updated_ms": int(self._wall_clock() * 1000),
+                **dataclasses.asdict(self.stats),
+                **local,
+            }
+        )
+        await self._forget_dead_workers()
+
+    async def _forget_dead_workers(self) -> None:
+        limit_ms = _STALE_HEARTBEATS * self.settings.heartbeat.total_seconds() * 1000
+        now_ms = self._wall_clock() * 1000
+        workers = await self._store.workers()
+        dead = [w for w, hb in workers.items() if now_ms - float(hb.get("updated_ms", 0)) > limit_ms]
+        await self._store.forget_workers(dead)
+
+    def _redis_failed(self, exc: StandInError) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning("settlement cannot reach Redis, retrying: %s", exc)
+
+    def _redis_up(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.info("settlement reaches Redis again")
+
+    # -- one partition ------------------------------------------------------------------------------
+
+    async def _settle_partition(self, partition: int, stop: asyncio.Event) -> None:
+        backoff_s = 0.1
+        while not stop.is_set() and not self._stopping.is_set():
+            try:
+                if not await self._wait_until_sendable(partition, stop):
+                    continue
+                entries = await self._store.claim_pending(partition, self.settings.batch)
+                if not entries:
+                    block_ms = int(self.settings.block / timedelta(milliseconds=1))
+                    entries = await self._store.read_new(partition, self.settings.batch, block_ms)
+                if entries:
+                    self._busy.add(partition)
+                    self._update_state()
+                    await self._settle_batch(partition, entries, stop)
+                else:
+                    self._busy.discard(partition)
+                    self._update_state()
+                backoff_s = 0.1
+            except asyncio.CancelledError:
+                raise
+            except LeaseLostError as exc:
+                log.warning("%s", exc)
+                return
+            except StandInError as exc:
+                self._redis_failed(exc)
+                await self._sleep(backoff_s, stop)
+                backoff_s = min(backoff_s * 2, 2.0)
+            except Exception:
+                log.exception("settlement of partition %d failed; retrying", partition)
+                await self._sleep(backoff_s, stop)
+                backoff_s = min(backoff_s * 2, 2.0)
+
+    async def _wait_until_sendable(self, partition: int, stop: asyncio.Event) -> bool:
+        """Wait while the issuer is unhealthy or settlement is paused; False if stopped meanwhile."""
+        while not (stop.is_set() or self._stopping.is_set()):
+            if self._healthy() and self._leases.valid_for(partition, self._send_margin_s()):
+                return True
+            self._update_state()
+            await self._sleep(_IDLE_POLL_S, stop)
+        return False
+
+    async def _settle_batch(self, partition: int, entries: list[RawEntry], stop: asyncio.Event) -> None:
+        batch = _Batch()
+        advices: list[Advice] = []
+        for entry in entries:
+            try:
+                advices.append(self._advice(partition, entry))
+            except EntryFormatError as exc:
+                # TRY400 ignored: the cause is in the message, a traceback adds nothing
+                log.error("entry %s cannot be decoded: dead letter (%s)", entry.stream_id, exc)  # noqa: TRY400
+                batch.dead.append(DeadLetter(entry.stream_id, entry.fields, f"undecodable: {exc}", 0))
+        known = await self._store.settled_ids(partition, [a.decision_id for a in advices])
+        cards: dict[str, list[Advice]] = {}
+        for advice in advices:
+            if advice.decision_id in known:
+                batch.settled.append(_settled(advice, "already"))
+            else:
+                cards.setdefault(advice.card_token, []).append(advice)
+        fields = {entry.stream_id: entry.fields for entry in entries}
+        async with asyncio.TaskGroup() as tg:
+            for chain in cards.values():
+                chain.sort(key=lambda a: a.decision.decided_at)  # stable: stream order on ties
+                tg.create_task(self._settle_card(partition, chain, fields, batch, stop))
+        now_ms = int(self._wall_clock() * 1000)
+        self.stats.dead_letters += await self._store.dead_letter(partition, batch.dead, now_ms)
+        await self._store.settle(partition, batch.settled, now_ms)
+        for s in batch.settled:
+            if s.how == "already":
+                continue
+            if s.approved:
+                self.stats.settled_approved += 1
+            else:
+                self.stats.settled_declined += 1
+        if self._counter is not None and batch.dead:
+            self._counter.add(len(batch.dead), {"outcome": "dead_letter"})
+
+    def _advice(self, partition: int, entry: RawEntry) -> Advice:
+        decoded = decode_entry(entry.fields, self._cipher)
+        return Advice(
+            decoded.request,
+            decoded.decision,
+            decoded.card_token,
+            decoded.trace_context,
+            partition,
+            entry.stream_id,
+        )
+
+    async def _settle_card(
+        self,
+        partition: int,
+        chain: list[Advice],
+        fields: dict[str, dict[str, str]],
+        batch: _Batch,
+        stop: asyncio.Event,
+    ) -> None:
+        """One card's advices of this batch, strictly one after the other."""
+        for advice in chain:
+            verdict = await self._settle_one(partition, advice, stop)
+            if verdict is None:
+                return  # left pending, with the card's later advices behind it
+            if isinstance(verdict, Settled):
+                batch.settled.append(verdict)
+            else:
+                error, attempts = verdict
+                batch.dead.append(DeadLetter(advice.stream_id, fields[advice.stream_id], error, attempts))
+
+    async def _settle_one(
+        self, partition: int, advice: Advice, stop: asyncio.Event
+    ) -> Settled | tuple[str, int] | None:
+        """Send until settled (Settled), given up on ((error, attempts): a dead letter) or left pending."""
+        rejections = failures = 0
+        while True:
+            result = await self._send(partition, advice, stop)
+            if result is None:
+                return None
+            outcome = result.outcome
+            if outcome.settled:
+                return _settled(advice, outcome.value)
+            if outcome is SendOutcome.POISON:
+                log.error(
+                    "advice %s is refused as malformed: dead letter (%s)", advice.decision_id, result.detail
+                )
+                return f"poison: {result.detail}", rejections + 1
+            if outcome is SendOutcome.REJECTED:
+                rejections += 1
+                if rejections >= self.settings.max_attempts:
+                    log.error(
+                        "issuer rejected advice %s %d times: dead letter (%s)",
+                        advice.decision_id,
+                        rejections,
+                        result.detail,
+                    )
+                    return f"rejected: {result.detail}", rejections
+                delay_s = self.settings.retry_backoff.total_seconds() * 2 ** (rejections - 1)
+            else:
+                failures += 1
+                if failures >= _TRANSIENT_RETRIES:
+                    return None
+                delay_s = 0.05 * 2**failures
+            if not await self._sleep(delay_s, stop):
+                return None
+
+    async def _send(self, partition: int, advice: Advice, stop: asyncio.Event) -> SendResult | None:
+        """One send, paced and traced; None when it must not happen now (stopped, paused, lease)."""
+        async with self._slots:
+            if self.pause.tripped:
+                async with self._trial:  # after a pause: one trial advice at a time until one is answered
+                    return await self._send_now(partition, advice, stop)
+            return await self._send_now(partition, advice, stop)
+
+    async def _send_now(self, partition: int, advice: Advice, stop: asyncio.Event) -> SendResult | None:
+        if not self._may_send(partition, stop):
+            return None
+        await self.pacer.acquire()
+        if not self._may_send(partition, stop):
+            return None
+        self._in_flight += 1
+        started = self._clock()
+        try:
+            result = await self._traced_send(advice)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a sender bug for this advice: keep it, but out of the way
+            log.exception("advice sender raised for advice %s", advice.decision_id)
+            result = SendResult(SendOutcome.POISON, f"sender raised {type(exc).__name__}: {exc}")
+        finally:
+            self._in_flight -= 1
+        answered = result.outcome.answered
+        self.pacer.record(self._clock() - started, answered)
+        if answered:
+            self.pause.answered()
+        else:
+            self.pause.failed()
+        self._count(result.outcome)
+        return result
+
+    async def _traced_send(self, advice: Advice) -> SendResult:
+        link = link_from_traceparent(advice.trace_context)
+        with self._tracer.start_as_current_span(
+            ADVISE_SPAN,
+            kind=SpanKind.CLIENT,
+            links=[link] if link is not None else None,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            result = await self._sender.send(advice, deadline=self.settings.advise_timeout)
+            if span.is_recording():
+                attrs: dict[str, Any] = {
+                    "authgw.settlement.decision_id": advice.decision_id,
+                    "authgw.settlement.partition": advice.partition,
+                    "authgw.settlement.outcome": result.outcome.value,
+                    "authgw.settlement.approved": advice.decision.approved,
+                    "authgw.settlement.gateway_instance": advice.decision.gateway_instance,
+                }
+                if result.target:
+                    attrs["authgw.settlement.target"] = result.target
+                span.set_attributes(attrs)
+                if not result.outcome.settled:
+                    span.set_status(Status(StatusCode.ERROR, f"{result.outcome.value}: {result.detail}"))
+            return result
+
+    def _count(self, outcome: SendOutcome) -> None:
+        s = self.stats
+        s.sent += 1
+        if outcome is SendOutcome.ACKED:
+            s.acked += 1
+        elif outcome is SendOutcome.DUPLICATE:
+            s.duplicates += 1
+        elif outcome is SendOutcome.FAILED:
+            s.failed += 1
+        else:
+            s.rejected += 1
+        if self._counter is not None:
+            self._counter.add(1, {"outcome": outcome.value})
+
+    # -- conditions -----------------------------------------------------------------------------------
+
+    def _send_margin_s(self) -> float:
+        return self.settings.advise_timeout.total_seconds() + 0.1
+
+    def _healthy(self) -> bool:
+        try:
+            healthy = self._issuer_healthy()
+        except Exception:
+            log.exception("issuer_healthy() failed; treating the issuer as unhealthy")
+            return False
+        return healthy and not self.pause.active()
+
+    def _may_send(self, partition: int, stop: asyncio.Event) -> bool:
+        return (
+            not stop.is_set()
+            and not self._stopping.is_set()
+            and self._healthy()
+            and self._leases.valid_for(partition, self._send_margin_s())
+        )
+
+    def _update_state(self) -> None:
+        if self.state is WorkerState.CLOSED:
+            return
+        if not self._healthy():
+            self.state = WorkerState.PAUSED
+        elif self._busy:
+            self.state = WorkerState.SETTLING
+        else:
+            self.state = WorkerState.IDLE
+
+    @staticmethod
+    async def _sleep(seconds: float, stop: asyncio.Event) -> bool:
+        """Sleep, waking early when `stop` is set (close() sets every partition's); True if still running."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+        return not stop.is_set()
