@@ -1,8 +1,14 @@
 """`authgw standin <command>` and `authgw settle`: operator tools for stand-in.
 
     authgw standin load-card-status FILE   load issuer card statuses (CSV or JSON lines) into Redis
-    authgw standin status                  Redis reachability, stream depth per partition, local backlog
+    authgw standin status                  Redis reachability, stream depth per partition, local backlog,
+                                           and settlement: unsettled, oldest, dead letters, per gateway
+                                           settled counts and amounts, workers (settle_status.py)
+    authgw standin reconcile               decisions journaled vs advices the issuer acknowledged,
+                                           by count and amount; differences by decision id
     authgw standin replay                  move this host's local SQLite backlog to Redis now
+    authgw standin replay --dead-letters   put dead letters back in the journal: the settlement
+                                           workers send them again (all, or --decision-id ID ...)
 
 Every command reads the config file given by --config (default: $AUTHGW_STANDIN_CONFIG,
 else config/standin.toml) and the secrets from the environment.
@@ -16,7 +22,12 @@ import json
 import logging
 import os
 import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
+
+from redis.asyncio import Redis
 
 from standin.cardstatus import load_card_statuses, read_card_status_file
 from standin.engine import StandIn
@@ -24,11 +35,16 @@ from standin.errors import StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settings import StandInConfig, load_config
+from standin.settle_deadletter import dead_letters, requeue
+from standin.settle_reconcile import from_fields, reconcile
+from standin.settle_status import settlement_status
+from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
 
 __all__ = ["main"]
 
 _DEFAULT_CONFIG = "config/standin.toml"
+_ADMIN_DEADLINE = timedelta(seconds=5)  # operator commands scan streams: not the decision path's 120 ms
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path, help="CSV (pan,status) or JSON lines ({pan, status})")
     load.add_argument("--batch", type=int, default=1000, help="cards per Redis pipeline")
     sub.add_parser("status", parents=[common], help="print Redis reachability, journal depth, local backlog")
-    sub.add_parser("replay", parents=[common], help="move the local SQLite backlog to Redis now")
+    rec = sub.add_parser(
+        "reconcile", parents=[common], help="decisions journaled vs advices acknowledged by the issuer"
+    )
+    rec.add_argument("--limit", type=int, default=1000, help="differences listed at most (all are counted)")
+    replay = sub.add_parser(
+        "replay", parents=[common], help="move the local SQLite backlog to Redis now (or --dead-letters)"
+    )
+    replay.add_argument(
+        "--dead-letters", action="store_true", help="put dead letters back in the journal to be sent again"
+    )
+    replay.add_argument(
+        "--decision-id", action="append", default=None, help="with --dead-letters: only this one (repeatable)"
+    )
     return p
+
+
+def _admin_client(config: StandInConfig) -> Redis:
+    return make_redis_client(
+        replace(config.redis, socket_timeout=_ADMIN_DEADLINE, connect_timeout=timedelta(seconds=1))
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -89,7 +123,7 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
             "oldest_local_ms": status.oldest_local_ms,
         }
         if status.redis_up:
-            redis = make_redis_client(config.redis)
+            redis = _admin_client(config)
             try:
                 journal = StreamJournal(
                     RedisGate(redis, config.redis.command_deadline * 10),
@@ -101,13 +135,55 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
                     {"partition": p, "length": length, "pending": pending}
                     for p, length, pending in await journal.depth()
                 ]
+                out["settlement"] = await settlement_status(
+                    RedisGate(redis, _ADMIN_DEADLINE),
+                    config.journal,
+                    now_ms=int(time.time() * 1000),
+                    local_backlog=(status.local_backlog, status.oldest_local_ms),
+                )
             finally:
                 await redis.aclose()
     print(json.dumps(out))
     return 0
 
 
+async def _reconcile(config: StandInConfig, args: argparse.Namespace) -> int:
+    local = SqliteJournal(config.sqlite_path, window=config.policy.window)
+    try:
+        await local.open()
+        entries = await local.pending(10_000_000)
+    finally:
+        await local.close()
+    redis = _admin_client(config)
+    try:
+        report = await reconcile(
+            RedisGate(redis, _ADMIN_DEADLINE),
+            config.journal,
+            local=[from_fields(e.fields, "local") for e in entries],
+            limit=args.limit,
+        )
+    finally:
+        await redis.aclose()
+    print(json.dumps(report))
+    return 0
+
+
+async def _replay_dead_letters(config: StandInConfig, args: argparse.Namespace) -> int:
+    redis = _admin_client(config)
+    try:
+        gate = RedisGate(redis, _ADMIN_DEADLINE)
+        chosen = set(args.decision_id) if args.decision_id else None
+        moved = await requeue(gate, config.journal.partitions, chosen)
+        left = len(await dead_letters(gate, config.journal.partitions))
+    finally:
+        await redis.aclose()
+    print(json.dumps({"requeued": moved, "dead_letters": left}))
+    return 0
+
+
 async def _replay(config: StandInConfig, args: argparse.Namespace) -> int:
+    if args.dead_letters:
+        return await _replay_dead_letters(config, args)
     async with StandIn.from_config(config) as engine:
         moved = await engine.move_backlog()
         status = await engine.status()
@@ -118,5 +194,6 @@ async def _replay(config: StandInConfig, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "load-card-status": _load_card_status,
     "status": _status,
+    "reconcile": _reconcile,
     "replay": _replay,
 }
