@@ -1,0 +1,294 @@
+"""The gateway's side of settlement: stand-in advices to issuer hosts over IssuerHost/Advise.
+
+`standin.Settlement` reads the journal and decides what to send; this module is the
+only place that knows both stand-in's `Advice` and the protobuf `StandInAdvice`:
+
+    to_pb_advice(advice)        the advice as the issuer host receives it (PAN included)
+    GrpcAdviceSender(router)    sends it over the router's member channels
+    build_settlement(cfg, ...)  the worker configured by `[standin]` and `[settlement]`
+
+GrpcAdviceSender picks, among the pools by priority, the first that is not drained
+and has a usable member (not ejected by the router, not cooling off here after
+failed advices), then the member with fewer advices in flight of two drawn (power of
+two choices). Router state is only read: advices do not feed the router's ejection
+or pool verdicts, which judge authorizations. The current span's W3C context goes
+with each call, so the issuer's span joins the settlement span.
+
+gRPC status -> SendOutcome:
+    OK                                  ACKED (DUPLICATE when AdviceAck.duplicate)
+    ALREADY_EXISTS                      DUPLICATE (an issuer may say "already have it" so)
+    INVALID_ARGUMENT                    POISON: the advice itself is malformed
+    FAILED_PRECONDITION, NOT_FOUND,     REJECTED: the issuer answered no; retried, then
+    PERMISSION_DENIED, UNAUTHENTICATED,           a dead letter
+    OUT_OF_RANGE
+    anything else                       FAILED: no verdict (unavailable, deadline, overload,
+                                        UNIMPLEMENTED on a host not yet upgraded)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from opentelemetry.metrics import Counter
+from opentelemetry.trace import Tracer
+
+from authgw.v1 import authorization_pb2 as pb
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
+from gateway.logs import mask_card_numbers
+from gateway.member import Member
+from gateway.router import Router
+from gateway.tracing import outgoing_metadata
+from standin import ConfigError as StandInConfigError
+from standin import StandInConfig
+from standin import load_config as load_standin_config
+from standin.settle_advice import Advice, BacklogSource, IssuerHealth, SendOutcome, SendResult
+from standin.settle_settings import SettlementSettings, load_settlement_settings
+from standin.settlement import Settlement
+
+__all__ = [
+    "GrpcAdviceSender",
+    "build_settlement",
+    "load_settlement_config",
+    "to_pb_advice",
+]
+
+log = logging.getLogger("authgw.settlement")
+
+_UNKNOWN_COUNTRY = "ZZ"  # what the stand-in edge records for an empty merchant_country (standin_link.py)
+
+_REJECTED = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)  # an aware datetime: converted to UTC
+    return ts
+
+
+def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
+    """The advice as IssuerHost/Advise takes it: the original request, PAN included, and the decision."""
+    req, decision = advice.request, advice.decision
+    return pb.StandInAdvice(
+        decision_id=decision.decision_id,
+        request=pb.AuthorizeRequest(
+            request_id=req.request_id,
+            pan=req.pan,
+            amount_minor=req.amount_minor,
+            currency=req.currency,
+            mcc=req.mcc,
+            channel=req.channel.value,  # enum names match the proto's
+            merchant_id=req.merchant_id,
+            terminal_id=req.terminal_id,
+            merchant_country="" if req.merchant_country == _UNKNOWN_COUNTRY else req.merchant_country,
+            pin_verified=req.pin_verified,
+            cardholder_authenticated=req.cardholder_authenticated,
+            transmitted_at=_timestamp(req.transmitted_at),
+        ),
+        decision=pb.APPROVED if decision.approved else pb.DECLINED,
+        response_code=decision.response_code.value,
+        approval_code=decision.approval_code,
+        reason=decision.reason.value,
+        rule=decision.rule,
+        decided_at=_timestamp(decision.decided_at),
+        gateway_instance=decision.gateway_instance,
+    )
+
+
+def _outcome(code: grpc.StatusCode) -> SendOutcome:
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return SendOutcome.POISON
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return SendOutcome.DUPLICATE
+    if code in _REJECTED:
+        return SendOutcome.REJECTED
+    return SendOutcome.FAILED
+
+
+@dataclasses.dataclass(slots=True)
+class _MemberState:
+    in_flight: int = 0
+    failures: int = 0
+    cool_until: float = 0.0
+
+
+class GrpcAdviceSender:
+    """An `AdviceSender` over the router's pool members (see the module docstring)."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        failures_to_cool: int = 3,
+        cooloff: timedelta = timedelta(seconds=1),
+        max_cooloff: timedelta = timedelta(seconds=10),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._router = router
+        self._failures_to_cool = failures_to_cool
+        self._cooloff_s = cooloff.total_seconds()
+        self._max_cooloff_s = max_cooloff.total_seconds()
+        self._clock = clock
+        self._members: dict[tuple[str, str, str], _MemberState] = {}
+        self._rng = random.Random()
+
+    def _state(self, member: Member) -> _MemberState:
+        key = (member.pool, member.name, member.address)
+        state = self._members.get(key)
+        if state is None:
+            state = self._members[key] = _MemberState()
+        return state
+
+    def _candidates(self, now: float) -> list[Member]:
+        for pool in self._router.pools:
+            if pool.drained:
+                continue
+            members = [
+                m
+                for m in pool.members.values()
+                if m.ejection.usable(now) and self._state(m).cool_until <= now
+            ]
+            if members:
+                return members
+        return []
+
+    def healthy(self) -> bool:
+        """Is some member of some pool usable for advices now?"""
+        return bool(self._candidates(self._clock()))
+
+    def _pick(self) -> Member | None:
+        candidates = self._candidates(self._clock())
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        a, b = self._rng.sample(candidates, 2)
+        return a if self._state(a).in_flight <= self._state(b).in_flight else b
+
+    async def send(self, advice: Advice, *, deadline: timedelta) -> SendResult:
+        """IssuerHost/Advise to one member; never raises for issuer failures."""
+        member = self._pick()
+        if member is None:
+            return SendResult(SendOutcome.FAILED, "no usable issuer host")
+        target = f"{member.pool}/{member.name}"
+        state = self._state(member)
+        state.in_flight += 1
+        try:
+            ack = await member.stub.Advise(
+                to_pb_advice(advice),
+                timeout=deadline.total_seconds(),
+                metadata=outgoing_metadata(trace.get_current_span()),
+            )
+        except grpc.aio.AioRpcError as exc:
+            outcome = _outcome(exc.code())
+            result = SendResult(
+                outcome, f"{exc.code().name}: {mask_card_numbers(exc.details() or '')}", target
+            )
+        except (grpc.aio.UsageError, grpc.aio.InternalError) as exc:  # channel closed under us (member left)
+            result = SendResult(SendOutcome.FAILED, f"{type(exc).__name__}: {exc}", target)
+        else:
+            if ack.decision_id and ack.decision_id != advice.decision_id:
+                result = SendResult(
+                    SendOutcome.REJECTED, f"acknowledged decision {ack.decision_id!r} instead", target
+                )
+            else:
+                result = SendResult(SendOutcome.DUPLICATE if ack.duplicate else SendOutcome.ACKED, "", target)
+        finally:
+            state.in_flight -= 1
+        self._record(member, state, result.outcome)
+        return result
+
+    def _record(self, member: Member, state: _MemberState, outcome: SendOutcome) -> None:
+        if outcome.answered:
+            state.failures = 0
+            return
+        state.failures += 1
+        if state.failures >= self._failures_to_cool:
+            factor = 2 ** (state.failures - self._failures_to_cool)
+            pause_s = min(self._cooloff_s * factor, self._max_cooloff_s)
+            state.cool_until = self._clock() + pause_s
+            if state.failures == self._failures_to_cool:
+                log.warning(
+                    "advices to %s/%s fail: trying others for %.1f s", member.pool, member.name, pause_s
+                )
+
+
+def load_settlement_config(cfg: GatewayConfig) -> tuple[StandInConfig, SettlementSettings] | None:
+    """The stand-in config (`[standin]`, as the gateway's engine reads it) and `[settlement]`.
+
+    None when the gateway has no `[standin]` section (nothing is ever journaled).
+    """
+    section = cfg.raw.get("standin")
+    if section is None:
+        return None
+    if not isinstance(section, dict) or not isinstance(section.get("config"), str):
+        raise ConfigError(cfg.source, "standin.config", "must name the stand-in TOML file")
+    base = Path(cfg.source).parent
+    table = cfg.raw.get("settlement", {})
+    if not isinstance(table, dict):
+        raise ConfigError(cfg.source, "settlement", "must be a table")
+    try:
+        scfg = load_standin_config((base / section["config"]).resolve())
+        settings = load_settlement_settings(cfg.source, table)
+    except StandInConfigError as exc:
+        raise ConfigError(cfg.source, exc.key, f"{exc.problem}; fix: {exc.fix}") from exc
+    redis_url = section.get("redis_url")
+    if redis_url is not None:
+        scfg = dataclasses.replace(scfg, redis=dataclasses.replace(scfg.redis, url=str(redis_url)))
+    return dataclasses.replace(scfg, instance=cfg.instance), settings
+
+
+def build_settlement(
+    cfg: GatewayConfig,
+    router: Router,
+    *,
+    issuer_healthy: IssuerHealth,
+    tracer: Tracer | None = None,
+    advice_counter: Counter | None = None,
+    backlog: BacklogSource | None = None,
+    instance: str | None = None,
+) -> Settlement | None:
+    """The gateway's settlement worker, or None without `[standin]` or with `settlement.enabled = false`.
+
+    Args:
+        issuer_healthy: the gateway's own view (e.g. not in stand-in mode); the router's
+            `has_healthy_pool()` is added to it here.
+        backlog: the gateway's stand-in engine, whose local backlog the worker reports.
+        instance: the name settled decisions are counted under (default: the gateway's).
+    """
+    loaded = load_settlement_config(cfg)
+    if loaded is None:
+        return None
+    scfg, settings = loaded
+    if not settings.enabled:
+        return None
+    sender = GrpcAdviceSender(router)
+
+    def healthy() -> bool:
+        return issuer_healthy() and router.has_healthy_pool() and sender.healthy()
+
+    return Settlement.from_config(
+        scfg,
+        settings,
+        sender=sender,
+        issuer_healthy=healthy,
+        instance=instance or cfg.instance,
+        tracer=tracer,
+        advice_counter=advice_counter,
+        backlog=backlog,
+    )
