@@ -15,7 +15,9 @@ Reported numbers are medians over the runs. Then, once per target, the
 failover comparison (chaos.bench_outage). Results: a table on stdout and
 bench/results.json. Benchmarks print numbers; they never assert timings.
 
-    python -m chaos.bench [--runs 3] [--rates 500,1000,2000] [--quick] [--output PATH]
+    python -m chaos.bench [--runs 3] [--rates 500,1000,2000] [--quick] [--output PATH] [--keep]
+
+Where the gateway's own CPU goes: `python -m chaos.bench_profile` (py-spy).
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def describe_machine() -> str:
     return f"{model}, {cores} cores, Python {platform.python_version()}, Linux {platform.release()}"
 
 
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def _throughput(
     rig: BenchRig, target: Target, body: Path, opts: BenchOptions
 ) -> tuple[float, float, float]:
@@ -135,6 +141,9 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     """Start the rig, measure every target, run the outages; return the results document."""
     machine = describe_machine()
     console.rule(f"authgw bench: {machine}")
+    console.log(
+        f"load average at start: {_loadavg()} (a busy machine shows in p99 and in the generator's lag)"
+    )
     body = workdir / "authorize.grpc"
     body.write_bytes(grpc_frame(bench_request().SerializeToString()))
     rig = BenchRig(workdir / "rig")
@@ -164,6 +173,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     finally:
         await asyncio.to_thread(rig.stop)
         await asyncio.to_thread(pool.close)
+    console.log(f"load average at end: {_loadavg()}")
     console.print(runs_table(records, opts.rates))
     doc = results_document(machine, opts.runs, records, outages)
     console.print(results_table(doc, opts.rates, outages, opts.outage))
