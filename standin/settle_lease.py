@@ -1,6 +1,7 @@
 """Partition leases: at most one settlement worker at a time sends a partition's advices.
 
-A lease is `SET authgw:{journal:<p>}:settle-lease <worker> NX PX <ttl>`, renewed by
+A lease is `authgw:{journal:<p>}:settle-lease = <worker>` with a TTL, set only when
+absent (SET NX PX, in a script that also lets the holder take it again), renewed by
 its holder (compare-and-PEXPIRE) every ttl/4 and deleted (compare-and-DEL) on a
 clean close. A worker that dies stops renewing; after at most `ttl` another worker
 acquires the lease and claims the dead holder's pending entries.
@@ -24,6 +25,17 @@ from standin.redis_io import RedisGate
 from standin.settle_keys import lease_key
 
 __all__ = ["PartitionLeases"]
+
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -52,6 +64,7 @@ class PartitionLeases:
         self._ttl_ms = int(ttl / timedelta(milliseconds=1))
         self._ttl_s = ttl.total_seconds()
         self._clock = clock
+        self._acquire: AsyncScript = gate.redis.register_script(_ACQUIRE)
         self._renew: AsyncScript = gate.redis.register_script(_RENEW)
         self._release: AsyncScript = gate.redis.register_script(_RELEASE)
         self.valid_until: dict[int, float] = {}
@@ -65,15 +78,14 @@ class PartitionLeases:
         return self._clock() + margin_s < self.valid_until.get(partition, 0.0)
 
     async def acquire(self, partition: int) -> bool:
-        """Take the lease if nobody holds it. Raises StoreUnavailableError."""
+        """Take the lease if nobody holds it (or we still do). Raises StoreUnavailableError."""
         started = self._clock()
 
-        async def op() -> bool:
-            return bool(
-                await self._gate.redis.set(lease_key(partition), self.worker_id, nx=True, px=self._ttl_ms)
-            )
+        async def op() -> int:
+            reply: int = await self._acquire(keys=[lease_key(partition)], args=[self.worker_id, self._ttl_ms])
+            return reply
 
-        if not await self._gate.call("lease acquire", op):
+        if await self._gate.call("lease acquire", op) != 1:
             return False
         self.valid_until[partition] = started + self._ttl_s
         return True

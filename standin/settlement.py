@@ -72,32 +72,28 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.metrics import Counter
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from standin.crypto import PanCipher
-from standin.entry import decode_entry
-from standin.errors import ClosedError, EntryFormatError, StandInError
+from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settings import JournalSettings, StandInConfig
-from standin.settle_advice import Advice, AdviceSender, BacklogSource, IssuerHealth, SendOutcome, SendResult
+from standin.settle_advice import AdviceSender, BacklogSource, IssuerHealth
+from standin.settle_dispatch import BatchResult, Dispatcher, settled_record, sleep_unless
 from standin.settle_lease import PartitionLeases
 from standin.settle_pacing import Pacer, Pause
 from standin.settle_settings import SettlementSettings
-from standin.settle_store import DeadLetter, LeaseLostError, RawEntry, Settled, SettleStore
-from standin.tracing import link_from_traceparent
+from standin.settle_store import LeaseLostError, RawEntry, SettleStore
 
-__all__ = ["ADVISE_SPAN", "Settlement", "WorkerState", "WorkerStats"]
+__all__ = ["Settlement", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
-ADVISE_SPAN = "authgw.settlement.advise"
-_TRANSIENT_RETRIES = 3  # sends of one advice without an answer before its card waits for the next round
 _IDLE_POLL_S = 0.1
 _STALE_HEARTBEATS = 30  # heartbeat intervals after which a silent worker's heartbeat is dropped
 
@@ -108,38 +104,6 @@ class WorkerState(enum.Enum):
     SETTLING = "settling"
     PAUSED = "paused"  # issuer unhealthy or not answering
     CLOSED = "closed"
-
-
-@dataclasses.dataclass(slots=True)
-class WorkerStats:
-    """What one worker did since it started."""
-
-    sent: int = 0
-    acked: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    failed: int = 0
-    dead_letters: int = 0
-    settled_approved: int = 0
-    settled_declined: int = 0
-
-
-@dataclasses.dataclass(slots=True)
-class _Batch:
-    settled: list[Settled] = dataclasses.field(default_factory=list)
-    dead: list[DeadLetter] = dataclasses.field(default_factory=list)
-
-
-def _settled(advice: Advice, how: str) -> Settled:
-    return Settled(
-        advice.stream_id,
-        advice.decision_id,
-        advice.decision.approved,
-        advice.request.amount_minor,
-        advice.request.currency,
-        advice.decision.gateway_instance,
-        how,
-    )
 
 
 class Settlement:
@@ -174,11 +138,7 @@ class Settlement:
         self._journal = journal or JournalSettings()
         self._redis = redis
         self._owns_redis = owns_redis
-        self._cipher = cipher
-        self._sender = sender
         self._issuer_healthy = issuer_healthy
-        self._tracer: Tracer = tracer or trace.NoOpTracer()
-        self._counter = advice_counter
         self._backlog = backlog
         self._clock = clock
         self._wall_clock = wall_clock
@@ -195,11 +155,19 @@ class Settlement:
         self._leases = PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, clock)
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
-        self.stats = WorkerStats()
+        self._dispatcher = Dispatcher(
+            sender=sender,
+            cipher=cipher,
+            settings=self.settings,
+            pacer=self.pacer,
+            pause=self.pause,
+            tracer=tracer or trace.NoOpTracer(),
+            counter=advice_counter,
+            clock=clock,
+        )
+        self.stats = self._dispatcher.stats
+        """What this worker did since it started (sent, acked, duplicates, rejected, failed, ...)."""
         self.state = WorkerState.NEW
-        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
-        self._trial = asyncio.Lock()
-        self._in_flight = 0
         self._stopping = asyncio.Event()
         self._partitions: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self._main: asyncio.Task[None] | None = None
@@ -385,17 +353,16 @@ class Settlement:
                 local = {"local_backlog": status.local_backlog, "oldest_local_ms": status.oldest_local_ms}
             except StandInError as exc:
                 local = {"local_backlog_error": str(exc)}
-        healthy = self._healthy()
         await self._store.heartbeat(
             {
                 "instance": self.instance,
                 "pid": os.getpid(),
                 "state": self.state.value,
-                "issuer_healthy": healthy,
+                "issuer_healthy": self._issuer_says_healthy(),
                 "paused_s": round(self.pause.remaining().total_seconds(), 1),
                 "partitions": self._leases.held(),
                 "rate_per_s": round(self.pacer.rate, 1),
-                "in_flight": self._in_flight,
+                "in_flight": self._dispatcher.in_flight,
                 "updated_ms": int(self._wall_clock() * 1000),
                 **dataclasses.asdict(self.stats),
                 **local,
@@ -447,11 +414,11 @@ class Settlement:
                 return
             except StandInError as exc:
                 self._redis_failed(exc)
-                await self._sleep(backoff_s, stop)
+                await sleep_unless(backoff_s, stop)
                 backoff_s = min(backoff_s * 2, 2.0)
             except Exception:
                 log.exception("settlement of partition %d failed; retrying", partition)
-                await self._sleep(backoff_s, stop)
+                await sleep_unless(backoff_s, stop)
                 backoff_s = min(backoff_s * 2, 2.0)
 
     async def _wait_until_sendable(self, partition: int, stop: asyncio.Event) -> bool:
@@ -460,195 +427,45 @@ class Settlement:
             if self._healthy() and self._leases.valid_for(partition, self._send_margin_s()):
                 return True
             self._update_state()
-            await self._sleep(_IDLE_POLL_S, stop)
+            await sleep_unless(_IDLE_POLL_S, stop)
         return False
 
     async def _settle_batch(self, partition: int, entries: list[RawEntry], stop: asyncio.Event) -> None:
-        batch = _Batch()
-        advices: list[Advice] = []
-        for entry in entries:
-            try:
-                advices.append(self._advice(partition, entry))
-            except EntryFormatError as exc:
-                # TRY400 ignored: the cause is in the message, a traceback adds nothing
-                log.error("entry %s cannot be decoded: dead letter (%s)", entry.stream_id, exc)  # noqa: TRY400
-                batch.dead.append(DeadLetter(entry.stream_id, entry.fields, f"undecodable: {exc}", 0))
+        batch = BatchResult()
+        advices = self._dispatcher.decode(partition, entries, batch)
         known = await self._store.settled_ids(partition, [a.decision_id for a in advices])
-        cards: dict[str, list[Advice]] = {}
-        for advice in advices:
-            if advice.decision_id in known:
-                batch.settled.append(_settled(advice, "already"))
-            else:
-                cards.setdefault(advice.card_token, []).append(advice)
-        fields = {entry.stream_id: entry.fields for entry in entries}
-        async with asyncio.TaskGroup() as tg:
-            for chain in cards.values():
-                chain.sort(key=lambda a: a.decision.decided_at)  # stable: stream order on ties
-                tg.create_task(self._settle_card(partition, chain, fields, batch, stop))
+        batch.settled += [settled_record(a, "already") for a in advices if a.decision_id in known]
+        await self._dispatcher.run(
+            [a for a in advices if a.decision_id not in known],
+            {entry.stream_id: entry.fields for entry in entries},
+            batch,
+            may_send=lambda: self._may_send(partition, stop),
+            stop=stop,
+        )
         now_ms = int(self._wall_clock() * 1000)
         self.stats.dead_letters += await self._store.dead_letter(partition, batch.dead, now_ms)
         await self._store.settle(partition, batch.settled, now_ms)
-        for s in batch.settled:
-            if s.how == "already":
-                continue
-            if s.approved:
-                self.stats.settled_approved += 1
-            else:
-                self.stats.settled_declined += 1
-        if self._counter is not None and batch.dead:
-            self._counter.add(len(batch.dead), {"outcome": "dead_letter"})
-
-    def _advice(self, partition: int, entry: RawEntry) -> Advice:
-        decoded = decode_entry(entry.fields, self._cipher)
-        return Advice(
-            decoded.request,
-            decoded.decision,
-            decoded.card_token,
-            decoded.trace_context,
-            partition,
-            entry.stream_id,
-        )
-
-    async def _settle_card(
-        self,
-        partition: int,
-        chain: list[Advice],
-        fields: dict[str, dict[str, str]],
-        batch: _Batch,
-        stop: asyncio.Event,
-    ) -> None:
-        """One card's advices of this batch, strictly one after the other."""
-        for advice in chain:
-            verdict = await self._settle_one(partition, advice, stop)
-            if verdict is None:
-                return  # left pending, with the card's later advices behind it
-            if isinstance(verdict, Settled):
-                batch.settled.append(verdict)
-            else:
-                error, attempts = verdict
-                batch.dead.append(DeadLetter(advice.stream_id, fields[advice.stream_id], error, attempts))
-
-    async def _settle_one(
-        self, partition: int, advice: Advice, stop: asyncio.Event
-    ) -> Settled | tuple[str, int] | None:
-        """Send until settled (Settled), given up on ((error, attempts): a dead letter) or left pending."""
-        rejections = failures = 0
-        while True:
-            result = await self._send(partition, advice, stop)
-            if result is None:
-                return None
-            outcome = result.outcome
-            if outcome.settled:
-                return _settled(advice, outcome.value)
-            if outcome is SendOutcome.POISON:
-                log.error(
-                    "advice %s is refused as malformed: dead letter (%s)", advice.decision_id, result.detail
-                )
-                return f"poison: {result.detail}", rejections + 1
-            if outcome is SendOutcome.REJECTED:
-                rejections += 1
-                if rejections >= self.settings.max_attempts:
-                    log.error(
-                        "issuer rejected advice %s %d times: dead letter (%s)",
-                        advice.decision_id,
-                        rejections,
-                        result.detail,
-                    )
-                    return f"rejected: {result.detail}", rejections
-                delay_s = self.settings.retry_backoff.total_seconds() * 2 ** (rejections - 1)
-            else:
-                failures += 1
-                if failures >= _TRANSIENT_RETRIES:
-                    return None
-                delay_s = 0.05 * 2**failures
-            if not await self._sleep(delay_s, stop):
-                return None
-
-    async def _send(self, partition: int, advice: Advice, stop: asyncio.Event) -> SendResult | None:
-        """One send, paced and traced; None when it must not happen now (stopped, paused, lease)."""
-        async with self._slots:
-            if self.pause.tripped:
-                async with self._trial:  # after a pause: one trial advice at a time until one is answered
-                    return await self._send_now(partition, advice, stop)
-            return await self._send_now(partition, advice, stop)
-
-    async def _send_now(self, partition: int, advice: Advice, stop: asyncio.Event) -> SendResult | None:
-        if not self._may_send(partition, stop):
-            return None
-        await self.pacer.acquire()
-        if not self._may_send(partition, stop):
-            return None
-        self._in_flight += 1
-        started = self._clock()
-        try:
-            result = await self._traced_send(advice)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a sender bug for this advice: keep it, but out of the way
-            log.exception("advice sender raised for advice %s", advice.decision_id)
-            result = SendResult(SendOutcome.POISON, f"sender raised {type(exc).__name__}: {exc}")
-        finally:
-            self._in_flight -= 1
-        answered = result.outcome.answered
-        self.pacer.record(self._clock() - started, answered)
-        if answered:
-            self.pause.answered()
-        else:
-            self.pause.failed()
-        self._count(result.outcome)
-        return result
-
-    async def _traced_send(self, advice: Advice) -> SendResult:
-        link = link_from_traceparent(advice.trace_context)
-        with self._tracer.start_as_current_span(
-            ADVISE_SPAN,
-            kind=SpanKind.CLIENT,
-            links=[link] if link is not None else None,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            result = await self._sender.send(advice, deadline=self.settings.advise_timeout)
-            if span.is_recording():
-                attrs: dict[str, Any] = {
-                    "authgw.settlement.decision_id": advice.decision_id,
-                    "authgw.settlement.partition": advice.partition,
-                    "authgw.settlement.outcome": result.outcome.value,
-                    "authgw.settlement.approved": advice.decision.approved,
-                    "authgw.settlement.gateway_instance": advice.decision.gateway_instance,
-                }
-                if result.target:
-                    attrs["authgw.settlement.target"] = result.target
-                span.set_attributes(attrs)
-                if not result.outcome.settled:
-                    span.set_status(Status(StatusCode.ERROR, f"{result.outcome.value}: {result.detail}"))
-            return result
-
-    def _count(self, outcome: SendOutcome) -> None:
-        s = self.stats
-        s.sent += 1
-        if outcome is SendOutcome.ACKED:
-            s.acked += 1
-        elif outcome is SendOutcome.DUPLICATE:
-            s.duplicates += 1
-        elif outcome is SendOutcome.FAILED:
-            s.failed += 1
-        else:
-            s.rejected += 1
-        if self._counter is not None:
-            self._counter.add(1, {"outcome": outcome.value})
+        for settled in batch.settled:
+            if settled.how != "already":
+                if settled.approved:
+                    self.stats.settled_approved += 1
+                else:
+                    self.stats.settled_declined += 1
 
     # -- conditions -----------------------------------------------------------------------------------
 
     def _send_margin_s(self) -> float:
         return self.settings.advise_timeout.total_seconds() + 0.1
 
-    def _healthy(self) -> bool:
+    def _issuer_says_healthy(self) -> bool:
         try:
-            healthy = self._issuer_healthy()
+            return self._issuer_healthy()
         except Exception:
             log.exception("issuer_healthy() failed; treating the issuer as unhealthy")
             return False
-        return healthy and not self.pause.active()
+
+    def _healthy(self) -> bool:
+        return self._issuer_says_healthy() and not self.pause.active()
 
     def _may_send(self, partition: int, stop: asyncio.Event) -> bool:
         return (
@@ -667,11 +484,3 @@ class Settlement:
             self.state = WorkerState.SETTLING
         else:
             self.state = WorkerState.IDLE
-
-    @staticmethod
-    async def _sleep(seconds: float, stop: asyncio.Event) -> bool:
-        """Sleep, waking early when `stop` is set (close() sets every partition's); True if still running."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stop.wait()
-        return not stop.is_set()
