@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 from helpers import assert_eventually
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_settlement_support import (
     FAST,
     assert_applied_exactly_once,
@@ -37,6 +40,7 @@ from gateway.config import parse_config
 from gateway.settlement_link import build_settlement
 from health import Mode
 from standin import Reason
+from standin.settle_dispatch import ADVISE_SPAN
 from standin.settlement import WorkerState
 from tests.gateway_fixtures import auth_request
 
@@ -328,3 +332,27 @@ async def test_cards_keep_decision_order_with_two_workers(
     for i in range(len(pans)):
         card = decisions[i * 12 : (i + 1) * 12]
         assert sorted(card, key=lambda d: position[d.decision_id]) == card
+
+
+async def test_settlement_span_links_to_the_authorization_trace(
+    redis_port: int, sims: dict[str, ManagedProcess], tmp_path: Path
+) -> None:
+    """Each advice's span is linked to the trace of the authorization it settles."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        decision = await e.decide(request(new_pans(1)[0]), Reason.ALL_POOLS_FAILED, traceparent)
+    async with worker(redis_port, sims, tracer=provider.get_tracer("test")):
+        await assert_eventually(lambda: assert_applied_exactly_once(sims["a1"], [decision]), timeout_s=10)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == ADVISE_SPAN]
+    assert span.attributes is not None
+    assert span.attributes["authgw.settlement.decision_id"] == decision.decision_id
+    assert span.attributes["authgw.settlement.outcome"] == "acked"
+    [link] = span.links
+    assert (link.context.trace_id, link.context.span_id) == (
+        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        0x00F067AA0BA902B7,
+    )
+    assert span.context.trace_id != link.context.trace_id  # a trace of its own, linked, not continued

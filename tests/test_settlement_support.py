@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
 
@@ -124,6 +125,7 @@ async def worker(
     issuer_healthy: Callable[[], bool] = lambda: True,
     partitions: int = 1,
     instance: str = "gw-test",
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[Settlement]:
     """A started in-process worker advising the simulators through the gateway's gRPC sender."""
     router = router_for(sims)
@@ -136,6 +138,7 @@ async def worker(
         instance=instance,
         journal=JournalSettings(partitions=partitions),
         settings=settings,
+        tracer=tracer,
         owns_redis=True,
     )
     try:
