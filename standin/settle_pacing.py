@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+_MIN_SLEEP_S = 0.001
+
 
 class Pacer:
     """Shared rate limit of one worker's advices, adapted to the issuer's latency and errors."""
@@ -59,7 +61,7 @@ class Pacer:
         self._adjust(now)
         slot = max(self._next_at, now - self._window_s / 4)  # a small burst after an idle spell
         self._next_at = slot + 1.0 / self.rate
-        if slot > now:
+        if slot - now > _MIN_SLEEP_S:  # below that a timer costs more than the spacing is worth
             await asyncio.sleep(slot - now)
 
     def record(self, latency_s: float, answered: bool) -> None:

@@ -178,6 +178,8 @@ async def assert_applied_exactly_once(
         record = view.records[d.decision_id]
         assert record.applied == d.approved, d.decision_id
         assert record.request_id == d.request_id
+    posted = [r.request_id for r in view.records.values() if r.applied]
+    assert len(posted) == len(set(posted)), "a request posted twice"
     return view
 
 
