@@ -58,6 +58,8 @@ class ReceivedSpan:
     status_code: int = 0
     status_message: str = ""
     resource: dict[str, Any] = field(default_factory=dict)
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 class OtlpReceiver:
@@ -71,6 +73,7 @@ class OtlpReceiver:
         self.trace_payloads: list[bytes] = []
         self.metric_payloads: list[bytes] = []
         self.span_count = 0
+        self.metric_exports = 0
         self._spans: list[ReceivedSpan] = []
         self._server: grpc.aio.Server | None = None
 
@@ -130,6 +133,8 @@ class OtlpReceiver:
                             status_code=s.status.code,
                             status_message=s.status.message,
                             resource=resource,
+                            start_ns=s.start_time_unix_nano,
+                            end_ns=s.end_time_unix_nano,
                         )
                     )
         if self.keep:
@@ -137,6 +142,7 @@ class OtlpReceiver:
         return trace_service_pb2.ExportTraceServiceResponse()
 
     async def _export_metrics(self, payload: bytes, context: Any) -> Any:
+        self.metric_exports += 1
         if self.keep:
             self.metric_payloads.append(payload)
         return metrics_service_pb2.ExportMetricsServiceResponse()

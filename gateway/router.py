@@ -220,7 +220,6 @@ class Router:
                         self._tracer,
                         member,
                         request,
-                        number=len(result.attempts) + 1,
                         timeout_s=min(pool.attempt_timeout_s, left),
                         late=self.late,
                         late_window_s=self._cfg.routing.late_answer_window_s,

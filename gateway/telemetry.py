@@ -8,6 +8,8 @@
     prometheus_listen = "127.0.0.1:9464"     # optional scrape endpoint (port 0: any free port)
     service_name = "authgw-gateway"          # service.name
     metric_export_interval_ms = 10000        # optional: else OTEL_METRIC_EXPORT_INTERVAL, else 60 s
+    trace_sample_ratio = 1.0                 # optional: share of traces recorded (a caller's sampled
+                                             # flag wins); else OTEL_TRACES_SAMPLER*, else all
 
 Without the section the standard OTEL_* variables decide (see health.telemetry);
 with nothing configured telemetry is off: no tracer is handed out (the hot path
@@ -49,7 +51,7 @@ __all__ = ["DEFAULT_SERVICE_NAME", "GatewayTelemetry", "telemetry_settings"]
 DEFAULT_SERVICE_NAME = "authgw-gateway"
 _KEYS = frozenset(
     {"exporter", "traces_exporter", "metrics_exporter", "otlp_endpoint", "prometheus_listen"}
-    | {"service_name", "metric_export_interval_ms"}
+    | {"service_name", "metric_export_interval_ms", "trace_sample_ratio"}
 )
 
 
@@ -102,6 +104,7 @@ def telemetry_settings(cfg: GatewayConfig, environ: Mapping[str, str] = os.envir
         otlp_endpoint=endpoint,
         prometheus_listen=listen,
         metric_export_interval_s=_interval_s(cfg, section.get("metric_export_interval_ms")),
+        trace_sample_ratio=_ratio(cfg, section.get("trace_sample_ratio")),
         resource_attributes=resource,
     )
 
@@ -114,6 +117,16 @@ def _interval_s(cfg: GatewayConfig, value: Any) -> float | None:
             cfg.source, "telemetry.metric_export_interval_ms", f"must be an integer >= 100, got {value!r}"
         )
     return value / 1000.0
+
+
+def _ratio(cfg: GatewayConfig, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            cfg.source, "telemetry.trace_sample_ratio", f"must be a number between 0 and 1, got {value!r}"
+        )
+    return float(value)
 
 
 class GatewayTelemetry:

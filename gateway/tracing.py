@@ -1,20 +1,32 @@
-"""Spans of one authorization: the server span, one client span per attempt, span attributes.
+"""Spans of one authorization: the server span, one client span per attempt, their attributes.
 
 Called only when tracing is on (the caller holds a Tracer, not None); with
 tracing off the router and servicer take their plain path and nothing here
 runs. Attribute dicts are built only for spans that record (`is_recording()`:
-sampled out spans still propagate their context but cost no attributes).
+sampled-out spans still propagate their context but cost no attributes).
+
+Each attribute costs about as much to export (OTLP encoding in Python, in the
+gateway's process) as to set, so the common path carries only what finds and
+explains a trace: on the server span the request id and the decision (source,
+code, pool), on an attempt span pool, member and outcome. Failures and
+stand-in decisions, rare, carry more.
+
+W3C trace context goes straight to and from the `traceparent` / `tracestate`
+gRPC metadata (standin.tracing formats and parses it): the composite global
+propagator (trace context + baggage) costs more than the rest of an attempt
+span, and nothing in authgw uses baggage.
 
 No attribute holds a card number: the request's PAN is never read here, and
 free text that comes from outside (issuer error details, request ids) goes
 through `mask_card_numbers` first.
 
 Attributes:
-    server span     rpc.*, authgw.request_id, authgw.decision.{source, response_code, decision,
-                    pool, member, standin_reason, rule}, error status on INVALID_ARGUMENT
-    authgw.attempt  rpc.*, server.address, authgw.pool, authgw.member, authgw.attempt.{timeout_ms,
-                    number, outcome (AttemptKind value), elapsed_ms, failure_reason, failure_detail},
-                    authgw.response_code
+    server span     authgw.request_id, authgw.decision.{source, response_code, pool}; on stand-in
+                    also authgw.decision.{standin_reason, rule, decision_id}; INVALID_ARGUMENT as
+                    error status
+    authgw.attempt  authgw.pool, authgw.member, authgw.attempt.outcome (AttemptKind value);
+                    authgw.response_code when the issuer answered; on failure
+                    authgw.attempt.failure_reason and authgw.attempt.failure_detail, error status
 """
 
 from __future__ import annotations
@@ -22,14 +34,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from opentelemetry import propagate
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
 from gateway.logs import mask_card_numbers
 from gateway.member import Member
+from standin.tracing import format_traceparent, parse_traceparent
 
 __all__ = [
     "ATTEMPT_SPAN",
@@ -38,6 +52,7 @@ __all__ = [
     "annotate_decision",
     "incoming_context",
     "invalid_request",
+    "outgoing_metadata",
     "traced_attempt",
 ]
 
@@ -45,25 +60,33 @@ SERVER_SPAN = "authgw.v1.Authorization/Authorize"
 ATTEMPT_SPAN = "authgw.attempt"
 EJECTED_EVENT = "authgw.member.ejected"
 
-SERVER_ATTRIBUTES: dict[str, AttributeValue] = {
-    "rpc.system": "grpc",
-    "rpc.service": "authgw.v1.Authorization",
-    "rpc.method": "Authorize",
-}
-_ISSUER_RPC: dict[str, AttributeValue] = {
-    "rpc.system": "grpc",
-    "rpc.service": "authgw.v1.IssuerHost",
-    "rpc.method": "Authorize",
-}
 _SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
-_DECISION = {v: pb.Decision.Name(v) for v in pb.Decision.values()}
 _REASON = {v: pb.StandInReason.Name(v) for v in pb.StandInReason.values()}
 
 
-def incoming_context(metadata: Iterable[tuple[str, Any]] | None) -> Any:
-    """The caller's trace context from gRPC invocation metadata (global propagator: W3C by default)."""
-    carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
-    return propagate.extract(carrier)
+def incoming_context(metadata: Iterable[tuple[str, Any]] | None) -> Context | None:
+    """The caller's W3C trace context from gRPC invocation metadata, or None (a new trace)."""
+    traceparent = tracestate = ""
+    for key, value in metadata or ():
+        if key == "traceparent":
+            traceparent = value
+        elif key == "tracestate":
+            tracestate = value
+    if not traceparent or not isinstance(traceparent, str):
+        return None
+    remote = parse_traceparent(traceparent, tracestate if isinstance(tracestate, str) else "")
+    return None if remote is None else trace.set_span_in_context(NonRecordingSpan(remote))
+
+
+def outgoing_metadata(span: Span) -> tuple[tuple[str, str], ...]:
+    """The W3C headers that make the issuer's span a child of `span`."""
+    ctx = span.get_span_context()
+    traceparent = format_traceparent(ctx)
+    if not traceparent:
+        return ()
+    if ctx.trace_state:
+        return (("traceparent", traceparent), ("tracestate", ctx.trace_state.to_header()))
+    return (("traceparent", traceparent),)
 
 
 def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
@@ -73,12 +96,10 @@ def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.Aut
     attrs: dict[str, AttributeValue] = {
         "authgw.request_id": mask_card_numbers(request.request_id),
         "authgw.decision.source": _SOURCE.get(response.source, str(response.source)),
-        "authgw.decision.decision": _DECISION.get(response.decision, str(response.decision)),
         "authgw.decision.response_code": response.response_code,
     }
     if response.pool:
         attrs["authgw.decision.pool"] = response.pool
-        attrs["authgw.decision.member"] = response.member
     if response.source == pb.STAND_IN:
         attrs["authgw.decision.standin_reason"] = _REASON.get(response.standin_reason, "")
         attrs["authgw.decision.rule"] = response.rule
@@ -96,50 +117,52 @@ async def traced_attempt(
     member: Member,
     request: pb.AuthorizeRequest,
     *,
-    number: int,
     timeout_s: float,
     late: LateAnswers,
     late_window_s: float,
     metadata: tuple[tuple[str, str], ...],
 ) -> Attempt:
-    """run_attempt inside a client span whose context travels to the issuer host in the metadata."""
-    with tracer.start_as_current_span(
-        ATTEMPT_SPAN, kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
-    ) as span:
-        recording = span.is_recording()
-        if recording:
-            span.set_attributes(_ISSUER_RPC)
-            span.set_attributes(
-                {
-                    "server.address": member.address,
-                    "authgw.pool": member.pool,
-                    "authgw.member": member.name,
-                    "authgw.attempt.number": number,
-                    "authgw.attempt.timeout_ms": round(timeout_s * 1000),
-                }
-            )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # the attempt span is current: the issuer's span becomes its child
+    """run_attempt inside a client span whose context travels to the issuer host in the metadata.
+
+    The span is not made current: nothing runs inside it but the call, and attaching a context
+    costs as much as the span's own attributes.
+    """
+    span = tracer.start_span(
+        ATTEMPT_SPAN,
+        kind=SpanKind.CLIENT,
+        attributes={"authgw.pool": member.pool, "authgw.member": member.name},
+    )
+    try:
         attempt = await run_attempt(
             member,
             request,
             timeout_s=timeout_s,
             late=late,
             late_window_s=late_window_s,
-            metadata=(*metadata, *carrier.items()),
+            metadata=(*metadata, *outgoing_metadata(span)),
         )
-        if recording:
+        if span.is_recording():
             _annotate_attempt(span, attempt)
         return attempt
+    finally:
+        span.end()
 
 
 def _annotate_attempt(span: Span, attempt: Attempt) -> None:
-    span.set_attribute("authgw.attempt.outcome", attempt.kind.value)
-    span.set_attribute("authgw.attempt.elapsed_ms", round(attempt.elapsed_s * 1000, 3))
-    if attempt.response is not None:
-        span.set_attribute("authgw.response_code", attempt.response.response_code)
     if attempt.kind is AttemptKind.ANSWERED:
+        assert attempt.response is not None
+        span.set_attributes(
+            {
+                "authgw.attempt.outcome": attempt.kind.value,
+                "authgw.response_code": attempt.response.response_code,
+            }
+        )
         return
-    span.set_attribute("authgw.attempt.failure_reason", attempt.kind.value)
-    span.set_attribute("authgw.attempt.failure_detail", mask_card_numbers(attempt.detail))
+    span.set_attributes(
+        {
+            "authgw.attempt.outcome": attempt.kind.value,
+            "authgw.attempt.failure_reason": attempt.kind.value,
+            "authgw.attempt.failure_detail": mask_card_numbers(attempt.detail),
+        }
+    )
     span.set_status(Status(StatusCode.ERROR, attempt.kind.value))

@@ -38,6 +38,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from opentelemetry import metrics, trace
@@ -50,6 +51,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from health.errors import HealthError
 
@@ -116,6 +118,9 @@ class TelemetrySettings:
     """Scrape endpoint (host, port), in addition to the metric exporter; None: none."""
     metric_export_interval_s: float | None = None
     """Period of the metric exporter; None: OTEL_METRIC_EXPORT_INTERVAL or 60 s."""
+    trace_sample_ratio: float | None = None
+    """Share of new traces recorded (parent-based: a caller's decision is kept); None: the SDK's
+    OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else every trace."""
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     """Extra resource attributes (service.instance.id, pool, member, ...)."""
 
@@ -170,6 +175,21 @@ class TelemetrySettings:
         return self.metrics is not Exporter.NONE or self.prometheus_listen is not None
 
 
+class _StableResource(Resource):
+    """A Resource that hashes once: the OTLP encoder groups spans by resource, hashing it per span
+    as JSON of every attribute, which costs about as much as encoding the span itself."""
+
+    def __init__(self, attributes: Mapping[str, Any], schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other)
+
+
 class Telemetry:
     """The tracer and meter providers of one process, and their orderly shutdown."""
 
@@ -187,9 +207,13 @@ class Telemetry:
         self.meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
         if not (self.tracing or self.metrics):
             return
-        resource = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})
+        created = Resource.create({"service.name": settings.service_name, **settings.resource_attributes})
+        resource = _StableResource(created.attributes, created.schema_url)
         if self.tracing:
-            self._sdk_tracer = TracerProvider(resource=resource)
+            sampler: Sampler | None = None
+            if settings.trace_sample_ratio is not None:
+                sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+            self._sdk_tracer = TracerProvider(resource=resource, sampler=sampler)
             self._sdk_tracer.add_span_processor(BatchSpanProcessor(self._span_exporter()))
             self.tracer_provider = self._sdk_tracer
         if self.metrics:

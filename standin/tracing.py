@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, TraceFlags
+from opentelemetry.trace import Link, SpanContext, TraceFlags, TraceState
 
 __all__ = ["current_traceparent", "format_traceparent", "link_from_traceparent", "parse_traceparent"]
 
@@ -38,8 +38,8 @@ def current_traceparent() -> str:
     return format_traceparent(trace.get_current_span().get_span_context())
 
 
-def parse_traceparent(value: str) -> SpanContext | None:
-    """A remote SpanContext from a traceparent, or None when `value` is empty or malformed."""
+def parse_traceparent(value: str, tracestate: str = "") -> SpanContext | None:
+    """A remote SpanContext from a traceparent (and tracestate), or None when empty or malformed."""
     match = _TRACEPARENT.fullmatch(value.strip())
     if match is None or match["version"] == "ff" or (match["version"] == _VERSION and match["rest"]):
         return None
@@ -47,7 +47,8 @@ def parse_traceparent(value: str) -> SpanContext | None:
     if trace_id == 0 or span_id == 0:
         return None
     flags = TraceFlags(int(match["flags"], 16))
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags, trace_state=state)
 
 
 def link_from_traceparent(value: str) -> Link | None:

@@ -43,6 +43,7 @@ def test_section_sets_both_signals_and_overrides() -> None:
         ({"prometheus_listen": "9464"}, "telemetry.prometheus_listen"),
         ({"metric_export_interval_ms": "fast"}, "telemetry.metric_export_interval_ms"),
         ({"sampler": "always"}, "telemetry.sampler"),
+        ({"trace_sample_ratio": 1.5}, "telemetry.trace_sample_ratio"),
     ],
 )
 def test_section_errors_name_the_key(section: dict[str, Any], key: str) -> None:
