@@ -340,13 +340,12 @@ async def test_settlement_span_links_to_the_authorization_trace(
         decision = await e.decide(request(new_pans(1)[0]), Reason.ALL_POOLS_FAILED, traceparent)
     async with worker(redis_port, sims, tracer=provider.get_tracer("test")):
         await assert_eventually(lambda: assert_applied_exactly_once(sims["a1"], [decision]), timeout_s=10)
-    [span] = [s for s in exporter.get_finished_spans() if s.name == ADVISE_SPAN]
-    assert span.attributes is not None
-    assert span.attributes["authgw.settlement.decision_id"] == decision.decision_id
-    assert span.attributes["authgw.settlement.outcome"] == "acked"
-    [link] = span.links
-    assert (link.context.trace_id, link.context.span_id) == (
-        0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        0x00F067AA0BA902B7,
-    )
-    assert span.context.trace_id != link.context.trace_id  # a trace of its own, linked, not continued
+    spans = [s for s in exporter.get_finished_spans() if s.name == ADVISE_SPAN]  # a retry adds one
+    assert spans and spans[-1].attributes is not None
+    assert spans[-1].attributes["authgw.settlement.outcome"] == "acked", [s.status for s in spans]
+    for span in spans:
+        assert span.attributes is not None
+        assert span.attributes["authgw.settlement.decision_id"] == decision.decision_id
+        [link] = span.links
+        assert f"{link.context.trace_id:032x}-{link.context.span_id:016x}" in traceparent
+        assert span.context.trace_id != link.context.trace_id  # a trace of its own, linked, not continued

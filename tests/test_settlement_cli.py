@@ -75,7 +75,13 @@ async def test_status_shows_settled_counts_and_amounts_per_gateway(
     b = await journal_decisions(redis_port, tmp_path / "b.db", new_pans(3), instance="gw-b", declines_every=0)
     async with worker(redis_port, sims, instance="gw-s"):
         await assert_eventually(lambda: assert_applied_exactly_once(sims["a1"], a + b), timeout_s=10)
-        status = await standin_cli("status", "--config", str(standin_file(tmp_path, redis_port)))
+
+        async def after_the_last_batch() -> dict[str, Any]:
+            status = await standin_cli("status", "--config", str(standin_file(tmp_path, redis_port)))
+            assert [w["state"] for w in status["settlement"]["gateways"]["gw-s"]["workers"]] == ["idle"]
+            return status
+
+        status = await assert_eventually(after_the_last_batch, timeout_s=10)
     settlement = status["settlement"]
     assert (settlement["unsettled"], settlement["dead_letters"]) == (0, 0)
     gateways = settlement["gateways"]
