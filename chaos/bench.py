@@ -167,8 +167,9 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
             outages[name] = await run_outage(rig, pool, rig.targets[name], opts.outage)
             o = outages[name]
             console.log(
-                f"outage {name}: primary hung {o.primary_hung.availability:.1%} answered, "
-                f"all hung {o.all_hung.availability:.1%}"
+                f"outage {name}: primary hung {o.primary_hung.availability:.1%} answered "
+                f"(failed: {o.primary_hung_failures or 'none'}), all hung {o.all_hung.availability:.1%} "
+                f"(failed: {o.all_hung_failures or 'none'})"
             )
     finally:
         await asyncio.to_thread(rig.stop)

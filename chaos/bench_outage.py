@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chaos.bench_openloop import LoadPool, LoadSpec
 from chaos.bench_rig import BenchRig, Target
+from chaos.load import Sample
 from chaos.report import Summary, summarize
 
-__all__ = ["OutageResult", "OutageSchedule", "run_outage"]
+__all__ = ["OutageResult", "OutageSchedule", "failure_kinds", "run_outage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +42,21 @@ class OutageSchedule:
 
 @dataclass(frozen=True, slots=True)
 class OutageResult:
-    """Per-phase summaries of one target's outage run."""
+    """Per-phase summaries of one target's outage run, and why requests failed in each phase."""
 
     target: str
     primary_hung: Summary
     all_hung: Summary
+    primary_hung_failures: dict[str, int]  # gRPC status name (LATE: OK after the deadline) -> count
+    all_hung_failures: dict[str, int]
+
+
+def failure_kinds(samples: Sequence[Sample], deadline_s: float) -> dict[str, int]:
+    """Failed requests by gRPC status; an OK that came after the deadline is LATE."""
+    kinds = Counter(
+        "LATE" if s.answered else s.status for s in samples if not (s.answered and s.latency_s <= deadline_s)
+    )
+    return dict(kinds.most_common())
 
 
 async def _at(wall_clock: float) -> None:
@@ -73,6 +86,11 @@ async def run_outage(rig: BenchRig, pool: LoadPool, target: Target, schedule: Ou
     second = first + schedule.primary_hung_s
     phase1 = [s for s in result.samples if first <= s.sent_at < second]
     phase2 = [s for s in result.samples if second <= s.sent_at]
+    deadline = schedule.deadline_s
     return OutageResult(
-        target.name, summarize(phase1, schedule.deadline_s), summarize(phase2, schedule.deadline_s)
+        target.name,
+        summarize(phase1, deadline),
+        summarize(phase2, deadline),
+        failure_kinds(phase1, deadline),
+        failure_kinds(phase2, deadline),
     )
