@@ -8,6 +8,13 @@ The gateway builds one engine and calls it when no issuer can answer::
 
 Independent of gRPC and of the gateway: it works on its own small domain types
 (StandInRequest, StandInDecision), converted at the gateway's edge.
+
+Settlement replays the journal to the issuer once it is back, through an AdviceSender the
+gateway injects (IssuerHost/Advise over its members' channels)::
+
+    worker = Settlement.from_config(config, SettlementSettings(), sender=sender, issuer_healthy=healthy)
+    async with worker:
+        ...
 """
 
 from standin.codes import ResponseCode
@@ -29,6 +36,9 @@ from standin.policy import ChannelRisk, RiskTier, StandInPolicy, WindowLimit
 from standin.policy_load import load_policy
 from standin.redis_io import make_redis_client
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig, load_config
+from standin.settle_advice import Advice, AdviceSender, SendOutcome, SendResult
+from standin.settle_settings import SettlementSettings, load_settlement_settings
+from standin.settlement import Settlement, WorkerState
 from standin.tokens import CardTokenizer
 from standin.types import (
     CardStatus,
@@ -41,6 +51,8 @@ from standin.types import (
 )
 
 __all__ = [
+    "Advice",
+    "AdviceSender",
     "CardStatus",
     "CardStatusFileError",
     "CardTokenizer",
@@ -63,6 +75,10 @@ __all__ = [
     "RedisSettings",
     "ResponseCode",
     "RiskTier",
+    "SendOutcome",
+    "SendResult",
+    "Settlement",
+    "SettlementSettings",
     "StandIn",
     "StandInConfig",
     "StandInDecision",
@@ -71,11 +87,13 @@ __all__ = [
     "StandInRequest",
     "StoreUnavailableError",
     "WindowLimit",
+    "WorkerState",
     "decode_decision",
     "decode_entry",
     "decrypt_pan",
     "encode_entry",
     "load_config",
     "load_policy",
+    "load_settlement_settings",
     "make_redis_client",
 ]
