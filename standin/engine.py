@@ -25,6 +25,10 @@ What holds while Redis is down (and what does not):
     and it is journaled if the request is retried (replayed from the record); the local
     decision answered meanwhile has its own id. Each answer given is journaled; advice
     consumers should expect, rarely, two decisions for one request id.
+
+Given a tracer, each journal write is an `authgw.standin.journal` span (attribute
+authgw.journal.kind: redis | sqlite), a child of the caller's current span;
+a failed Redis append shows as an error span followed by the SQLite one.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
+from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from standin.codes import ResponseCode
@@ -47,7 +52,7 @@ from standin.counters import RedisCounters
 from standin.crypto import PanCipher
 from standin.entry import encode_entry
 from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
-from standin.journal import StreamJournal
+from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
 from standin.policy import StandInPolicy
@@ -57,6 +62,7 @@ from standin.rules import Assessment, assess
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
+from standin.tracing import journal_span, span_failed
 from standin.types import JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
 
 __all__ = ["Clock", "EngineStatus", "StandIn"]
@@ -107,8 +113,10 @@ class StandIn:
         journal_settings: JournalSettings | None = None,
         local_settings: LocalSettings | None = None,
         owns_redis: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self._policy = policy
+        self._tracer = tracer
         self._tokenizer = tokenizer
         self._cipher = cipher
         self._instance = instance
@@ -153,7 +161,12 @@ class StandIn:
 
     @classmethod
     def from_config(
-        cls, config: StandInConfig, *, redis: Redis | None = None, clock: Clock = time.time
+        cls,
+        config: StandInConfig,
+        *,
+        redis: Redis | None = None,
+        clock: Clock = time.time,
+        tracer: Tracer | None = None,
     ) -> StandIn:
         """Build from a loaded config; creates (and then owns) the Redis client unless one is given."""
         return cls(
@@ -168,6 +181,7 @@ class StandIn:
             journal_settings=config.journal,
             local_settings=config.local,
             owns_redis=redis is None,
+            tracer=tracer,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -220,6 +234,10 @@ class StandIn:
         """Redis health as the engine sees it, and the local backlog."""
         count, oldest = await self._local.backlog()
         return EngineStatus(self._recovery.redis_up, count, oldest)
+
+    async def stream_backlog(self) -> StreamBacklog:
+        """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""
+        return await self._stream.backlog()
 
     async def move_backlog(self) -> int:
         """Move the whole local backlog to Redis now; returns how many decisions were moved.
@@ -288,25 +306,29 @@ class StandIn:
         fields = encode_entry(
             request, decision, card_token=token, cipher=self._cipher, trace_context=trace_context
         )
-        try:
-            await self._stream.append(token, decision.decision_id, fields)
-        except StoreUnavailableError as exc:
-            self._recovery.mark_down(exc)
-        else:
-            return decision
+        with journal_span(self._tracer, JournalKind.REDIS.value) as span:
+            try:
+                await self._stream.append(token, decision.decision_id, fields)
+            except StoreUnavailableError as exc:
+                span_failed(span, exc)
+                self._recovery.mark_down(exc)
+            else:
+                return decision
         decision = replace(decision, journal=JournalKind.SQLITE)
         fields["journal"] = JournalKind.SQLITE.value
-        try:
-            await self._local.record(
-                token,
-                request.request_id,
-                kind=assessment.kind,
-                amount_minor=assessment.amount_minor,
-                outcome=outcome,
-                fields=fields,
-            )
-        except (LocalJournalError, ClosedError) as exc:
-            return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
+        with journal_span(self._tracer, JournalKind.SQLITE.value) as span:
+            try:
+                await self._local.record(
+                    token,
+                    request.request_id,
+                    kind=assessment.kind,
+                    amount_minor=assessment.amount_minor,
+                    outcome=outcome,
+                    fields=fields,
+                )
+            except (LocalJournalError, ClosedError) as exc:
+                span_failed(span, exc)
+                return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
         self._recovery.local_written(token)
         return decision
 
@@ -326,10 +348,12 @@ class StandIn:
                 request, decision, card_token=token, cipher=self._cipher, trace_context=trace_context
             )
 
-        try:
-            outcome = await self._local.decide(token, request.request_id, local, proposal, build_fields)
-        except (LocalJournalError, ClosedError) as exc:
-            return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
+        with journal_span(self._tracer, JournalKind.SQLITE.value) as span:
+            try:
+                outcome = await self._local.decide(token, request.request_id, local, proposal, build_fields)
+            except (LocalJournalError, ClosedError) as exc:
+                span_failed(span, exc)
+                return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
         if outcome.fresh:
             self._recovery.local_written(token)
         return outcome.decision(request.request_id, JournalKind.SQLITE)

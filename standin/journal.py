@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.commands.core import AsyncScript
@@ -45,7 +46,19 @@ from standin import keys, lua
 from standin.errors import StoreUnavailableError
 from standin.redis_io import RedisGate
 
-__all__ = ["StreamJournal"]
+__all__ = ["StreamBacklog", "StreamJournal"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBacklog:
+    """What the journal streams hold, for metrics."""
+
+    entries: int
+    """Entries not yet settled, over every partition."""
+    pending: int
+    """Of those, entries delivered to a settlement worker and not yet acknowledged."""
+    oldest_ms: int | None
+    """Append time (ms since epoch) of the oldest unsettled entry; None when there is none."""
 
 
 class StreamJournal:
@@ -94,6 +107,34 @@ class StreamJournal:
             length, pending = await self._gate.call("xlen", op)
             out.append((p, length, pending))
         return out
+
+    async def backlog(self) -> StreamBacklog:
+        """Unsettled entries of every partition and the time of the oldest (settlement deletes what it
+        settled, so what a stream holds is unsettled; an entry id starts with its append time in ms)."""
+        entries = pending = 0
+        oldest: int | None = None
+        for p in range(self.partitions):
+            stream = keys.stream_key(p)
+
+            async def op(stream: str = stream) -> tuple[int, int, int | None]:
+                length = await self._gate.redis.xlen(stream)
+                first = await self._gate.redis.xrange(stream, count=1) if length else []
+                try:
+                    summary = await self._gate.redis.xpending(stream, self.consumer_group)
+                except ResponseError:  # no such group yet
+                    summary = {"pending": 0}
+                first_id = first[0][0] if first else None
+                if isinstance(first_id, bytes):
+                    first_id = first_id.decode()
+                first_ms = int(first_id.split("-", 1)[0]) if first_id else None
+                return length, int(summary["pending"]), first_ms
+
+            length, delivered, first_ms = await self._gate.call("xlen", op)
+            entries += length
+            pending += delivered
+            if first_ms is not None and (oldest is None or first_ms < oldest):
+                oldest = first_ms
+        return StreamBacklog(entries, pending, oldest)
 
     async def append(self, card_token: str, decision_id: str, fields: Mapping[str, str]) -> tuple[str, bool]:
         """Append `fields` once per decision id; returns (stream id, whether this call appended it)."""

@@ -8,17 +8,32 @@ do not continue it: they start a trace of their own and *link* to the original::
     with tracer.start_as_current_span("authgw.settlement.advise", links=[link] if link else []):
         ...
 
+The engine's journal writes are spans too (`journal_span`): a child of the
+caller's current span, error status named by the exception type only.
+
 Only the OpenTelemetry API is used here (no SDK, no global provider).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags, Tracer, TraceState
 
-__all__ = ["current_traceparent", "format_traceparent", "link_from_traceparent", "parse_traceparent"]
+__all__ = [
+    "JOURNAL_SPAN",
+    "current_traceparent",
+    "format_traceparent",
+    "journal_span",
+    "link_from_traceparent",
+    "parse_traceparent",
+    "span_failed",
+]
+
+JOURNAL_SPAN = "authgw.standin.journal"
 
 _VERSION = "00"
 _TRACEPARENT = re.compile(
@@ -55,3 +70,24 @@ def link_from_traceparent(value: str) -> Link | None:
     """A span link to the authorization recorded by `value` (a journal entry's trace_context)."""
     ctx = parse_traceparent(value)
     return None if ctx is None else Link(ctx, {"authgw.link": "authorization"})
+
+
+@contextlib.contextmanager
+def journal_span(tracer: Tracer | None, kind: str) -> Iterator[Span | None]:
+    """A span around one journal write to store `kind` (redis | sqlite), or nothing without a tracer."""
+    if tracer is None:
+        yield None
+        return
+    with tracer.start_as_current_span(
+        JOURNAL_SPAN,
+        attributes={"authgw.journal.kind": kind},
+        record_exception=False,  # store errors are summarised by type: no text of theirs in a span
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def span_failed(span: Span | None, exc: BaseException) -> None:
+    """Mark `span` failed, naming the error's type only (its text might quote what was stored)."""
+    if span is not None:
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
