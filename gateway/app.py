@@ -68,7 +68,9 @@ class Gateway:
         )
         self.standin_mode = StandInMode(self.router, on_change=self.telemetry.on_standin_mode)
         self.journal_sampler = (
-            JournalSampler(self.standin.engine) if self.standin and self.telemetry.metering else None
+            JournalSampler(self.standin.engine, interval_s=self.telemetry.journal_sample_interval_s)
+            if self.standin and self.telemetry.metering
+            else None
         )
         self.metrics = (
             GatewayMetrics(self.telemetry.meter, self.router, self.standin_mode, self.journal_sampler)

@@ -53,7 +53,12 @@ class JournalSampler:
             depth["local"] = status.local_backlog
             if status.oldest_local_ms is not None:
                 oldest["local"] = status.oldest_local_ms
-            # TODO(issue 7): the Redis stream's depth and oldest entry, once the engine exposes them
+            if status.redis_up:
+                stream = await self._engine.stream_backlog()
+                depth["redis"] = stream.entries
+                depth["redis_pending"] = stream.pending
+                if stream.oldest_ms is not None:
+                    oldest["redis"] = stream.oldest_ms
         except StandInError as exc:
             if not self._failing:
                 log.warning("cannot read the journal depth for metrics: %s", exc)
@@ -72,8 +77,10 @@ class JournalSampler:
             self._task = asyncio.create_task(self._run(), name="journal-sampler")
 
     async def close(self) -> None:
+        """Stop sampling, after one last sample so that the final metric export is current."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self.sample()

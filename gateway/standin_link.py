@@ -150,4 +150,4 @@ def build_standin(cfg: GatewayConfig, tracer: Tracer | None = None) -> StandInFa
         (base / str(sqlite)).resolve() if sqlite else scfg.sqlite_path.with_name(f"{cfg.instance}.sqlite3")
     )
     scfg = dataclasses.replace(scfg, instance=cfg.instance, sqlite_path=sqlite_path)
-    return StandInFallback(StandIn.from_config(scfg), tracer)
+    return StandInFallback(StandIn.from_config(scfg, tracer=tracer), tracer)

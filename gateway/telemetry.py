@@ -140,6 +140,9 @@ class GatewayTelemetry:
         )
         self.metering = telemetry.metrics
         self.meter: metrics.Meter = telemetry.meter("authgw.gateway")
+        # The journal gauges are sampled off the hot path at most every 5 s, and as often as exported.
+        export_s = telemetry.settings.metric_export_interval_s
+        self.journal_sample_interval_s = min(5.0, export_s) if export_s else 5.0
 
     @classmethod
     def from_config(cls, cfg: GatewayConfig, environ: Mapping[str, str] = os.environ) -> GatewayTelemetry:
