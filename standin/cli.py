@@ -91,7 +91,10 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "settle":
         print("authgw settle: the settlement worker is not implemented yet", file=sys.stderr)
         return 2
-    args = _parser().parse_args(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv[1:])
+    if getattr(args, "decision_id", None) and not args.dead_letters:
+        parser.error("--decision-id goes with --dead-letters")
     try:
         config = load_config(args.config)
         return asyncio.run(_COMMANDS[args.command](config, args))

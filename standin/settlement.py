@@ -15,13 +15,17 @@ groups alone spread a stream's entries over every consumer, so two gateways coul
 send a card's second advice before its first. Hence one lease per partition
 (`SET NX PX`, renewed; settle_lease.py): only its holder reads the partition, so
 one card (always in one partition) is only ever in one worker's hands. A worker
-takes at most its fair share of partitions (partitions / live workers), so N
-gateways share the journal when N > 1 partition. When a holder dies its lease
+takes at most its fair share of partitions (partitions / live workers, from the
+heartbeats) and hands the excess over when another worker appears, so N gateways
+share the journal when it has N or more partitions. When a holder dies its lease
 expires after `lease_ttl`; the next holder first claims every pending entry
 (XAUTOCLAIM) and sends those before reading new ones (pending entries are older).
+A holder that was frozen past its lease (SIGSTOP, a long pause) stops by itself: it
+sends only while its lease surely holds for the advice's whole deadline, and its
+late acknowledgements are refused (settle_store.py), leaving them to the new holder.
 
-Inside one batch, entries are grouped by card: one card's advices go strictly one
-after the other (ordered by decision time, which also puts a decision moved late from
+Inside one batch (settle_dispatch.py), entries are grouped by card: one card's advices
+go strictly one after the other (ordered by decision time, which also puts a decision moved late from
 a gateway's local journal back in its place within the batch), different cards
 concurrently, up to `max_in_flight` in all, paced (settle_pacing.py). A card whose
 advice fails (no answer) stops there for this batch: its later advices wait in the
@@ -142,7 +146,8 @@ class Settlement:
         self._backlog = backlog
         self._clock = clock
         self._wall_clock = wall_clock
-        gate = RedisGate(redis, self.settings.redis_deadline, max_concurrency=16)
+        # One slot per partition it may hold (each may wait in a blocking read), and room for the rest.
+        gate = RedisGate(redis, self.settings.redis_deadline, max_concurrency=self._journal.partitions + 8)
         self._streams = StreamJournal(
             gate,
             partitions=self._journal.partitions,
@@ -195,7 +200,6 @@ class Settlement:
             socket_timeout=deadline,
             connect_timeout=min(deadline, timedelta(seconds=1)),
             command_deadline=deadline,
-            max_connections=16,
         )
         return cls(
             redis=make_redis_client(redis_settings),
@@ -283,6 +287,8 @@ class Settlement:
                     self._redis_up()
                 except StandInError as exc:
                     self._redis_failed(exc)
+                except Exception:  # a bug must not stop settlement for good: log it, go on
+                    log.exception("settlement lease loop failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(interval_s, heartbeat_s)):
                         await self._stopping.wait()
