@@ -231,10 +231,11 @@ def _last_points(scenario: Scenario, name: str) -> dict[str, float]:
 
 
 def test_journal_gauges_show_unsettled_decisions(scenario: Scenario) -> None:
-    """With no settlement running, the stream holds every stand-in decision; their age is reported."""
-    assert _last_points(scenario, "authgw.journal.depth")["redis"] >= len(PANS)
-    assert _last_points(scenario, "authgw.journal.depth")["local"] == 0
-    assert _last_points(scenario, "authgw.journal.oldest_age")["redis"] >= 0
+    """With no settlement running, the journal holds every stand-in decision; their age is reported."""
+    depth = _last_points(scenario, "authgw.journal.depth")
+    assert depth.get("redis", 0) + depth["local"] >= len(PANS)  # local only if Redis missed a deadline
+    ages = _last_points(scenario, "authgw.journal.oldest_age")
+    assert ages and all(age >= 0 for age in ages.values())
 
 
 def test_gateway_logs_are_json_without_pan(scenario: Scenario) -> None:
