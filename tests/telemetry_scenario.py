@@ -79,7 +79,9 @@ def _gateway(
 ) -> tuple[ManagedProcess, int]:
     """The gateway process and its Prometheus scrape port."""
     standin = workdir / "standin.toml"
-    standin.write_text(standin_toml(f"redis://127.0.0.1:{redis_port}/2"))
+    # A generous Redis deadline: on a loaded test machine decisions still go to the stream.
+    text = standin_toml(f"redis://127.0.0.1:{redis_port}/2")
+    standin.write_text(text.replace("[redis]\n", "[redis]\ncommand_deadline_ms = 1000\n", 1))
     port, scrape = free_port(), free_port()
     doc = {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-otel", "drain_timeout_ms": 3000},
