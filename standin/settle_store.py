@@ -274,6 +274,25 @@ class SettleStore:
             raise LeaseLostError(f"partition {partition}: lease taken by another worker, nothing moved")
         return moved
 
+    async def prune_consumers(self, partition: int, min_idle_ms: int) -> int:
+        """Delete consumers of dead workers (nothing pending, idle that long); returns how many.
+
+        Every worker joins the group under its own id, so restarts leave consumers behind. One with
+        pending entries is never deleted: that would drop its entries from the pending list.
+        """
+        stream = stream_key(partition)
+
+        async def op() -> int:
+            gone = 0
+            for c in await self._gate.redis.xinfo_consumers(stream, self._group):
+                name = _text(c["name"])
+                if name != self.worker_id and int(c["pending"]) == 0 and int(c["idle"]) >= min_idle_ms:
+                    await self._gate.redis.xgroup_delconsumer(stream, self._group, name)
+                    gone += 1
+            return gone
+
+        return await self._gate.call("prune consumers", op)
+
     async def heartbeat(self, state: Mapping[str, object]) -> None:
         """Publish this worker's state for `authgw standin status`."""
         value = json.dumps({"worker": self.worker_id, "host": socket.gethostname(), **state})

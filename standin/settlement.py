@@ -100,6 +100,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.1
 _STALE_HEARTBEATS = 30  # heartbeat intervals after which a silent worker's heartbeat is dropped
+_DEAD_CONSUMER_IDLE_MS = 3_600_000  # a group consumer idle this long with nothing pending is a dead worker's
 
 
 class WorkerState(enum.Enum):
@@ -316,6 +317,7 @@ class Settlement:
                 break
             if p not in self._partitions and await self._leases.acquire(p):
                 log.info("settlement worker %s settles partition %d", self.worker_id, p)
+                await self._store.prune_consumers(p, _DEAD_CONSUMER_IDLE_MS)
                 stop = asyncio.Event()
                 task = asyncio.create_task(self._settle_partition(p, stop), name=f"settle-{p}")
                 self._partitions[p] = (stop, task)

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,9 @@ from gateway.config import parse_config
 from gateway.settlement_link import build_settlement
 from health import Mode
 from standin import Reason
+from standin.redis_io import RedisGate
 from standin.settle_dispatch import ADVISE_SPAN
+from standin.settle_store import SettleStore
 from standin.settlement import WorkerState
 from tests.gateway_fixtures import auth_request
 
@@ -349,3 +352,17 @@ async def test_settlement_span_links_to_the_authorization_trace(
         [link] = span.links
         assert f"{link.context.trace_id:032x}-{link.context.span_id:016x}" in traceparent
         assert span.context.trace_id != link.context.trace_id  # a trace of its own, linked, not continued
+
+
+async def test_dead_workers_consumers_are_pruned_but_not_their_pending_entries(redis_port: int) -> None:
+    """A consumer left by a dead worker is deleted only when it has nothing pending."""
+    r = client(redis_port)
+    stream = "authgw:{journal:0}:decisions"
+    await r.xgroup_create(stream, "settlement", id="0", mkstream=True)
+    await r.xadd(stream, {"v": "1"})
+    await r.xreadgroup("settlement", "busy", {stream: ">"}, count=1)  # keeps one entry pending
+    await r.xgroup_createconsumer(stream, "settlement", "idle")
+    store = SettleStore(RedisGate(r, timedelta(seconds=2)), group="settlement", worker_id="me", settler="gw")
+    assert await store.prune_consumers(0, min_idle_ms=0) == 1
+    assert [c["name"] for c in await r.xinfo_consumers(stream, "settlement")] == [b"busy"]
+    await r.aclose()
