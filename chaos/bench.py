@@ -43,7 +43,7 @@ from chaos.bench_h2load import bench_request, grpc_frame, run_h2load
 from chaos.bench_openloop import LoadPool, LoadSpec
 from chaos.bench_outage import OutageResult, OutageSchedule, run_outage
 from chaos.bench_rig import TARGETS, BenchRig, Target
-from chaos.bench_tables import LatencyPoint, RunRecord, results_table, runs_table
+from chaos.bench_tables import LatencyPoint, RunRecord, Throughput, results_table, runs_table
 from chaos.report import summarize
 
 __all__ = ["BenchOptions", "main", "results_document"]
@@ -86,17 +86,17 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def _throughput(
-    rig: BenchRig, target: Target, body: Path, opts: BenchOptions
-) -> tuple[float, float, float]:
-    """h2load rps, target CPU seconds per 1,000 answers, issuer calls per answer."""
+async def _throughput(rig: BenchRig, target: Target, body: Path, opts: BenchOptions) -> Throughput:
+    """h2load's successful answers per second, with the target's CPU and the issuer calls per answer."""
     calls0, cpu0 = await rig.backend_calls(), target.cpu_s()
     result = await run_h2load(
         target.url, body, clients=opts.clients, streams=opts.streams, duration_s=opts.h2load_s, warmup_s=0
     )
     cpu1, calls1 = target.cpu_s(), await rig.backend_calls()
     answers = max(1, result.succeeded)
-    return result.rps, (cpu1 - cpu0) / answers * 1000.0, (calls1 - calls0) / answers
+    return Throughput(
+        result.rps, result.failed_share, (cpu1 - cpu0) / answers * 1000.0, (calls1 - calls0) / answers
+    )
 
 
 async def _latency(pool: LoadPool, target: Target, rate: int, opts: BenchOptions) -> LatencyPoint:
@@ -120,7 +120,7 @@ def results_document(
         rates = sorted({rate for r in mine for rate in r.latency})
         outage = outages.get(name)
         targets[name] = {
-            "rps": round(statistics.median(r.rps for r in mine), 1) if mine else 0.0,
+            "rps": round(statistics.median(r.throughput.rps for r in mine), 1) if mine else 0.0,
             "latency_ms": {
                 str(rate): {
                     "p50": round(statistics.median(r.latency[rate].p50_ms for r in mine), 2),
@@ -128,7 +128,9 @@ def results_document(
                 }
                 for rate in rates
             },
-            "cpu_s_per_1k": round(statistics.median(r.cpu_s_per_1k for r in mine), 4) if mine else 0.0,
+            "cpu_s_per_1k": round(statistics.median(r.throughput.cpu_s_per_1k for r in mine), 4)
+            if mine
+            else 0.0,
             "failover": {
                 "primary_hung": round(outage.primary_hung.availability, 4) if outage else 0.0,
                 "all_hung": round(outage.all_hung.availability, 4) if outage else 0.0,
@@ -157,9 +159,9 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
         for run in range(1, opts.runs + 1):
             for name in TARGETS:
                 target = rig.targets[name]
-                rps, cpu, calls = await _throughput(rig, target, body, opts)
+                throughput = await _throughput(rig, target, body, opts)
                 latency = {rate: await _latency(pool, target, rate, opts) for rate in opts.rates}
-                record = RunRecord(name, run, rps, cpu, calls, latency)
+                record = RunRecord(name, run, throughput, latency)
                 records.append(record)
                 console.log(record.line())
         outages: dict[str, OutageResult] = {}

@@ -5,7 +5,9 @@ written to a file (1 byte "not compressed", 4 bytes big-endian length, the
 serialized AuthorizeRequest) and the gRPC headers are added by hand. Every
 call carries the same request_id, which issuer hosts answer idempotently:
 fine for throughput. h2load counts HTTP statuses only, never grpc-status, so
-the caller cross-checks what reached the issuer hosts.
+the caller cross-checks what reached the issuer hosts. h2load's own req/s
+counts failed requests too (a proxy with no live upstream answers 502 very
+fast), so throughput here is successful answers per second.
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ class H2LoadError(RuntimeError):
 class H2LoadResult:
     """What one h2load run measured."""
 
-    rps: float  # completed requests per second over the measured duration
+    completed_rps: float  # h2load's figure: every completed request, failures (5xx) included
     requests: int
     succeeded: int  # HTTP 2xx/3xx answers (grpc-status is not seen by h2load)
     failed: int
     errored: int
     timeouts: int
     duration_s: float
+
+    @property
+    def rps(self) -> float:
+        """Successful (HTTP 2xx/3xx) answers per second."""
+        return self.succeeded / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def failed_share(self) -> float:
+        return (self.requests - self.succeeded) / self.requests if self.requests else 0.0
 
 
 def bench_request(request_id: str = "bench-h2load-1") -> pb.AuthorizeRequest:

@@ -10,9 +10,12 @@ when both hosts are gone: that is the gap stand-in fills.
 Configs are written to a private directory; each proxy runs in the foreground
 (nginx `daemon off;`, HAProxy `-db`) as a `ManagedProcess`, stopped by PID.
 
-- nginx: `grpc_pass` to an upstream (primary `max_fails=3 fail_timeout=5s`,
-  backup), `grpc_next_upstream error timeout non_idempotent` (gRPC calls are
-  POSTs, never retried by default), keep-alive upstream connections.
+- nginx: `grpc_pass` to an upstream (primary and backup, each
+  `max_fails=3 fail_timeout=5s`), `grpc_next_upstream error timeout
+  non_idempotent` (gRPC calls are POSTs, never retried by default),
+  keep-alive upstream connections. nginx streams gRPC request bodies, so a
+  request whose body already went to a host that then times out is not
+  retried: it fails (504).
 - HAProxy: `mode http`, `proto h2` on the bind and both servers, `retry-on`
   timeouts, passive `observe layer7` plus an active HTTP/2 check. HAProxy
   2.6 cannot put the binary body of a grpc.health.v1 Check in a health
@@ -67,7 +70,7 @@ http {{
     scgi_temp_path {d}/scgi;
     upstream issuer {{
         server {primary} max_fails={t.max_fails} fail_timeout={t.fail_timeout_s}s;
-        server {backup} backup;
+        server {backup} backup max_fails={t.max_fails} fail_timeout={t.fail_timeout_s}s;
         keepalive 32;
         keepalive_requests 1000000;
     }}

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from chaos.bench_outage import OutageResult, OutageSchedule
 
-__all__ = ["LatencyPoint", "RunRecord", "results_table", "runs_table"]
+__all__ = ["LatencyPoint", "RunRecord", "Throughput", "results_table", "runs_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,14 +24,22 @@ class LatencyPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Throughput:
+    """One h2load run."""
+
+    rps: float  # successful answers per second
+    failed_share: float  # HTTP 5xx, resets, timeouts among h2load's requests
+    cpu_s_per_1k: float  # the target's own CPU seconds per 1,000 successful answers
+    calls_per_answer: float  # issuer Authorize calls per answer (retries, or answers without a host)
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One target in one run."""
 
     target: str
     run: int
-    rps: float
-    cpu_s_per_1k: float
-    calls_per_answer: float  # issuer Authorize calls per h2load answer (retries, or answers without a host)
+    throughput: Throughput
     latency: Mapping[int, LatencyPoint]
 
     def line(self) -> str:
@@ -40,22 +48,26 @@ class RunRecord:
             + (f" fail {p.failed_share:.1%}" if p.failed_share else "")
             for rate, p in self.latency.items()
         )
+        t = self.throughput
+        failed = f" ({t.failed_share:.1%} failed)" if t.failed_share else ""
         return (
-            f"run {self.run} {self.target:<8} {self.rps:8.0f} req/s  cpu {self.cpu_s_per_1k:.3f} s/1k  "
-            f"calls/answer {self.calls_per_answer:.2f}  p50/p99 {points}"
+            f"run {self.run} {self.target:<8} {t.rps:6.0f} ok/s{failed}  cpu {t.cpu_s_per_1k:.3f} s/1k  "
+            f"calls/answer {t.calls_per_answer:.2f}  p50/p99 {points}"
         )
 
 
 def runs_table(records: Sequence[RunRecord], rates: Sequence[int]) -> Table:
     """Every run of every target, in the order they ran."""
     table = Table(title="bench: every run (p50 / p99 ms of the open loop, failed share)")
-    for col in ("run", "target", "h2load req/s", "issuer calls/answer", "cpu s/1k req"):
+    for col in ("run", "target", "h2load ok/s", "h2load failed", "issuer calls/answer", "cpu s/1k req"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for rate in rates:
         table.add_column(f"@{rate}/s", justify="right")
     table.add_column("max gen lag ms", justify="right")
     for r in records:
-        cells = [str(r.run), r.target, f"{r.rps:.0f}", f"{r.calls_per_answer:.2f}", f"{r.cpu_s_per_1k:.3f}"]
+        t = r.throughput
+        cells = [str(r.run), r.target, f"{t.rps:.0f}", f"{t.failed_share:.1%}"]
+        cells += [f"{t.calls_per_answer:.2f}", f"{t.cpu_s_per_1k:.3f}"]
         for rate in rates:
             p = r.latency[rate]
             cells.append(f"{p.p50_ms:.1f} / {p.p99_ms:.1f} ({p.failed_share:.1%})")
@@ -71,14 +83,15 @@ def results_table(
     table = Table(
         title=f"bench: medians of {doc['runs']} run(s) - {doc['machine']}",
         caption=(
-            f"p50 / p99 ms of the open loop per rate; cpu = the target's own processes per 1,000 answers "
-            f"under h2load; answered = gRPC OK within {outage.deadline_s:g} s at {outage.rate_per_s:g}/s "
+            f"h2load ok/s = successful answers per second (failures excluded); p50 / p99 ms of the open "
+            f"loop per rate; cpu = the target's own processes per 1,000 answers under h2load; "
+            f"answered = gRPC OK within {outage.deadline_s:g} s at {outage.rate_per_s:g}/s "
             f"(authgw: stand-in / 91 declines count), primary hung {outage.primary_hung_s:g} s, "
             f"then every host hung {outage.all_hung_s:g} s"
         ),
     )
     table.add_column("target")
-    table.add_column("h2load req/s", justify="right")
+    table.add_column("h2load ok/s", justify="right")
     for rate in rates:
         table.add_column(f"@{rate}/s ms", justify="right")
     for col in ("cpu s/1k req", "answered, primary hung", "answered, all hung", "p99 ms primary hung"):
