@@ -85,7 +85,9 @@ def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio
     config = workdir / f"gateway-{mode}.toml"
     config.write_text(to_toml(doc))
     argv = ["serve", "--config", str(config), "--log-level", "WARNING"]
-    return start_authgw(workdir, f"gw-{mode}", argv, port)
+    # off means off even if this shell exports OTEL_* (the other modes' [telemetry] wins over them)
+    env = {"OTEL_SDK_DISABLED": "true"} if section is None else None
+    return start_authgw(workdir, f"gw-{mode}", argv, port, env=env)
 
 
 async def _h2load(address: str, frame: Path, requests: int, clients: int, streams: int) -> float:
@@ -179,6 +181,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]
         sim = start_authgw(
             workdir, "sim-a1",
             ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", "primary", "--member", "a1"], port,
+            env={"OTEL_SDK_DISABLED": "true"},  # the same untraced issuer for every mode
         )  # fmt: skip
         try:
             async with OtlpReceiver(keep=False) as receiver:

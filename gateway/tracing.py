@@ -125,8 +125,19 @@ async def traced_attempt(
     """run_attempt inside a client span whose context travels to the issuer host in the metadata.
 
     The span is not made current: nothing runs inside it but the call, and attaching a context
-    costs as much as the span's own attributes.
+    costs as much as the span's own attributes. When the authorization's span is not recorded
+    (sampled out), no attempt span is built: the issuer gets that span's context, unsampled.
     """
+    parent = trace.get_current_span()
+    if not parent.is_recording():
+        return await run_attempt(
+            member,
+            request,
+            timeout_s=timeout_s,
+            late=late,
+            late_window_s=late_window_s,
+            metadata=(*metadata, *outgoing_metadata(parent)),
+        )
     span = tracer.start_span(
         ATTEMPT_SPAN,
         kind=SpanKind.CLIENT,

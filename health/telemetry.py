@@ -186,9 +186,6 @@ class _StableResource(Resource):
     def __hash__(self) -> int:
         return self._hash
 
-    def __eq__(self, other: object) -> bool:
-        return super().__eq__(other)
-
 
 class Telemetry:
     """The tracer and meter providers of one process, and their orderly shutdown."""
