@@ -151,8 +151,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     rig = BenchRig(workdir / "rig")
     pool = LoadPool(workers=2, rate_per_process=opts.rate_per_process)
     try:
-        # Both take seconds (process imports); the rig's blocking port waits run off the loop.
-        await asyncio.gather(pool.start(), asyncio.to_thread(rig.start))
+        await asyncio.to_thread(rig.start)  # blocking port waits: off the loop
         for target in rig.targets.values():
             await rig.wait_ready(target)
         records: list[RunRecord] = []
@@ -175,7 +174,6 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
             )
     finally:
         await asyncio.to_thread(rig.stop)
-        await asyncio.to_thread(pool.close)
     console.log(f"load average at end: {_loadavg()}")
     console.print(runs_table(records, opts.rates))
     doc = results_document(machine, opts.runs, records, outages)

@@ -5,21 +5,30 @@ one process. The benchmark also calls issuer hosts and proxies in front of
 them (`authgw.v1.IssuerHost/Authorize`, the same messages), needs every target
 driven by the very same client code, and needs rates that one Python process
 cannot sustain on a busy machine. So a run is split into `shares` interleaved
-schedules (share k sends requests k, k+n, k+2n, ...), each in its own process
-started from a shared wall-clock instant; their samples are merged.
+schedules (share k sends requests k, k+n, k+2n, ...), each in a fresh worker
+process (`python -m chaos.bench_openloop`, on uvloop):
 
-Samples are `chaos.load.Sample`s, so `chaos.report.summarize` reads them.
+    parent                          worker k
+    spawn(spec, k, n)  ───────────► connect, wait for the channel
+                       ◄─────────── "ready"
+    start_at (wall clock) ────────► send its share of the schedule from start_at
+                       ◄─────────── samples (one JSON line), exit
+
+A fresh process per run keeps one run's gRPC state (and any crash of it)
+out of the next. Samples are `chaos.load.Sample`s, so `chaos.report.summarize`
+reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
-import multiprocessing
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -28,10 +37,25 @@ import grpc.aio
 from authgw.v1 import authorization_pb2 as pb
 from chaos.load import CardMix, Sample
 
-__all__ = ["METHOD_GATEWAY", "METHOD_ISSUER", "LoadPool", "LoadResult", "LoadSpec", "run_share"]
+__all__ = [
+    "METHOD_GATEWAY",
+    "METHOD_ISSUER",
+    "LoadPool",
+    "LoadResult",
+    "LoadRun",
+    "LoadSpec",
+    "LoadWorkerError",
+    "run_share",
+]
 
 METHOD_GATEWAY = "/authgw.v1.Authorization/Authorize"
 METHOD_ISSUER = "/authgw.v1.IssuerHost/Authorize"
+_READY = "ready"
+_SPAWN_TIMEOUT_S = 30.0
+
+
+class LoadWorkerError(RuntimeError):
+    """A load worker process failed to start, to connect, or to report its samples."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +93,13 @@ async def _call(call: Any, req: pb.AuthorizeRequest, sample: Sample, deadline_s:
     sample.approved = resp.decision == pb.APPROVED
 
 
-async def run_share(spec: LoadSpec, start_at: float, index: int, shares: int) -> tuple[list[Sample], float]:
-    """Send share `index` of `shares` of the schedule, starting at wall-clock `start_at`."""
+async def run_share(
+    spec: LoadSpec, index: int, shares: int, start_at: float | None = None
+) -> tuple[list[Sample], float]:
+    """Send share `index` of `shares` of the schedule from wall-clock `start_at`.
+
+    With start_at None, print "ready" once connected and read start_at from stdin.
+    """
     mix = CardMix(cards=500, seed=spec.seed * 1000 + index, prefix=f"b{spec.seed}-{index}-{time.time_ns()}")
     interval = 1.0 / spec.rate_per_s
     total = int(spec.rate_per_s * spec.duration_s)
@@ -83,7 +112,10 @@ async def run_share(spec: LoadSpec, start_at: float, index: int, shares: int) ->
             request_serializer=pb.AuthorizeRequest.SerializeToString,
             response_deserializer=pb.AuthorizeResponse.FromString,
         )
-        await asyncio.wait_for(channel.channel_ready(), timeout=5.0)
+        await asyncio.wait_for(channel.channel_ready(), timeout=10.0)
+        if start_at is None:
+            print(_READY, flush=True)
+            start_at = float(await asyncio.to_thread(sys.stdin.readline))
         # Translate the shared wall-clock start into this process's monotonic clock.
         t0 = time.monotonic() + (start_at - time.time())
         for i in range(index, total, shares):
@@ -104,54 +136,109 @@ async def run_share(spec: LoadSpec, start_at: float, index: int, shares: int) ->
     return samples, max_lag
 
 
-def _share_in_process(spec: LoadSpec, start_at: float, index: int, shares: int) -> tuple[list[Sample], float]:
-    import uvloop  # noqa: PLC0415  # only the worker processes run on uvloop
+class LoadRun:
+    """The worker processes of one run: connected and waiting until `start`."""
 
-    return uvloop.run(run_share(spec, start_at, index, shares))
+    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
+        self._procs = procs
+        self.start_at = 0.0
 
+    def start(self, delay_s: float = 0.2) -> float:
+        """Release every worker at the same wall-clock instant, delay_s from now; return it."""
+        self.start_at = time.time() + delay_s
+        for proc in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{self.start_at!r}\n".encode())
+        return self.start_at
 
-def _warm() -> None:
-    time.sleep(0.3)  # keeps the first worker busy so that the next submit spawns another
+    async def result(self) -> LoadResult:
+        """Wait for every worker's samples."""
+        parts = await asyncio.gather(*(self._collect(p) for p in self._procs))
+        samples = sorted((s for part, _ in parts for s in part), key=lambda s: s.sent_at)
+        return LoadResult(samples, max(lag for _, lag in parts))
+
+    @staticmethod
+    async def _collect(proc: asyncio.subprocess.Process) -> tuple[list[Sample], float]:
+        assert proc.stdout is not None
+        out = await proc.stdout.read()
+        code = await proc.wait()
+        if code != 0 or not out.strip():
+            raise LoadWorkerError(f"load worker {proc.pid} exited with {code} (its stderr is above)")
+        doc = json.loads(out)
+        return [Sample(**fields) for fields in doc["samples"]], float(doc["max_lag_s"])
+
+    async def kill(self) -> None:
+        """Stop the workers (only after a failure); safe to call twice."""
+        for proc in self._procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
 
 
 class LoadPool:
-    """Worker processes (spawned: the parent holds gRPC state that must not be forked) for open loops."""
+    """Starts worker processes for open-loop runs (as many as a run's rate needs, up to `workers`)."""
 
     def __init__(self, workers: int = 2, rate_per_process: float = 1000.0) -> None:
         self.workers = workers
         self.rate_per_process = rate_per_process
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-    async def start(self) -> LoadPool:
-        """Spawn every worker now, so that runs start on time."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, _warm) for _ in range(self.workers)))
-        return self
 
     def shares_for(self, rate_per_s: float) -> int:
         return max(1, min(self.workers, math.ceil(rate_per_s / self.rate_per_process)))
 
-    async def run(self, spec: LoadSpec, start_at: float | None = None) -> LoadResult:
-        """Run `spec` over as many workers as its rate needs, from wall-clock start_at (default: in 0.5 s)."""
-        loop = asyncio.get_running_loop()
+    async def launch(self, spec: LoadSpec) -> LoadRun:
+        """Start the workers for `spec` and wait until each is connected to the target."""
         shares = self.shares_for(spec.rate_per_s)
-        start_at = time.time() + 0.5 if start_at is None else start_at
-        parts = await asyncio.gather(
-            *(
-                loop.run_in_executor(self._pool, _share_in_process, spec, start_at, k, shares)
-                for k in range(shares)
+        arg = json.dumps(dataclasses.asdict(spec))
+        procs = []
+        for k in range(shares):
+            argv = ["-m", "chaos.bench_openloop", arg, str(k), str(shares)]
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+                )
             )
-        )
-        samples = sorted((s for part, _ in parts for s in part), key=lambda s: s.sent_at)
-        return LoadResult(samples, max(lag for _, lag in parts))
+        run = LoadRun(procs)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self._ready(p) for p in procs)), _SPAWN_TIMEOUT_S)
+        except BaseException:
+            await run.kill()
+            raise
+        return run
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    @staticmethod
+    async def _ready(proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        line = (await proc.stdout.readline()).decode().strip()
+        if line != _READY:
+            raise LoadWorkerError(f"load worker {proc.pid} did not get ready (said {line!r})")
 
-    async def __aenter__(self) -> LoadPool:
-        return await self.start()
+    async def run(self, spec: LoadSpec, retries: int = 1) -> LoadResult:
+        """Launch, start at once, and collect; a run whose worker crashed is run again (`retries` times)."""
+        for attempt in range(retries + 1):
+            run: LoadRun | None = None
+            try:
+                run = await self.launch(spec)
+                run.start()
+                return await run.result()
+            except LoadWorkerError as exc:
+                if run is not None:
+                    await run.kill()
+                if attempt == retries:
+                    raise
+                print(f"bench: {exc}; running it again", file=sys.stderr)
+        raise AssertionError("unreachable")
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+
+def _worker(argv: Sequence[str]) -> int:
+    spec = LoadSpec(**json.loads(argv[0]))
+    index, shares = int(argv[1]), int(argv[2])
+    import uvloop  # noqa: PLC0415  # only the worker processes run on uvloop
+
+    samples, max_lag = uvloop.run(run_share(spec, index, shares))
+    doc = {"samples": [dataclasses.asdict(s) for s in samples], "max_lag_s": max_lag}
+    sys.stdout.write(json.dumps(doc, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

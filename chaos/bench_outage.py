@@ -70,8 +70,9 @@ async def run_outage(rig: BenchRig, pool: LoadPool, target: Target, schedule: Ou
     spec = LoadSpec(
         target.address, target.method, schedule.rate_per_s, schedule.duration_s, schedule.deadline_s
     )
-    start_at = time.time() + 0.5
-    load = asyncio.ensure_future(pool.run(spec, start_at))
+    run = await pool.launch(spec)
+    start_at = run.start()
+    load = asyncio.ensure_future(run.result())
     try:
         await _at(start_at + schedule.warmup_s)
         rig.hang(primary)
@@ -80,7 +81,8 @@ async def run_outage(rig: BenchRig, pool: LoadPool, target: Target, schedule: Ou
         result = await load
     finally:
         if not load.done():
-            await asyncio.wait((load,))  # the worker processes run to the end of their schedule
+            await run.kill()
+            await asyncio.wait((load,))
         rig.resume_all()
     first = schedule.warmup_s
     second = first + schedule.primary_hung_s
