@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
@@ -37,7 +37,7 @@ from gateway.journal_sampler import JournalSampler
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
 
-__all__ = ["LATENCY_BUCKETS_MS", "GatewayMetrics"]
+__all__ = ["LATENCY_BUCKETS_MS", "GatewayMetrics", "settlement_counter"]
 
 log = logging.getLogger("authgw.metrics")
 
@@ -55,6 +55,15 @@ def _snapshot(counts: Mapping[K, int]) -> list[tuple[K, int]]:
         except RuntimeError:  # changed size during the copy: try again
             continue
     return []
+
+
+def settlement_counter(meter: Meter) -> Counter:
+    """authgw.settlement.advices: the counter a settlement worker adds to, one per advice, by outcome."""
+    return meter.create_counter(
+        "authgw.settlement.advices",
+        unit="{advice}",
+        description="Stand-in advices settled with the issuer, by outcome (added by settlement)",
+    )
 
 
 class GatewayMetrics:
@@ -83,11 +92,7 @@ class GatewayMetrics:
             description="Time from request to answer",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
         )
-        self.settlement_advices = meter.create_counter(
-            "authgw.settlement.advices",
-            unit="{advice}",
-            description="Stand-in advices settled with the issuer, by outcome (added by settlement)",
-        )
+        self.settlement_advices = settlement_counter(meter)
         meter.create_observable_counter(
             "authgw.attempts",
             [self._attempts],
@@ -160,7 +165,7 @@ class GatewayMetrics:
 
     def _ejected_now(self, options: CallbackOptions) -> Iterable[Observation]:
         now = self._clock()
-        counts: Counter[str] = Counter()
+        counts: Tally[str] = Tally()
         try:
             for pool in list(self._router.pools):
                 members = list(pool.members.values())

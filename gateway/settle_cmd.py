@@ -11,6 +11,9 @@ answer (the worker's breaker and the sender's per-host cool-off).
 
 The first SIGTERM/SIGINT stops reading, lets advices in flight finish and be recorded,
 and releases the leases; a second one exits at once.
+
+Telemetry as the gateway's (`[telemetry]`, else OTEL_*): advise spans linked to each
+authorization's trace, and the authgw.settlement.advices counter.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.logs import LogFormat, configure_logging
 from gateway.membership import pool_specs, seed_membership
+from gateway.metrics import settlement_counter
 from gateway.router import Router
 from gateway.settlement_link import GrpcAdviceSender, load_settlement_config
+from gateway.telemetry import GatewayTelemetry
 from health import EtcdClient, Membership, MembershipWatcher, Mode, parse_endpoints
 from standin.settlement import Settlement
 
@@ -69,7 +74,7 @@ class _Issuer:
         await self.router.close()
 
 
-async def run(cfg: GatewayConfig, instance: str) -> int:
+async def run(cfg: GatewayConfig, instance: str, telemetry: GatewayTelemetry | None = None) -> int:
     loaded = load_settlement_config(cfg)
     if loaded is None:
         print(f"authgw settle: {cfg.source} has no [standin] section: nothing to settle", file=sys.stderr)
@@ -81,7 +86,16 @@ async def run(cfg: GatewayConfig, instance: str) -> int:
     def healthy() -> bool:
         return issuer.mode is not Mode.FORCE_STANDIN and issuer.router.has_healthy_pool() and sender.healthy()
 
-    worker = Settlement.from_config(scfg, settings, sender=sender, issuer_healthy=healthy, instance=instance)
+    telemetry = telemetry or GatewayTelemetry.off()
+    worker = Settlement.from_config(
+        scfg,
+        settings,
+        sender=sender,
+        issuer_healthy=healthy,
+        instance=instance,
+        tracer=telemetry.standin_tracer,  # advise spans, linked to each authorization's trace
+        advice_counter=settlement_counter(telemetry.meter) if telemetry.metering else None,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -124,15 +138,19 @@ def main(argv: list[str]) -> int:
     try:
         cfg = load_config(args.config)
         load_settlement_config(cfg)  # fail here, before the loop, on a bad [standin] or [settlement]
+        telemetry = GatewayTelemetry.from_config(cfg)  # [telemetry], else OTEL_*
     except ConfigError as exc:
         print(f"authgw settle: invalid config: {exc}", file=sys.stderr)
         return 2
     instance = args.instance or f"{cfg.instance}-settle"
-    if not args.no_uvloop:
-        import uvloop  # noqa: PLC0415 (optional speed-up, imported only when used)
+    try:
+        if not args.no_uvloop:
+            import uvloop  # noqa: PLC0415 (optional speed-up, imported only when used)
 
-        return int(uvloop.run(run(cfg, instance)))
-    return asyncio.run(run(cfg, instance))
+            return int(uvloop.run(run(cfg, instance, telemetry)))
+        return asyncio.run(run(cfg, instance, telemetry))
+    finally:
+        telemetry.telemetry.shutdown()  # after the loop: the last spans and counts are flushed
 
 
 if __name__ == "__main__":
