@@ -53,6 +53,9 @@ bench: $(STAMP) sysdeps
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover
 
+bench-settle: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_settle
+
 # One experiment per target; `make chaos` runs them all and ends with one summary table.
 $(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps
 	$(PY) -m chaos.run $*

@@ -28,6 +28,7 @@ from gateway.membership import MembershipLink
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router
 from gateway.service import AuthorizationService, DeclineFallback, Fallback
+from gateway.settlement_link import build_settlement
 from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode
 from gateway.telemetry import GatewayTelemetry
@@ -77,6 +78,14 @@ class Gateway:
             if self.telemetry.metering
             else None
         )
+        self.settlement = build_settlement(
+            cfg,
+            self.router,
+            issuer_healthy=lambda: not self.standin_mode.active and self.mode is not Mode.FORCE_STANDIN,
+            tracer=tracer,
+            advice_counter=self.metrics.settlement_advices if self.metrics else None,
+            backlog=self.standin.engine if self.standin else None,
+        )
         self.service = AuthorizationService(
             cfg,
             self.router,
@@ -117,6 +126,8 @@ class Gateway:
         if self.membership is not None:
             await self.membership.start()  # returns after the first etcd read, or its timeout
         await self.server.start()
+        if self.settlement is not None:
+            await self.settlement.start()  # returns at once, even with Redis down
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._state = _State.RUNNING
@@ -144,6 +155,8 @@ class Gateway:
         await self.standin_mode.close()
         if self.journal_sampler is not None:
             await self.journal_sampler.close()
+        if self.settlement is not None:
+            await self.settlement.close()  # advices in flight finish and are recorded; leases released
         if self.standin is not None:
             await self.standin.close()
         if self.membership is not None:

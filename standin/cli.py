@@ -1,4 +1,4 @@
-"""`authgw standin <command>` and `authgw settle`: operator tools for stand-in.
+"""`authgw standin <command>`: operator tools for stand-in.
 
     authgw standin load-card-status FILE   load issuer card statuses (CSV or JSON lines) into Redis
     authgw standin status                  Redis reachability, stream depth per partition, local backlog,
@@ -86,11 +86,8 @@ def _admin_client(config: StandInConfig) -> Redis:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point; argv[0] is "standin" or "settle" (see gateway/cli.py)."""
+    """Entry point; argv[0] is "standin" (`authgw settle` is gateway.settle_cmd: it needs gRPC)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv and argv[0] == "settle":
-        print("authgw settle: the settlement worker is not implemented yet", file=sys.stderr)
-        return 2
     parser = _parser()
     args = parser.parse_args(argv[1:])
     if getattr(args, "decision_id", None) and not args.dead_letters:

@@ -156,9 +156,3 @@ async def test_bad_config_is_reported_with_its_key(tmp_path: Path) -> None:
     cfg.write_text("[journal]\npartitions = 0\n")
     code, _, err = await authgw("standin", "status", "--config", str(cfg))
     assert code == 1 and "journal.partitions" in err
-
-
-async def test_settle_is_not_there_yet() -> None:
-    """`authgw settle` says the settlement worker is not implemented and exits 2."""
-    code, _, err = await authgw("settle")
-    assert code == 2 and "not implemented" in err

@@ -1,0 +1,43 @@
+"""Short chaos experiments inside the test suite: the same runner and criteria as `make chaos`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from chaos.experiment import run_experiment
+from chaos.experiments import build
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
+
+SCALE = 0.8  # the full experiments compressed to about 20 s of load each
+
+
+async def _run(name: str, tmp_path: Path) -> dict[str, object]:
+    console = Console(file=(tmp_path / "console.txt").open("w"), width=130)
+    return await run_experiment(build(name, SCALE), tmp_path / "topology", console, tmp_path / "reports")
+
+
+def _failed(report: dict[str, object]) -> list[object]:
+    criteria = report["criteria"]
+    assert isinstance(criteria, list)
+    return [c for c in criteria if not c["passed"]]
+
+
+async def test_chaos_pool_hang(tmp_path: Path) -> None:
+    """The primary pool hangs under 300/s: every criterion of chaos-pool-hang holds."""
+    report = await _run("pool-hang", tmp_path)
+    assert report["passed"], _failed(report)
+    assert report["failed"] == 0
+
+
+async def test_chaos_total_outage(tmp_path: Path) -> None:
+    """Every issuer host hangs: stand-in answers, then settlement posts every decision exactly once."""
+    report = await _run("total-outage", tmp_path)
+    assert report["passed"], _failed(report)
+    settlement = report["settlement"]
+    assert isinstance(settlement, dict)
+    assert settlement["journaled"] > 0
+    assert (settlement["missing"], settlement["duplicates"]) == (0, 0)
