@@ -16,8 +16,9 @@ SCALE = 0.8  # the full experiments compressed to about 20 s of load each
 
 
 async def _run(name: str, tmp_path: Path) -> dict[str, object]:
-    console = Console(file=(tmp_path / "console.txt").open("w"), width=130)
-    return await run_experiment(build(name, SCALE), tmp_path / "topology", console, tmp_path / "reports")
+    with (tmp_path / "console.txt").open("w") as out:
+        console = Console(file=out, width=130)
+        return await run_experiment(build(name, SCALE), tmp_path / "topology", console, tmp_path / "reports")
 
 
 def _failed(report: dict[str, object]) -> list[object]:
