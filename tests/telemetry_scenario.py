@@ -88,6 +88,7 @@ def _gateway(
         "routing": {"attempt_timeout_ms": 200},
         "outlier": {"consecutive_failures": 2, "max_ejection_share": 1.0},
         "standin": {"config": str(standin), "sqlite_path": str(workdir / "gw-otel.sqlite3")},
+        "settlement": {"enabled": False},  # the tests read the journal as stand-in left it
         "telemetry": {
             "exporter": "otlp",
             "otlp_endpoint": endpoint,

@@ -77,10 +77,13 @@ async def _all_members_live(gw: Gateway) -> None:
 async def test_members_come_from_agents(gateway: Gateway, topo: Topology) -> None:
     """With no static member, the router learns all four members from their agents' leases."""
     await _all_members_live(gateway)
-    out = _admin(topo, "pools", "--json")
-    assert out.returncode == 0, out.stderr
-    listing = json.loads(out.stdout)
-    assert "gw-etcd" in json.dumps(listing)
+
+    async def registered() -> None:
+        out = _admin(topo, "pools", "--json")
+        assert out.returncode == 0, out.stderr
+        assert "gw-etcd" in json.loads(out.stdout)["gateways"]
+
+    await assert_eventually(registered, timeout_s=5)  # the registration is made in the background
     resp = await gateway.service.decide(auth_request(request_id=_rid("etcd")), None)
     assert resp.pool == "primary"
 

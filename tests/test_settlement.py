@@ -38,8 +38,6 @@ from chaos.processes import ManagedProcess, free_port, start_redis
 from chaos.sim_control import SimControl
 from gateway.app import Gateway
 from gateway.config import parse_config
-from gateway.settlement_link import build_settlement
-from health import Mode
 from standin import Reason
 from standin.redis_io import RedisGate
 from standin.settle_dispatch import ADVISE_SPAN
@@ -95,17 +93,9 @@ async def test_outage_then_recovery_settles_every_decision_once(
         "pools": pools_of(sims),
     }
     gw = Gateway(parse_config(doc, str(tmp_path / "gateway.toml")))
-    # The wiring the gateway gets (gateway/app.py): built with it, started after it, closed before stand-in.
-    settlement = build_settlement(
-        gw.cfg,
-        gw.router,
-        issuer_healthy=lambda: not gw.standin_mode.active and gw.mode is not Mode.FORCE_STANDIN,
-        tracer=gw.telemetry.tracer,
-        backlog=gw.standin.engine if gw.standin else None,
-    )
+    settlement = gw.settlement  # the gateway's own worker (gateway/app.py wiring)
     assert settlement is not None
     await gw.start()
-    await settlement.start()
     try:
         for p in sims.values():
             p.signal(signal.SIGSTOP)
@@ -136,7 +126,6 @@ async def test_outage_then_recovery_settles_every_decision_once(
 
         await assert_eventually(settled, timeout_s=15)
     finally:
-        await settlement.close()
         await gw.close()
 
 
