@@ -21,6 +21,7 @@ from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from gateway.app import Gateway
 from tests.gateway_fixtures import gateway_config
+from tests.helpers import assert_eventually
 
 ATTEMPT_TIMEOUT_S = 0.3
 DEADLINE_S = 2.0
@@ -157,8 +158,11 @@ async def test_slow_primary_fails_over(gateway: Gateway, sims: dict[str, Managed
     samples = await _fault_during_load(gateway, slow)
     _assert_all_answered_by_issuer(samples)
     assert await _primary_attempts_during(gateway, 1.0) == 0
-    await asyncio.sleep(0.6)  # let the slow answers land in the late-answer record
-    assert gateway.router.late.total > 0
+
+    async def late_recorded() -> None:
+        assert gateway.router.late.total > 0  # the slow answers land in the late-answer record
+
+    await assert_eventually(late_recorded, timeout_s=5)
     assert max((await _approved_ids(sims)).values(), default=0) <= 1
 
 
