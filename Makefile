@@ -53,6 +53,9 @@ bench: $(STAMP) sysdeps
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover
 
+bench-standin: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_standin
+
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle
 
