@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
+from gateway.graceful import stop_on_signals
 from gateway.logs import LogFormat, configure_logging
 from gateway.telemetry import GatewayTelemetry
 
@@ -26,19 +26,8 @@ log = logging.getLogger("authgw.serve")
 
 
 async def run(cfg: GatewayConfig, telemetry: GatewayTelemetry) -> None:
-    loop = asyncio.get_running_loop()
     gateway = Gateway(cfg, telemetry=telemetry)  # inside the loop: gRPC channels bind to the running loop
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(1)
-        log.info("%s: draining", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    stop = stop_on_signals("draining")
     await gateway.start()
     try:
         await stop.wait()

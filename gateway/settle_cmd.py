@@ -22,11 +22,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
+from gateway.graceful import stop_on_signals
 from gateway.logs import LogFormat, configure_logging
 from gateway.membership import pool_specs, seed_membership
 from gateway.metrics import settlement_counter
@@ -96,18 +96,7 @@ async def run(cfg: GatewayConfig, instance: str, telemetry: GatewayTelemetry | N
         tracer=telemetry.standin_tracer,  # advise spans, linked to each authorization's trace
         advice_counter=settlement_counter(telemetry.meter) if telemetry.metering else None,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(1)
-        log.info("%s: stopping settlement", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
+    stop = stop_on_signals("stopping settlement")
     try:
         await issuer.start()
         await worker.start()
