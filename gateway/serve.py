@@ -19,6 +19,7 @@ from gateway.errors import ConfigError
 from gateway.graceful import stop_on_signals
 from gateway.logs import LogFormat, configure_logging
 from gateway.telemetry import GatewayTelemetry
+from gateway.workers import spawn_workers, stop_workers, worker_config
 
 __all__ = ["main"]
 
@@ -46,10 +47,21 @@ def main(argv: list[str]) -> int:
         help="json: one object per line with trace ids (default); text: plain lines",
     )
     parser.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway processes sharing the port (SO_REUSEPORT), e.g. one per core",
+    )
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv[1:])
     configure_logging(LogFormat(args.log_format), args.log_level)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
         cfg = load_config(args.config)
+        if args.workers > 1 or args.worker_index is not None:
+            cfg = worker_config(cfg, args.worker_index or 0)
         telemetry = GatewayTelemetry.from_config(cfg)
     except ConfigError as exc:
         print(f"authgw serve: invalid config: {exc}", file=sys.stderr)
@@ -58,8 +70,10 @@ def main(argv: list[str]) -> int:
         import uvloop  # noqa: PLC0415 (optional speed-up, imported only when used)
 
         uvloop.install()
+    children = spawn_workers(argv, args.workers) if args.worker_index is None and args.workers > 1 else []
     try:
         asyncio.run(run(cfg, telemetry))
     finally:
         telemetry.telemetry.shutdown()  # after the loop: the last spans and metrics are flushed
+        stop_workers(children, cfg.drain_timeout_s + 5)
     return 0

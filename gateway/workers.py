@@ -1,0 +1,58 @@
+"""Several gateway processes on one port (SO_REUSEPORT): one per core, each a full gateway.
+
+A Python process uses one core for its event loop, and gRPC's per-call cost
+dominates the gateway's CPU; the kernel spreads connections across the worker
+processes that share the listening port. Each worker is a gateway of the fleet
+in its own right: its own instance name (`<instance>-w<i>`, so its etcd
+registration, stand-in decisions and settlement consumer are its own), its own
+local SQLite journal, and only worker 0 serves the Prometheus endpoint.
+Limits stay fleet-wide through Redis, as between gateways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewayConfig
+
+__all__ = ["spawn_workers", "stop_workers", "worker_config"]
+
+
+def worker_config(cfg: GatewayConfig, index: int) -> GatewayConfig:
+    """The config of worker `index`: its own instance name, local journal and (but for 0) no scrape port."""
+    raw: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.raw.items()}
+    instance = f"{cfg.instance}-w{index}"
+    standin = raw.get("standin")
+    if isinstance(standin, dict) and isinstance(standin.get("sqlite_path"), str):
+        path = Path(standin["sqlite_path"])
+        standin["sqlite_path"] = str(path.with_name(f"{path.stem}-w{index}{path.suffix}"))
+    telemetry = raw.get("telemetry")
+    if index > 0 and isinstance(telemetry, dict):
+        telemetry.pop("prometheus_listen", None)
+    return dataclasses.replace(cfg, instance=instance, raw=raw)
+
+
+def spawn_workers(argv: Sequence[str], count: int) -> list[subprocess.Popen[bytes]]:
+    """Start workers 1..count-1 as child processes running the same command with --worker-index."""
+    return [
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", *argv, "--worker-index", str(i)])
+        for i in range(1, count)
+    ]
+
+
+def stop_workers(children: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """SIGTERM every child (they drain), then wait; SIGKILL what is still there after timeout_s."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,77 @@
+"""`authgw serve --workers N`: several gateway processes on one port, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+
+from authgw.v1 import authorization_pb2 as pb
+from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.processes import free_port, start_authgw
+from gateway.config import parse_config
+from gateway.workers import worker_config
+from tests.gateway_fixtures import auth_request
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_worker_config_separates_instances() -> None:
+    """Each worker gets its own instance name and local journal; only worker 0 keeps the scrape port."""
+    cfg = parse_config(
+        {
+            "gateway": {"instance": "gw"},
+            "standin": {"config": "s.toml", "sqlite_path": "data/gw.sqlite3"},
+            "telemetry": {"prometheus_listen": "127.0.0.1:9464"},
+            "pools": [{"name": "p"}],
+        },
+        "x.toml",
+    )
+    w0, w1 = worker_config(cfg, 0), worker_config(cfg, 1)
+    assert (w0.instance, w1.instance) == ("gw-w0", "gw-w1")
+    assert w1.raw["standin"]["sqlite_path"] == "data/gw-w1.sqlite3"
+    assert "prometheus_listen" in w0.raw["telemetry"]
+    assert "prometheus_listen" not in w1.raw["telemetry"]
+    assert cfg.raw["standin"]["sqlite_path"] == "data/gw.sqlite3"  # the original is untouched
+
+
+async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    """Two worker processes answer on one port; SIGTERM to the first stops both."""
+    sim_port, gw_port = free_port(), free_port()
+    sim = start_authgw(
+        tmp_path,
+        "sim",
+        ["issuer-sim", "--listen", f"127.0.0.1:{sim_port}", "--pool", "p", "--member", "m"],
+        sim_port,
+    )
+    cfg = tmp_path / "gw.toml"
+    cfg.write_text(
+        f'[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
+        f'[[pools]]\nname = "p"\nmembers = [{{ name = "m", address = "127.0.0.1:{sim_port}" }}]\n'
+    )
+    gw = start_authgw(tmp_path, "gw", ["serve", "--config", str(cfg), "--workers", "2"], gw_port)
+    try:
+        assert len(_children(gw.pid)) == 1
+        answers = []
+        for i in range(20):  # fresh channels: the kernel spreads connections over the workers
+            async with grpc.aio.insecure_channel(gw.address) as channel:
+                stub = pb_grpc.AuthorizationStub(channel)
+                answers.append(await stub.Authorize(auth_request(request_id=f"w-{i}"), timeout=5))
+        assert all(a.decision == pb.APPROVED and a.source == pb.ISSUER for a in answers)
+        child = _children(gw.pid)[0]
+        gw.signal(signal.SIGTERM)
+        assert gw.proc is not None
+        assert await asyncio.to_thread(gw.proc.wait, 15) == 0
+        with pytest.raises(ProcessLookupError):  # the first worker waited for it: gone and reaped
+            os.kill(child, 0)
+    finally:
+        gw.stop()
+        sim.stop()
