@@ -46,15 +46,17 @@ async def test_no_clear_pan_is_stored_or_logged(tmp_path: Path, caplog: pytest.L
     caplog.set_level(logging.DEBUG)
     redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
     db = tmp_path / "local.sqlite3"
+    r = client(redis.port)
     try:
-        r = client(redis.port)
         statuses = [CardStatusRecord(PAN_MC, CardStatus.LOST), CardStatusRecord(PAN_AMEX, CardStatus.BLOCKED)]
         await load_card_statuses(RedisGate(r, timedelta(seconds=2)), CardTokenizer(TOKEN_KEY), statuses)
         async with engine(redis.port, db, redis_settings=IMPATIENT) as e:
             await traffic(e)
             await asyncio.to_thread(redis.kill)
             await traffic(e)
-            assert len(sqlite_rows(db)) == 3 * len(PANS)
+            # every decision made while Redis was dead is local; so may be a few of the first
+            # round, when a slow first AOF fsync outlasts the impatient deadline
+            assert len(sqlite_rows(db)) >= 3 * len(PANS)
             await asyncio.to_thread(redis.start)
 
             async def moved() -> None:
@@ -62,8 +64,8 @@ async def test_no_clear_pan_is_stored_or_logged(tmp_path: Path, caplog: pytest.L
 
             await assert_eventually(moved, timeout_s=10)
         redis_blob = b"\n".join(await dump_redis(r))
-        await r.aclose()
     finally:
+        await r.aclose()
         await asyncio.to_thread(redis.stop)
     assert b"authgw:{journal:0}:decisions" in redis_blob  # the scan did see the journal
     assert leaks(redis_blob) == []
