@@ -157,6 +157,7 @@ class Router:
         reserve = self._cfg.routing.standin_reserve_s
         tried: set[Member] = set()
         storms = skipped = 0
+        failover = False  # the previous pool was judged failing: moving on is failover, not a retry
         self.budget.request_started()
         try:
             for pool in self.pools:
@@ -167,8 +168,15 @@ class Router:
                     continue
                 pool.health.on_pick(now)
                 answered = await self._try_pool(
-                    pool, request, stop_at=deadline - reserve, tried=tried, result=result, metadata=metadata
+                    pool,
+                    request,
+                    stop_at=deadline - reserve,
+                    tried=tried,
+                    result=result,
+                    metadata=metadata,
+                    failover=failover,
                 )
+                failover = pool.health.verdict is not PoolVerdict.OK
                 if answered or result.budget_exhausted or deadline - reserve - self._clock() < _MIN_ATTEMPT_S:
                     break
         finally:
@@ -186,6 +194,7 @@ class Router:
         tried: set[Member],
         result: RouteResult,
         metadata: tuple[tuple[str, str], ...],
+        failover: bool,
     ) -> bool:
         while True:
             now = self._clock()
@@ -194,9 +203,12 @@ class Router:
                 pool.health.on_abandon()
                 return False
             left = stop_at - now
-            # A retry after a refused connection costs the issuer nothing: only retries after an
-            # attempt that may have reached an issuer draw on the budget.
-            is_retry = bool(result.attempts) and result.attempts[-1].kind is not AttemptKind.NOT_SENT
+            # A retry after a refused connection costs the issuer nothing, and moving on from a pool
+            # judged failing is what a new request would do anyway (the failing pool gets no more):
+            # only other retries, after an attempt that may have reached an issuer, draw on the budget.
+            is_retry = not failover and bool(result.attempts)
+            is_retry = is_retry and result.attempts[-1].kind is not AttemptKind.NOT_SENT
+            failover = False
             if left < _MIN_ATTEMPT_S or (is_retry and not self.budget.try_acquire()):
                 member.ejection.on_abandon()
                 pool.health.on_abandon()

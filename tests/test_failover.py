@@ -46,13 +46,14 @@ def sims(
         proc.stop()
 
 
-def _config(sims: dict[str, ManagedProcess]):  # type: ignore[no-untyped-def]
+def _config(sims: dict[str, ManagedProcess], **routing: float):  # type: ignore[no-untyped-def]
     return gateway_config(
         [(pool, [sims[m].address for m in members]) for pool, members in POOLS.items()],
         extra={
             "routing": {
                 "attempt_timeout_ms": int(ATTEMPT_TIMEOUT_S * 1000),
                 "deadline_ms": int(DEADLINE_S * 1000),
+                **routing,
             },
             "decline_storm": {"min_requests": 8, "cooloff_ms": 10_000},  # no half-open trial during a test
         },
@@ -197,6 +198,36 @@ async def test_flapping_primary(gateway: Gateway, sims: dict[str, ManagedProcess
     _assert_all_answered_by_issuer(samples)
     assert gateway.router.budget.retries_in_flight == 0
     assert max((await _approved_ids(sims)).values(), default=0) <= 1
+
+
+async def test_failover_from_a_failing_pool_needs_no_retry_budget(
+    gateway: Gateway, sims: dict[str, ManagedProcess]
+) -> None:
+    """Requests caught on a primary that hangs move to the secondary once the primary is judged failing.
+
+    With no retry budget at all, only the requests that time out before the pool verdict flips
+    (consecutive_failures - 1 = 4) may go without an issuer answer; moving on from a failing pool
+    is failover, which the budget does not limit (a burst of timeouts must not become declines).
+    """
+    await gateway.close()
+    gw = Gateway(_config(sims, retry_budget_ratio=0, retry_budget_min=0))
+    await gw.start()
+    try:
+        sims["a1"].signal(signal.SIGSTOP)
+        sims["a2"].signal(signal.SIGSTOP)
+        samples = await run_open_loop(
+            f"127.0.0.1:{gw.port}",
+            rate_per_s=1000,
+            duration_s=0.02,
+            make_request=CardMix(cards=50).request,
+            deadline_s=DEADLINE_S,
+        )
+    finally:
+        await gw.close()
+    assert len(samples) >= 15
+    by_secondary = [s for s in samples if s.source == "ISSUER" and s.pool == "secondary"]
+    assert len(by_secondary) >= len(samples) - 4, Counter((s.source, s.pool) for s in samples)
+    assert gw.router.budget.denied <= 4
 
 
 async def test_faults_reset_between_tests(sims: dict[str, ManagedProcess]) -> None:
