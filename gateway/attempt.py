@@ -123,6 +123,11 @@ class LateAnswers:
                 await task
 
 
+def _wake(waiter: asyncio.Future[bool], answered: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(answered)
+
+
 async def run_attempt(
     member: Member,
     request: pb.AuthorizeRequest,
@@ -132,26 +137,36 @@ async def run_attempt(
     late_window_s: float,
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> Attempt:
-    """Send `request` to `member`, waiting at most timeout_s for the answer."""
+    """Send `request` to `member`, waiting at most timeout_s for the answer.
+
+    The call itself runs for timeout_s + late_window_s. This coroutine waits on a
+    bare future woken by the call's completion or by a timer, rather than on a
+    Task and asyncio.wait: on the hot path that is two fewer objects and
+    callbacks per request, and a timed-out call is left running untouched.
+    """
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    call = member.stub.Authorize(request, timeout=timeout_s + late_window_s, metadata=metadata or None)
+    waiter: asyncio.Future[bool] = loop.create_future()
+    call.add_done_callback(lambda _: _wake(waiter, True))
+    timer = loop.call_later(timeout_s, _wake, waiter, False)
     member.in_flight += 1
-    call = member.stub.Authorize(request, timeout=timeout_s + late_window_s, metadata=metadata)
-    task: asyncio.Task[pb.AuthorizeResponse] = asyncio.ensure_future(call)
     try:
-        done, _ = await asyncio.wait((task,), timeout=timeout_s)
+        answered = await waiter
     except asyncio.CancelledError:
-        task.cancel()
+        call.cancel()
         raise
     finally:
+        timer.cancel()
         member.in_flight -= 1
     elapsed = time.monotonic() - started
-    if not done:
-        late.adopt(task, member, request.request_id)
+    if not answered:
+        late.adopt(asyncio.ensure_future(call), member, request.request_id)
         return Attempt(
             member.pool, member.name, AttemptKind.TIMEOUT, elapsed, f"no answer in {timeout_s:.3f}s"
         )
     try:
-        resp = task.result()
+        resp = await call  # already done: no suspension
     except grpc.aio.AioRpcError as exc:
         return Attempt(
             member.pool, member.name, _classify(exc), elapsed, f"{exc.code().name}: {exc.details()}"
