@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -30,10 +31,25 @@ async def run(cfg: GatewayConfig, telemetry: GatewayTelemetry) -> None:
     gateway = Gateway(cfg, telemetry=telemetry)  # inside the loop: gRPC channels bind to the running loop
     stop = stop_on_signals("draining")
     await gateway.start()
+    settle_garbage_collector()
     try:
         await stop.wait()
     finally:
         await gateway.close()
+
+
+def settle_garbage_collector() -> None:
+    """Keep the collector's pauses out of the authorization tail.
+
+    Everything alive after start-up (modules, protobuf descriptors, config, channels) lives
+    as long as the process: freezing it takes it out of every later collection, so a full
+    collection walks only what requests allocated. Young collections run 10x less often: a
+    request's garbage is acyclic and freed by reference counting, so they find little.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young * 10, middle, old)
 
 
 def main(argv: list[str]) -> int:
