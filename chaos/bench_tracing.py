@@ -67,7 +67,9 @@ MODES: dict[str, dict[str, object] | None] = {
     "metrics": {"traces_exporter": "none", "metrics_exporter": "otlp"},
     "full": {"exporter": "otlp"},
     "sampled": {"exporter": "otlp"},  # with trace_sample_ratio = --sample-ratio
+    "traces-sampled": {"traces_exporter": "otlp", "metrics_exporter": "none"},  # ditto
 }
+_SAMPLED = {"sampled", "traces-sampled"}
 
 
 def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio: float) -> ManagedProcess:
@@ -79,7 +81,7 @@ def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio
     section = MODES[mode]
     if section is not None:
         telemetry = {**section, "otlp_endpoint": endpoint, "metric_export_interval_ms": 5000}
-        if mode == "sampled":
+        if mode in _SAMPLED:
             telemetry["trace_sample_ratio"] = ratio
         doc["telemetry"] = telemetry
     config = workdir / f"gateway-{mode}.toml"
