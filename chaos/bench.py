@@ -65,6 +65,7 @@ class BenchOptions:
     deadline_s: float = 2.0
     outage: OutageSchedule = field(default_factory=OutageSchedule)
     rate_per_process: float = 1000.0
+    gateway_workers: int = 1  # authgw serve --workers
     output: Path = RESULTS
 
 
@@ -142,13 +143,13 @@ def results_document(
 async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict[str, Any]:
     """Start the rig, measure every target, run the outages; return the results document."""
     machine = describe_machine()
-    console.rule(f"authgw bench: {machine}")
+    console.rule(f"authgw bench: {machine}; authgw serve --workers {opts.gateway_workers}")
     console.log(
         f"load average at start: {_loadavg()} (a busy machine shows in p99 and in the generator's lag)"
     )
     body = workdir / "authorize.grpc"
     body.write_bytes(grpc_frame(bench_request().SerializeToString()))
-    rig = BenchRig(workdir / "rig")
+    rig = BenchRig(workdir / "rig", gateway_workers=opts.gateway_workers)
     pool = LoadPool(workers=2, rate_per_process=opts.rate_per_process)
     try:
         await asyncio.to_thread(rig.start)  # blocking port waits: off the loop
@@ -204,6 +205,7 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--deadline", type=float, default=2.0, help="client deadline in seconds")
     p.add_argument("--clients", type=int, default=8, help="h2load connections")
     p.add_argument("--streams", type=int, default=32, help="h2load concurrent streams per connection")
+    p.add_argument("--gateway-workers", type=int, default=1, help="authgw serve --workers N")
     p.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
     a = p.parse_args(argv)
@@ -217,6 +219,7 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
         latency_s=a.latency_seconds or (3.0 if quick else 10.0),
         latency_warmup_s=a.warmup_seconds if a.warmup_seconds is not None else 1.0,
         deadline_s=a.deadline,
+        gateway_workers=a.gateway_workers,
         output=a.output,
     )
     fault_s = a.fault_seconds or (4.0 if quick else 10.0)

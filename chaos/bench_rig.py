@@ -64,9 +64,11 @@ class BenchRig:
         attempt_timeout_ms: int = 400,
         deadline_ms: int = 2000,
         proxies: bool = True,
+        gateway_workers: int = 1,
     ) -> None:
         self.workdir = workdir
         self.proxies = proxies
+        self.gateway_workers = gateway_workers
         self.attempt_timeout_ms = attempt_timeout_ms
         self.deadline_ms = deadline_ms
         self.primary: ManagedProcess | None = None
@@ -133,7 +135,7 @@ class BenchRig:
         }
         path = self.workdir / "gateway.toml"
         path.write_text(to_toml(doc))
-        args = ["serve", "--config", str(path)]
+        args = ["serve", "--config", str(path), "--workers", str(self.gateway_workers)]
         return self._own(start_authgw(self.workdir, "gw-bench", args, port, wait_port=False))
 
     def processes(self) -> Iterator[ManagedProcess]:
