@@ -9,14 +9,15 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
 	@echo "make test   - lint, then the whole test suite (real etcd/redis/processes)"
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
-	@echo "make bench-failover - open-loop load while the primary pool hangs"
+	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
+	@echo "make bench-failover / bench-standin / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,10 @@ bench-standin: $(STAMP) sysdeps
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle
+
+bench-tracing: $(STAMP)
+	./scripts/ensure-system-deps.sh nghttp2-client
+	$(PY) -m chaos.bench_tracing --rounds 3 --requests 15000
 
 # One experiment per target; `make chaos` runs them all and ends with one summary table.
 $(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps

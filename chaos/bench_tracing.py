@@ -209,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         nargs="+",
         choices=list(MODES),
-        default=["off", "traces", "full", "sampled"],
-        help="off: no telemetry; traces, metrics: that signal over OTLP; full: both; sampled: full with "
-        "--sample-ratio of traces",
+        default=["off", "traces", "traces-sampled", "full", "sampled"],
+        help="off: no telemetry; traces, metrics: that signal over OTLP; full: both; sampled, "
+        "traces-sampled: full, traces with --sample-ratio of traces recorded",
     )
-    p.add_argument("--sample-ratio", type=float, default=0.1, help="trace_sample_ratio of mode 'sampled'")
+    p.add_argument("--sample-ratio", type=float, default=0.1, help="trace_sample_ratio of the sampled modes")
     args = p.parse_args(argv)
     if args.h2load and shutil.which("h2load") is None:
         print("h2load not found (scripts/ensure-system-deps.sh nghttp2-client): using the Python client")
