@@ -92,7 +92,7 @@ class Gateway:
             fallback or self.standin or DeclineFallback(),
             mode=lambda: self.mode,
             standin_mode=self.standin_mode,
-            tracer=tracer,
+            spans=self.telemetry.server_spans,
             metrics=self.metrics,
         )
         self.health = HealthServicer()

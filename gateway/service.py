@@ -4,10 +4,10 @@ This is the only place where gateway errors become gRPC status codes: invalid
 input is INVALID_ARGUMENT naming the field; every valid request gets an answer
 (an issuer's, stand-in's, or a 91 decline), never UNAVAILABLE.
 
-With a tracer, each call runs in a server span continuing the caller's W3C
-trace context; the span's traceparent goes to stand-in with the request, so the
-journal entry (and later its settlement) points back to this authorization.
-Without one, no span is built at all.
+With tracing on (`spans`), each call runs in a server span continuing the
+caller's W3C trace context; the span's traceparent goes to stand-in with the
+request, so the journal entry (and later its settlement) points back to this
+authorization. Without it, no span is built at all.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Protocol
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
@@ -30,12 +30,7 @@ from gateway.errors import InvalidRequest
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router, RouteResult
 from gateway.standin_mode import StandInMode
-from gateway.tracing import (
-    SERVER_SPAN,
-    annotate_decision,
-    incoming_context,
-    invalid_request,
-)
+from gateway.tracing import ServerSpans, annotate_decision, invalid_request
 from gateway.validation import validate
 from health import Mode
 from standin.tracing import current_traceparent
@@ -88,11 +83,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         mode: Callable[[], Mode] = lambda: Mode.AUTO,
         standin_mode: StandInMode | None = None,
         clock: Callable[[], float] = time.monotonic,
-        tracer: Tracer | None = None,
+        spans: ServerSpans | None = None,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         self._cfg = cfg
-        self._tracer = tracer
+        self._spans = spans
         self._metrics = metrics
         self._router = router
         self._fallback = fallback
@@ -108,13 +103,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AuthorizeRequest,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
     ) -> pb.AuthorizeResponse:
-        if self._tracer is None:
+        if self._spans is None:
             return await self._authorize(request, context, None)
         # start_span + attach rather than start_as_current_span: no generator-based context manager
         # per request, and exceptions are handled here (their texts never reach the span).
-        span = self._tracer.start_span(
-            SERVER_SPAN, incoming_context(context.invocation_metadata()), SpanKind.SERVER
-        )
+        span = self._spans.start(context.invocation_metadata())
         token = otel_context.attach(set_span_in_context(span))
         try:
             response = await self._authorize(request, context, span)
@@ -181,7 +174,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         return await self._fallback.answer(request, result.cause, deadline, self._traceparent())
 
     def _traceparent(self) -> str:
-        return "" if self._tracer is None else current_traceparent()
+        return "" if self._spans is None else current_traceparent()
 
     @staticmethod
     def _log_failure(request: pb.AuthorizeRequest, result: RouteResult) -> None:

@@ -36,6 +36,7 @@ from opentelemetry import metrics, trace
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.standin_mode import ModeChange
+from gateway.tracing import ServerSpans
 from health.telemetry import (
     Exporter,
     Telemetry,
@@ -137,6 +138,12 @@ class GatewayTelemetry:
         self.tracer: trace.Tracer | None = telemetry.tracer("authgw.gateway") if telemetry.tracing else None
         self.standin_tracer: trace.Tracer | None = (
             telemetry.tracer("authgw.standin") if telemetry.tracing else None
+        )
+        # the authorization's server span, head-sampled on the request path (gateway.tracing)
+        self.server_spans: ServerSpans | None = (
+            ServerSpans(telemetry.presampled_tracer("authgw.gateway"), telemetry.settings.trace_sample_ratio)
+            if telemetry.tracing
+            else None
         )
         self.metering = telemetry.metrics
         self.meter: metrics.Meter = telemetry.meter("authgw.gateway")

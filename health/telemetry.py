@@ -51,7 +51,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
 from health.errors import HealthError
 
@@ -196,6 +196,7 @@ class Telemetry:
         self.metrics = settings.metering
         self.prometheus_port: int | None = None
         self._sdk_tracer: TracerProvider | None = None
+        self._presampled: TracerProvider | None = None
         self._sdk_meter: MeterProvider | None = None
         self._httpd: WSGIServer | None = None
         self._shutdown_lock = threading.Lock()
@@ -211,8 +212,15 @@ class Telemetry:
             if settings.trace_sample_ratio is not None:
                 sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
             self._sdk_tracer = TracerProvider(resource=resource, sampler=sampler)
-            self._sdk_tracer.add_span_processor(BatchSpanProcessor(self._span_exporter()))
+            processor = BatchSpanProcessor(self._span_exporter())
+            self._sdk_tracer.add_span_processor(processor)
             self.tracer_provider = self._sdk_tracer
+            # Same pipeline, but every root span recorded: for a caller that makes the head-sampling
+            # decision itself (see presampled_tracer). Its shutdown is the main provider's.
+            self._presampled = TracerProvider(
+                resource=resource, sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False
+            )
+            self._presampled.add_span_processor(processor)
         if self.metrics:
             self._sdk_meter = MeterProvider(resource=resource, metric_readers=self._metric_readers())
             self.meter_provider = self._sdk_meter
@@ -260,6 +268,18 @@ class Telemetry:
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.tracer_provider.get_tracer(name)
+
+    def presampled_tracer(self, name: str) -> trace.Tracer:
+        """A tracer for a caller that has already decided to record a new trace.
+
+        Its root spans are always recorded and exported with the rest; children still follow
+        their parent. The caller applies `settings.trace_sample_ratio` itself (gateway.tracing's
+        ServerSpans does, because the SDK's sampling path is costly on a hot path even when it
+        drops the span). Without tracing, or without a configured ratio, this is `tracer(name)`.
+        """
+        if self._presampled is None or self.settings.trace_sample_ratio is None:
+            return self.tracer(name)
+        return self._presampled.get_tracer(name)
 
     def meter(self, name: str) -> metrics.Meter:
         return self.meter_provider.get_meter(name)
