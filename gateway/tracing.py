@@ -14,9 +14,8 @@ stand-in decisions, rare, carry more.
 Head sampling (`telemetry.trace_sample_ratio`) is decided here, by ServerSpans,
 before any SDK call: the SDK's sampler path costs ~20 us per request in the
 running gateway even when it drops the span (3-4 us in a tight loop; the rest is
-cold caches between gRPC's work), which at 10 % sampling was most of tracing's
-cost. The decision is ParentBased(TraceIdRatioBased)'s: a caller's sampled flag
-wins, otherwise `ratio` of new traces are recorded.
+cold caches between gRPC's work). The decision is ParentBased(TraceIdRatioBased)'s:
+a caller's sampled flag wins, otherwise `ratio` of new traces are recorded.
 
 W3C trace context goes straight to and from the `traceparent` / `tracestate`
 gRPC metadata (standin.tracing formats and parses it): the composite global
