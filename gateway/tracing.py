@@ -14,8 +14,10 @@ stand-in decisions, rare, carry more.
 Head sampling (`telemetry.trace_sample_ratio`) is decided here, by ServerSpans,
 before any SDK call: the SDK's sampler path costs ~20 us per request in the
 running gateway even when it drops the span (3-4 us in a tight loop; the rest is
-cold caches between gRPC's work). The decision is ParentBased(TraceIdRatioBased)'s:
-a caller's sampled flag wins, otherwise `ratio` of new traces are recorded.
+cold caches between gRPC's work). The decision follows ParentBased(TraceIdRatioBased):
+a caller's sampled flag wins, otherwise `ratio` of new traces are recorded (drawn
+at random per request rather than from the trace id: the gateway starts these
+traces, so no other service has to reach the same decision from the id).
 
 W3C trace context goes straight to and from the `traceparent` / `tracestate`
 gRPC metadata (standin.tracing formats and parses it): the composite global

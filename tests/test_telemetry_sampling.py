@@ -1,6 +1,6 @@
 """Head sampling of the authorization's server span (gateway.tracing.ServerSpans).
 
-The decision must be ParentBased(TraceIdRatioBased)'s: a caller's sampled flag
+The decision must follow ParentBased(TraceIdRatioBased): a caller's sampled flag
 wins, otherwise `ratio` of new traces are recorded; an unrecorded request still
 carries a valid, unsampled trace context; children of a recorded span are
 recorded even when the provider's own ratio would drop them.
