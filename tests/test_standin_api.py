@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from helpers import PAN_VISA
+from redis.asyncio import Connection
 from test_standin_support import ENV, engine, request
 
 import standin
 from chaos.processes import ManagedProcess, free_port
 from standin import ClosedError, InvalidRequestError, Reason, StandIn, StandInError, load_config
+from standin.redis_io import make_redis_client
+from standin.settings import RedisSettings
 
 
 def test_all_is_sorted_and_importable() -> None:
@@ -81,3 +84,12 @@ async def test_a_value_holding_the_script_separator_is_refused(
     async with engine(redis_server.port, tmp_path / "l.db", instance="gw\x1fbad") as e:
         with pytest.raises(StandInError, match="must not contain"):
             await e.decide(request(PAN_VISA, request_id="sep-1"), Reason.ALL_POOLS_FAILED)
+
+
+def test_commands_are_packed_in_c_with_the_same_bytes() -> None:
+    """The stand-in client packs commands with hiredis, byte for byte as redis-py's Python packer."""
+    client = make_redis_client(RedisSettings(url="redis://127.0.0.1:1/0"))
+    fast = client.connection_pool.connection_class()
+    assert type(fast) is not Connection
+    args = ("EVALSHA", "ab12", 3, "authgw:{tok}:idem:r-1", b"\x00\xff", "café\x1f7", 1_700_000_000_000)
+    assert b"".join(fast.pack_command(*args)) == b"".join(Connection().pack_command(*args))
