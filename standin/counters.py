@@ -13,7 +13,6 @@ from datetime import timedelta
 from redis.commands.core import AsyncScript
 
 from standin import keys, lua
-from standin.errors import StandInError
 from standin.outcome import Outcome, Proposal
 from standin.redis_io import RedisGate
 from standin.rules import Assessment
@@ -52,7 +51,7 @@ class RedisCounters:
             keys.card_status_key(token),
             keys.spend_key(token, assessment.kind),
         ]
-        fields = (
+        args: list[str | int] = [
             now_ms,
             now_ms - self._window_ms,
             self._window_ms,
@@ -68,12 +67,7 @@ class RedisCounters:
             proposal.reason.value,
             proposal.gateway_instance,
             self._idem_ttl_ms,
-        )
-        packed = lua.ARG_SEPARATOR.join(map(str, fields))
-        if packed.count(lua.ARG_SEPARATOR) != len(fields) - 1:
-            # a configured name (risk tier, instance) holding the separator would shift every value
-            raise StandInError(f"decision values must not contain {lua.ARG_SEPARATOR!r}: {fields!r}")
-        args = [packed]
+        ]
 
         async def op() -> list[int | bytes]:
             reply: list[int | bytes] = await self._decide(keys=script_keys, args=args)

@@ -13,13 +13,7 @@ last approval, so idle cards cost nothing.
 
 from __future__ import annotations
 
-__all__ = ["ABSORB", "APPEND", "ARG_SEPARATOR", "DECIDE", "RECORD_FIELDS"]
-
-# DECIDE takes its 15 values as one argument joined by this (ASCII unit separator, which
-# no value holds: numbers, codes, rule names, ids, the instance name checked at load):
-# redis-py packs each argument in Python, and 15 separate ones cost more client CPU per
-# decision than the rest of the call.
-ARG_SEPARATOR = "\x1f"
+__all__ = ["ABSORB", "APPEND", "DECIDE", "RECORD_FIELDS"]
 
 # Idempotency record fields, in the order DECIDE returns them after its "fresh" flag.
 RECORD_FIELDS = (
@@ -38,14 +32,11 @@ RECORD_FIELDS = (
 # approval; record the result for the request id. Returns {fresh(1|0), RECORD_FIELDS...}.
 DECIDE = """
 -- KEYS[1] idempotency record  KEYS[2] card status  KEYS[3] spend zset of the kind
--- ARGV[1]: the 15 values below joined by ARG_SEPARATOR (one argument: see ARG_SEPARATOR)
--- A[1] now_ms  A[2] cutoff_ms (drop approvals at or before)  A[3] window_ms
--- A[4] amount  A[5] max_amount  A[6] max_count  A[7] kind
--- A[8] static rule ('' = none)  A[9] static code
--- A[10] decision_id  A[11] approval_code  A[12] risk_tier  A[13] reason
--- A[14] gateway_instance  A[15] idempotency ttl ms
-local A = {}
-for v in string.gmatch(ARGV[1] .. '\\31', '([^\\31]*)\\31') do A[#A + 1] = v end
+-- ARGV[1] now_ms  ARGV[2] cutoff_ms (drop approvals at or before)  ARGV[3] window_ms
+-- ARGV[4] amount  ARGV[5] max_amount  ARGV[6] max_count  ARGV[7] kind
+-- ARGV[8] static rule ('' = none)  ARGV[9] static code
+-- ARGV[10] decision_id  ARGV[11] approval_code  ARGV[12] risk_tier  ARGV[13] reason
+-- ARGV[14] gateway_instance  ARGV[15] idempotency ttl ms
 local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code',
                 'risk_tier', 'reason', 'decided_at_ms', 'gateway_instance'}
 local earlier = redis.call('HMGET', KEYS[1], unpack(FIELDS))
@@ -61,35 +52,35 @@ elseif status == 'lost' then
   code, rule = '41', 'card_status.lost'
 elseif status == 'stolen' then
   code, rule = '43', 'card_status.stolen'
-elseif A[8] ~= '' then
-  code, rule = A[9], A[8]
+elseif ARGV[8] ~= '' then
+  code, rule = ARGV[9], ARGV[8]
 else
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', A[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
   local members = redis.call('ZRANGE', KEYS[3], 0, -1)
   local total = 0
   for i = 1, #members do
     total = total + tonumber(string.match(members[i], ':(%d+)$'))
   end
-  if total + tonumber(A[4]) > tonumber(A[5]) then
-    code, rule = '61', 'limit.amount.' .. A[7]
-  elseif #members + 1 > tonumber(A[6]) then
-    code, rule = '65', 'limit.count.' .. A[7]
+  if total + tonumber(ARGV[4]) > tonumber(ARGV[5]) then
+    code, rule = '61', 'limit.amount.' .. ARGV[7]
+  elseif #members + 1 > tonumber(ARGV[6]) then
+    code, rule = '65', 'limit.count.' .. ARGV[7]
   else
     code, rule = '00', 'approved'
-    redis.call('ZADD', KEYS[3], A[1], A[10] .. ':' .. A[4])
-    redis.call('PEXPIRE', KEYS[3], A[3])
+    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[10] .. ':' .. ARGV[4])
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
   end
 end
 local approval = ''
-if code == '00' then approval = A[11] end
-local record = {A[10], code, rule, approval, A[12], A[13], A[1], A[14]}
+if code == '00' then approval = ARGV[11] end
+local record = {ARGV[10], code, rule, approval, ARGV[12], ARGV[13], ARGV[1], ARGV[14]}
 local pairs_ = {}
 for i = 1, #FIELDS do
   pairs_[#pairs_ + 1] = FIELDS[i]
   pairs_[#pairs_ + 1] = record[i]
 end
 redis.call('HSET', KEYS[1], unpack(pairs_))
-redis.call('PEXPIRE', KEYS[1], A[15])
+redis.call('PEXPIRE', KEYS[1], ARGV[15])
 table.insert(record, 1, 1)
 return record
 """

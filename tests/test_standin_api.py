@@ -14,7 +14,7 @@ from test_standin_support import ENV, engine, request
 
 import standin
 from chaos.processes import ManagedProcess, free_port
-from standin import ClosedError, InvalidRequestError, Reason, StandIn, StandInError, load_config
+from standin import ClosedError, InvalidRequestError, Reason, StandIn, load_config
 from standin.redis_io import make_redis_client
 from standin.settings import RedisSettings
 
@@ -74,16 +74,6 @@ async def test_built_from_a_config_file(redis_server: ManagedProcess, tmp_path: 
         d = await e.decide(request(PAN_VISA), Reason.FORCED)
     assert (d.approved, d.gateway_instance) == (True, "gw-cfg")
     assert (tmp_path / "standin.sqlite3").exists()
-
-
-async def test_a_value_holding_the_script_separator_is_refused(
-    tmp_path: Path, redis_server: ManagedProcess
-) -> None:
-    """DECIDE's values travel joined by a separator: an instance name holding it is refused
-    (StandInError, which the gateway answers with 91) rather than shifting every value."""
-    async with engine(redis_server.port, tmp_path / "l.db", instance="gw\x1fbad") as e:
-        with pytest.raises(StandInError, match="must not contain"):
-            await e.decide(request(PAN_VISA, request_id="sep-1"), Reason.ALL_POOLS_FAILED)
 
 
 def test_commands_are_packed_in_c_with_the_same_bytes() -> None:
