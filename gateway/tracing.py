@@ -116,7 +116,7 @@ class ServerSpans:
     def start(self, metadata: Iterable[tuple[str, Any]] | None) -> Span:
         remote = incoming_span_context(metadata)
         if self._ratio is not None:
-            if remote is None and (self._ratio <= 0.0 or self._random.random() >= self._ratio):
+            if remote is None and self._random.random() >= self._ratio:  # in [0, 1): 0 records none, 1 all
                 return self._unsampled(self._random.getrandbits(128) or 1, None)
             if remote is not None and not remote.trace_flags.sampled:
                 return self._unsampled(remote.trace_id, remote.trace_state)

@@ -215,12 +215,13 @@ class Telemetry:
             processor = BatchSpanProcessor(self._span_exporter())
             self._sdk_tracer.add_span_processor(processor)
             self.tracer_provider = self._sdk_tracer
-            # Same pipeline, but every root span recorded: for a caller that makes the head-sampling
-            # decision itself (see presampled_tracer). Its shutdown is the main provider's.
-            self._presampled = TracerProvider(
-                resource=resource, sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False
-            )
-            self._presampled.add_span_processor(processor)
+            if settings.trace_sample_ratio is not None:
+                # Same pipeline, but every root span recorded: for a caller that applies the ratio
+                # itself (see presampled_tracer). Its shutdown is the main provider's.
+                self._presampled = TracerProvider(
+                    resource=resource, sampler=ParentBased(ALWAYS_ON), shutdown_on_exit=False
+                )
+                self._presampled.add_span_processor(processor)
         if self.metrics:
             self._sdk_meter = MeterProvider(resource=resource, metric_readers=self._metric_readers())
             self.meter_provider = self._sdk_meter
@@ -277,7 +278,7 @@ class Telemetry:
         ServerSpans does, because the SDK's sampling path is costly on a hot path even when it
         drops the span). Without tracing, or without a configured ratio, this is `tracer(name)`.
         """
-        if self._presampled is None or self.settings.trace_sample_ratio is None:
+        if self._presampled is None:
             return self.tracer(name)
         return self._presampled.get_tracer(name)
 
