@@ -8,6 +8,7 @@ recorded even when the provider's own ratio would drop them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, set_span_in_context
 
+from chaos.otlp_receiver import OtlpReceiver
 from gateway.tracing import SERVER_SPAN, ServerSpans, outgoing_metadata
 from health.telemetry import Exporter, Telemetry, TelemetrySettings
 from standin.tracing import format_traceparent
@@ -106,22 +108,31 @@ def test_without_ratio_the_sdk_sampler_decides(exported: InMemorySpanExporter) -
     assert spans.start(CALLER_SAMPLED).is_recording()
 
 
-def test_presampled_tracer_records_roots_and_children_follow() -> None:
-    """Telemetry at ratio 0: its ordinary tracer drops new traces, the presampled one records them,
-    and a child made by the ordinary tracer under a recorded root is recorded too."""
-    settings = TelemetrySettings("authgw-test", traces=Exporter.CONSOLE, trace_sample_ratio=0.0)
-    telemetry = Telemetry(settings)
-    try:
-        assert not telemetry.tracer("t").start_span("root").is_recording()
-        root = telemetry.presampled_tracer("t").start_span("root")
-        assert root.is_recording()
-        child = telemetry.tracer("t").start_span("child", set_span_in_context(root))
-        assert child.is_recording()
-        assert child.get_span_context().trace_id == root.get_span_context().trace_id
-        child.end()
-        root.end()
-    finally:
-        telemetry.shutdown()
+async def test_presampled_tracer_records_roots_and_children_follow() -> None:
+    """Telemetry at ratio 0: its ordinary tracer drops new traces, the presampled one records them
+    and exports them through the same pipeline, and a child made by the ordinary tracer under a
+    recorded root is recorded and exported too."""
+    async with OtlpReceiver() as receiver:
+        settings = TelemetrySettings(
+            "authgw-test", traces=Exporter.OTLP, otlp_endpoint=receiver.endpoint, trace_sample_ratio=0.0
+        )
+        telemetry = Telemetry(settings)
+        try:
+            dropped = telemetry.tracer("t").start_span("dropped")
+            assert not dropped.is_recording()
+            dropped.end()
+            root = telemetry.presampled_tracer("t").start_span("root")
+            assert root.is_recording()
+            child = telemetry.tracer("t").start_span("child", set_span_in_context(root))
+            assert child.is_recording()
+            child.end()
+            root.end()
+        finally:
+            await asyncio.to_thread(telemetry.shutdown)  # flushes to the receiver on this loop
+        exported = {span.name: span for span in receiver.spans()}
+    assert set(exported) == {"root", "child"}
+    assert exported["child"].trace_id == exported["root"].trace_id
+    assert exported["child"].parent_span_id == exported["root"].span_id
 
 
 def test_presampled_tracer_without_ratio_keeps_the_env_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
