@@ -3,7 +3,7 @@
 One process is one issuer host. It serves, on one port:
 
 - `authgw.v1.IssuerHost` (Authorize, Advise), deciding like an issuer from the
-  card's deterministic profile (`chaos.ledger.card_profile`): blocked 05, lost
+  card's deterministic profile (`chaos.card_profiles.card_profile`): blocked 05, lost
   41, stolen 43, amount over the available balance 51, else 00 with a
   6-character approval code and the amount held. The same request_id always
   gets the same answer and is held once; advices are recorded once per
@@ -12,9 +12,10 @@ One process is one issuer host. It serves, on one port:
 - `authgw.v1.IssuerSimControl`: SetFaults (replaces every fault at once) and
   Report (this host's counters, current faults, the ledger's advices).
 
-Accounts live in a `chaos.ledger.Ledger`: private to the process by default,
-or issuer-wide with `--ledger redis://HOST:PORT/DB`, shared by every host given
-the same URL. A ledger that does not answer in time fails the call with
+Accounts live in a `chaos.ledger_protocol.Ledger`: private to the process by
+default (`chaos.memory_ledger`), or issuer-wide with `--ledger
+redis://HOST:PORT/DB` (`chaos.redis_ledger`), shared by every host given the
+same URL. A ledger that does not answer in time fails the call with
 UNAVAILABLE.
 
 Faults (flags at start, SetFaults at run time):
@@ -60,8 +61,10 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
-from chaos.ledger import Ledger, MemoryLedger, RedisLedger
+from chaos.ledger_protocol import Ledger
+from chaos.memory_ledger import MemoryLedger
 from chaos.otel_env import server_interceptors, sim_telemetry
+from chaos.redis_ledger import RedisLedger
 from chaos.sim_faults import FaultGate, faults_problem
 from chaos.sim_servicers import (
     ControlServicer,
@@ -72,7 +75,7 @@ from chaos.sim_servicers import (
 )
 from health.telemetry import TelemetrySettingError
 
-__all__ = ["FaultGate", "IssuerSim", "SimCounters", "faults_problem", "main"]
+__all__ = ["IssuerSim", "main"]
 
 log = logging.getLogger("authgw.issuer_sim")
 

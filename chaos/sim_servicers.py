@@ -23,7 +23,8 @@ from grpc_health.v1 import health, health_pb2
 
 from authgw.v1 import authorization_pb2 as apb
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
-from chaos.ledger import AdviceEntry, HoldAttempt, Ledger, LedgerUnavailable, luhn_valid
+from chaos.card_profiles import luhn_valid
+from chaos.ledger_protocol import AdviceEntry, HoldAttempt, Ledger, LedgerUnavailable
 from chaos.sim_faults import FaultGate, faults_problem
 
 __all__ = ["ControlServicer", "HangingHealth", "HostState", "IssuerHostServicer", "SimCounters"]

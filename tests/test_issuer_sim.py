@@ -25,8 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from authgw.v1 import simulator_pb2
-from chaos.issuer_sim import faults_problem
-from chaos.ledger import (
+from chaos.card_profiles import (
     LARGE_BALANCE_MINOR,
     LOW_BALANCE_MINOR,
     PAN_BLOCKED,
@@ -34,16 +33,16 @@ from chaos.ledger import (
     PAN_LOW_BALANCE,
     PAN_STOLEN,
     WELL_KNOWN_TEST_PANS,
-    AdviceEntry,
     CardStatus,
-    Ledger,
-    MemoryLedger,
-    RedisLedger,
     card_profile,
     luhn_valid,
 )
+from chaos.ledger_protocol import AdviceEntry, Ledger
+from chaos.memory_ledger import MemoryLedger
 from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.redis_ledger import RedisLedger
 from chaos.sim_control import SimControl
+from chaos.sim_faults import faults_problem
 from tests.helpers import PAN_VISA, assert_eventually
 
 pytestmark = pytest.mark.timeout(30)
