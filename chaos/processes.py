@@ -145,9 +145,17 @@ def _require(binary: str) -> str:
     return path
 
 
-def start_redis(workdir: Path, port: int | None = None, appendonly: bool = True) -> ManagedProcess:
-    """Start a private redis-server on loopback (AOF with fsync always when appendonly)."""
+def start_redis(
+    workdir: Path, port: int | None = None, appendonly: bool = True, cluster: bool = False
+) -> ManagedProcess:
+    """Start a private redis-server on loopback (AOF with fsync always when appendonly).
+
+    With `cluster`, the server runs in Redis Cluster mode, owning no slot yet (CLUSTER ADDSLOTSRANGE).
+    """
     port = port or free_port()
+    cluster_args = (
+        ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"] if cluster else []
+    )
     argv = [
         _require("redis-server"),
         "--bind", "127.0.0.1",
@@ -157,6 +165,7 @@ def start_redis(workdir: Path, port: int | None = None, appendonly: bool = True)
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "always",
         "--daemonize", "no",
+        *(cluster_args if cluster else []),
     ]  # fmt: skip
     return ManagedProcess(f"redis-{port}", argv, port, workdir).start()
 

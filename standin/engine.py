@@ -26,6 +26,15 @@ What holds while Redis is down (and what does not):
     decision answered meanwhile has its own id. Each answer given is journaled; advice
     consumers should expect, rarely, two decisions for one request id.
 
+Why two Redis round trips (DECIDE, then APPEND) and not one script doing both on a single
+Redis: tried on 2026-11-27 and rejected. When such a call times out after Redis ran it,
+the stream already holds the decision, but the engine, not knowing it, answers a local
+decision under the same decision id, which may differ (a local decline, a Redis approval):
+settlement then advises an approval the cardholder never got. The chaos test of a total
+outage caught exactly that (one declined decision debited). With two steps a decision is
+appended only once the engine knows it, and a timed-out APPEND is recorded locally with the
+same content, so a lost reply never makes the journal disagree with the answer.
+
 Given a tracer, each journal write is an `authgw.standin.journal` span (attribute
 authgw.journal.kind: redis | sqlite), a child of the caller's current span;
 a failed Redis append shows as an error span followed by the SQLite one.
