@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from test_standin_support import client, flush_standin_keys
 
 from chaos.processes import ManagedProcess, start_etcd, start_redis
 
@@ -30,3 +31,12 @@ def redis_server(session_dir: Path) -> Iterator[ManagedProcess]:
     proc = start_redis(session_dir / "redis")
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
+    """The session Redis with no stand-in keys; yields its port."""
+    r = client(redis_server.port)
+    await flush_standin_keys(r)
+    await r.aclose()
+    yield redis_server.port

@@ -31,7 +31,7 @@ from test_settlement_support import (
     stream_len,
     worker,
 )
-from test_standin_support import ENV, IMPATIENT, client, engine, flush_standin_keys, request
+from test_standin_support import ENV, IMPATIENT, client, engine, request
 
 from authgw.v1 import authorization_pb2 as pb
 from chaos.processes import ManagedProcess, free_port, start_redis
@@ -68,12 +68,10 @@ def sims(
 
 
 @pytest.fixture
-async def redis_port(redis_server: ManagedProcess, sims: dict[str, ManagedProcess]) -> AsyncIterator[int]:
-    """The session Redis without stand-in keys; simulators running and without faults afterwards."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
+async def redis_port(redis_port: int, sims: dict[str, ManagedProcess]) -> AsyncIterator[int]:
+    """The session Redis without stand-in keys (conftest's fixture); simulators running and without
+    faults afterwards."""
+    yield redis_port
     for p in sims.values():
         p.signal(signal.SIGCONT)
         async with SimControl(p.address) as ctl:

@@ -21,7 +21,7 @@ from test_settlement_support import (
     start_sims,
     worker,
 )
-from test_standin_support import ENV, client, flush_standin_keys
+from test_standin_support import ENV
 
 from chaos.processes import ManagedProcess
 from chaos.sim_control import SimControl
@@ -43,12 +43,9 @@ def sims(
 
 
 @pytest.fixture
-async def redis_port(redis_server: ManagedProcess, sims: dict[str, ManagedProcess]) -> AsyncIterator[int]:
-    """The session Redis without stand-in keys; simulators without faults afterwards."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
+async def redis_port(redis_port: int, sims: dict[str, ManagedProcess]) -> AsyncIterator[int]:
+    """The session Redis without stand-in keys (conftest's fixture); simulators without faults afterwards."""
+    yield redis_port
     for p in sims.values():
         p.signal(signal.SIGCONT)
         async with SimControl(p.address) as ctl:

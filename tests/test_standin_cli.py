@@ -6,15 +6,14 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import PAN_AMEX, PAN_MC, PAN_VISA
-from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, flush_standin_keys, request
+from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, request
 
-from chaos.processes import ManagedProcess, free_port, start_redis
+from chaos.processes import free_port, start_redis
 from standin import CardStatus, CardStatusFileError, Reason, ResponseCode
 from standin.cardstatus import CardStatusRecord, load_card_statuses, read_card_status_file
 from standin.keys import card_status_key
@@ -22,15 +21,6 @@ from standin.redis_io import RedisGate
 from standin.tokens import CardTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
-    """The session Redis with no stand-in keys; yields its port."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
 
 
 def config_file(tmp_path: Path, port: int) -> Path:

@@ -9,36 +9,23 @@ import asyncio
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from test_standin_support import (
     TOKEN_KEY,
     client,
     engine,
-    flush_standin_keys,
     policy,
     request,
     stream_entries,
 )
 
-from chaos.processes import ManagedProcess
 from standin import Reason, StandIn, StandInDecision, WindowLimit
 from standin.keys import spend_key
 from standin.tokens import CardTokenizer
 from standin.types import LimitKind
 
 PAN = "4000056655665556"  # public Visa test number
-
-
-@pytest.fixture
-async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
-    """The session Redis with no stand-in keys; yields its port."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
 
 
 async def spend_of(port: int, pan: str = PAN) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,13 +13,11 @@ from test_standin_support import (
     TOKEN_KEY,
     client,
     engine,
-    flush_standin_keys,
     luhn_pan,
     request,
     stream_entries,
 )
 
-from chaos.processes import ManagedProcess
 from standin import (
     EntryFormatError,
     JournalKind,
@@ -37,15 +34,6 @@ from standin.redis_io import RedisGate
 from standin.tokens import CardTokenizer
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
-    """The session Redis with no stand-in keys; yields its port."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
 
 
 async def entries(port: int, partitions: int = 1) -> list[dict[str, str]]:

@@ -13,28 +13,17 @@ from test_standin_support import (
     FakeClock,
     client,
     engine,
-    flush_standin_keys,
     luhn_pan,
     policy,
     request,
 )
 
-from chaos.processes import ManagedProcess
 from standin import Channel, JournalKind, Reason, ResponseCode, StandIn, WindowLimit
 from standin.keys import card_status_key, spend_key
 from standin.tokens import CardTokenizer
 from standin.types import LimitKind
 
 RC = ResponseCode
-
-
-@pytest.fixture
-async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
-    """The session Redis with no stand-in keys; yields its port."""
-    r = client(redis_server.port)
-    await flush_standin_keys(r)
-    await r.aclose()
-    yield redis_server.port
 
 
 @pytest.fixture
