@@ -5,7 +5,10 @@ open-loop load at fixed rates measures the end-to-end decision latency an
 acquirer sees (validation, stand-in policy, one Redis script, the journal
 append) and how many decisions per second were answered.
 
-    python -m chaos.bench_standin [--rates 500,1000] [--seconds 10]
+    python -m chaos.bench_standin [--rates 500,1000] [--seconds 10] [--gateway-workers 1]
+
+With --gateway-workers N the gateway runs N processes on its port (serve --workers),
+each a stand-in engine of its own sharing Redis.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from chaos.topology import Topology, TopologySpec
 __all__ = ["main"]
 
 
-async def _bench(rates: list[int], seconds: float, workdir: Path, console: Console) -> Table:
-    topo = await asyncio.to_thread(Topology(workdir, TopologySpec(redis=True)).start)
+async def _bench(rates: list[int], seconds: float, workers: int, workdir: Path, console: Console) -> Table:
+    topo = await asyncio.to_thread(Topology(workdir, TopologySpec(redis=True, gateway_workers=workers)).start)
     try:
         target = topo.gateways[0].address
         for sim in topo.sims.values():
@@ -39,7 +42,8 @@ async def _bench(rates: list[int], seconds: float, workdir: Path, console: Conso
         console.log("warming up: every issuer host hung, waiting for stand-in mode")
         await run_open_loop(target, rate_per_s=100, duration_s=3, make_request=mix.request)
         table = Table(
-            title=f"stand-in through the gateway ({seconds:.0f} s per rate, Redis AOF always on loopback)"
+            title=f"stand-in through the gateway ({seconds:.0f} s per rate, {workers} gateway process"
+            f"{'es' if workers > 1 else ''}, Redis AOF always on loopback)"
         )
         for col in ("rate/s", "answered/s", "failed", "stand-in share", "p50 ms", "p99 ms", "max ms"):
             table.add_column(col, justify="right")
@@ -74,11 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rates", default="500,1000", help="comma-separated request rates")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes (serve --workers)")
     args = parser.parse_args(argv)
     console = Console(width=max(110, shutil.get_terminal_size().columns))
     workdir = Path(tempfile.mkdtemp(prefix="authgw-bench-standin-"))
     try:
-        table = asyncio.run(_bench([int(r) for r in args.rates.split(",")], args.seconds, workdir, console))
+        table = asyncio.run(
+            _bench(
+                [int(r) for r in args.rates.split(",")], args.seconds, args.gateway_workers, workdir, console
+            )
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     console.print(table)

@@ -49,6 +49,7 @@ class TopologySpec:
     etcd_nodes: int = 1
     redis: bool = False  # the gateways' Redis (stand-in counters and journal)
     gateways: int = 1
+    gateway_workers: int = 1  # processes per gateway sharing its port (serve --workers)
     attempt_timeout_ms: int = 400
     deadline_ms: int = 2000
     gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
@@ -231,7 +232,8 @@ class Topology:
         port = port or free_port()
         path = self.workdir / f"gateway-{index + 1}.toml"
         path.write_text(to_toml(self.gateway_config(index, port)))
-        proc = start_authgw(self.workdir, f"gw-{index + 1}", ["serve", "--config", str(path)], port)
+        args = ["serve", "--config", str(path), "--workers", str(self.spec.gateway_workers)]
+        proc = start_authgw(self.workdir, f"gw-{index + 1}", args, port)
         if index < len(self.gateways):
             self.gateways[index] = proc
         else:
