@@ -9,7 +9,9 @@ alike; each round starts a fresh gateway, warms it up, then h2load sends the
 same authorization (gRPC framing by hand) as fast as the gateway answers.
 Reported per mode (median of rounds): requests per second, and the gateway
 process's CPU time per request (user + system, exporter threads included,
-measured until the receiver has every span of the run). On a shared machine the
+measured until the receiver has every span of the run; and of that, the main thread's:
+the event loop, where spans are built, while OTLP encoding runs on the exporter's
+thread). On a shared machine the
 CPU figure is the steadier one: throughput of a saturated single-loop gateway
 is about 1 / CPU per request.
 
@@ -133,10 +135,15 @@ async def _check(address: str) -> None:
         raise RuntimeError(f"gateway did not route to the issuer: {resp}")
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, its exporter threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of a process (every thread: the exporter's, gRPC's) and of its
+    main thread alone (the event loop, whose CPU per request bounds a gateway's throughput)."""
+
+    def seconds(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return seconds(Path(f"/proc/{pid}/stat")), seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 async def _settle(receiver: OtlpReceiver, expected_spans: int, timeout_s: float = 8.0) -> None:
@@ -149,8 +156,9 @@ async def _settle(receiver: OtlpReceiver, expected_spans: int, timeout_s: float 
 
 async def _round(
     args: argparse.Namespace, workdir: Path, sim: ManagedProcess, receiver: OtlpReceiver, mode: str
-) -> tuple[float, float]:
-    """(requests per second, gateway CPU microseconds per request) of one fresh gateway."""
+) -> tuple[float, float, float]:
+    """(requests per second, gateway CPU microseconds per request, of which on the main thread)
+    of one fresh gateway."""
     gw = _gateway(workdir, sim, receiver.endpoint, mode, args.sample_ratio)
     traced = mode in {"traces", "full"}  # every span expected at the receiver
     try:
@@ -163,20 +171,20 @@ async def _round(
         else:
             await _closed_loop(gw.address, warmup, args.clients * args.streams)
         await _settle(receiver, receiver.span_count + (2 * (warmup + 1) if traced else 0))
-        before, spans = _cpu_s(gw.pid), receiver.span_count
+        (before, main_before), spans = _cpu_s(gw.pid), receiver.span_count
         if args.h2load:
             rate = await _h2load(gw.address, frame, args.requests, args.clients, args.streams)
         else:
             rate = await _closed_loop(gw.address, args.requests, args.clients * args.streams)
         await _settle(receiver, spans + (2 * args.requests if traced else 0))
-        cpu_us = (_cpu_s(gw.pid) - before) / args.requests * 1e6
-        return rate, cpu_us
+        after, main_after = _cpu_s(gw.pid)
+        return rate, (after - before) / args.requests * 1e6, (main_after - main_before) / args.requests * 1e6
     finally:
         await asyncio.to_thread(gw.stop, 10)
 
 
-async def _bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
-    results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in args.modes}
+async def _bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float, float]]]:
+    results: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in args.modes}
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
         workdir = Path(tmp)
         port = free_port()
@@ -189,9 +197,12 @@ async def _bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float]
             async with OtlpReceiver(keep=False) as receiver:
                 for i in range(args.rounds):
                     for mode in args.modes if i % 2 == 0 else args.modes[::-1]:
-                        rate, cpu_us = await _round(args, workdir, sim, receiver, mode)
-                        results[mode].append((rate, cpu_us))
-                        print(f"round {i + 1} {mode:>7}: {rate:6.0f} req/s  {cpu_us:5.0f} us CPU/request")
+                        rate, cpu_us, main_us = await _round(args, workdir, sim, receiver, mode)
+                        results[mode].append((rate, cpu_us, main_us))
+                        print(
+                            f"round {i + 1} {mode:>7}: {rate:6.0f} req/s  {cpu_us:5.0f} us CPU/request"
+                            f" ({main_us:3.0f} main thread)"
+                        )
                 print(f"receiver: {receiver.span_count} spans, {receiver.metric_exports} metric exports")
         finally:
             sim.stop()
@@ -219,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         print("h2load not found (scripts/ensure-system-deps.sh nghttp2-client): using the Python client")
         args.h2load = False
     results = asyncio.run(_bench(args))
-    rate = {mode: statistics.median(r for r, _ in runs) for mode, runs in results.items()}
-    cpu = {mode: statistics.median(c for _, c in runs) for mode, runs in results.items()}
+    rate = {mode: statistics.median(r for r, _, _ in runs) for mode, runs in results.items()}
+    cpu = {mode: statistics.median(c for _, c, _ in runs) for mode, runs in results.items()}
+    main_cpu = {mode: statistics.median(m for _, _, m in runs) for mode, runs in results.items()}
     print("median per mode; cost = throughput lost against 'off' (measured, and implied by CPU/request)")
     for mode in results:
         line = f"{mode:>7}: {rate[mode]:6.0f} req/s  {cpu[mode]:5.0f} us CPU/request"
+        line += f" ({main_cpu[mode]:3.0f} main)"
         if mode != "off" and "off" in results:
             line += f"  cost {100 * (1 - rate[mode] / rate['off']):5.1f} % measured"
             line += f", {100 * (1 - cpu['off'] / cpu[mode]):5.1f} % by CPU"
