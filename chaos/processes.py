@@ -153,9 +153,9 @@ def start_redis(
     With `cluster`, the server runs in Redis Cluster mode, owning no slot yet (CLUSTER ADDSLOTSRANGE).
     """
     port = port or free_port()
-    cluster_args = (
-        ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"] if cluster else []
-    )
+    # The cluster bus gets a free port of its own (by default port + 10000, refused above 55535).
+    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+    cluster_args += ["--cluster-port", str(free_port())]
     argv = [
         _require("redis-server"),
         "--bind", "127.0.0.1",
