@@ -19,9 +19,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from chaos.otlp_receiver import OtlpReceiver
+from gateway.telemetry import GatewayTelemetry
 from gateway.tracing import SERVER_SPAN, ServerSpans, outgoing_metadata
 from health.telemetry import Exporter, Telemetry, TelemetrySettings
 from standin.tracing import format_traceparent
+from tests.gateway_fixtures import gateway_config
 
 CALLER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 CALLER_SAMPLED = (("traceparent", f"00-{CALLER_TRACE:032x}-b7ad6b7169203331-01"),)
@@ -144,3 +146,18 @@ def test_presampled_tracer_without_ratio_keeps_the_env_sampler(monkeypatch: pyte
         assert not telemetry.tracer("t").start_span("x").is_recording()
     finally:
         telemetry.shutdown()
+
+
+async def test_the_gateway_records_the_configured_share() -> None:
+    """The gateway's own wiring at trace_sample_ratio 0.5: about half the new traces are recorded.
+    Were its ServerSpans built on the ordinary tracer, the SDK's ratio would drop half of what
+    ServerSpans chose to record, and about a quarter would be."""
+    telemetry_section = {"traces_exporter": "console", "metrics_exporter": "none", "trace_sample_ratio": 0.5}
+    cfg = gateway_config([("primary", ["127.0.0.1:7001"])], extra={"telemetry": telemetry_section})
+    telemetry = GatewayTelemetry.from_config(cfg, {})
+    try:
+        assert telemetry.server_spans is not None
+        recorded = sum(telemetry.server_spans.start(()).is_recording() for _ in range(2000))
+    finally:
+        await telemetry.close()  # the spans were never ended: nothing is printed
+    assert 890 <= recorded <= 1110  # 1,000 +- 5 standard deviations (~22)
