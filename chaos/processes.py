@@ -153,9 +153,13 @@ def start_redis(
     With `cluster`, the server runs in Redis Cluster mode, owning no slot yet (CLUSTER ADDSLOTSRANGE).
     """
     port = port or free_port()
-    # The cluster bus gets a free port of its own (by default port + 10000, refused above 55535).
-    cluster_args = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
-    cluster_args += ["--cluster-port", str(free_port())]
+    cluster_args: list[str] = []
+    if cluster:  # the bus gets a free port of its own (by default port + 10000, refused above 55535)
+        cluster_args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", f"nodes-{port}.conf",
+            "--cluster-port", str(free_port()),
+        ]  # fmt: skip
     argv = [
         _require("redis-server"),
         "--bind", "127.0.0.1",
@@ -165,7 +169,7 @@ def start_redis(
         "--appendonly", "yes" if appendonly else "no",
         "--appendfsync", "always",
         "--daemonize", "no",
-        *(cluster_args if cluster else []),
+        *cluster_args,
     ]  # fmt: skip
     return ManagedProcess(f"redis-{port}", argv, port, workdir).start()
 
