@@ -30,13 +30,13 @@ from chaos.processes import ManagedProcess, free_port, start_authgw, start_redis
 from chaos.sim_control import SimControl
 from gateway.config import parse_config
 from gateway.router import Router
-from gateway.settlement_link import GrpcAdviceSender
+from gateway.settlement.sender import GrpcAdviceSender
 from standin import JournalKind, JournalSettings, PanCipher, Reason, ResponseCode, StandInDecision
 from standin.entry import encode_entry
 from standin.redis_io import make_redis_client
 from standin.settings import RedisSettings
-from standin.settle_settings import SettlementSettings
 from standin.settlement import Settlement
+from standin.settlement.settings import SettlementSettings
 from standin.tokens import CardTokenizer
 from standin.types import Channel, StandInRequest
 

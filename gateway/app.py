@@ -28,7 +28,7 @@ from gateway.membership import MembershipLink
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router
 from gateway.service import AuthorizationService, DeclineFallback, Fallback
-from gateway.settlement_link import build_settlement
+from gateway.settlement.wiring import build_settlement
 from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode
 from gateway.telemetry import GatewayTelemetry

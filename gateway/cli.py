@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "undrain": ("health.admin", "route to a drained pool again"),
     "mode": ("health.admin", "set /authgw/mode: auto | force-standin | force-issuer"),
     "standin": ("standin.cli", "stand-in tools: load-card-status, status, reconcile, replay"),
-    "settle": ("gateway.settle_cmd", "run a settlement worker alone"),
+    "settle": ("gateway.settlement.command", "run a settlement worker alone"),
 }
 
 

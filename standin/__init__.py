@@ -36,9 +36,8 @@ from standin.policy import ChannelRisk, RiskTier, StandInPolicy, WindowLimit
 from standin.policy_load import load_policy
 from standin.redis_io import make_redis_client
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig, load_config
-from standin.settle_advice import Advice, AdviceSender, SendOutcome, SendResult
-from standin.settle_settings import SettlementSettings, load_settlement_settings
-from standin.settlement import Settlement, WorkerState
+from standin.settlement import Advice, AdviceSender, SendOutcome, SendResult, Settlement, WorkerState
+from standin.settlement.settings import SettlementSettings, load_settlement_settings
 from standin.tokens import CardTokenizer
 from standin.types import (
     CardStatus,

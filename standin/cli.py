@@ -35,9 +35,9 @@ from standin.errors import StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settings import StandInConfig, load_config
-from standin.settle_deadletter import dead_letters, requeue
-from standin.settle_reconcile import from_fields, reconcile
-from standin.settle_status import settlement_status
+from standin.settlement.deadletter import dead_letters, requeue
+from standin.settlement.reconcile import from_fields, reconcile
+from standin.settlement.status import settlement_status
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
 
@@ -86,7 +86,7 @@ def _admin_client(config: StandInConfig) -> Redis:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point; argv[0] is "standin" (`authgw settle` is gateway.settle_cmd: it needs gRPC)."""
+    """Entry point; argv[0] is "standin" (`authgw settle` is gateway.settlement.command: it needs gRPC)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = _parser()
     args = parser.parse_args(argv[1:])

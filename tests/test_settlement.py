@@ -40,17 +40,17 @@ from gateway.app import Gateway
 from gateway.config import parse_config
 from standin import Reason
 from standin.redis_io import RedisGate
-from standin.settle_dispatch import ADVISE_SPAN
-from standin.settle_store import SettleStore
 from standin.settlement import WorkerState
+from standin.settlement.dispatch import ADVISE_SPAN
+from standin.settlement.store import SettleStore
 from tests.gateway_fixtures import auth_request
 
 LEDGER_DB = 5  # the issuer's ledger: its own database of the session Redis
 
 
 def start_settle(workdir: Path, name: str, args: list[str]) -> ManagedProcess:
-    """`authgw settle ...` as a child process (via gateway.settle_cmd until gateway/cli.py routes there)."""
-    argv = [sys.executable, "-m", "gateway.settle_cmd", *args]
+    """`authgw settle ...` as a child process (gateway.settlement.command)."""
+    argv = [sys.executable, "-m", "gateway.settlement.command", *args]
     return ManagedProcess(name, argv, 0, workdir, env={"PYTHONUNBUFFERED": "1"}).start(wait_port=False)
 
 

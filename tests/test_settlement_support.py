@@ -20,10 +20,10 @@ from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from chaos.topology import to_toml
 from gateway.router import Router
-from gateway.settlement_link import GrpcAdviceSender
+from gateway.settlement.sender import GrpcAdviceSender
 from standin import JournalSettings, PanCipher, Reason, StandInDecision
-from standin.settle_settings import SettlementSettings
 from standin.settlement import Settlement
+from standin.settlement.settings import SettlementSettings
 from tests.gateway_fixtures import gateway_config
 
 # Quick enough for tests: a killed worker's partitions move within a second or two.

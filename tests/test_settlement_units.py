@@ -9,11 +9,11 @@ import pytest
 from test_standin_support import request
 
 from authgw.v1 import authorization_pb2 as pb
-from gateway.settlement_link import _outcome, to_pb_advice
+from gateway.settlement.sender import _outcome, to_pb_advice
 from standin import ConfigError, JournalKind, Reason, ResponseCode, StandInDecision
-from standin.settle_advice import Advice, SendOutcome
-from standin.settle_pacing import Pacer, Pause
-from standin.settle_settings import SettlementSettings, load_settlement_settings
+from standin.settlement.advice import Advice, SendOutcome
+from standin.settlement.pacing import Pacer, Pause
+from standin.settlement.settings import SettlementSettings, load_settlement_settings
 
 SETTINGS = SettlementSettings(
     rate_per_s=1000,

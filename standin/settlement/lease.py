@@ -22,7 +22,7 @@ from datetime import timedelta
 from redis.commands.core import AsyncScript
 
 from standin.redis_io import RedisGate
-from standin.settle_keys import lease_key
+from standin.settlement.keys import lease_key
 
 __all__ = ["PartitionLeases"]
 

@@ -37,7 +37,7 @@ from redis.exceptions import ResponseError
 
 from standin.errors import StoreUnavailableError
 from standin.redis_io import RedisGate
-from standin.settle_keys import WORKERS_KEY, counts_key, dead_key, lease_key, settled_key, stream_key
+from standin.settlement.keys import WORKERS_KEY, counts_key, dead_key, lease_key, settled_key, stream_key
 
 __all__ = ["DeadLetter", "LeaseLostError", "RawEntry", "SettleStore", "Settled"]
 

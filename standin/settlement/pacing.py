@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from standin.settle_settings import SettlementSettings
+from standin.settlement.settings import SettlementSettings
 
 __all__ = ["Pacer", "Pause"]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from standin.redis_io import RedisGate
 from standin.settings import JournalSettings
-from standin.settle_deadletter import dead_letters
-from standin.settle_keys import settled_key, stream_key
+from standin.settlement.deadletter import dead_letters
+from standin.settlement.keys import settled_key, stream_key
 
 __all__ = ["JournaledDecision", "from_fields", "reconcile"]
 

@@ -24,8 +24,8 @@ from redis.exceptions import ResponseError
 
 from standin.redis_io import RedisGate
 from standin.settings import JournalSettings
-from standin.settle_deadletter import dead_letters
-from standin.settle_keys import WORKERS_KEY, counts_key, lease_key, stream_key
+from standin.settlement.deadletter import dead_letters
+from standin.settlement.keys import WORKERS_KEY, counts_key, lease_key, stream_key
 
 __all__ = ["Totals", "add_counts", "settlement_status"]
 

@@ -31,7 +31,8 @@ from gateway.logs import LogFormat, configure_logging
 from gateway.membership import pool_specs, seed_membership
 from gateway.metrics import settlement_counter
 from gateway.router import Router
-from gateway.settlement_link import GrpcAdviceSender, load_settlement_config
+from gateway.settlement.sender import GrpcAdviceSender
+from gateway.settlement.wiring import load_settlement_config
 from gateway.telemetry import GatewayTelemetry
 from health import EtcdClient, Membership, MembershipWatcher, Mode, parse_endpoints
 from standin.settlement import Settlement

@@ -21,7 +21,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 
 from standin.redis_io import RedisGate
-from standin.settle_keys import dead_key, stream_key
+from standin.settlement.keys import dead_key, stream_key
 
 __all__ = ["DeadLetterView", "dead_letters", "requeue"]
 

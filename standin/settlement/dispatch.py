@@ -33,10 +33,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from standin.crypto import PanCipher
 from standin.entry import decode_entry
 from standin.errors import EntryFormatError
-from standin.settle_advice import Advice, AdviceSender, SendOutcome, SendResult
-from standin.settle_pacing import Pacer, Pause
-from standin.settle_settings import SettlementSettings
-from standin.settle_store import DeadLetter, RawEntry, Settled
+from standin.settlement.advice import Advice, AdviceSender, SendOutcome, SendResult
+from standin.settlement.pacing import Pacer, Pause
+from standin.settlement.settings import SettlementSettings
+from standin.settlement.store import DeadLetter, RawEntry, Settled
 from standin.tracing import link_from_traceparent
 
 __all__ = ["ADVISE_SPAN", "BatchResult", "Dispatcher", "WorkerStats", "settled_record", "sleep_unless"]

@@ -69,7 +69,6 @@ import contextlib
 import dataclasses
 import enum
 import logging
-import math
 import os
 import time
 import uuid
@@ -82,17 +81,19 @@ from opentelemetry.metrics import Counter
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
+from authgw.tasks import stop_then_cancel
 from standin.crypto import PanCipher
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settings import JournalSettings, StandInConfig
-from standin.settle_advice import AdviceSender, BacklogSource, IssuerHealth
-from standin.settle_dispatch import BatchResult, Dispatcher, settled_record, sleep_unless
-from standin.settle_lease import PartitionLeases
-from standin.settle_pacing import Pacer, Pause
-from standin.settle_settings import SettlementSettings
-from standin.settle_store import LeaseLostError, RawEntry, SettleStore
+from standin.settlement.advice import AdviceSender, BacklogSource, IssuerHealth
+from standin.settlement.dispatch import BatchResult, Dispatcher, settled_record, sleep_unless
+from standin.settlement.lease import PartitionLeases
+from standin.settlement.pacing import Pacer, Pause
+from standin.settlement.partitions import PartitionOwner
+from standin.settlement.settings import SettlementSettings
+from standin.settlement.store import LeaseLostError, RawEntry, SettleStore
 
 __all__ = ["Settlement", "WorkerState"]
 
@@ -100,7 +101,6 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_S = 0.1
 _STALE_HEARTBEATS = 30  # heartbeat intervals after which a silent worker's heartbeat is dropped
-_DEAD_CONSUMER_IDLE_MS = 3_600_000  # a group consumer idle this long with nothing pending is a dead worker's
 
 
 class WorkerState(enum.Enum):
@@ -158,7 +158,15 @@ class Settlement:
         self._store = SettleStore(
             gate, group=self._journal.consumer_group, worker_id=self.worker_id, settler=instance
         )
-        self._leases = PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, clock)
+        self._owner = PartitionOwner(
+            leases=PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, clock),
+            store=self._store,
+            partitions=self._journal.partitions,
+            heartbeat=self.settings.heartbeat,
+            grace=self.settings.advise_timeout + self.settings.redis_deadline,
+            settle=self._settle_partition,
+            wall_clock=wall_clock,
+        )
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
         self._dispatcher = Dispatcher(
@@ -175,7 +183,6 @@ class Settlement:
         """What this worker did since it started (sent, acked, duplicates, rejected, failed, ...)."""
         self.state = WorkerState.NEW
         self._stopping = asyncio.Event()
-        self._partitions: dict[int, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self._main: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._busy: set[int] = set()
@@ -232,18 +239,10 @@ class Settlement:
             await self._closed.wait()
             return
         self._stopping.set()
-        grace_s = self.settings.advise_timeout.total_seconds() + self.settings.redis_deadline.total_seconds()
-        if self._main is not None:
-            try:
-                async with asyncio.timeout(grace_s + 1.0):
-                    await asyncio.shield(self._main)
-            except TimeoutError:
-                self._main.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._main
-        for p in self._leases.held():
-            with contextlib.suppress(StandInError):
-                await self._leases.release(p)
+        grace = self.settings.advise_timeout + self.settings.redis_deadline + timedelta(seconds=1)
+        await stop_then_cancel(self._main, self._stopping, grace.total_seconds())
+        with contextlib.suppress(StandInError):
+            await self._owner.release_all()
         with contextlib.suppress(StandInError):
             await self._store.forget_workers([self.worker_id])
         if self._owns_redis:
@@ -265,7 +264,7 @@ class Settlement:
         await self.close()
 
     def held_partitions(self) -> list[int]:
-        return self._leases.held()
+        return self._owner.held()
 
     # -- the loops ------------------------------------------------------------------------------------
 
@@ -284,7 +283,7 @@ class Settlement:
                     if self._clock() >= next_heartbeat:
                         await self._heartbeat()
                         next_heartbeat = self._clock() + heartbeat_s
-                    await self._maintain_leases()
+                    await self._owner.maintain()
                     self._redis_up()
                 except StandInError as exc:
                     self._redis_failed(exc)
@@ -294,64 +293,7 @@ class Settlement:
                     async with asyncio.timeout(min(interval_s, heartbeat_s)):
                         await self._stopping.wait()
         finally:
-            await self._stop_partitions(list(self._partitions))
-
-    async def _maintain_leases(self) -> None:
-        for p in list(self._partitions):
-            if not await self._leases.renew(p):
-                log.warning("settlement worker %s lost the lease of partition %d", self.worker_id, p)
-                await self._stop_partitions([p])
-        for p in list(self._partitions):  # a partition task that ended by itself (should not happen)
-            if self._partitions[p][1].done():
-                await self._stop_partitions([p])
-        share = await self._fair_share()
-        excess = sorted(self._partitions)[share:]
-        if excess:  # another worker joined: hand partitions over (finish the batch, then release)
-            log.info("settlement worker %s hands over partitions %s", self.worker_id, excess)
-            await self._stop_partitions(excess)
-            for p in excess:
-                await self._leases.release(p)
-            return
-        for p in range(self._journal.partitions):
-            if len(self._partitions) >= share:
-                break
-            if p not in self._partitions and await self._leases.acquire(p):
-                log.info("settlement worker %s settles partition %d", self.worker_id, p)
-                await self._store.prune_consumers(p, _DEAD_CONSUMER_IDLE_MS)
-                stop = asyncio.Event()
-                task = asyncio.create_task(self._settle_partition(p, stop), name=f"settle-{p}")
-                self._partitions[p] = (stop, task)
-
-    async def _fair_share(self) -> int:
-        """Partitions this worker may hold: an equal share among live workers, rounded up."""
-        if self._journal.partitions == 1:
-            return 1
-        fresh_s = 3 * self.settings.heartbeat.total_seconds()
-        now_ms = self._wall_clock() * 1000
-        workers = await self._store.workers()
-        live = sum(1 for w in workers.values() if now_ms - float(w.get("updated_ms", 0)) < fresh_s * 1000)
-        return math.ceil(self._journal.partitions / max(1, live))
-
-    async def _stop_partitions(self, partitions: list[int]) -> None:
-        stopping = [self._partitions.pop(p) for p in partitions if p in self._partitions]
-        for stop, _ in stopping:
-            stop.set()
-        grace_s = self.settings.advise_timeout.total_seconds() + self.settings.redis_deadline.total_seconds()
-        for _, task in stopping:
-            try:
-                async with asyncio.timeout(grace_s):
-                    await asyncio.shield(task)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            except Exception:
-                log.exception("settlement of a partition failed")
-        for p in partitions:
-            self._busy.discard(p)
+            await self._owner.stop_all()
 
     async def _heartbeat(self) -> None:
         local: dict[str, object] = {}
@@ -368,7 +310,7 @@ class Settlement:
                 "state": self.state.value,
                 "issuer_healthy": self._issuer_says_healthy(),
                 "paused_s": round(self.pause.remaining().total_seconds(), 1),
-                "partitions": self._leases.held(),
+                "partitions": self._owner.held(),
                 "rate_per_s": round(self.pacer.rate, 1),
                 "in_flight": self._dispatcher.in_flight,
                 "updated_ms": int(self._wall_clock() * 1000),
@@ -398,6 +340,12 @@ class Settlement:
     # -- one partition ------------------------------------------------------------------------------
 
     async def _settle_partition(self, partition: int, stop: asyncio.Event) -> None:
+        try:
+            await self._settle_until_stopped(partition, stop)
+        finally:
+            self._busy.discard(partition)
+
+    async def _settle_until_stopped(self, partition: int, stop: asyncio.Event) -> None:
         backoff_s = 0.1
         while not stop.is_set() and not self._stopping.is_set():
             try:
@@ -432,7 +380,7 @@ class Settlement:
     async def _wait_until_sendable(self, partition: int, stop: asyncio.Event) -> bool:
         """Wait while the issuer is unhealthy or settlement is paused; False if stopped meanwhile."""
         while not (stop.is_set() or self._stopping.is_set()):
-            if self._healthy() and self._leases.valid_for(partition, self._send_margin_s()):
+            if self._healthy() and self._owner.valid_for(partition, self._send_margin_s()):
                 return True
             self._update_state()
             await sleep_unless(_IDLE_POLL_S, stop)
@@ -480,7 +428,7 @@ class Settlement:
             not stop.is_set()
             and not self._stopping.is_set()
             and self._healthy()
-            and self._leases.valid_for(partition, self._send_margin_s())
+            and self._owner.valid_for(partition, self._send_margin_s())
         )
 
     def _update_state(self) -> None:
