@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,sim]'
+	# the harness (chaos/) is not part of the product's wheel: the checkout goes on the venv's path
+	$(PY) -c 'import site, pathlib; pathlib.Path(site.getsitepackages()[0], "authgw-checkout.pth").write_text("$(CURDIR)\n")'
 	touch $(STAMP)
 
 venv: $(STAMP)

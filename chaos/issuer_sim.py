@@ -60,6 +60,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authgw.observability import TelemetrySettingError
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
 from chaos.ledger_protocol import Ledger
 from chaos.memory_ledger import MemoryLedger
@@ -73,7 +74,6 @@ from chaos.sim_servicers import (
     IssuerHostServicer,
     SimCounters,
 )
-from health.telemetry import TelemetrySettingError
 
 __all__ = ["IssuerSim", "main"]
 

@@ -20,7 +20,7 @@ import grpc.aio
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.instrumentation.grpc.filters import service_name
 
-from health.telemetry import Telemetry, TelemetrySettings
+from authgw.observability import Telemetry, TelemetrySettings
 
 __all__ = ["ISSUER_SERVICE_NAME", "server_interceptors", "sim_telemetry"]
 

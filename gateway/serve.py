@@ -2,7 +2,7 @@
 
 The first signal drains (stop accepting, finish in-flight requests within
 gateway.drain_timeout_ms, close, flush telemetry); a second one exits at once.
-Logs are JSON lines on stderr (gateway.logs), or plain text with --log-format text.
+Logs are JSON lines on stderr (authgw.observability.logs), or plain text with --log-format text.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import logging
 import os
 import sys
 
+from authgw.observability import LogFormat, configure_logging
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.graceful import stop_on_signals
-from gateway.logs import LogFormat, configure_logging
 from gateway.telemetry import GatewayTelemetry
 from gateway.workers import spawn_workers, stop_workers, worker_config
 

@@ -23,6 +23,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
+from authgw.observability import current_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
@@ -33,7 +34,6 @@ from gateway.standin_mode import StandInMode
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
 from gateway.validation import validate
 from health import Mode
-from standin.tracing import current_traceparent
 
 __all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
 

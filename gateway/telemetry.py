@@ -11,7 +11,7 @@
     trace_sample_ratio = 1.0                 # optional: share of traces recorded (a caller's sampled
                                              # flag wins); else OTEL_TRACES_SAMPLER*, else all
 
-Without the section the standard OTEL_* variables decide (see health.telemetry);
+Without the section the standard OTEL_* variables decide (see authgw.observability);
 with nothing configured telemetry is off: no tracer is handed out (the hot path
 builds no span), and the meter is the API's no-op one.
 
@@ -33,11 +33,7 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from gateway.config import GatewayConfig
-from gateway.errors import ConfigError
-from gateway.standin_mode import ModeChange
-from gateway.tracing import ServerSpans
-from health.telemetry import (
+from authgw.observability import (
     Exporter,
     Telemetry,
     TelemetrySettingError,
@@ -46,6 +42,10 @@ from health.telemetry import (
     parse_exporter,
     parse_listen,
 )
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
+from gateway.standin_mode import ModeChange
+from gateway.tracing import ServerSpans
 
 __all__ = ["DEFAULT_SERVICE_NAME", "GatewayTelemetry", "telemetry_settings"]
 

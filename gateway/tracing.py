@@ -20,7 +20,7 @@ at random per request rather than from the trace id: the gateway starts these
 traces, so no other service has to reach the same decision from the id).
 
 W3C trace context goes straight to and from the `traceparent` / `tracestate`
-gRPC metadata (standin.tracing formats and parses it): the composite global
+gRPC metadata (authgw.observability.tracecontext formats and parses it): the composite global
 propagator (trace context + baggage) costs more than the rest of an attempt
 span, and nothing in authgw uses baggage.
 
@@ -56,11 +56,11 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from authgw.observability.logs import mask_card_numbers
+from authgw.observability.tracecontext import incoming_span_context, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
-from gateway.logs import mask_card_numbers
 from gateway.member import Member
-from standin.tracing import format_traceparent, parse_traceparent
 
 __all__ = [
     "ATTEMPT_SPAN",
@@ -68,9 +68,7 @@ __all__ = [
     "SERVER_SPAN",
     "ServerSpans",
     "annotate_decision",
-    "incoming_span_context",
     "invalid_request",
-    "outgoing_metadata",
     "traced_attempt",
 ]
 
@@ -80,19 +78,6 @@ EJECTED_EVENT = "authgw.member.ejected"
 
 _SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
 _REASON = {v: pb.StandInReason.Name(v) for v in pb.StandInReason.values()}
-
-
-def incoming_span_context(metadata: Iterable[tuple[str, Any]] | None) -> SpanContext | None:
-    """The caller's W3C trace context from gRPC invocation metadata, or None (a new trace)."""
-    traceparent = tracestate = ""
-    for key, value in metadata or ():
-        if key == "traceparent":
-            traceparent = value
-        elif key == "tracestate":
-            tracestate = value
-    if not traceparent or not isinstance(traceparent, str):
-        return None
-    return parse_traceparent(traceparent, tracestate if isinstance(tracestate, str) else "")
 
 
 class ServerSpans:
@@ -126,17 +111,6 @@ class ServerSpans:
     def _unsampled(self, trace_id: int, state: TraceState | None) -> Span:
         span_id = self._random.getrandbits(64) or 1
         return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_state=state))
-
-
-def outgoing_metadata(span: Span) -> tuple[tuple[str, str], ...]:
-    """The W3C headers that make the issuer's span a child of `span`."""
-    ctx = span.get_span_context()
-    traceparent = format_traceparent(ctx)
-    if not traceparent:
-        return ()
-    if ctx.trace_state:
-        return (("traceparent", traceparent), ("tracestate", ctx.trace_state.to_header()))
-    return (("traceparent", traceparent),)
 
 
 def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:

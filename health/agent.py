@@ -8,7 +8,7 @@ expires within its TTL and the member leaves routing all the same. etcd being
 down changes nothing to the probing: the lease loop re-creates what etcd lost
 when it answers again.
 
-Telemetry (OTEL_* environment, see health.telemetry): a span per host
+Telemetry (OTEL_* environment, see authgw.observability): a span per host
 transition (`authgw.health.host_up` / `authgw.health.host_down`, the latter
 around the lease revoke) and a span with an event whenever the agent sees its
 lease change (`authgw.health.lease`, event lease.registered or lease.released).
@@ -27,6 +27,13 @@ from dataclasses import dataclass
 
 from opentelemetry import trace
 
+from authgw.observability import (
+    LogFormat,
+    Telemetry,
+    TelemetrySettingError,
+    TelemetrySettings,
+    configure_logging,
+)
 from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import HealthError, InvalidName
 from health.etcd import EtcdClient
@@ -34,7 +41,6 @@ from health.keys import DEFAULT_ROOT, KeyLayout, check_name
 from health.lease import LeasedKey
 from health.membership import MemberInfo
 from health.probe import HealthProbe, RiseFall, Transition
-from health.telemetry import Telemetry, TelemetrySettingError, TelemetrySettings
 
 __all__ = ["AgentConfig", "HealthAgent", "main"]
 
@@ -241,6 +247,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--etcd-timeout", type=float, default=1.0, help="deadline of one etcd call (default: 1.0)"
     )
     parser.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
+    parser.add_argument("--log-level", default=os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format", choices=[f.value for f in LogFormat], default=LogFormat.JSON.value, help="log lines"
+    )
     return parser
 
 
@@ -267,7 +277,7 @@ def main(argv: list[str]) -> int:
         )
     except HealthError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(LogFormat(args.log_format), args.log_level)
     try:
         resource = {"authgw.pool": args.pool, "authgw.member": args.member}
         settings = TelemetrySettings.from_env("authgw-health-agent", resource_attributes=resource)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from authgw.observability import LogFormat, configure_logging
 from standin.cardstatus import load_card_statuses, read_card_status_file
 from standin.engine import StandIn
 from standin.errors import StandInError
@@ -87,7 +87,7 @@ def _admin_client(config: StandInConfig) -> Redis:
 
 def main(argv: list[str]) -> int:
     """Entry point; argv[0] is "standin" (`authgw settle` is gateway.settlement.command: it needs gRPC)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(LogFormat.TEXT, os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
     parser = _parser()
     args = parser.parse_args(argv[1:])
     if getattr(args, "decision_id", None) and not args.dead_letters:

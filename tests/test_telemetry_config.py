@@ -10,12 +10,19 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from authgw.observability import (
+    Exporter,
+    JsonFormatter,
+    TelemetrySettingError,
+    TelemetrySettings,
+    current_traceparent,
+    link_from_traceparent,
+    mask_card_numbers,
+    parse_traceparent,
+)
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
-from gateway.logs import JsonFormatter, mask_card_numbers
 from gateway.telemetry import GatewayTelemetry, telemetry_settings
-from health.telemetry import Exporter, TelemetrySettingError, TelemetrySettings
-from standin.tracing import current_traceparent, link_from_traceparent, parse_traceparent
 from tests.gateway_fixtures import gateway_config
 
 _POOLS = [("primary", ["127.0.0.1:7001"])]

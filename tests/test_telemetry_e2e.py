@@ -17,10 +17,10 @@ import redis
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from authgw.observability import link_from_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from chaos.otlp_receiver import OtlpReceiver, ReceivedSpan
 from chaos.processes import ManagedProcess
-from standin.tracing import link_from_traceparent
 from tests.telemetry_scenario import INVALID_PAN, PANS, Scenario, run_scenario
 
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER

@@ -18,11 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, set_span_in_context
 
+from authgw.observability import Exporter, Telemetry, TelemetrySettings, format_traceparent, outgoing_metadata
 from chaos.otlp_receiver import OtlpReceiver
 from gateway.telemetry import GatewayTelemetry
-from gateway.tracing import SERVER_SPAN, ServerSpans, outgoing_metadata
-from health.telemetry import Exporter, Telemetry, TelemetrySettings
-from standin.tracing import format_traceparent
+from gateway.tracing import SERVER_SPAN, ServerSpans
 from tests.gateway_fixtures import gateway_config
 
 CALLER_TRACE = 0x0AF7651916CD43DD8448EB211C80319C

@@ -24,10 +24,10 @@ import logging
 import os
 import sys
 
+from authgw.observability import LogFormat, configure_logging
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.graceful import stop_on_signals
-from gateway.logs import LogFormat, configure_logging
 from gateway.membership import pool_specs, seed_membership
 from gateway.metrics import settlement_counter
 from gateway.router import Router

@@ -37,11 +37,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
+from authgw.observability import mask_card_numbers, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
-from gateway.logs import mask_card_numbers
 from gateway.member import Member
 from gateway.router import Router
-from gateway.tracing import outgoing_metadata
 from standin.settlement.advice import Advice, SendOutcome, SendResult
 
 __all__ = ["GrpcAdviceSender", "to_pb_advice"]

@@ -30,6 +30,7 @@ from typing import Any
 from opentelemetry.metrics import Counter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
+from authgw.observability import link_from_traceparent
 from standin.crypto import PanCipher
 from standin.entry import decode_entry
 from standin.errors import EntryFormatError
@@ -37,7 +38,6 @@ from standin.settlement.advice import Advice, AdviceSender, SendOutcome, SendRes
 from standin.settlement.pacing import Pacer, Pause
 from standin.settlement.settings import SettlementSettings
 from standin.settlement.store import DeadLetter, RawEntry, Settled
-from standin.tracing import link_from_traceparent
 
 __all__ = ["ADVISE_SPAN", "BatchResult", "Dispatcher", "WorkerStats", "settled_record", "sleep_unless"]
 

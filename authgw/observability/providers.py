@@ -12,32 +12,14 @@ built, and `tracing` / `metrics` are False so callers can skip even the calls.
 reader); `console` prints to stdout for development; `prometheus` (metrics only)
 serves a scrape endpoint. The providers are handed to the objects that need
 them (constructor injection); nothing here touches OpenTelemetry's global
-providers. The global propagator (W3C trace context) is used for inject/extract.
-
-Environment honoured by `from_env` (the SDK and exporters read the rest
-themselves: OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL, OTEL_TRACES_SAMPLER*,
-OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_* headers/timeouts/TLS):
-
-    OTEL_SDK_DISABLED=true                 everything off
-    OTEL_TRACES_EXPORTER                   none | console | otlp
-    OTEL_METRICS_EXPORTER                  none | console | otlp | prometheus
-    OTEL_EXPORTER_OTLP_ENDPOINT            (or _TRACES_ / _METRICS_): with the exporter
-                                           variable unset, its presence means otlp
-    OTEL_EXPORTER_OTLP_PROTOCOL            grpc only
-    OTEL_EXPORTER_PROMETHEUS_HOST / _PORT  scrape address (default localhost:9464)
-    OTEL_SERVICE_NAME                      service.name (else the caller's default)
-
-Errors: `TelemetrySettingError` (a `HealthError`) names the variable or key.
+providers.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -53,126 +35,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
-from health.errors import HealthError
+from authgw.observability.errors import TelemetrySettingError
+from authgw.observability.settings import Exporter, TelemetrySettings
 
-__all__ = ["Exporter", "Telemetry", "TelemetrySettingError", "TelemetrySettings", "parse_listen"]
+__all__ = ["Telemetry"]
 
 log = logging.getLogger(__name__)
-
-
-class TelemetrySettingError(HealthError):
-    """A telemetry setting (environment variable or config key) is not acceptable; names it."""
-
-
-class Exporter(enum.StrEnum):
-    """Where spans or metrics go."""
-
-    NONE = "none"
-    CONSOLE = "console"
-    OTLP = "otlp"
-    PROMETHEUS = "prometheus"  # metrics only: a scrape endpoint
-
-
-def parse_exporter(name: str, value: str, *, metrics_signal: bool) -> Exporter:
-    """`value` as an Exporter, or TelemetrySettingError naming `name`."""
-    allowed = [e for e in Exporter if metrics_signal or e is not Exporter.PROMETHEUS]
-    try:
-        exporter = Exporter(value.strip().lower())
-    except ValueError:
-        exporter = None
-    if exporter is None or exporter not in allowed:
-        choices = " | ".join(e.value for e in allowed)
-        raise TelemetrySettingError(f"{name}: must be {choices}, got {value!r}")
-    return exporter
-
-
-def parse_listen(name: str, value: str) -> tuple[str, int]:
-    """'host:port' (port 0: any free port) as a tuple, or TelemetrySettingError naming `name`."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise TelemetrySettingError(f"{name}: must be 'host:port' such as 127.0.0.1:9464, got {value!r}")
-    return host, int(port)
-
-
-def check_otlp_endpoint(name: str, value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise TelemetrySettingError(
-            f"{name}: must be a URL such as http://127.0.0.1:4317 (http: plaintext), got {value!r}"
-        )
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetrySettings:
-    """What to export, where, and as which service."""
-
-    service_name: str
-    """service.name of the resource."""
-    traces: Exporter = Exporter.NONE
-    """Span exporter (never PROMETHEUS)."""
-    metrics: Exporter = Exporter.NONE
-    """Metric exporter."""
-    otlp_endpoint: str | None = None
-    """OTLP/gRPC collector URL; None lets the exporter read OTEL_EXPORTER_OTLP_*ENDPOINT."""
-    prometheus_listen: tuple[str, int] | None = None
-    """Scrape endpoint (host, port), in addition to the metric exporter; None: none."""
-    metric_export_interval_s: float | None = None
-    """Period of the metric exporter; None: OTEL_METRIC_EXPORT_INTERVAL or 60 s."""
-    trace_sample_ratio: float | None = None
-    """Share of new traces recorded (parent-based: a caller's decision is kept); None: the SDK's
-    OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else every trace."""
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    """Extra resource attributes (service.instance.id, pool, member, ...)."""
-
-    @classmethod
-    def from_env(
-        cls,
-        default_service_name: str,
-        environ: Mapping[str, str] = os.environ,
-        resource_attributes: Mapping[str, str] | None = None,
-    ) -> TelemetrySettings:
-        """Settings from the standard OTEL_* variables (nothing configured: everything off)."""
-        attrs = dict(resource_attributes or {})
-        service = environ.get("OTEL_SERVICE_NAME") or default_service_name
-        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-            return cls(service, resource_attributes=attrs)
-        protocol = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc").strip().lower()
-        if protocol != "grpc":
-            raise TelemetrySettingError(
-                f"OTEL_EXPORTER_OTLP_PROTOCOL: only grpc is supported, got {protocol!r}"
-            )
-
-        def chosen(signal: str) -> Exporter:
-            variable = f"OTEL_{signal}_EXPORTER"
-            value = environ.get(variable)
-            if value:
-                return parse_exporter(variable, value, metrics_signal=signal == "METRICS")
-            endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get(
-                f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
-            )
-            return Exporter.OTLP if endpoint else Exporter.NONE
-
-        metrics_exporter = chosen("METRICS")
-        listen = None
-        if metrics_exporter is Exporter.PROMETHEUS:
-            host = environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
-            port = environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
-            listen = parse_listen("OTEL_EXPORTER_PROMETHEUS_HOST/PORT", f"{host}:{port}")
-        return cls(
-            service,
-            traces=chosen("TRACES"),
-            metrics=metrics_exporter,
-            prometheus_listen=listen,
-            resource_attributes=attrs,
-        )
-
-    @property
-    def tracing(self) -> bool:
-        return self.traces is not Exporter.NONE
-
-    @property
-    def metering(self) -> bool:
-        return self.metrics is not Exporter.NONE or self.prometheus_listen is not None
 
 
 class _StableResource(Resource):
