@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto lint test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto lint package-check test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -43,7 +43,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint sysdeps
+# `pip install .` in a fresh venv: a working `authgw serve`, without the harness or its dependencies
+package-check: $(STAMP)
+	$(PY) scripts/check_package.py
+
+test: lint package-check sysdeps
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps

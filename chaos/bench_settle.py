@@ -3,7 +3,7 @@
 A private Redis (AOF, fsync always, as production must run it) holds a journal of
 N stand-in decisions (default 100,000: a quarter declined, PANs encrypted like the
 engine's, cards mostly distinct with a few decisions each); an issuer simulator
-(`authgw issuer-sim`, its own process, in-memory ledger) takes the advices. One
+(`python -m chaos issuer-sim`, its own process, in-memory ledger) takes the advices. One
 settlement worker, in this process, drains the journal through the gateway's gRPC
 sender; the benchmark prints the drain rate and checks the simulator's report:
 every decision advised exactly once, approvals applied, declines never.

@@ -1,4 +1,4 @@
-"""Issuer host simulator: `authgw issuer-sim --listen HOST:PORT --pool NAME --member NAME`.
+"""Issuer host simulator: `python -m chaos issuer-sim --listen HOST:PORT --pool NAME --member NAME`.
 
 One process is one issuer host. It serves, on one port:
 
@@ -157,7 +157,7 @@ class IssuerSim:
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="authgw issuer-sim", description="Run an issuer host simulator.")
+    p = argparse.ArgumentParser(prog="python -m chaos issuer-sim", description="an issuer host simulator")
     p.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
     p.add_argument("--pool", required=True, help="pool name reported in answers")
     p.add_argument("--member", required=True, help="member (host) name reported in answers")
@@ -212,7 +212,7 @@ async def _serve(
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of `authgw issuer-sim`; argv[0] is the command name."""
+    """Entry point of `python -m chaos issuer-sim`; argv[0] is the command name."""
     args = _parse_args(argv[1:])
     logging.basicConfig(
         stream=sys.stderr,
@@ -225,12 +225,12 @@ def main(argv: list[str]) -> int:
     )  # fmt: skip
     problem = faults_problem(faults)
     if problem is not None:
-        print(f"authgw issuer-sim: {problem}", file=sys.stderr)
+        print(f"issuer-sim: {problem}", file=sys.stderr)
         return 2
     try:
         telemetry = sim_telemetry(args.pool, args.member)
     except TelemetrySettingError as exc:
-        print(f"authgw issuer-sim: {exc}", file=sys.stderr)
+        print(f"issuer-sim: {exc}", file=sys.stderr)
         return 2
     serving = _serve(args, faults, server_interceptors(telemetry))
     try:

@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 
+HARNESS_COMMANDS = frozenset({"issuer-sim"})
+_CHECKOUT = str(Path(__file__).resolve().parents[1])
+
+
 class ProcessError(RuntimeError):
     """A managed server failed to start or exited early."""
 
@@ -235,9 +239,14 @@ def start_authgw(
     env: dict[str, str] | None = None,
     wait_port: bool = True,
 ) -> ManagedProcess:
-    """Start `authgw <args>` (our console entry point) as a child process."""
-    argv = [sys.executable, "-m", "gateway.cli", *args]
-    merged = {"PYTHONUNBUFFERED": "1"}
+    """Start `authgw <args>` (our console entry point) as a child process.
+
+    Harness commands (`issuer-sim`) run as `python -m chaos <args>`: the product does not ship them.
+    The child imports this checkout's code (PYTHONPATH), whatever the venv's editable install says.
+    """
+    module = "chaos" if args and args[0] in HARNESS_COMMANDS else "gateway.cli"
+    argv = [sys.executable, "-m", module, *args]
+    merged = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": _CHECKOUT}
     if env:
         merged.update(env)
     return ManagedProcess(name, argv, port, workdir, env=merged).start(wait_port=wait_port)

@@ -2,7 +2,8 @@
 
 Each sub-command lives in the package that owns the role and exposes
 `main(argv: list[str]) -> int`; this module only dispatches, importing lazily
-so that `authgw issuer-sim` does not pay for the gateway's imports.
+so that `authgw health-agent` does not pay for the gateway's imports. The issuer simulator is the
+harness's (`python -m chaos issuer-sim`), not a product command.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gateway.serve", "run the gateway (gRPC Authorization service)"),
     "authorize": ("gateway.client", "send one authorization and print the answer as JSON"),
-    "issuer-sim": ("chaos.issuer_sim", "run an issuer host simulator"),
     "health-agent": ("health.agent", "hold a pool member's etcd lease while its host is healthy"),
     "pools": ("health.admin", "print pools, members and live gateways from etcd"),
     "drain": ("health.admin", "stop routing new requests to a pool"),

@@ -1,4 +1,4 @@
-"""End to end through processes: `authgw serve`, `authgw issuer-sim`, `authgw authorize`."""
+"""End to end through processes: `authgw serve`, `python -m chaos issuer-sim`, `authgw authorize`."""
 
 from __future__ import annotations
 

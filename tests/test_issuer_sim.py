@@ -1,4 +1,4 @@
-"""The issuer host simulator, as real `authgw issuer-sim` processes on loopback.
+"""The issuer host simulator, as real `python -m chaos issuer-sim` processes on loopback.
 
 Each test starts its own simulator(s) on free ports; the shared-ledger tests
 point two of them at the session's real Redis. Cards are fresh random PANs
