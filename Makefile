@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # `pip install .` in a fresh venv: a working `authgw serve`, without the harness or its dependencies
 package-check: $(STAMP)

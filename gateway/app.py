@@ -23,11 +23,11 @@ from grpc_reflection.v1alpha import reflection
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
+from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
 from gateway.journal_sampler import JournalSampler
 from gateway.membership import MembershipLink
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router
-from gateway.service import AuthorizationService, DeclineFallback, Fallback
 from gateway.settlement.wiring import build_settlement
 from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode

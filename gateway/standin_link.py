@@ -28,8 +28,8 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
+from gateway.edges.grpc_service import decline_91
 from gateway.errors import ConfigError
-from gateway.service import decline_91
 from standin import ConfigError as StandInConfigError
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin import load_config as load_standin_config

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.app import Gateway
+from gateway.edges.validation import luhn_valid, validate
 from gateway.errors import InvalidRequest
-from gateway.validation import luhn_valid, validate
 from tests.gateway_fixtures import auth_request, gateway_config
 
 

@@ -27,12 +27,12 @@ from authgw.observability import current_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
+from gateway.edges.validation import validate
 from gateway.errors import InvalidRequest
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router, RouteResult
 from gateway.standin_mode import StandInMode
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
-from gateway.validation import validate
 from health import Mode
 
 __all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
