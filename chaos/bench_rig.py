@@ -126,8 +126,11 @@ class BenchRig:
         primary, backup = self.sims
         port = free_port()
         doc = {
-            "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-bench", "drain_timeout_ms": 2000},
-            "routing": {"attempt_timeout_ms": self.attempt_timeout_ms, "deadline_ms": self.deadline_ms},
+            "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-bench", "drain_timeout": "2s"},
+            "routing": {
+                "attempt_timeout": f"{self.attempt_timeout_ms}ms",
+                "deadline": f"{self.deadline_ms}ms",
+            },
             "pools": [
                 {"name": "primary", "priority": 1, "members": [{"name": "p1", "address": primary.address}]},
                 {"name": "secondary", "priority": 2, "members": [{"name": "s1", "address": backup.address}]},

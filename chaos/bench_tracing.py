@@ -82,7 +82,7 @@ def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio
     }
     section = MODES[mode]
     if section is not None:
-        telemetry = {**section, "otlp_endpoint": endpoint, "metric_export_interval_ms": 5000}
+        telemetry = {**section, "otlp_endpoint": endpoint, "metric_export_interval": "5s"}
         if mode in _SAMPLED:
             telemetry["trace_sample_ratio"] = ratio
         doc["telemetry"] = telemetry

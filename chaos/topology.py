@@ -202,11 +202,11 @@ class Topology:
             "gateway": {
                 "listen": f"127.0.0.1:{port}",
                 "instance": f"gw-{index + 1}",
-                "drain_timeout_ms": 3000,
+                "drain_timeout": "3s",
             },
             "routing": {
-                "attempt_timeout_ms": self.spec.attempt_timeout_ms,
-                "deadline_ms": self.spec.deadline_ms,
+                "attempt_timeout": f"{self.spec.attempt_timeout_ms}ms",
+                "deadline": f"{self.spec.deadline_ms}ms",
             },
         }
         if self.spec.etcd:

@@ -24,6 +24,7 @@ from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
 from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
+from gateway.errors import ListenError
 from gateway.journal_sampler import JournalSampler
 from gateway.membership import MembershipLink
 from gateway.metrics import GatewayMetrics
@@ -116,9 +117,12 @@ class Gateway:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.cfg.listen)
+        try:
+            self.port = self.server.add_insecure_port(self.cfg.listen)
+        except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+            raise ListenError(f"cannot listen on {self.cfg.listen}: {exc}") from exc
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {self.cfg.listen}")
+            raise ListenError(f"cannot listen on {self.cfg.listen} (in use, or not an address of this host)")
         if self.standin is not None:
             await self.standin.start()
         if self.journal_sampler is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from gateway.member import Member
 
@@ -24,7 +25,9 @@ __all__ = ["Attempt", "AttemptKind", "LateAnswer", "LateAnswers", "run_attempt"]
 
 log = logging.getLogger("authgw.attempt")
 
-SYSTEM_DECLINE_CODES = frozenset({"91", "96"})
+SYSTEM_DECLINE_CODES = frozenset(
+    {ResponseCode.ISSUER_UNAVAILABLE.value, ResponseCode.SYSTEM_MALFUNCTION.value}
+)
 
 
 class AttemptKind(enum.Enum):

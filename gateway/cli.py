@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drain": ("health.admin", "stop routing new requests to a pool"),
     "undrain": ("health.admin", "route to a drained pool again"),
     "mode": ("health.admin", "set /authgw/mode: auto | force-standin | force-issuer"),
-    "standin": ("standin.cli", "stand-in tools: load-card-status, status, reconcile, replay"),
+    "standin": ("gateway.standin_cmd", "stand-in tools: load-card-status, status, reconcile, replay"),
     "settle": ("gateway.settlement.command", "run a settlement worker alone"),
 }
 

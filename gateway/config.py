@@ -1,21 +1,36 @@
-"""Gateway configuration: a TOML file loaded into frozen dataclasses, validated at load.
+"""Gateway configuration: one TOML file, every section typed and validated at load.
 
-Times are milliseconds in the file (`*_ms` keys) and seconds in the dataclasses
-(`*_s` fields). Every error names the file, the key and what to do about it.
-See config/gateway.example.toml for a documented example.
+The file is read once by `authgw.config` (the one TOML reader): the gateway's own
+sections here, `[standin]` (the stand-in file it names, loaded with its secrets),
+`[settlement]` and `[telemetry]` by the packages that own them. `authgw serve`,
+`authgw settle` and every operator command take this same file and find exactly
+what the gateway uses (the local journal's path included).
+
+Durations are strings with a unit (`deadline = "2s"`, `attempt_timeout = "400ms"`)
+and `timedelta` once loaded; the `*_s` properties give the seconds the hot path
+computes with. Every error names the file, the key and the fix. The documented
+example is config/gateway.example.toml.
 """
 
 from __future__ import annotations
 
-import tomllib
+import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
+from authgw.config import ConfigError, Section, read_toml
+from authgw.observability import TelemetrySettings
+from authgw.observability.settings import telemetry_from_section
+from standin import StandInConfig
+from standin import load_config as load_standin_config
+from standin.settlement import SettlementSettings, load_settlement_settings
 
 __all__ = [
+    "ConfigError",
     "DeclineStormConfig",
     "GatewayConfig",
     "MemberConfig",
@@ -25,6 +40,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+_S = timedelta(seconds=1)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +60,40 @@ class PoolConfig:
 
     name: str
     priority: int  # lower is tried first (1 = primary)
-    attempt_timeout_s: float  # per-attempt timeout for this pool's members
+    attempt_timeout: timedelta  # per-attempt timeout for this pool's members
     members: tuple[MemberConfig, ...] = ()
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        return self.attempt_timeout / _S
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
     """How one request's deadline is spent."""
 
-    deadline_s: float = 2.0  # gateway deadline; the client's is used when shorter
-    attempt_timeout_s: float = 0.4  # default per-attempt timeout of a pool
-    standin_reserve_s: float = 0.15  # kept back so stand-in can still answer in time
+    deadline: timedelta = 2 * _S  # gateway deadline; the client's is used when shorter
+    attempt_timeout: timedelta = 400 * _MS  # default per-attempt timeout of a pool
+    standin_reserve: timedelta = 150 * _MS  # kept back so stand-in can still answer in time
     retry_budget_ratio: float = 0.2  # retries in flight <= ratio x requests in flight
     retry_budget_min: int = 3  # ... but at least this many concurrent retries
-    late_answer_window_s: float = 5.0  # how long a timed-out attempt may still answer
+    late_answer_window: timedelta = 5 * _S  # how long a timed-out attempt may still answer
+
+    @property
+    def deadline_s(self) -> float:
+        return self.deadline / _S
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        return self.attempt_timeout / _S
+
+    @property
+    def standin_reserve_s(self) -> float:
+        return self.standin_reserve / _S
+
+    @property
+    def late_answer_window_s(self) -> float:
+        return self.late_answer_window / _S
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,224 +101,230 @@ class OutlierConfig:
     """Per-member ejection after consecutive failures (Envoy-style)."""
 
     consecutive_failures: int = 3
-    base_ejection_s: float = 5.0  # doubles on each new ejection
-    max_ejection_s: float = 60.0
+    base_ejection: timedelta = 5 * _S  # doubles on each new ejection
+    max_ejection: timedelta = 60 * _S
     max_ejection_share: float = 0.5  # of a pool's members, by outlier detection alone
+
+    @property
+    def base_ejection_s(self) -> float:
+        return self.base_ejection / _S
+
+    @property
+    def max_ejection_s(self) -> float:
+        return self.max_ejection / _S
 
 
 @dataclass(frozen=True, slots=True)
 class DeclineStormConfig:
     """Pool-level failure detection over a sliding window of outcomes."""
 
-    window_s: float = 5.0
+    window: timedelta = 5 * _S
     min_requests: int = 10  # fewer outcomes than this in the window: no verdict
     consecutive_failures: int = 5  # errors or 91/96 in a row fail the pool at once
     threshold: float = 0.5  # share of bad outcomes that marks the pool failing
     baseline_05: float = 0.1  # normal share of 05 declines; only the excess counts
-    cooloff_s: float = 2.0  # a failing pool gets one trial request after this
+    cooloff: timedelta = 2 * _S  # a failing pool gets one trial request after this
+
+    @property
+    def window_s(self) -> float:
+        return self.window / _S
+
+    @property
+    def cooloff_s(self) -> float:
+        return self.cooloff / _S
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    """Everything `authgw serve` needs."""
+    """Everything `authgw serve` needs, and what its operator commands need to find."""
 
     source: str  # file it came from, for error messages
     listen: str = "127.0.0.1:50051"
     instance: str = "gw-1"  # unique per gateway process of a fleet
     max_amount_minor: int = 100_000_000  # validation ceiling for amount_minor
-    drain_timeout_s: float = 5.0  # SIGTERM: in-flight requests get this long
+    drain_timeout: timedelta = 5 * _S  # SIGTERM: in-flight requests get this long
     pools: tuple[PoolConfig, ...] = ()
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
     decline_storm: DeclineStormConfig = field(default_factory=DeclineStormConfig)
     etcd_endpoints: tuple[str, ...] = ()  # empty: static pools only
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)  # for other packages' sections
+    standin: StandInConfig | None = None  # [standin]: None = no stand-in (declines 91)
+    settlement: SettlementSettings = field(default_factory=SettlementSettings)
+    telemetry: TelemetrySettings | None = None  # [telemetry]; None: the OTEL_* environment decides
+
+    @property
+    def drain_timeout_s(self) -> float:
+        return self.drain_timeout / _S
+
+    def for_instance(self, instance: str, local_journal: Path | None = None) -> GatewayConfig:
+        """This config under another instance name (a worker process), with its own local journal."""
+        standin = self.standin
+        if standin is not None:
+            path = local_journal or standin.sqlite_path.with_name(f"{instance}.sqlite3")
+            standin = dataclasses.replace(standin, instance=instance, sqlite_path=path)
+        return dataclasses.replace(self, instance=instance, standin=standin)
 
 
-class _Section:
-    """Typed access to one TOML table, raising ConfigError that names the key."""
-
-    def __init__(self, source: str, prefix: str, table: Mapping[str, Any]) -> None:
-        self.source, self.prefix, self.table = source, prefix, table
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
-
-    def string(self, name: str, default: str) -> str:
-        value = self.table.get(name, default)
-        if not isinstance(value, str) or not value:
-            raise self.fail(name, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
-        value = self.table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(name, f"must be an integer, got {value!r}")
-        if value < minimum:
-            raise self.fail(name, f"must be >= {minimum}, got {value}")
-        return value
-
-    def millis(self, name: str, default_s: float, minimum_ms: int = 1) -> float:
-        return self.integer(name, round(default_s * 1000), minimum_ms) / 1000.0
-
-    def share(self, name: str, default: float) -> float:
-        value = self.table.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise self.fail(name, f"must be a number between 0 and 1, got {value!r}")
-        return float(value)
-
-    def sub(self, name: str) -> _Section:
-        value = self.table.get(name, {})
-        if not isinstance(value, dict):
-            raise self.fail(name, "must be a table")
-        return _Section(self.source, self.key(name), value)
-
-    def check_known(self, known: set[str]) -> None:
-        for name in self.table:
-            if name not in known:
-                raise self.fail(name, f"unknown key (known: {', '.join(sorted(known))})")
-
-
-def _address(section: _Section, name: str, value: Any) -> str:
-    if not isinstance(value, str) or ":" not in value or not value.rsplit(":", 1)[1].isdigit():
-        raise section.fail(name, f"must be 'host:port', got {value!r}")
+def _address(section: Section, name: str, default: str = "") -> str:
+    value = section.string(name, default)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        section.fail(name, f"must be 'host:port', got {value!r}", "write e.g. 127.0.0.1:7001")
     return value
 
 
-def _members(section: _Section, raw: Any) -> tuple[MemberConfig, ...]:
-    if not isinstance(raw, list):
-        raise section.fail("members", "must be a list of {name, address, weight} tables")
+def _members(pool: Section) -> tuple[MemberConfig, ...]:
     members = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise section.fail(f"members[{i}]", "must be a table with name and address")
-        m = _Section(section.source, section.key(f"members[{i}]"), item)
+    for m in pool.tables("members"):
         m.check_known({"name", "address", "weight"})
         members.append(
             MemberConfig(
-                name=m.string("name", ""),
-                address=_address(m, "address", item.get("address")),
+                name=m.string("name", "", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -"),
+                address=_address(m, "address"),
                 weight=m.integer("weight", 1, minimum=1),
             )
         )
     names = [m.name for m in members]
     if len(set(names)) != len(names):
-        raise section.fail("members", f"member names must be unique, got {names}")
+        pool.fail("members", f"member names must be unique, got {names}", "rename the duplicates")
     return tuple(members)
 
 
-def _pools(source: str, raw: Any, default_timeout_s: float) -> tuple[PoolConfig, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError(source, "pools", "must be an array of tables ([[pools]])")
+def _pools(root: Section, routing: RoutingConfig) -> tuple[PoolConfig, ...]:
     pools = []
-    for i, item in enumerate(raw):
-        p = _Section(source, f"pools[{i}]", item if isinstance(item, dict) else {})
-        p.check_known({"name", "priority", "attempt_timeout_ms", "members"})
+    for i, p in enumerate(root.tables("pools")):
+        p.check_known({"name", "priority", "attempt_timeout", "members"})
         pools.append(
             PoolConfig(
-                name=p.string("name", ""),
+                name=p.string("name", "", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -"),
                 priority=p.integer("priority", i + 1, minimum=0),
-                attempt_timeout_s=p.millis("attempt_timeout_ms", default_timeout_s),
-                members=_members(p, item.get("members", [])),
+                attempt_timeout=p.duration("attempt_timeout", routing.attempt_timeout, minimum=_MS),
+                members=_members(p),
             )
         )
+        room = routing.deadline - routing.standin_reserve
+        if pools[-1].attempt_timeout >= room:
+            p.fail(
+                "attempt_timeout", "leaves no room for the stand-in reserve", "make it < deadline - reserve"
+            )
     names = [p.name for p in pools]
     if len(set(names)) != len(names):
-        raise ConfigError(source, "pools", f"pool names must be unique, got {names}")
+        root.fail("pools", f"pool names must be unique, got {names}", "rename the duplicates")
     return tuple(sorted(pools, key=lambda p: p.priority))
 
 
-def parse_config(data: Mapping[str, Any], source: str = "<config>") -> GatewayConfig:
-    """Validate a parsed TOML document into a GatewayConfig."""
-    top = _Section(source, "", data)
-    known_sections = {"gateway", "routing", "outlier", "decline_storm", "etcd", "pools"}
-    extra = {"standin", "telemetry", "settlement", "redis"}  # read by their own packages
-    top.check_known(known_sections | extra)
-
-    gw = top.sub("gateway")
-    gw.check_known({"listen", "instance", "max_amount_minor", "drain_timeout_ms"})
-    rt = top.sub("routing")
-    rt.check_known(
-        {"deadline_ms", "attempt_timeout_ms", "standin_reserve_ms", "retry_budget_ratio"}
-        | {"retry_budget_min", "late_answer_window_ms"}
+def _routing(s: Section) -> RoutingConfig:
+    s.check_known(
+        {"deadline", "attempt_timeout", "standin_reserve", "retry_budget_ratio", "retry_budget_min"}
+        | {"late_answer_window"}
     )
+    d = RoutingConfig()
     routing = RoutingConfig(
-        deadline_s=rt.millis("deadline_ms", 2.0, minimum_ms=50),
-        attempt_timeout_s=rt.millis("attempt_timeout_ms", 0.4),
-        standin_reserve_s=rt.millis("standin_reserve_ms", 0.15, minimum_ms=0),
-        retry_budget_ratio=rt.share("retry_budget_ratio", 0.2),
-        retry_budget_min=rt.integer("retry_budget_min", 3),
-        late_answer_window_s=rt.millis("late_answer_window_ms", 5.0, minimum_ms=0),
+        deadline=s.duration("deadline", d.deadline, minimum=50 * _MS, maximum=60 * _S),
+        attempt_timeout=s.duration("attempt_timeout", d.attempt_timeout, minimum=_MS),
+        standin_reserve=s.duration("standin_reserve", d.standin_reserve),
+        retry_budget_ratio=s.share("retry_budget_ratio", d.retry_budget_ratio),
+        retry_budget_min=s.integer("retry_budget_min", d.retry_budget_min),
+        late_answer_window=s.duration("late_answer_window", d.late_answer_window),
     )
-    if routing.standin_reserve_s >= routing.deadline_s:
-        raise ConfigError(source, "routing.standin_reserve_ms", "must be smaller than routing.deadline_ms")
+    if routing.standin_reserve >= routing.deadline:
+        s.fail("standin_reserve", "must be smaller than routing.deadline", "lower it or raise the deadline")
+    return routing
 
-    od = top.sub("outlier")
-    od.check_known({"consecutive_failures", "base_ejection_ms", "max_ejection_ms", "max_ejection_share"})
+
+def _outlier(s: Section) -> OutlierConfig:
+    s.check_known({"consecutive_failures", "base_ejection", "max_ejection", "max_ejection_share"})
+    d = OutlierConfig()
     outlier = OutlierConfig(
-        consecutive_failures=od.integer("consecutive_failures", 3, minimum=1),
-        base_ejection_s=od.millis("base_ejection_ms", 5.0),
-        max_ejection_s=od.millis("max_ejection_ms", 60.0),
-        max_ejection_share=od.share("max_ejection_share", 0.5),
+        consecutive_failures=s.integer("consecutive_failures", d.consecutive_failures, minimum=1),
+        base_ejection=s.duration("base_ejection", d.base_ejection, minimum=_MS),
+        max_ejection=s.duration("max_ejection", d.max_ejection, minimum=_MS),
+        max_ejection_share=s.share("max_ejection_share", d.max_ejection_share),
     )
-    if outlier.max_ejection_s < outlier.base_ejection_s:
-        raise ConfigError(source, "outlier.max_ejection_ms", "must be >= outlier.base_ejection_ms")
+    if outlier.max_ejection < outlier.base_ejection:
+        s.fail("max_ejection", "must be >= outlier.base_ejection", "raise it")
+    return outlier
 
-    ds = top.sub("decline_storm")
-    ds.check_known(
-        {"window_ms", "min_requests", "consecutive_failures", "threshold", "baseline_05", "cooloff_ms"}
+
+def _decline_storm(s: Section) -> DeclineStormConfig:
+    s.check_known({"window", "min_requests", "consecutive_failures", "threshold", "baseline_05", "cooloff"})
+    d = DeclineStormConfig()
+    return DeclineStormConfig(
+        window=s.duration("window", d.window, minimum=100 * _MS),
+        min_requests=s.integer("min_requests", d.min_requests, minimum=1),
+        consecutive_failures=s.integer("consecutive_failures", d.consecutive_failures, minimum=1),
+        threshold=s.share("threshold", d.threshold),
+        baseline_05=s.share("baseline_05", d.baseline_05),
+        cooloff=s.duration("cooloff", d.cooloff, minimum=_MS),
     )
-    storm = DeclineStormConfig(
-        window_s=ds.millis("window_ms", 5.0, minimum_ms=100),
-        min_requests=ds.integer("min_requests", 10, minimum=1),
-        consecutive_failures=ds.integer("consecutive_failures", 5, minimum=1),
-        threshold=ds.share("threshold", 0.5),
-        baseline_05=ds.share("baseline_05", 0.1),
-        cooloff_s=ds.millis("cooloff_ms", 2.0),
+
+
+def _standin(s: Section, instance: str, env: Mapping[str, str]) -> StandInConfig | None:
+    """`[standin]`: the stand-in file it names, with this gateway's overrides (None when absent)."""
+    if not s.raw:
+        return None
+    s.check_known({"config", "redis_url", "sqlite_path"})
+    path = s.path("config")
+    if path is None:
+        s.fail("config", "missing", 'name the stand-in TOML file: config = "standin.toml"')
+    scfg = load_standin_config(path, env)
+    redis_url = s.string(
+        "redis_url", "", pattern=r"((redis|rediss|unix)://.+)?", fix="write redis://host:port/db"
     )
+    if redis_url:
+        scfg = dataclasses.replace(scfg, redis=dataclasses.replace(scfg.redis, url=redis_url))
+    # One local journal per gateway instance: beside the stand-in file's, named after the instance.
+    sqlite = s.path("sqlite_path") or scfg.sqlite_path.with_name(f"{instance}.sqlite3")
+    return dataclasses.replace(scfg, instance=instance, sqlite_path=sqlite)
 
-    et = top.sub("etcd")
-    et.check_known({"endpoints"})
-    endpoints = et.table.get("endpoints", [])
-    if not isinstance(endpoints, list) or not all(isinstance(e, str) and e for e in endpoints):
-        raise et.fail("endpoints", "must be a list of URLs such as ['http://127.0.0.1:2379']")
 
-    pools = _pools(source, data.get("pools", []), routing.attempt_timeout_s)
+def parse_config(
+    data: Mapping[str, Any], source: str = "<config>", env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate a parsed TOML document into a GatewayConfig (`env`: secrets, default os.environ)."""
+    root = Section(source, "", data)
+    root.check_known(
+        {
+            "gateway",
+            "routing",
+            "outlier",
+            "decline_storm",
+            "etcd",
+            "pools",
+            "standin",
+            "settlement",
+            "telemetry",
+        }
+    )
+    gw = root.table("gateway")
+    gw.check_known({"listen", "instance", "max_amount_minor", "drain_timeout"})
+    instance = gw.string("instance", "gw-1", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -")
+    routing = _routing(root.table("routing"))
+    etcd = root.table("etcd")
+    etcd.check_known({"endpoints"})
+    endpoints = etcd.strings("endpoints", ())
+    pools = _pools(root, routing)
     if not pools and not endpoints:
-        raise ConfigError(source, "pools", "define at least one [[pools]] or etcd.endpoints")
-    for pool in pools:
-        if pool.attempt_timeout_s >= routing.deadline_s - routing.standin_reserve_s:
-            raise ConfigError(
-                source,
-                f"pools.{pool.name}.attempt_timeout_ms",
-                "must leave room in routing.deadline_ms after routing.standin_reserve_ms",
-            )
-
+        root.fail("pools", "no issuer pool", "define at least one [[pools]] or etcd.endpoints")
+    telemetry = root.table("telemetry")
     return GatewayConfig(
         source=source,
-        listen=_address(gw, "listen", gw.table.get("listen", "127.0.0.1:50051")),
-        instance=gw.string("instance", "gw-1"),
+        listen=_address(gw, "listen", "127.0.0.1:50051"),
+        instance=instance,
         max_amount_minor=gw.integer("max_amount_minor", 100_000_000, minimum=1),
-        drain_timeout_s=gw.millis("drain_timeout_ms", 5.0, minimum_ms=0),
+        drain_timeout=gw.duration("drain_timeout", 5 * _S),
         pools=pools,
         routing=routing,
-        outlier=outlier,
-        decline_storm=storm,
-        etcd_endpoints=tuple(endpoints),
-        raw=data,
+        outlier=_outlier(root.table("outlier")),
+        decline_storm=_decline_storm(root.table("decline_storm")),
+        etcd_endpoints=endpoints,
+        standin=_standin(root.table("standin"), instance, os.environ if env is None else env),
+        settlement=load_settlement_settings(root.table("settlement")),
+        telemetry=telemetry_from_section(telemetry) if root.has("telemetry") else None,
     )
 
 
-def load_config(path: str | Path) -> GatewayConfig:
-    """Read and validate a TOML config file."""
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(str(p), "-", "file not found") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "-", f"not valid TOML: {exc}") from exc
-    return parse_config(data, str(p))
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read and validate a gateway TOML file (ConfigError names the file, the key and the fix)."""
+    root = read_toml(Path(path))
+    return parse_config(root.raw, root.file, env)

@@ -1,8 +1,11 @@
 """Errors of the gateway package.
 
     GatewayError                  root: anything the gateway raises on purpose
-    ├── ConfigError               the config file is wrong (names file, key, fix)
-    └── InvalidRequest            an AuthorizeRequest field breaks a rule (names field, rule)
+    ├── InvalidRequest            an AuthorizeRequest field breaks a rule (names field, rule)
+    └── ListenError               a listening address cannot be bound (names it)
+
+    authgw.config.ConfigError     a config file is wrong (names file, key, problem, fix): the one
+                                  config error of every package, re-exported here
 
 Expected failures of issuer attempts are not exceptions: they are values
 (`AttemptFailure` in `gateway.attempt`), because failing over is the normal path.
@@ -11,21 +14,13 @@ Only the servicer edge maps these errors to gRPC status codes.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "GatewayError", "InvalidRequest"]
+from authgw.config import ConfigError
+
+__all__ = ["ConfigError", "GatewayError", "InvalidRequest", "ListenError"]
 
 
 class GatewayError(Exception):
     """Root of the gateway's deliberate errors."""
-
-
-class ConfigError(GatewayError):
-    """The configuration is invalid; the message names the file, the key and the fix."""
-
-    def __init__(self, source: str, key: str, problem: str) -> None:
-        self.source = source
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{source}: {key}: {problem}")
 
 
 class InvalidRequest(GatewayError):
@@ -35,3 +30,7 @@ class InvalidRequest(GatewayError):
         self.field = field
         self.rule = rule
         super().__init__(f"{field}: {rule}")
+
+
+class ListenError(GatewayError):
+    """An address to listen on cannot be bound (in use, not local, no permission)."""

@@ -14,11 +14,11 @@ of the next collection rather than reported with a stale number.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+from authgw.tasks import cancel_and_wait
 from standin import StandIn, StandInError
 
 __all__ = ["JournalSampler"]
@@ -80,7 +80,5 @@ class JournalSampler:
         """Stop sampling, after one last sample so that the final metric export is current."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             await self.sample()

@@ -63,20 +63,27 @@ class MembershipLink:
         router: Router,
         set_mode: Callable[[Mode], None],
         tracer: Tracer | None = None,
+        *,
+        register: bool = True,
     ) -> None:
+        """Args:
+        register: list this process under /authgw/gateways/<instance> (a gateway does; the
+            lone settlement worker only follows membership).
+        """
         self._router = router
         self._set_mode = set_mode
         self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)))
         self.watcher = MembershipWatcher(
             self._client, seed=seed_membership(cfg), on_change=self._on_change, tracer=tracer
         )
-        self.registration = GatewayRegistration(self._client, cfg.instance, cfg.listen)
+        self.registration = GatewayRegistration(self._client, cfg.instance, cfg.listen) if register else None
         self._housekeeping: set[asyncio.Task[None]] = set()
         self.etcd_connected = False
 
     async def start(self) -> None:
         await self.watcher.start()
-        await self.registration.start()
+        if self.registration is not None:
+            await self.registration.start()
         self._on_change(self.watcher.snapshot())
 
     def _on_change(self, membership: Membership) -> None:
@@ -95,7 +102,8 @@ class MembershipLink:
         task.add_done_callback(self._housekeeping.discard)
 
     async def close(self) -> None:
-        await self.registration.close()
+        if self.registration is not None:
+            await self.registration.close()
         await self.watcher.close()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
         await self._client.close()

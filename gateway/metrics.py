@@ -93,49 +93,44 @@ class GatewayMetrics:
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
         )
         self.settlement_advices = settlement_counter(meter)
-        meter.create_observable_counter(
-            "authgw.attempts",
-            [self._attempts],
-            unit="{attempt}",
-            description="Attempts on issuer hosts",
-        )
-        meter.create_observable_counter(
-            "authgw.retries",
-            [self._retries],
-            unit="{attempt}",
-            description="Attempts after a failed one",
-        )
-        meter.create_observable_counter(
-            "authgw.ejections", [self._ejections], unit="{ejection}", description="Members ejected"
-        )
-        meter.create_observable_gauge(
-            "authgw.members.ejected",
-            [self._ejected_now],
-            unit="{member}",
-            description="Members ejected now",
-        )
-        meter.create_observable_counter(
-            "authgw.late_answers",
-            [self._late_answers],
-            unit="{answer}",
-            description="Issuer answers after the gateway gave up",
-        )
-        meter.create_observable_gauge(
-            "authgw.standin.mode", [self._mode], description="1 while in stand-in mode"
-        )
-        if journal is not None:
-            meter.create_observable_gauge(
-                "authgw.journal.depth",
-                [self._journal_depth],
-                unit="{decision}",
-                description="Stand-in decisions not yet settled",
-            )
-            meter.create_observable_gauge(
-                "authgw.journal.oldest_age",
-                [self._journal_age],
-                unit="s",
-                description="Age of the oldest unsettled stand-in decision",
-            )
+        self._observe(meter)
+
+    def _observe(self, meter: Meter) -> None:
+        """The instruments read at collection time, from state the gateway keeps anyway."""
+        counters = [
+            ("authgw.attempts", self._attempts, "{attempt}", "Attempts on issuer hosts"),
+            ("authgw.retries", self._retries, "{attempt}", "Attempts after a failed one"),
+            ("authgw.ejections", self._ejections, "{ejection}", "Members ejected"),
+            (
+                "authgw.late_answers",
+                self._late_answers,
+                "{answer}",
+                "Issuer answers after the gateway gave up",
+            ),
+        ]
+        gauges = [
+            ("authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
+            ("authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
+        ]
+        if self._journal is not None:
+            gauges += [
+                (
+                    "authgw.journal.depth",
+                    self._journal_depth,
+                    "{decision}",
+                    "Stand-in decisions not yet settled",
+                ),
+                (
+                    "authgw.journal.oldest_age",
+                    self._journal_age,
+                    "s",
+                    "Age of the oldest unsettled stand-in decision",
+                ),
+            ]
+        for name, callback, unit, description in counters:
+            meter.create_observable_counter(name, [callback], unit=unit, description=description)
+        for name, callback, unit, description in gauges:
+            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
 
     def record_decision(self, response: pb.AuthorizeResponse, elapsed_s: float) -> None:
         """One answered authorization (hot path: two cached dict lookups, one add, one record)."""

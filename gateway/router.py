@@ -15,13 +15,16 @@ retries and ejections are plain Counters that metrics read when they collect.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from opentelemetry import trace
 
+from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
 from gateway.config import GatewayConfig
@@ -30,19 +33,29 @@ from gateway.pool import MemberSpec, Pool
 from gateway.pool_health import Outcome, PoolVerdict
 from gateway.retry_budget import RetryBudget
 from gateway.tracing import EJECTED_EVENT, traced_attempt
+from standin.types import Reason
 
-__all__ = ["PoolSpec", "RouteResult", "Router", "StandInCause"]
+__all__ = ["PoolSpec", "RouteResult", "Router"]
+
+_DO_NOT_HONOUR = ResponseCode.DO_NOT_HONOUR.value
 
 # Below this, an attempt could not get an answer back in time: stop trying.
 _MIN_ATTEMPT_S = 0.02
 
 
-class StandInCause:
-    """Why no issuer answered (values match the proto's StandInReason names)."""
+class AttemptFn(Protocol):
+    """run_attempt, or traced_attempt bound to a tracer."""
 
-    ALL_POOLS_FAILED = "ALL_POOLS_FAILED"
-    NO_LIVE_MEMBERS = "NO_LIVE_MEMBERS"
-    DECLINE_STORM = "DECLINE_STORM"
+    async def __call__(
+        self,
+        member: Member,
+        request: pb.AuthorizeRequest,
+        *,
+        timeout_s: float,
+        late: LateAnswers,
+        late_window_s: float,
+        metadata: tuple[tuple[str, str], ...],
+    ) -> Attempt: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +71,7 @@ class RouteResult:
     """The answer an issuer gave, or why there was none, and every attempt made."""
 
     response: pb.AuthorizeResponse | None = None
-    cause: str = ""  # a StandInCause when response is None
+    cause: Reason | None = None  # why no issuer answered, when response is None
     attempts: list[Attempt] = field(default_factory=list)
     budget_exhausted: bool = False
 
@@ -66,7 +79,7 @@ class RouteResult:
 def _outcome(attempt: Attempt) -> Outcome:
     if attempt.kind is AttemptKind.ANSWERED:
         assert attempt.response is not None
-        return Outcome.DECLINE_05 if attempt.response.response_code == "05" else Outcome.GOOD
+        return Outcome.DECLINE_05 if attempt.response.response_code == _DO_NOT_HONOUR else Outcome.GOOD
     if attempt.kind is AttemptKind.SYSTEM_DECLINE:
         return Outcome.SYSTEM_DECLINE
     return Outcome.ERROR
@@ -85,6 +98,11 @@ class Router:
         self._cfg = cfg
         self._clock = clock
         self._tracer = tracer
+        # chosen once: the traced attempt wraps the same call in a client span
+        self._attempt: AttemptFn = (
+            run_attempt if tracer is None else functools.partial(traced_attempt, tracer)
+        )
+        self._late_window_s = cfg.routing.late_answer_window_s
         self._priority = {p.name: p.priority for p in cfg.pools}
         self._timeouts = {p.name: p.attempt_timeout_s for p in cfg.pools}
         self.pools: list[Pool] = []
@@ -218,45 +236,40 @@ class Router:
             if result.attempts:
                 self.retries[pool.name, result.attempts[-1].kind.value] += 1
             try:
-                if self._tracer is None:
-                    attempt = await run_attempt(
-                        member,
-                        request,
-                        timeout_s=min(pool.attempt_timeout_s, left),
-                        late=self.late,
-                        late_window_s=self._cfg.routing.late_answer_window_s,
-                        metadata=metadata,
-                    )
-                else:
-                    attempt = await traced_attempt(
-                        self._tracer,
-                        member,
-                        request,
-                        timeout_s=min(pool.attempt_timeout_s, left),
-                        late=self.late,
-                        late_window_s=self._cfg.routing.late_answer_window_s,
-                        metadata=metadata,
-                    )
+                attempt = await self._attempt(
+                    member,
+                    request,
+                    timeout_s=min(pool.attempt_timeout_s, left),
+                    late=self.late,
+                    late_window_s=self._late_window_s,
+                    metadata=metadata,
+                )
             finally:
                 if is_retry:
                     self.budget.release()
-            result.attempts.append(attempt)
-            self.attempts[pool.name, attempt.kind.value] += 1
-            now = self._clock()
-            pool.health.record(now, _outcome(attempt))
-            if attempt.kind is AttemptKind.ANSWERED:
-                member.ejection.on_success(now)
-                assert attempt.response is not None
-                # what answered is the gateway's fact: an issuer may echo a stored answer of another host
-                attempt.response.pool = member.pool
-                attempt.response.member = member.name
-                attempt.response.source = pb.ISSUER
-                result.response = attempt.response
+            if self._record(pool, member, attempt, result):
                 return True
-            if member.ejection.on_failure(now, pool.may_eject(now)):
-                self._ejected(member, attempt, now)
             if attempt.kind is not AttemptKind.NOT_SENT:
                 return False  # unknown outcome or a sick pool: the next pool, same request_id
+
+    def _record(self, pool: Pool, member: Member, attempt: Attempt, result: RouteResult) -> bool:
+        """Count one attempt in the member's and the pool's health; True when an issuer answered."""
+        result.attempts.append(attempt)
+        self.attempts[pool.name, attempt.kind.value] += 1
+        now = self._clock()
+        pool.health.record(now, _outcome(attempt))
+        if attempt.kind is AttemptKind.ANSWERED:
+            member.ejection.on_success(now)
+            assert attempt.response is not None
+            # what answered is the gateway's fact: an issuer may echo a stored answer of another host
+            attempt.response.pool = member.pool
+            attempt.response.member = member.name
+            attempt.response.source = pb.ISSUER
+            result.response = attempt.response
+            return True
+        if member.ejection.on_failure(now, pool.may_eject(now)):
+            self._ejected(member, attempt, now)
+        return False
 
     def _ejected(self, member: Member, attempt: Attempt, now: float) -> None:
         self.ejections[member.pool] += 1
@@ -276,15 +289,15 @@ class Router:
             )
 
     @staticmethod
-    def _cause(result: RouteResult, storms: int, skipped: int) -> str:
+    def _cause(result: RouteResult, storms: int, skipped: int) -> Reason:
         kinds = [a.kind for a in result.attempts]
         if kinds and all(k is AttemptKind.SYSTEM_DECLINE for k in kinds) and storms == skipped:
-            return StandInCause.DECLINE_STORM
+            return Reason.DECLINE_STORM
         if not kinds and skipped and storms == skipped:
-            return StandInCause.DECLINE_STORM
+            return Reason.DECLINE_STORM
         if not kinds:
-            return StandInCause.NO_LIVE_MEMBERS
-        return StandInCause.ALL_POOLS_FAILED
+            return Reason.NO_LIVE_MEMBERS
+        return Reason.ALL_POOLS_FAILED
 
     def status(self) -> list[dict[str, object]]:
         """A view of pools for status endpoints and logs."""

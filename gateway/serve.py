@@ -17,7 +17,7 @@ import sys
 from authgw.observability import LogFormat, configure_logging
 from gateway.app import Gateway
 from gateway.config import GatewayConfig, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ListenError
 from gateway.graceful import stop_on_signals
 from gateway.telemetry import GatewayTelemetry
 from gateway.workers import spawn_workers, stop_workers, worker_config
@@ -89,6 +89,9 @@ def main(argv: list[str]) -> int:
     children = spawn_workers(argv, args.workers) if args.worker_index is None and args.workers > 1 else []
     try:
         asyncio.run(run(cfg, telemetry))
+    except ListenError as exc:
+        print(f"authgw serve: {exc}", file=sys.stderr)
+        return 1
     finally:
         telemetry.telemetry.shutdown()  # after the loop: the last spans and metrics are flushed
         stop_workers(children, cfg.drain_timeout_s + 5)

@@ -1,12 +1,14 @@
 """The gateway's edge to stand-in: protobuf in, stand-in domain types across, protobuf out.
 
 `standin` knows nothing of gRPC; this module converts at the boundary and
-builds the engine from the gateway config's `[standin]` section:
+builds the engine from the gateway config's `[standin]` section (loaded and typed
+by gateway.config: the stand-in file, its Redis URL override and this instance's
+local journal):
 
     [standin]
     config = "standin.toml"        # the policy, Redis, journal and keys (relative to this file)
     redis_url = "redis://..."      # optional override of the file's [redis] url
-    sqlite_path = "gw-1.sqlite3"   # optional override: one local journal per gateway instance
+    sqlite_path = "gw-1.sqlite3"   # optional; default <instance>.sqlite3 beside the file's
 
 With a tracer, each decision runs in an `authgw.standin.decide` span (rule,
 response code, risk tier, reason, journal), and the authorization's traceparent
@@ -19,20 +21,15 @@ leave an approval on record that the cardholder never received.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
 from gateway.edges.grpc_service import decline_91
-from gateway.errors import ConfigError
-from standin import ConfigError as StandInConfigError
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
-from standin import load_config as load_standin_config
 from standin.types import Channel, Reason
 
 __all__ = ["STANDIN_SPAN", "StandInFallback", "build_standin", "to_response", "to_standin_request"]
@@ -83,14 +80,14 @@ class StandInFallback:
         self._tracer = tracer
 
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
         if self._tracer is None:
             decision = await self._decide(request, cause, trace_context)
             return decline_91(request, cause) if decision is None else to_response(decision)
         with self._tracer.start_as_current_span(
             STANDIN_SPAN,
-            attributes={"authgw.standin.cause": cause},
+            attributes={"authgw.standin.cause": cause.value},
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
@@ -113,11 +110,11 @@ class StandInFallback:
             return to_response(decision)
 
     async def _decide(
-        self, request: pb.AuthorizeRequest, cause: str, trace_context: str
+        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str
     ) -> StandInDecision | None:
         """The engine's decision, or None when it could not decide (the caller declines 91)."""
         try:
-            return await self.engine.decide(to_standin_request(request), Reason(cause), trace_context)
+            return await self.engine.decide(to_standin_request(request), cause, trace_context)
         except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
             log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)
             return None
@@ -131,23 +128,6 @@ class StandInFallback:
 
 def build_standin(cfg: GatewayConfig, tracer: Tracer | None = None) -> StandInFallback | None:
     """The stand-in fallback configured by `[standin]`, or None when the section is absent."""
-    section = cfg.raw.get("standin")
-    if section is None:
+    if cfg.standin is None:
         return None
-    if not isinstance(section, dict) or not isinstance(section.get("config"), str):
-        raise ConfigError(cfg.source, "standin.config", "must name the stand-in TOML file")
-    base = Path(cfg.source).parent
-    path = (base / section["config"]).resolve()
-    try:
-        scfg = load_standin_config(path)
-    except StandInConfigError as exc:
-        raise ConfigError(cfg.source, "standin.config", str(exc)) from exc
-    redis_url = section.get("redis_url")
-    if redis_url is not None:
-        scfg = dataclasses.replace(scfg, redis=dataclasses.replace(scfg.redis, url=str(redis_url)))
-    sqlite = section.get("sqlite_path")
-    sqlite_path = (
-        (base / str(sqlite)).resolve() if sqlite else scfg.sqlite_path.with_name(f"{cfg.instance}.sqlite3")
-    )
-    scfg = dataclasses.replace(scfg, instance=cfg.instance, sqlite_path=sqlite_path)
-    return StandInFallback(StandIn.from_config(scfg, tracer=tracer), tracer)
+    return StandInFallback(StandIn.from_config(cfg.standin, tracer=tracer), tracer)

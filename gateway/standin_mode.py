@@ -14,21 +14,25 @@ probe in two never brings the gateway back, so decisions do not bounce.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authgw.tasks import cancel_and_wait
 from gateway.member import Member
 from gateway.router import Router
+from standin.types import Reason
 
 __all__ = ["ModeChange", "StandInMode"]
 
 log = logging.getLogger("authgw.standin_mode")
+
+_HISTORY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +62,18 @@ class StandInMode:
         self._needed = good_rounds_to_leave
         self._on_change = on_change
         self.active = False
-        self.reason = ""
+        self.reason = ""  # why the mode last changed, for status and logs
+        self.cause = Reason.ALL_POOLS_FAILED  # why no issuer answered when the mode was entered
         self.good_rounds = 0
-        self.history: list[ModeChange] = []
+        self.history: deque[ModeChange] = deque(maxlen=_HISTORY)  # the latest changes, for status
         self._task: asyncio.Task[None] | None = None
 
-    def maybe_enter(self, cause: str) -> None:
+    def maybe_enter(self, cause: Reason) -> None:
         """After a request no issuer answered: enter when no pool can take requests."""
         if self.active or self._router.has_healthy_pool():
             return  # half-open trials of failing pools are the prober's job once in stand-in mode
-        self._set(True, cause)
+        self.cause = cause
+        self._set(True, cause.value)
         self.good_rounds = 0
         self._task = asyncio.create_task(self._probe_loop(), name="standin-prober")
 
@@ -82,7 +88,11 @@ class StandInMode:
     async def _probe_loop(self) -> None:
         while self.active:
             started = time.monotonic()
-            healthy = await self._probe_round()
+            try:
+                healthy = await self._probe_round()
+            except Exception:  # a bug in one round must not leave the gateway in stand-in mode for good
+                log.exception("stand-in probe round failed; counted as a bad round")
+                healthy = []
             if healthy:
                 self.good_rounds += 1
                 if self.good_rounds >= self._needed:
@@ -105,12 +115,11 @@ class StandInMode:
             resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)
         except grpc.aio.AioRpcError:
             return False
+        except (grpc.aio.UsageError, grpc.aio.InternalError):  # the member left: its channel is closed
+            return False
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
         self.active = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)

@@ -15,8 +15,6 @@ import dataclasses
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from gateway.config import GatewayConfig
 
@@ -25,16 +23,16 @@ __all__ = ["spawn_workers", "stop_workers", "worker_config"]
 
 def worker_config(cfg: GatewayConfig, index: int) -> GatewayConfig:
     """The config of worker `index`: its own instance name, local journal and (but for 0) no scrape port."""
-    raw: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.raw.items()}
-    instance = f"{cfg.instance}-w{index}"
-    standin = raw.get("standin")
-    if isinstance(standin, dict) and isinstance(standin.get("sqlite_path"), str):
-        path = Path(standin["sqlite_path"])
-        standin["sqlite_path"] = str(path.with_name(f"{path.stem}-w{index}{path.suffix}"))
-    telemetry = raw.get("telemetry")
-    if index > 0 and isinstance(telemetry, dict):
-        telemetry.pop("prometheus_listen", None)
-    return dataclasses.replace(cfg, instance=instance, raw=raw)
+    journal = None
+    if cfg.standin is not None:
+        path = cfg.standin.sqlite_path
+        journal = path.with_name(f"{path.stem}-w{index}{path.suffix}")
+    worker = cfg.for_instance(f"{cfg.instance}-w{index}", journal)
+    if index > 0 and worker.telemetry is not None:
+        worker = dataclasses.replace(
+            worker, telemetry=dataclasses.replace(worker.telemetry, prometheus_listen=None)
+        )
+    return worker
 
 
 def spawn_workers(argv: Sequence[str], count: int) -> list[subprocess.Popen[bytes]]:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from authgw.tasks import cancel_and_wait
 from health.errors import EtcdError, LeaseNotFound
 from health.etcd import EtcdClient
 
@@ -132,9 +133,7 @@ class LeasedKey:
             return
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await cancel_and_wait(task)
         await self.release("closing")
 
     async def __aenter__(self) -> LeasedKey:

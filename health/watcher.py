@@ -19,6 +19,7 @@ from dataclasses import replace
 from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
+from authgw.tasks import cancel_and_wait
 from health.errors import EtcdError, EtcdUnavailable, RevisionCompacted
 from health.etcd import EtcdClient, EventKind, WatchEvent
 from health.keys import DEFAULT_ROOT, KeyLayout
@@ -103,9 +104,7 @@ class MembershipWatcher:
         """Stop following etcd (the last snapshot stays readable); safe to call twice."""
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await cancel_and_wait(task)
 
     async def __aenter__(self) -> MembershipWatcher:
         await self.start()

@@ -17,7 +17,7 @@ gateway injects (IssuerHost/Advise over its members' channels)::
         ...
 """
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.crypto import PanCipher
 from standin.engine import EngineStatus, StandIn
 from standin.entry import JournalEntry, decode_decision, decode_entry, decrypt_pan, encode_entry

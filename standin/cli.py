@@ -10,8 +10,12 @@
     authgw standin replay --dead-letters   put dead letters back in the journal: the settlement
                                            workers send them again (all, or --decision-id ID ...)
 
-Every command reads the config file given by --config (default: $AUTHGW_STANDIN_CONFIG,
-else config/standin.toml) and the secrets from the environment.
+Every command takes the gateway's config file (--config, default $AUTHGW_CONFIG, else
+config/gateway.toml) and finds what that gateway uses: its Redis, its journal partitions
+and its own local SQLite journal (`<instance>.sqlite3`). `authgw standin` resolves it
+(gateway/standin_cmd.py); a stand-in file given directly works too. `replay
+--local-journal FILE` settles another host's local journal, e.g. a copy of the file of a
+gateway whose host never came back (exactly once: see standin/migrate.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +36,7 @@ from redis.asyncio import Redis
 from authgw.observability import LogFormat, configure_logging
 from standin.cardstatus import load_card_statuses, read_card_status_file
 from standin.engine import StandIn
-from standin.errors import StandInError
+from standin.errors import ConfigError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settings import StandInConfig, load_config
@@ -43,7 +48,7 @@ from standin.tokens import CardTokenizer
 
 __all__ = ["main"]
 
-_DEFAULT_CONFIG = "config/standin.toml"
+_DEFAULT_CONFIG = "config/gateway.toml"
 _ADMIN_DEADLINE = timedelta(seconds=5)  # operator commands scan streams: not the decision path's 120 ms
 
 
@@ -52,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--config",
         type=Path,
-        default=Path(os.environ.get("AUTHGW_STANDIN_CONFIG", _DEFAULT_CONFIG)),
-        help="stand-in TOML config (default: $AUTHGW_STANDIN_CONFIG or config/standin.toml)",
+        default=Path(os.environ.get("AUTHGW_CONFIG", _DEFAULT_CONFIG)),
+        help="the gateway's TOML config (default: $AUTHGW_CONFIG or config/gateway.toml)",
     )
     p = argparse.ArgumentParser(prog="authgw standin", description="stand-in operator tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--decision-id", action="append", default=None, help="with --dead-letters: only this one (repeatable)"
     )
+    replay.add_argument(
+        "--local-journal",
+        type=Path,
+        default=None,
+        help="move this SQLite journal instead of the gateway's own (e.g. a copy from a lost host)",
+    )
     return p
 
 
@@ -85,17 +96,25 @@ def _admin_client(config: StandInConfig) -> Redis:
     )
 
 
-def main(argv: list[str]) -> int:
+ConfigLoader = Callable[[Path], StandInConfig]
+"""Resolves --config to the stand-in config a gateway uses (gateway/standin_cmd.py)."""
+
+
+def main(argv: list[str], load: ConfigLoader = load_config) -> int:
     """Entry point; argv[0] is "standin" (`authgw settle` is gateway.settlement.command: it needs gRPC)."""
     configure_logging(LogFormat.TEXT, os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
     parser = _parser()
     args = parser.parse_args(argv[1:])
     if getattr(args, "decision_id", None) and not args.dead_letters:
         parser.error("--decision-id goes with --dead-letters")
+    if getattr(args, "local_journal", None) and args.dead_letters:
+        parser.error("--local-journal goes without --dead-letters")
     try:
-        config = load_config(args.config)
+        config = load(args.config)
+        if getattr(args, "local_journal", None):
+            config = replace(config, sqlite_path=args.local_journal.resolve())
         return asyncio.run(_COMMANDS[args.command](config, args))
-    except StandInError as exc:
+    except (StandInError, ConfigError) as exc:
         print(f"authgw standin {args.command}: {exc}", file=sys.stderr)
         return 1
 

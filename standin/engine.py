@@ -56,7 +56,7 @@ from types import TracebackType
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
 from standin.crypto import PanCipher
 from standin.entry import encode_entry

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.crypto import PanCipher
 from standin.errors import EntryFormatError
 from standin.types import Channel, JournalKind, Reason, StandInDecision, StandInRequest

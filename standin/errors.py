@@ -1,8 +1,7 @@
 """Errors of the stand-in package: one root, expected failures only.
 
     StandInError                  root: anything stand-in raises on purpose
-    ├── ConfigError               a config file, policy or key is invalid (names file, key and fix)
-    │   └── PolicyError           the risk policy section is invalid
+    ├── PolicyError               the risk policy section is invalid (also a ConfigError)
     ├── InvalidRequestError       a StandInRequest breaks its own invariants (a caller bug)
     ├── CardStatusFileError       an issuer card-status file cannot be parsed (names line)
     ├── StoreUnavailableError     Redis did not answer in time or refused (translated at one boundary)
@@ -10,10 +9,14 @@
     ├── EntryFormatError          a journal entry cannot be decoded or its PAN decrypted
     └── ClosedError               the engine is not started, or already closed
 
-Anything else escaping this package is a bug.
+Config files are read by authgw.config: their errors are its ConfigError (names file, key,
+problem and fix; re-exported here), PolicyError included. Anything else escaping this
+package is a bug.
 """
 
 from __future__ import annotations
+
+from authgw.config import ConfigError
 
 __all__ = [
     "CardStatusFileError",
@@ -32,18 +35,7 @@ class StandInError(Exception):
     """Root of every error raised on purpose by the stand-in package."""
 
 
-class ConfigError(StandInError):
-    """Invalid configuration: the message names the file, the key and the fix."""
-
-    def __init__(self, file: str, key: str, problem: str, fix: str) -> None:
-        self.file = file
-        self.key = key
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{file}: {key}: {problem}; fix: {fix}")
-
-
-class PolicyError(ConfigError):
+class PolicyError(ConfigError, StandInError):
     """Invalid risk policy (limits, MCC groups, tiers)."""
 
 

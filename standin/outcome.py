@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.types import JournalKind, Reason, StandInDecision
 
 __all__ = ["Outcome", "Proposal", "new_approval_code", "new_decision_id"]

@@ -7,15 +7,14 @@ keys take the defaults of StandInPolicy, so a file only states what it changes.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
+from authgw.config import Section, read_toml
 from standin.errors import PolicyError
 from standin.policy import DEFAULT_MCC_GROUPS, OTHER_GROUP, ChannelRisk, RiskTier, StandInPolicy, WindowLimit
-from standin.toml_reader import Section
 from standin.types import Channel
 
 __all__ = ["load_policy", "policy_from_section"]
@@ -28,24 +27,14 @@ _MAX_AMOUNT_MINOR = 10**15  # far above any card limit; keeps Lua's doubles exac
 
 def load_policy(path: Path) -> StandInPolicy:
     """Read and validate the `[policy]` table of the TOML file at `path`."""
-    try:
-        with path.open("rb") as f:
-            document = tomllib.load(f)
-    except OSError as exc:
-        raise PolicyError(
-            str(path), "policy", f"cannot read the file ({exc.strerror})", "check the path"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(str(path), "policy", f"invalid TOML ({exc})", "fix the syntax") from exc
-    root = Section(str(path), "", document, PolicyError)
-    return policy_from_section(root.table("policy"))
+    return policy_from_section(read_toml(path, PolicyError).table("policy"))
 
 
 def policy_from_section(s: Section) -> StandInPolicy:
     """Build the policy from an already parsed `[policy]` table."""
     s.check_known(
         [
-            "home_country", "limit_currency", "currency_rates", "window_hours", "window",
+            "home_country", "limit_currency", "currency_rates", "window_length", "window",
             "txn_max_minor", "mcc_groups", "blocked_mcc_groups", "cash_mcc_groups", "tiers", "risk_points",
         ]
     )  # fmt: skip
@@ -54,8 +43,8 @@ def policy_from_section(s: Section) -> StandInPolicy:
     limit_currency = s.string(
         "limit_currency", _DEFAULTS.limit_currency, pattern="[A-Z]{3}", fix="use ISO 4217 alpha-3, e.g. EUR"
     )
-    window_hours = s.integer(
-        "window_hours", int(_DEFAULTS.window / timedelta(hours=1)), minimum=1, maximum=24 * 31
+    window = s.duration(
+        "window_length", _DEFAULTS.window, minimum=timedelta(seconds=1), maximum=timedelta(days=31)
     )
     windows = s.table("window")
     windows.check_known(["purchase", "cash"])
@@ -69,7 +58,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         home_country=home,
         limit_currency=limit_currency,
         currency_rates=_currency_rates(s.table("currency_rates"), limit_currency),
-        window=timedelta(hours=window_hours),
+        window=window,
         purchase=_window_limit(windows.table("purchase"), _DEFAULTS.purchase),
         cash=_window_limit(windows.table("cash"), _DEFAULTS.cash),
         txn_max_minor_by_channel=_txn_max_by_channel(txn_max.table("channel")),

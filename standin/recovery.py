@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 
+from authgw.tasks import cancel_and_wait
 from standin.cardstatus import fetch_card_statuses
 from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
 from standin.journal import StreamJournal
@@ -60,15 +61,7 @@ class Recovery:
     async def close(self) -> None:
         """Cancel the task and wait for it; safe to call twice."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        # One cancel() is not enough: redis-py 8.1 writes with asyncio.wait_for, which on Python 3.11
-        # drops a cancellation that lands while a write completes, and the task would carry on.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.05)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("stand-in background task ended with %r", exc)
+        await cancel_and_wait(task)  # cancels again until it ends: redis-py may drop one cancellation
 
     def mark_down(self, exc: StandInError) -> None:
         """Stop sending decisions to Redis until a probe succeeds."""

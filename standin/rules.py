@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.policy import RiskTier, StandInPolicy, WindowLimit
 from standin.tiers import classify
 from standin.types import Channel, LimitKind, StandInRequest, luhn_valid

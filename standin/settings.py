@@ -12,16 +12,14 @@ import base64
 import binascii
 import os
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from standin.errors import ConfigError
+from authgw.config import Section, read_toml
 from standin.policy import StandInPolicy
 from standin.policy_load import policy_from_section
-from standin.toml_reader import Section
 
 __all__ = [
     "JournalSettings",
@@ -31,6 +29,10 @@ __all__ = [
     "load_config",
 ]
 
+_MS = timedelta(milliseconds=1)
+_S = timedelta(seconds=1)
+_H = timedelta(hours=1)
+_YEAR = timedelta(days=365)
 _KEYGEN = 'generate one with: python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"'
 
 
@@ -111,14 +113,7 @@ class StandInConfig:
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConfig:
     """Read the TOML file at `path` and the secrets from `env` (default os.environ)."""
     env = os.environ if env is None else env
-    try:
-        with path.open("rb") as f:
-            document = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(str(path), "-", f"cannot read the file ({exc.strerror})", "check the path") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "-", f"invalid TOML ({exc})", "fix the syntax") from exc
-    root = Section(str(path), "", document)
+    root = read_toml(path)
     root.check_known(["standin", "policy", "redis", "journal", "local", "keys"])
     base = path.parent
     general = root.table("standin")
@@ -139,38 +134,29 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
     )
 
 
-def _ms(s: Section, name: str, default: timedelta, *, minimum: int = 1, maximum: int = 60_000) -> timedelta:
-    default_ms = int(default / timedelta(milliseconds=1))
-    return timedelta(milliseconds=s.integer(name, default_ms, minimum=minimum, maximum=maximum))
-
-
-def _hours(s: Section, name: str, default: timedelta) -> timedelta:
-    return timedelta(hours=s.integer(name, int(default / timedelta(hours=1)), minimum=1, maximum=24 * 365))
-
-
 def _redis(s: Section) -> RedisSettings:
     d = RedisSettings()
     s.check_known(
         [
-            "url", "connect_timeout_ms", "socket_timeout_ms", "command_deadline_ms", "retries",
-            "retry_backoff_cap_ms", "max_connections", "probe_interval_ms",
+            "url", "connect_timeout", "socket_timeout", "command_deadline", "retries",
+            "retry_backoff_cap", "max_connections", "probe_interval",
         ]
     )  # fmt: skip
     return RedisSettings(
         url=s.string("url", d.url, pattern=r"(redis|rediss|unix)://.+", fix="write redis://host:port/db"),
-        connect_timeout=_ms(s, "connect_timeout_ms", d.connect_timeout, maximum=5_000),
-        socket_timeout=_ms(s, "socket_timeout_ms", d.socket_timeout, maximum=5_000),
-        command_deadline=_ms(s, "command_deadline_ms", d.command_deadline, maximum=5_000),
+        connect_timeout=s.duration("connect_timeout", d.connect_timeout, minimum=_MS, maximum=5 * _S),
+        socket_timeout=s.duration("socket_timeout", d.socket_timeout, minimum=_MS, maximum=5 * _S),
+        command_deadline=s.duration("command_deadline", d.command_deadline, minimum=_MS, maximum=5 * _S),
         retries=s.integer("retries", d.retries, maximum=5),
-        retry_backoff_cap=_ms(s, "retry_backoff_cap_ms", d.retry_backoff_cap, minimum=0, maximum=1_000),
+        retry_backoff_cap=s.duration("retry_backoff_cap", d.retry_backoff_cap, maximum=_S),
         max_connections=s.integer("max_connections", d.max_connections, minimum=1, maximum=10_000),
-        probe_interval=_ms(s, "probe_interval_ms", d.probe_interval, minimum=10),
+        probe_interval=s.duration("probe_interval", d.probe_interval, minimum=10 * _MS, maximum=60 * _S),
     )
 
 
 def _journal(s: Section) -> JournalSettings:
     d = JournalSettings()
-    s.check_known(["partitions", "consumer_group", "idempotency_ttl_hours", "dedupe_ttl_hours"])
+    s.check_known(["partitions", "consumer_group", "idempotency_ttl", "dedupe_ttl"])
     return JournalSettings(
         partitions=s.integer("partitions", d.partitions, minimum=1, maximum=1024),
         consumer_group=s.string(
@@ -179,8 +165,8 @@ def _journal(s: Section) -> JournalSettings:
             pattern=r"[A-Za-z0-9._-]{1,64}",
             fix="use letters, digits, . _ -",
         ),
-        idempotency_ttl=_hours(s, "idempotency_ttl_hours", d.idempotency_ttl),
-        dedupe_ttl=_hours(s, "dedupe_ttl_hours", d.dedupe_ttl),
+        idempotency_ttl=s.duration("idempotency_ttl", d.idempotency_ttl, minimum=_H, maximum=_YEAR),
+        dedupe_ttl=s.duration("dedupe_ttl", d.dedupe_ttl, minimum=_H, maximum=_YEAR),
     )
 
 
@@ -191,18 +177,14 @@ def _sqlite_path(s: Section, base: Path) -> Path:
 
 def _local(s: Section) -> LocalSettings:
     d = LocalSettings()
-    s.check_known(
-        ["sqlite_path", "limit_fraction", "migrate_batch", "migrate_interval_ms", "card_status_sync_s"]
-    )
+    s.check_known(["sqlite_path", "limit_fraction", "migrate_batch", "migrate_interval", "card_status_sync"])
     return LocalSettings(
         limit_fraction=s.number("limit_fraction", d.limit_fraction, minimum=0.0, maximum=1.0),
         migrate_batch=s.integer("migrate_batch", d.migrate_batch, minimum=1, maximum=10_000),
-        migrate_interval=_ms(s, "migrate_interval_ms", d.migrate_interval, minimum=10),
-        card_status_sync=timedelta(
-            seconds=s.integer(
-                "card_status_sync_s", int(d.card_status_sync.total_seconds()), minimum=1, maximum=86_400
-            )
+        migrate_interval=s.duration(
+            "migrate_interval", d.migrate_interval, minimum=10 * _MS, maximum=60 * _S
         ),
+        card_status_sync=s.duration("card_status_sync", d.card_status_sync, minimum=_S, maximum=24 * _H),
     )
 
 

@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.errors import ClosedError, LocalJournalError
 from standin.outcome import Outcome, Proposal
 from standin.rules import APPROVED_RULE, Assessment

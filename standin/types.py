@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from standin.codes import ResponseCode
+from authgw.codes import ResponseCode
 from standin.errors import InvalidRequestError
 
 __all__ = [

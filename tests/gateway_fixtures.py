@@ -22,7 +22,7 @@ def gateway_config(
         "gateway": {
             "listen": f"127.0.0.1:{port or free_port()}",
             "instance": "gw-test",
-            "drain_timeout_ms": 2000,
+            "drain_timeout": "2s",
         },
         "pools": [
             {

@@ -81,11 +81,11 @@ def _gateway(
     standin = workdir / "standin.toml"
     # A generous Redis deadline: on a loaded test machine decisions still go to the stream.
     text = standin_toml(f"redis://127.0.0.1:{redis_port}/2")
-    standin.write_text(text.replace("[redis]\n", "[redis]\ncommand_deadline_ms = 1000\n", 1))
+    standin.write_text(text.replace("[redis]\n", '[redis]\ncommand_deadline = "1s"\n', 1))
     port, scrape = free_port(), free_port()
     doc = {
-        "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-otel", "drain_timeout_ms": 3000},
-        "routing": {"attempt_timeout_ms": 200},
+        "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-otel", "drain_timeout": "3s"},
+        "routing": {"attempt_timeout": "200ms"},
         "outlier": {"consecutive_failures": 2, "max_ejection_share": 1.0},
         "standin": {"config": str(standin), "sqlite_path": str(workdir / "gw-otel.sqlite3")},
         "settlement": {"enabled": False},  # the tests read the journal as stand-in left it
@@ -93,7 +93,7 @@ def _gateway(
             "exporter": "otlp",
             "otlp_endpoint": endpoint,
             "prometheus_listen": f"127.0.0.1:{scrape}",
-            "metric_export_interval_ms": 300,
+            "metric_export_interval": "300ms",
         },
         "pools": [
             {"name": "primary", "priority": 1, "members": [{"name": "a1", "address": sims["a1"].address}]},

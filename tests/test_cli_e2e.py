@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,7 +45,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Man
         f"""
 [gateway]
 listen = "127.0.0.1:{gw_port}"
-drain_timeout_ms = 3000
+drain_timeout = "3s"
 [[pools]]
 name = "primary"
 members = [{{ name = "a1", address = "{procs["a1"].address}" }}]
@@ -82,11 +83,11 @@ def test_authorize_invalid_field_exits_nonzero(topology: dict[str, ManagedProces
 def test_bad_config_names_key(tmp_path: Path) -> None:
     """`authgw serve` with a wrong key exits 2 naming the file and the key."""
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[routing]\ndeadline_ms = "soon"\n[[pools]]\nname = "p"\n')
+    cfg.write_text('[routing]\ndeadline = "soon"\n[[pools]]\nname = "p"\n')
     argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 2
-    assert "bad.toml: routing.deadline_ms: must be an integer" in out.stderr
+    assert "bad.toml: routing.deadline: expected a duration" in out.stderr
 
 
 async def test_sigterm_drains_in_flight(topology: dict[str, ManagedProcess]) -> None:
@@ -116,3 +117,18 @@ def test_secondary_answers_when_primary_killed(topology: dict[str, ManagedProces
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     assert (answer["decision"], answer["pool"]) == ("APPROVED", "secondary")
+
+
+def test_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """`authgw serve` on a port another process listens on exits 1 with one line naming the address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "gw.toml"
+        cfg.write_text(f'[gateway]\nlisten = "127.0.0.1:{port}"\n[[pools]]\nname = "p"\n')
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--log-format", "text"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert out.returncode == 1
+    assert f"authgw serve: cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr

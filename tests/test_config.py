@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ def test_example_config_loads() -> None:
     """The shipped example is valid, with pools sorted by priority and ms turned into seconds."""
     cfg = load_config(EXAMPLE)
     assert [p.name for p in cfg.pools] == ["primary", "secondary"]
-    assert cfg.routing.deadline_s == 2.0
-    assert cfg.pools[0].attempt_timeout_s == 0.4
+    assert cfg.routing.deadline == timedelta(seconds=2) and cfg.routing.deadline_s == 2.0
+    assert cfg.pools[0].attempt_timeout == timedelta(milliseconds=400)
 
 
 def test_missing_file_named() -> None:
@@ -39,7 +40,23 @@ def test_unknown_key_named() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"routing": {"deadline_msec": 100}, "pools": [{"name": "p"}]}, "x.toml")
     assert info.value.key == "routing.deadline_msec"
-    assert "deadline_ms" in info.value.problem
+    assert "deadline" in info.value.fix
+
+
+def test_old_duration_key_gets_the_new_spelling() -> None:
+    """A duration written the old way (deadline_ms = 2000) is refused with its new spelling as the fix."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"routing": {"deadline_ms": 2000}, "pools": [{"name": "p"}]}, "x.toml")
+    assert info.value.key == "routing.deadline_ms"
+    assert 'deadline = "2s"' in info.value.fix
+
+
+def test_duration_needs_a_unit() -> None:
+    """A duration without a unit is refused, naming the key and the syntax."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"routing": {"deadline": 2000}, "pools": [{"name": "p"}]}, "x.toml")
+    assert info.value.key == "routing.deadline"
+    assert "150ms" in info.value.fix
 
 
 def test_member_address_checked() -> None:
@@ -52,10 +69,10 @@ def test_member_address_checked() -> None:
 
 def test_attempt_timeout_must_fit_deadline() -> None:
     """An attempt timeout that leaves no room for the stand-in reserve is rejected."""
-    data = {"routing": {"deadline_ms": 500}, "pools": [{"name": "p", "attempt_timeout_ms": 400}]}
+    data = {"routing": {"deadline": "500ms"}, "pools": [{"name": "p", "attempt_timeout": "400ms"}]}
     with pytest.raises(ConfigError) as info:
         parse_config(data, "x.toml")
-    assert info.value.key == "pools.p.attempt_timeout_ms"
+    assert info.value.key == "pools[0].attempt_timeout"
 
 
 def test_share_range_checked() -> None:

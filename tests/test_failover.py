@@ -51,11 +51,11 @@ def _config(sims: dict[str, ManagedProcess], **routing: float):  # type: ignore[
         [(pool, [sims[m].address for m in members]) for pool, members in POOLS.items()],
         extra={
             "routing": {
-                "attempt_timeout_ms": int(ATTEMPT_TIMEOUT_S * 1000),
-                "deadline_ms": int(DEADLINE_S * 1000),
+                "attempt_timeout": f"{int(ATTEMPT_TIMEOUT_S * 1000)}ms",
+                "deadline": f"{int(DEADLINE_S * 1000)}ms",
                 **routing,
             },
-            "decline_storm": {"min_requests": 8, "cooloff_ms": 10_000},  # no half-open trial during a test
+            "decline_storm": {"min_requests": 8, "cooloff": "10s"},  # no half-open trial during a test
         },
     )
 

@@ -55,7 +55,7 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Managed
 def _config_doc(sims: dict[str, ManagedProcess], standin: Path, instance: str, port: int) -> dict[str, Any]:
     return {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": instance},
-        "routing": {"attempt_timeout_ms": 200},
+        "routing": {"attempt_timeout": "200ms"},
         "standin": {"config": str(standin), "sqlite_path": str(standin.parent / f"{instance}.sqlite3")},
         "pools": [
             {"name": "primary", "priority": 1, "members": [{"name": "a1", "address": sims["a1"].address}]},

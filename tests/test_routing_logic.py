@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from gateway.config import DeclineStormConfig, OutlierConfig
 from gateway.outlier import Ejection, EjectionState
 from gateway.pool_health import Outcome, PoolHealth, PoolVerdict
 from gateway.retry_budget import RetryBudget
 
+S = timedelta(seconds=1)
 OUTLIER = OutlierConfig(
-    consecutive_failures=3, base_ejection_s=5.0, max_ejection_s=12.0, max_ejection_share=0.5
+    consecutive_failures=3, base_ejection=5 * S, max_ejection=12 * S, max_ejection_share=0.5
 )
 STORM = DeclineStormConfig(
-    window_s=5.0, min_requests=10, consecutive_failures=100, threshold=0.5, baseline_05=0.1, cooloff_s=2.0
+    window=5 * S, min_requests=10, consecutive_failures=100, threshold=0.5, baseline_05=0.1, cooloff=2 * S
 )
-FAST = DeclineStormConfig(window_s=5.0, min_requests=10, consecutive_failures=5, threshold=0.5, cooloff_s=2.0)
+FAST = DeclineStormConfig(window=5 * S, min_requests=10, consecutive_failures=5, threshold=0.5, cooloff=2 * S)
 
 
 def test_ejected_after_consecutive_failures() -> None:

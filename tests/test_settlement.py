@@ -85,7 +85,7 @@ async def test_outage_then_recovery_settles_every_decision_once(
     standin = standin_file(tmp_path, redis_port)
     doc = {
         "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-out"},
-        "routing": {"attempt_timeout_ms": 200},
+        "routing": {"attempt_timeout": "200ms"},
         "standin": {"config": str(standin), "sqlite_path": str(tmp_path / "gw-out.sqlite3")},
         "settlement": fast_settlement_toml(),
         "pools": pools_of(sims),

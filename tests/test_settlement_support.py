@@ -214,16 +214,16 @@ def fast_settlement_toml(**overrides: Any) -> dict[str, Any]:
     """FAST as a `[settlement]` table."""
     table: dict[str, Any] = {
         "rate_per_s": 2000,
-        "lease_ttl_ms": 2000,
-        "advise_timeout_ms": 500,
-        "block_ms": 100,
-        "heartbeat_ms": 200,
-        "pause_ms": 200,
-        "pause_max_ms": 1000,
+        "lease_ttl": "2s",
+        "advise_timeout": "500ms",
+        "block": "100ms",
+        "heartbeat": "200ms",
+        "pause": "200ms",
+        "pause_max": "1s",
         "pause_after_failures": 3,
-        "retry_backoff_ms": 10,
+        "retry_backoff": "10ms",
         "max_attempts": 3,
-        "redis_deadline_ms": 1000,
+        "redis_deadline": "1s",
     }
     table.update(overrides)
     return table

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from test_standin_support import request
 
+from authgw.config import Section
 from authgw.v1 import authorization_pb2 as pb
 from gateway.settlement.sender import _outcome, to_pb_advice
 from standin import ConfigError, JournalKind, Reason, ResponseCode, StandInDecision
@@ -94,14 +95,16 @@ def test_pause_trips_after_consecutive_failures_and_doubles() -> None:
 def test_settings_name_an_unknown_key() -> None:
     """A typo in [settlement] is refused with the file and the key."""
     with pytest.raises(ConfigError) as info:
-        load_settlement_settings("gw.toml", {"rate_per_sec": 10})
+        load_settlement_settings(Section("gw.toml", "settlement", {"rate_per_sec": 10}))
     assert "gw.toml: settlement.rate_per_sec" in str(info.value)
 
 
 def test_settings_refuse_a_send_deadline_longer_than_half_a_lease() -> None:
     """advise_timeout must fit twice in the lease TTL, or a send could outlive the lease."""
     with pytest.raises(ConfigError, match="advise_timeout"):
-        load_settlement_settings("gw.toml", {"advise_timeout_ms": 6000, "lease_ttl_ms": 10000})
+        load_settlement_settings(
+            Section("gw.toml", "settlement", {"advise_timeout": "6s", "lease_ttl": "10s"})
+        )
 
 
 def test_advice_carries_the_request_and_the_decision() -> None:

@@ -146,3 +146,69 @@ async def test_bad_config_is_reported_with_its_key(tmp_path: Path) -> None:
     cfg.write_text("[journal]\npartitions = 0\n")
     code, _, err = await authgw("standin", "status", "--config", str(cfg))
     assert code == 1 and "journal.partitions" in err
+
+
+def gateway_config_file(tmp_path: Path, redis_port: int, instance: str = "gw-op") -> Path:
+    """A gateway config whose [standin] names the stand-in file (local journal left to its default)."""
+    config_file(tmp_path, redis_port)
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[gateway]\ninstance = "{instance}"\n[[pools]]\nname = "p"\n'
+        'members = [{ name = "m", address = "127.0.0.1:9" }]\n[standin]\nconfig = "standin.toml"\n'
+    )
+    return path
+
+
+async def test_status_takes_the_gateways_config(redis_port: int, tmp_path: Path) -> None:
+    """`authgw standin status --config gateway.toml` reads the gateway's own file (it used to refuse it)."""
+    cfg = gateway_config_file(tmp_path, redis_port)
+    code, out, err = await authgw("standin", "status", "--config", str(cfg))
+    assert code == 0, err
+    assert json.loads(out)["redis_up"] is True
+
+
+async def _decide_locally_then_replay(
+    tmp_path: Path, port: int, journal: Path, pan: str, *replays: list[str]
+) -> tuple[list[str], list[tuple[int, str, str]], list[str]]:
+    """Decide twice with Redis down (recorded in `journal`), start Redis on `port`, run each replay.
+
+    Returns the local decision ids, each replay's (code, stdout, stderr) and the stream's decision ids.
+    """
+    async with engine(port, journal, redis_settings=IMPATIENT) as e:
+        local = [(await e.decide(request(pan), Reason.FORCED)).decision_id for _ in range(2)]
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+    try:
+        runs = [await authgw(*argv) for argv in replays]
+        r = client(port)
+        ids = [f[b"decision_id"].decode() for _, f in await r.xrange("authgw:{journal:0}:decisions")]
+        await r.aclose()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    return local, runs, ids
+
+
+async def test_replay_with_the_gateways_config_moves_what_that_gateway_wrote(tmp_path: Path) -> None:
+    """With the gateway's config, replay moves the journal the gateway writes (<instance>.sqlite3)."""
+    port = free_port()
+    cfg = gateway_config_file(tmp_path, port, instance="gw-op")
+    replay = ["standin", "replay", "--config", str(cfg)]
+    local, [(code, out, err)], ids = await _decide_locally_then_replay(
+        tmp_path, port, tmp_path / "gw-op.sqlite3", PAN_VISA, replay
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"moved": 2, "local_backlog": 0}
+    assert ids == local
+
+
+async def test_replay_of_a_copied_local_journal(tmp_path: Path) -> None:
+    """`replay --local-journal FILE` settles another host's journal (a copy), each decision once."""
+    port = free_port()
+    cfg = gateway_config_file(tmp_path, port, instance="gw-here")
+    lost_host = tmp_path / "copy-of-gw-lost.sqlite3"
+    replay = ["standin", "replay", "--config", str(cfg), "--local-journal", str(lost_host)]
+    local, [first, again], ids = await _decide_locally_then_replay(
+        tmp_path, port, lost_host, PAN_MC, replay, replay
+    )
+    assert first[0] == 0 and again[0] == 0, (first[2], again[2])
+    assert json.loads(first[1])["moved"] == 2 and json.loads(again[1])["moved"] == 0
+    assert ids == local

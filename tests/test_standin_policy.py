@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_standin_support import ENV
 
+from authgw.config import Section
 from standin import (
     Channel,
     ConfigError,
@@ -22,7 +23,6 @@ from standin import (
     load_policy,
 )
 from standin.policy_load import policy_from_section
-from standin.toml_reader import Section
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "standin.example.toml"
 
@@ -169,7 +169,7 @@ NUMERIC_KEYS = [
     ("txn_max_minor", "mcc_group", "fuel"),
     ("risk_points", "foreign_merchant"),
     ("risk_points", "mcc_group", "other"),
-    ("window_hours",),
+    ("window_length",),
 ]
 bad_values = st.one_of(
     st.integers(max_value=-1),

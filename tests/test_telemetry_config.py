@@ -48,7 +48,7 @@ def test_section_sets_both_signals_and_overrides() -> None:
         ({"traces_exporter": 3}, "telemetry.traces_exporter"),
         ({"otlp_endpoint": "127.0.0.1:4317"}, "telemetry.otlp_endpoint"),
         ({"prometheus_listen": "9464"}, "telemetry.prometheus_listen"),
-        ({"metric_export_interval_ms": "fast"}, "telemetry.metric_export_interval_ms"),
+        ({"metric_export_interval": "fast"}, "telemetry.metric_export_interval"),
         ({"sampler": "always"}, "telemetry.sampler"),
         ({"trace_sample_ratio": 1.5}, "telemetry.trace_sample_ratio"),
     ],

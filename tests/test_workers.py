@@ -14,6 +14,7 @@ import pytest
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from chaos.processes import free_port, start_authgw
+from chaos.topology import standin_toml
 from gateway.config import parse_config
 from gateway.workers import worker_config
 from tests.gateway_fixtures import auth_request
@@ -24,8 +25,9 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.stdout.split()]
 
 
-def test_worker_config_separates_instances() -> None:
+def test_worker_config_separates_instances(tmp_path: Path) -> None:
     """Each worker gets its own instance name and local journal; only worker 0 keeps the scrape port."""
+    (tmp_path / "s.toml").write_text(standin_toml("redis://127.0.0.1:1/0"))
     cfg = parse_config(
         {
             "gateway": {"instance": "gw"},
@@ -33,14 +35,17 @@ def test_worker_config_separates_instances() -> None:
             "telemetry": {"prometheus_listen": "127.0.0.1:9464"},
             "pools": [{"name": "p"}],
         },
-        "x.toml",
+        str(tmp_path / "x.toml"),
     )
     w0, w1 = worker_config(cfg, 0), worker_config(cfg, 1)
     assert (w0.instance, w1.instance) == ("gw-w0", "gw-w1")
-    assert w1.raw["standin"]["sqlite_path"] == "data/gw-w1.sqlite3"
-    assert "prometheus_listen" in w0.raw["telemetry"]
-    assert "prometheus_listen" not in w1.raw["telemetry"]
-    assert cfg.raw["standin"]["sqlite_path"] == "data/gw.sqlite3"  # the original is untouched
+    assert w1.standin is not None and w1.standin.instance == "gw-w1"
+    assert w1.standin.sqlite_path == tmp_path / "data" / "gw-w1.sqlite3"
+    assert w0.telemetry is not None and w0.telemetry.prometheus_listen == ("127.0.0.1", 9464)
+    assert w1.telemetry is not None and w1.telemetry.prometheus_listen is None
+    assert (
+        cfg.standin is not None and cfg.standin.sqlite_path == tmp_path / "data" / "gw.sqlite3"
+    )  # untouched
 
 
 async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:

@@ -22,10 +22,19 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from authgw.config import Section
 from authgw.observability.errors import TelemetrySettingError
 
-__all__ = ["Exporter", "TelemetrySettings", "check_otlp_endpoint", "parse_exporter", "parse_listen"]
+__all__ = [
+    "Exporter",
+    "TelemetrySettings",
+    "check_otlp_endpoint",
+    "parse_exporter",
+    "parse_listen",
+    "telemetry_from_section",
+]
 
 
 class Exporter(enum.StrEnum):
@@ -137,3 +146,55 @@ class TelemetrySettings:
     @property
     def metering(self) -> bool:
         return self.metrics is not Exporter.NONE or self.prometheus_listen is not None
+
+
+_SECTION_KEYS = (
+    "exporter", "traces_exporter", "metrics_exporter", "otlp_endpoint", "prometheus_listen",
+    "service_name", "metric_export_interval", "trace_sample_ratio",
+)  # fmt: skip
+
+
+def telemetry_from_section(s: Section, default_service_name: str = "authgw-gateway") -> TelemetrySettings:
+    """Settings from a config file's `[telemetry]` table (ConfigError names the key).
+
+    [telemetry]
+    exporter = "otlp"                        # none | console | otlp, for traces and metrics
+    traces_exporter = "otlp"                 # optional: overrides `exporter` for traces
+    metrics_exporter = "none"                # optional: overrides `exporter` for metrics
+    otlp_endpoint = "http://127.0.0.1:4317"  # optional: else OTEL_EXPORTER_OTLP_ENDPOINT
+    prometheus_listen = "127.0.0.1:9464"     # optional scrape endpoint (port 0: any free port)
+    service_name = "authgw-gateway"          # service.name
+    metric_export_interval = "10s"           # optional: else OTEL_METRIC_EXPORT_INTERVAL, else 60 s
+    trace_sample_ratio = 1.0                 # optional: share of traces recorded (a caller's
+                                             # sampled flag wins); else OTEL_TRACES_SAMPLER*, else all
+    """
+    s.check_known(_SECTION_KEYS)
+
+    def exporter(key: str, default: Exporter) -> Exporter:
+        if not s.has(key):
+            return default
+        try:
+            return parse_exporter(key, s.string(key, ""), metrics_signal=False)
+        except TelemetrySettingError as exc:
+            s.fail(key, str(exc).split(": ", 1)[1], "use none, console or otlp")
+
+    both = exporter("exporter", Exporter.NONE)
+    endpoint = s.string("otlp_endpoint", "") or None
+    listen_text = s.string("prometheus_listen", "")
+    try:
+        if endpoint is not None:
+            check_otlp_endpoint("otlp_endpoint", endpoint)
+        listen = parse_listen("prometheus_listen", listen_text) if listen_text else None
+    except TelemetrySettingError as exc:
+        key, problem = str(exc).split(": ", 1)
+        s.fail(key, problem, "see the example config")
+    interval = s.duration("metric_export_interval", timedelta(0), minimum=timedelta(milliseconds=100))
+    return TelemetrySettings(
+        service_name=s.string("service_name", default_service_name) or default_service_name,
+        traces=exporter("traces_exporter", both),
+        metrics=exporter("metrics_exporter", both),
+        otlp_endpoint=endpoint,
+        prometheus_listen=listen,
+        metric_export_interval_s=interval.total_seconds() if s.has("metric_export_interval") else None,
+        trace_sample_ratio=s.share("trace_sample_ratio", 1.0) if s.has("trace_sample_ratio") else None,
+    )

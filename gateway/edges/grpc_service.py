@@ -23,6 +23,7 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
+from authgw.codes import ResponseCode
 from authgw.observability import current_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
@@ -34,6 +35,7 @@ from gateway.router import Router, RouteResult
 from gateway.standin_mode import StandInMode
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
 from health import Mode
+from standin.types import Reason
 
 __all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
 
@@ -44,20 +46,20 @@ class Fallback(Protocol):
     """Answers when no issuer did (stand-in, or a plain 91 decline)."""
 
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
-        """Decide for `request`; `cause` is a StandInReason name, `trace_context` a W3C traceparent."""
+        """Decide for `request` (`cause`: why no issuer did; `trace_context`: a W3C traceparent)."""
         ...
 
 
-def decline_91(request: pb.AuthorizeRequest, cause: str) -> pb.AuthorizeResponse:
+def decline_91(request: pb.AuthorizeRequest, cause: Reason) -> pb.AuthorizeResponse:
     """Issuer unavailable: the safe answer when nothing can decide."""
     return pb.AuthorizeResponse(
         request_id=request.request_id,
         decision=pb.DECLINED,
-        response_code="91",
+        response_code=ResponseCode.ISSUER_UNAVAILABLE.value,
         source=pb.STAND_IN,
-        standin_reason=cause,
+        standin_reason=cause.value,  # Reason names are the proto enum's
         decision_id=f"gw-{uuid.uuid4().hex}",
     )
 
@@ -66,7 +68,7 @@ class DeclineFallback:
     """Fallback without stand-in: decline with 91 and say why."""
 
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: str, deadline: float, trace_context: str = ""
+        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
         return decline_91(request, cause)
 
@@ -158,20 +160,21 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         deadline = self._clock() + budget
         mode = self._mode()
         if mode == Mode.FORCE_STANDIN:
-            return await self._fallback.answer(request, "FORCED", deadline, self._traceparent())
+            return await self._fallback.answer(request, Reason.FORCED, deadline, self._traceparent())
         standin_mode = self._standin_mode
         if standin_mode is not None and standin_mode.active and mode != Mode.FORCE_ISSUER:
             # every pool is down: no customer request waits on them while probes run
-            return await self._fallback.answer(request, standin_mode.reason, deadline, self._traceparent())
+            return await self._fallback.answer(request, standin_mode.cause, deadline, self._traceparent())
         result = await self._router.route(request, deadline)
         if result.response is not None:
             return result.response
         self._log_failure(request, result)
+        cause = result.cause or Reason.ALL_POOLS_FAILED
         if mode == Mode.FORCE_ISSUER:
-            return decline_91(request, result.cause)
+            return decline_91(request, cause)
         if standin_mode is not None:
-            standin_mode.maybe_enter(result.cause)
-        return await self._fallback.answer(request, result.cause, deadline, self._traceparent())
+            standin_mode.maybe_enter(cause)
+        return await self._fallback.answer(request, cause, deadline, self._traceparent())
 
     def _traceparent(self) -> str:
         return "" if self._spans is None else current_traceparent()

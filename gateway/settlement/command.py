@@ -28,13 +28,12 @@ from authgw.observability import LogFormat, configure_logging
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.graceful import stop_on_signals
-from gateway.membership import pool_specs, seed_membership
+from gateway.membership import MembershipLink
 from gateway.metrics import settlement_counter
 from gateway.router import Router
 from gateway.settlement.sender import GrpcAdviceSender
-from gateway.settlement.wiring import load_settlement_config
 from gateway.telemetry import GatewayTelemetry
-from health import EtcdClient, Membership, MembershipWatcher, Mode, parse_endpoints
+from health import Mode
 from standin.settlement import Settlement
 
 __all__ = ["main", "run"]
@@ -43,44 +42,34 @@ log = logging.getLogger("authgw.settle")
 
 
 class _Issuer:
-    """Membership from etcd (or the config's static pools) into a router, and the forced mode."""
+    """The issuer hosts to advise: the config's pools, followed live in etcd when configured."""
 
     def __init__(self, cfg: GatewayConfig) -> None:
         self.router = Router(cfg)
         self.mode = Mode.AUTO
-        self._client: EtcdClient | None = None
-        self._watcher: MembershipWatcher | None = None
-        if cfg.etcd_endpoints:
-            self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)))
-            self._watcher = MembershipWatcher(
-                self._client, seed=seed_membership(cfg), on_change=self._changed
-            )
+        self._link = (
+            MembershipLink(cfg, self.router, self._set_mode, register=False) if cfg.etcd_endpoints else None
+        )
 
-    def _changed(self, membership: Membership) -> None:
-        self.router.apply(pool_specs(membership))
-        if membership.mode != self.mode:
-            log.warning("routing mode %s -> %s", self.mode.value, membership.mode.value)
-            self.mode = membership.mode
+    def _set_mode(self, mode: Mode) -> None:
+        if mode != self.mode:
+            log.warning("routing mode %s -> %s", self.mode.value, mode.value)
+            self.mode = mode
 
     async def start(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.start()
-            self._changed(self._watcher.snapshot())
+        if self._link is not None:
+            await self._link.start()
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            await self._watcher.close()
-        if self._client is not None:
-            await self._client.close()
+        if self._link is not None:
+            await self._link.close()
         await self.router.close()
 
 
 async def run(cfg: GatewayConfig, instance: str, telemetry: GatewayTelemetry | None = None) -> int:
-    loaded = load_settlement_config(cfg)
-    if loaded is None:
+    if cfg.standin is None:
         print(f"authgw settle: {cfg.source} has no [standin] section: nothing to settle", file=sys.stderr)
         return 2
-    scfg, settings = loaded
     issuer = _Issuer(cfg)  # inside the loop: gRPC channels bind to the running loop
     sender = GrpcAdviceSender(issuer.router)
 
@@ -89,8 +78,8 @@ async def run(cfg: GatewayConfig, instance: str, telemetry: GatewayTelemetry | N
 
     telemetry = telemetry or GatewayTelemetry.off()
     worker = Settlement.from_config(
-        scfg,
-        settings,
+        cfg.standin,
+        cfg.settlement,
         sender=sender,
         issuer_healthy=healthy,
         instance=instance,
@@ -127,7 +116,6 @@ def main(argv: list[str]) -> int:
     configure_logging(LogFormat(args.log_format), args.log_level)
     try:
         cfg = load_config(args.config)
-        load_settlement_config(cfg)  # fail here, before the loop, on a bad [standin] or [settlement]
         telemetry = GatewayTelemetry.from_config(cfg)  # [telemetry], else OTEL_*
     except ConfigError as exc:
         print(f"authgw settle: invalid config: {exc}", file=sys.stderr)

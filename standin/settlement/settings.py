@@ -6,31 +6,29 @@ Every value shown is the default; a file only needs what it changes::
     enabled = true                 # run a settlement worker inside this gateway
     rate_per_s = 500               # advices per second at most, per worker
     min_rate_per_s = 10            # back-off floor
-    latency_target_ms = 250        # a pacing window whose mean advice latency is above this halves the rate
+    latency_target = "250ms"       # a pacing window whose mean advice latency is above this halves the rate
     error_threshold = 0.05         # ... and so does one whose share of failed advices is above this
-    pacing_window_ms = 500         # how often the rate is reconsidered (it grows back by 10 % of the max)
+    pacing_window = "500ms"        # how often the rate is reconsidered (it grows back by 10 % of the max)
     max_in_flight = 64             # advices awaiting an answer at once, all partitions together
     batch = 256                    # journal entries read per partition at a time
-    advise_timeout_ms = 2000       # deadline of one IssuerHost/Advise call
+    advise_timeout = "2s"          # deadline of one IssuerHost/Advise call
     max_attempts = 5               # issuer rejections before an advice goes to the dead letters
-    retry_backoff_ms = 200         # pause after the first rejection, doubling after each
+    retry_backoff = "200ms"        # pause after the first rejection, doubling after each
     pause_after_failures = 5       # consecutive failed advices (no answer) that pause settlement
-    pause_ms = 1000                # first pause, doubling up to pause_max_ms while trials fail
-    pause_max_ms = 10000
-    lease_ttl_ms = 10000           # a partition's lease; a dead worker's partitions move after this
-    block_ms = 500                 # wait for new journal entries this long per read
-    heartbeat_ms = 2000            # how often the worker publishes its state (authgw standin status)
-    redis_deadline_ms = 2000       # deadline of one settlement Redis call (not the decision path's)
+    pause = "1s"                   # first pause, doubling up to pause_max while trials fail
+    pause_max = "10s"
+    lease_ttl = "10s"              # a partition's lease; a dead worker's partitions move after this
+    block = "500ms"                # wait for new journal entries this long per read
+    heartbeat = "2s"               # how often the worker publishes its state (authgw standin status)
+    redis_deadline = "2s"          # deadline of one settlement Redis call (not the decision path's)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from standin.errors import ConfigError
-from standin.toml_reader import Section
+from authgw.config import Section
 
 __all__ = ["SettlementSettings", "load_settlement_settings"]
 
@@ -87,43 +85,38 @@ class SettlementSettings:
             raise ValueError("min_rate_per_s must not exceed rate_per_s")
 
 
-def _ms(s: Section, name: str, default: timedelta, *, minimum: int = 1, maximum: int = 600_000) -> timedelta:
-    default_ms = int(default / timedelta(milliseconds=1))
-    return timedelta(milliseconds=s.integer(name, default_ms, minimum=minimum, maximum=maximum))
-
-
-def load_settlement_settings(file: str, table: Mapping[str, object]) -> SettlementSettings:
-    """Validate the `[settlement]` table of `file`; ConfigError names the key and the fix."""
-    s = Section(file, "settlement", table)
+def load_settlement_settings(s: Section) -> SettlementSettings:
+    """Validate the `[settlement]` table; ConfigError names the key and the fix."""
     d = SettlementSettings()
     s.check_known(
         [
-            "enabled", "rate_per_s", "min_rate_per_s", "latency_target_ms", "error_threshold",
-            "pacing_window_ms", "max_in_flight", "batch", "advise_timeout_ms", "max_attempts",
-            "retry_backoff_ms", "pause_after_failures", "pause_ms", "pause_max_ms", "lease_ttl_ms",
-            "block_ms", "heartbeat_ms", "redis_deadline_ms",
+            "enabled", "rate_per_s", "min_rate_per_s", "latency_target", "error_threshold",
+            "pacing_window", "max_in_flight", "batch", "advise_timeout", "max_attempts",
+            "retry_backoff", "pause_after_failures", "pause", "pause_max", "lease_ttl",
+            "block", "heartbeat", "redis_deadline",
         ]
     )  # fmt: skip
+    ms = timedelta(milliseconds=1)
     try:
         return SettlementSettings(
             enabled=s.boolean("enabled", d.enabled),
             rate_per_s=s.number("rate_per_s", d.rate_per_s, minimum=1.0, maximum=1_000_000.0),
             min_rate_per_s=s.number("min_rate_per_s", d.min_rate_per_s, minimum=0.1, maximum=1_000_000.0),
-            latency_target=_ms(s, "latency_target_ms", d.latency_target),
+            latency_target=s.duration("latency_target", d.latency_target, minimum=ms),
             error_threshold=s.number("error_threshold", d.error_threshold, minimum=0.0, maximum=1.0),
-            pacing_window=_ms(s, "pacing_window_ms", d.pacing_window, minimum=10),
+            pacing_window=s.duration("pacing_window", d.pacing_window, minimum=10 * ms),
             max_in_flight=s.integer("max_in_flight", d.max_in_flight, minimum=1, maximum=10_000),
             batch=s.integer("batch", d.batch, minimum=1, maximum=10_000),
-            advise_timeout=_ms(s, "advise_timeout_ms", d.advise_timeout, minimum=10),
+            advise_timeout=s.duration("advise_timeout", d.advise_timeout, minimum=10 * ms),
             max_attempts=s.integer("max_attempts", d.max_attempts, minimum=1, maximum=100),
-            retry_backoff=_ms(s, "retry_backoff_ms", d.retry_backoff, minimum=0),
+            retry_backoff=s.duration("retry_backoff", d.retry_backoff),
             pause_after_failures=s.integer("pause_after_failures", d.pause_after_failures, minimum=1),
-            pause=_ms(s, "pause_ms", d.pause, minimum=10),
-            pause_max=_ms(s, "pause_max_ms", d.pause_max, minimum=10),
-            lease_ttl=_ms(s, "lease_ttl_ms", d.lease_ttl, minimum=100),
-            block=_ms(s, "block_ms", d.block, minimum=1),
-            heartbeat=_ms(s, "heartbeat_ms", d.heartbeat, minimum=10),
-            redis_deadline=_ms(s, "redis_deadline_ms", d.redis_deadline, minimum=10),
+            pause=s.duration("pause", d.pause, minimum=10 * ms),
+            pause_max=s.duration("pause_max", d.pause_max, minimum=10 * ms),
+            lease_ttl=s.duration("lease_ttl", d.lease_ttl, minimum=100 * ms),
+            block=s.duration("block", d.block, minimum=ms),
+            heartbeat=s.duration("heartbeat", d.heartbeat, minimum=10 * ms),
+            redis_deadline=s.duration("redis_deadline", d.redis_deadline, minimum=10 * ms),
         )
     except ValueError as exc:
-        raise ConfigError(file, "settlement", str(exc), "adjust the values named") from exc
+        s.fail("", str(exc), "adjust the values named")

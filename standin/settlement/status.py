@@ -105,6 +105,31 @@ async def _workers(gate: RedisGate) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _worker_rows(
+    workers: dict[str, dict[str, Any]], now_ms: int, heartbeat: timedelta
+) -> list[tuple[str, dict[str, Any]]]:
+    """(gateway instance, status row) of each settlement worker's last heartbeat."""
+    stale_ms = 3 * heartbeat.total_seconds() * 1000
+    rows = []
+    for worker, hb in sorted(workers.items()):
+        age_ms = now_ms - int(hb.get("updated_ms", 0))
+        row = {
+            "worker": worker,
+            "state": hb.get("state"),
+            "standin_mode": "off" if hb.get("issuer_healthy") else "on",
+            "stale": age_ms > stale_ms,
+            "heartbeat_age_s": round(age_ms / 1000, 1),
+            "partitions": hb.get("partitions", []),
+            "rate_per_s": hb.get("rate_per_s"),
+            "sent": hb.get("sent", 0),
+            "dead_letters": hb.get("dead_letters", 0),
+            "local_backlog": hb.get("local_backlog"),
+            "oldest_local_ms": hb.get("oldest_local_ms"),
+        }
+        rows.append((str(hb.get("instance", worker.rpartition(":")[0])), row))
+    return rows
+
+
 async def settlement_status(
     gate: RedisGate,
     journal: JournalSettings,
@@ -151,25 +176,8 @@ async def settlement_status(
     local_oldest = local_backlog[1] if local_backlog is not None and local_backlog[0] else None
     if local_oldest is not None and (oldest is None or local_oldest < oldest[0]):
         oldest = (local_oldest, "", "local")
-    stale_ms = 3 * heartbeat.total_seconds() * 1000
-    for worker, hb in sorted((await _workers(gate)).items()):
-        age_ms = now_ms - int(hb.get("updated_ms", 0))
-        g = gateways.setdefault(str(hb.get("instance", worker.rpartition(":")[0])), {})
-        g.setdefault("workers", []).append(
-            {
-                "worker": worker,
-                "state": hb.get("state"),
-                "standin_mode": "off" if hb.get("issuer_healthy") else "on",
-                "stale": age_ms > stale_ms,
-                "heartbeat_age_s": round(age_ms / 1000, 1),
-                "partitions": hb.get("partitions", []),
-                "rate_per_s": hb.get("rate_per_s"),
-                "sent": hb.get("sent", 0),
-                "dead_letters": hb.get("dead_letters", 0),
-                "local_backlog": hb.get("local_backlog"),
-                "oldest_local_ms": hb.get("oldest_local_ms"),
-            }
-        )
+    for instance, worker in _worker_rows(await _workers(gate), now_ms, heartbeat):
+        gateways.setdefault(instance, {}).setdefault("workers", []).append(worker)
     return {
         "unsettled": sum(p["unsettled"] for p in partitions),
         "dead_letters": len(letters),

@@ -327,3 +327,9 @@ class SettleStore:
             await self._gate.redis.hdel(WORKERS_KEY, *worker_ids)
 
         await self._gate.call("forget workers", op)
+
+    async def forget_silent_workers(self, now_ms: float, silent_ms: float) -> None:
+        """Drop the heartbeats of workers silent for more than `silent_ms` (long dead)."""
+        workers = await self.workers()
+        dead = [w for w, hb in workers.items() if now_ms - float(hb.get("updated_ms", 0)) > silent_ms]
+        await self.forget_workers(dead)

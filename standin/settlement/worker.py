@@ -72,7 +72,14 @@ class WorkerState(enum.Enum):
 
 
 class Settlement:
-    """A settlement worker. Use `async with Settlement(...)` or start() / close()."""
+    """A settlement worker. Use `async with Settlement(...)` or start() / close().
+
+    Args:
+        issuer_healthy: True when some issuer pool is healthy (checked before every send).
+        instance: the gateway (or `authgw settle`) this worker belongs to, in counters and status.
+        advice_counter: an OpenTelemetry counter given one add per advice, by outcome.
+        backlog: the gateway's stand-in engine, whose local backlog the heartbeat reports.
+    """
 
     def __init__(
         self,
@@ -91,12 +98,6 @@ class Settlement:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """Args:
-        issuer_healthy: True when some issuer pool is healthy (checked before every send).
-        instance: the gateway (or `authgw settle`) this worker belongs to, in counters and status.
-        advice_counter: an OpenTelemetry counter given one add per advice, by outcome.
-        backlog: the gateway's stand-in engine, whose local backlog the heartbeat reports.
-        """
         self.instance = instance
         self.worker_id = f"{instance}:{uuid.uuid4().hex[:8]}"
         self.settings = settings or SettlementSettings()
@@ -118,15 +119,7 @@ class Settlement:
         self._store = SettleStore(
             gate, group=self._journal.consumer_group, worker_id=self.worker_id, settler=instance
         )
-        self._owner = PartitionOwner(
-            leases=PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, clock),
-            store=self._store,
-            partitions=self._journal.partitions,
-            heartbeat=self.settings.heartbeat,
-            grace=self.settings.advise_timeout + self.settings.redis_deadline,
-            settle=self._settle_partition,
-            wall_clock=wall_clock,
-        )
+        self._owner = self._partition_owner(gate)
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
         self._dispatcher = Dispatcher(
@@ -147,6 +140,17 @@ class Settlement:
         self._closed = asyncio.Event()
         self._busy: set[int] = set()
         self._redis_down = False
+
+    def _partition_owner(self, gate: RedisGate) -> PartitionOwner:
+        return PartitionOwner(
+            leases=PartitionLeases(gate, self.worker_id, self.settings.lease_ttl, self._clock),
+            store=self._store,
+            partitions=self._journal.partitions,
+            heartbeat=self.settings.heartbeat,
+            grace=self.settings.advise_timeout + self.settings.redis_deadline,
+            settle=self._settle_partition,
+            wall_clock=self._wall_clock,
+        )
 
     @classmethod
     def from_config(
@@ -278,14 +282,8 @@ class Settlement:
                 **local,
             }
         )
-        await self._forget_dead_workers()
-
-    async def _forget_dead_workers(self) -> None:
-        limit_ms = _STALE_HEARTBEATS * self.settings.heartbeat.total_seconds() * 1000
-        now_ms = self._wall_clock() * 1000
-        workers = await self._store.workers()
-        dead = [w for w, hb in workers.items() if now_ms - float(hb.get("updated_ms", 0)) > limit_ms]
-        await self._store.forget_workers(dead)
+        silent_ms = _STALE_HEARTBEATS * self.settings.heartbeat.total_seconds() * 1000
+        await self._store.forget_silent_workers(self._wall_clock() * 1000, silent_ms)
 
     def _redis_failed(self, exc: StandInError) -> None:
         if not self._redis_down:
