@@ -40,6 +40,16 @@ class AuthorizationStub:
                 request_serializer=authgw_dot_v1_dot_authorization__pb2.AuthorizeRequest.SerializeToString,
                 response_deserializer=authgw_dot_v1_dot_authorization__pb2.AuthorizeResponse.FromString,
                 _registered_method=True)
+        self.Reverse = channel.unary_unary(
+                '/authgw.v1.Authorization/Reverse',
+                request_serializer=authgw_dot_v1_dot_authorization__pb2.ReverseRequest.SerializeToString,
+                response_deserializer=authgw_dot_v1_dot_authorization__pb2.ReverseResponse.FromString,
+                _registered_method=True)
+        self.Advise = channel.unary_unary(
+                '/authgw.v1.Authorization/Advise',
+                request_serializer=authgw_dot_v1_dot_authorization__pb2.AcquirerAdvice.SerializeToString,
+                response_deserializer=authgw_dot_v1_dot_authorization__pb2.AdviceAck.FromString,
+                _registered_method=True)
 
 
 class AuthorizationServicer:
@@ -47,7 +57,24 @@ class AuthorizationServicer:
     """
 
     def Authorize(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Errors: INVALID_ARGUMENT naming the field; ALREADY_EXISTS for a request_id reused with other
+        content; PERMISSION_DENIED for a caller not allowed (or acting as another acquirer);
+        RESOURCE_EXHAUSTED for an oversized message or an overloaded gateway (retry elsewhere).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reverse(self, request, context):
+        """Always accepted once durably recorded (STORED when no issuer answers now).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Advise(self, request, context):
+        """Never refused once recorded; forwarded to the issuer in the card's order.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -59,6 +86,16 @@ def add_AuthorizationServicer_to_server(servicer, server):
                     servicer.Authorize,
                     request_deserializer=authgw_dot_v1_dot_authorization__pb2.AuthorizeRequest.FromString,
                     response_serializer=authgw_dot_v1_dot_authorization__pb2.AuthorizeResponse.SerializeToString,
+            ),
+            'Reverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reverse,
+                    request_deserializer=authgw_dot_v1_dot_authorization__pb2.ReverseRequest.FromString,
+                    response_serializer=authgw_dot_v1_dot_authorization__pb2.ReverseResponse.SerializeToString,
+            ),
+            'Advise': grpc.unary_unary_rpc_method_handler(
+                    servicer.Advise,
+                    request_deserializer=authgw_dot_v1_dot_authorization__pb2.AcquirerAdvice.FromString,
+                    response_serializer=authgw_dot_v1_dot_authorization__pb2.AdviceAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +136,60 @@ class Authorization:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Reverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authgw.v1.Authorization/Reverse',
+            authgw_dot_v1_dot_authorization__pb2.ReverseRequest.SerializeToString,
+            authgw_dot_v1_dot_authorization__pb2.ReverseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Advise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authgw.v1.Authorization/Advise',
+            authgw_dot_v1_dot_authorization__pb2.AcquirerAdvice.SerializeToString,
+            authgw_dot_v1_dot_authorization__pb2.AdviceAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class IssuerHostStub:
     """What each issuer host implements.
@@ -120,6 +211,11 @@ class IssuerHostStub:
                 request_serializer=authgw_dot_v1_dot_authorization__pb2.StandInAdvice.SerializeToString,
                 response_deserializer=authgw_dot_v1_dot_authorization__pb2.AdviceAck.FromString,
                 _registered_method=True)
+        self.Reverse = channel.unary_unary(
+                '/authgw.v1.IssuerHost/Reverse',
+                request_serializer=authgw_dot_v1_dot_authorization__pb2.ReverseRequest.SerializeToString,
+                response_deserializer=authgw_dot_v1_dot_authorization__pb2.ReverseResponse.FromString,
+                _registered_method=True)
 
 
 class IssuerHostServicer:
@@ -127,14 +223,24 @@ class IssuerHostServicer:
     """
 
     def Authorize(self, request, context):
-        """Contract: the same request_id always gets the same answer.
+        """Contract: a repeated (acquirer_id, request_id) with the same content gets the same answer;
+        with other content, ALREADY_EXISTS. An original whose reversal arrived first is declined.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Advise(self, request, context):
-        """Idempotent by decision_id. Declined advices are recorded, never debited.
+        """Idempotent by decision_id; authoritative for its request (see StandInAdvice.answered_at).
+        Declined advices are recorded, never debited, and release the issuer's own hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reverse(self, request, context):
+        """Idempotent by (acquirer_id, reversal_id); applies to the issuer's record of the original,
+        or is held (and the original declined if it arrives later).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +258,11 @@ def add_IssuerHostServicer_to_server(servicer, server):
                     servicer.Advise,
                     request_deserializer=authgw_dot_v1_dot_authorization__pb2.StandInAdvice.FromString,
                     response_serializer=authgw_dot_v1_dot_authorization__pb2.AdviceAck.SerializeToString,
+            ),
+            'Reverse': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reverse,
+                    request_deserializer=authgw_dot_v1_dot_authorization__pb2.ReverseRequest.FromString,
+                    response_serializer=authgw_dot_v1_dot_authorization__pb2.ReverseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -209,6 +320,33 @@ class IssuerHost:
             '/authgw.v1.IssuerHost/Advise',
             authgw_dot_v1_dot_authorization__pb2.StandInAdvice.SerializeToString,
             authgw_dot_v1_dot_authorization__pb2.AdviceAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reverse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authgw.v1.IssuerHost/Reverse',
+            authgw_dot_v1_dot_authorization__pb2.ReverseRequest.SerializeToString,
+            authgw_dot_v1_dot_authorization__pb2.ReverseResponse.FromString,
             options,
             channel_credentials,
             insecure,
