@@ -10,6 +10,8 @@ One concept per module:
 | `client`    | channel credentials, `SwappableChannel`, `CertificateWatcher`                  |
 | `identity`  | `PeerIdentity` from a servicer context, `Allowlist` identity -> acquirer       |
 | `denylist`  | `DenyList`: revoked serials and fingerprints, reloaded on change               |
+| `expiry`    | days until a certificate expires                                               |
+| `redis_tls` | redis-py keyword arguments for `rediss://`                                     |
 | `devca`     | dev CA and certificates: a tool (`python -m authgw.security.devca`), not imported here |
 
 It imports nothing from gateway, standin, health or chaos.
@@ -31,8 +33,10 @@ from authgw.security.errors import (
     SecurityError,
     SettingsError,
 )
+from authgw.security.expiry import certificate_days_left, check_certificate_expiry, days_to_expiry
 from authgw.security.filestamp import FileStamp
 from authgw.security.identity import AccessDecision, Allowlist, PeerIdentity, PeerIdentityReader
+from authgw.security.redis_tls import RedisTlsKwargs, redis_tls_kwargs
 from authgw.security.server import ServerCertificateReloader
 from authgw.security.tls import PlaintextWarning, TlsFiles, TlsMaterial, TransportSecurity, load_tls_files
 from authgw.security.watcher import FileWatcher
@@ -52,6 +56,7 @@ __all__ = [
     "PeerIdentity",
     "PeerIdentityReader",
     "PlaintextWarning",
+    "RedisTlsKwargs",
     "SecurityError",
     "ServerCertificateReloader",
     "SettingsError",
@@ -59,9 +64,13 @@ __all__ = [
     "TlsFiles",
     "TlsMaterial",
     "TransportSecurity",
+    "certificate_days_left",
     "channel_credentials",
     "channel_options",
+    "check_certificate_expiry",
+    "days_to_expiry",
     "load_tls_files",
     "parse_deny_list",
+    "redis_tls_kwargs",
     "secure_channel",
 ]
