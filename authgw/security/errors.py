@@ -7,11 +7,13 @@
     ├── DenyListError             a deny-list file is unreadable or has a bad line (names file and line)
     ├── AccessDenied              a peer is not allowed: no certificate, not in the allowlist, acting
     │                             as another acquirer, or revoked (the reason says which)
-    └── ClosedError               a watcher or deny list is used before start() or after close()
+    └── ClosedError               a watcher, deny list, warning or channel is used after close()
 
-Foreign errors are translated where they enter, once per dependency: `OSError` and
-cryptography's parse errors in `pemfile` (certificate and key files) and
-`denylist` (its own file), nowhere else. Anything else escaping this package is a bug.
+Foreign errors are translated where they enter, once per dependency: cryptography's
+errors and `OSError` on certificate and key files in `pemfile`; `OSError` on the
+deny-list file in `denylist`; a failed `os.stat` in `filestamp` is not an error
+but a stamp that differs (the next read then says what is wrong). Anything else
+escaping this package is a bug.
 """
 
 from __future__ import annotations
@@ -71,4 +73,4 @@ class AccessDenied(SecurityError):
 
 
 class ClosedError(SecurityError):
-    """A watcher or deny list is used before start() or after close()."""
+    """A watcher, deny list, plaintext warning or channel is used after close()."""

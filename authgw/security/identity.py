@@ -16,9 +16,9 @@ text with no agreed syntax, where a SAN is typed.
 
 Per call, in the servicer:
 
-    identity = reader.from_context(context)
+    identity = reader.from_context(context)                  # None without a client certificate
     decision = allowlist.check(identity, request.acquirer_id)
-    if decision.allowed:
+    if decision.allowed and identity is not None:
         decision = deny_list.check(identity)
     if not decision.allowed:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, decision.reason)
