@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto lint package-check test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -37,6 +37,10 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -I proto \
 		--python_out=. --pyi_out=. --grpc_python_out=. \
 		proto/authgw/v1/*.proto
+
+# A development CA and every certificate of a local fleet (kept if present; see authgw/security/devca.py).
+certs: $(STAMP)
+	$(PY) -m authgw.security.devca --out certs/dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
