@@ -25,53 +25,53 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthgw/v1/authorization.proto\x12\tauthgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x0cVerification\x12>\n\x17\x63\x61rd_verification_value\x18\x01 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\x12\x36\n\x0f\x63hip_cryptogram\x18\x02 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\x12*\n\x03pin\x18\x03 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\"U\n\rSensitiveData\x12\x11\n\tpin_block\x18\x01 \x01(\x0c\x12\x0e\n\x06track2\x18\x02 \x01(\t\x12\x0e\n\x06track1\x18\x03 \x01(\t\x12\x11\n\tchip_data\x18\x04 \x01(\x0c\"\x9f\x05\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03pan\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0b\n\x03mcc\x18\x05 \x01(\t\x12#\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x12.authgw.v1.Channel\x12\x13\n\x0bmerchant_id\x18\x07 \x01(\t\x12\x13\n\x0bterminal_id\x18\x08 \x01(\t\x12\x18\n\x10merchant_country\x18\t \x01(\t\x12\x14\n\x0cpin_verified\x18\n \x01(\x08\x12 \n\x18\x63\x61rdholder_authenticated\x18\x0b \x01(\x08\x12\x32\n\x0etransmitted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x63quirer_id\x18\r \x01(\t\x12\x17\n\x0fprocessing_code\x18\x0e \x01(\t\x12\x13\n\x0b\x63\x61rd_expiry\x18\x0f \x01(\t\x12\x0c\n\x04stan\x18\x10 \x01(\t\x12\x0b\n\x03rrn\x18\x11 \x01(\t\x12\x12\n\nlocal_date\x18\x12 \x01(\t\x12\x12\n\nlocal_time\x18\x13 \x01(\t\x12\x16\n\x0epos_entry_mode\x18\x14 \x01(\t\x12\x15\n\rmerchant_name\x18\x15 \x01(\t\x12\x15\n\rmerchant_city\x18\x16 \x01(\t\x12\x38\n\x12\x61uthorization_type\x18\x17 \x01(\x0e\x32\x1c.authgw.v1.AuthorizationType\x12-\n\x0cverification\x18\x18 \x01(\x0b\x32\x17.authgw.v1.Verification\x12+\n\tsensitive\x18\x19 \x01(\x0b\x32\x18.authgw.v1.SensitiveData\"\xec\x02\n\x11\x41uthorizeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x13.authgw.v1.Decision\x12\x15\n\rresponse_code\x18\x03 \x01(\t\x12\x15\n\rapproval_code\x18\x04 \x01(\t\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.authgw.v1.Source\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x30\n\x0estandin_reason\x18\x07 \x01(\x0e\x32\x18.authgw.v1.StandInReason\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x0e\n\x06member\x18\t \x01(\t\x12\x0c\n\x04rule\x18\n \x01(\t\x12$\n\x17\x61vailable_balance_minor\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x03\x42\x1a\n\x18_available_balance_minor\"\x90\x02\n\x0eReverseRequest\x12\x13\n\x0b\x61\x63quirer_id\x18\x01 \x01(\t\x12\x13\n\x0breversal_id\x18\x02 \x01(\t\x12\x1b\n\x13original_request_id\x18\x03 \x01(\t\x12\x0b\n\x03pan\x18\x04 \x01(\t\x12\x1a\n\x12\x66inal_amount_minor\x18\x05 \x01(\x03\x12)\n\x06reason\x18\x06 \x01(\x0e\x32\x19.authgw.v1.ReversalReason\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x32\n\x0etransmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15original_amount_minor\x18\t \x01(\x03\"\x8b\x01\n\x0fReverseResponse\x12\x13\n\x0breversal_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.authgw.v1.ReversalStatus\x12\x15\n\rresponse_code\x18\x03 \x01(\t\x12!\n\x06source\x18\x04 \x01(\x0e\x32\x11.authgw.v1.Source\"\x82\x01\n\x0e\x41\x63quirerAdvice\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.authgw.v1.AuthorizeRequest\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.authgw.v1.AcquirerAdviceKind\x12\x15\n\rapproval_code\x18\x03 \x01(\t\"\x9b\x03\n\rStandInAdvice\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12,\n\x07request\x18\x02 \x01(\x0b\x32\x1b.authgw.v1.AuthorizeRequest\x12%\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x13.authgw.v1.Decision\x12\x15\n\rresponse_code\x18\x04 \x01(\t\x12\x15\n\rapproval_code\x18\x05 \x01(\t\x12(\n\x06reason\x18\x06 \x01(\x0e\x32\x18.authgw.v1.StandInReason\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12.\n\ndecided_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10gateway_instance\x18\t \x01(\t\x12/\n\x0b\x61nswered_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06origin\x18\x0b \x01(\x0e\x32\x17.authgw.v1.AdviceOrigin\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x03\"3\n\tAdviceAck\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*z\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0c\n\x08POS_CHIP\x10\x01\x12\x13\n\x0fPOS_CONTACTLESS\x10\x02\x12\x11\n\rPOS_MAGSTRIPE\x10\x03\x12\r\n\tECOMMERCE\x10\x04\x12\x08\n\x04MOTO\x10\x05\x12\x07\n\x03\x41TM\x10\x06*@\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02*:\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\n\n\x06ISSUER\x10\x01\x12\x0c\n\x08STAND_IN\x10\x02*x\n\rStandInReason\x12\x08\n\x04NONE\x10\x00\x12\x14\n\x10\x41LL_POOLS_FAILED\x10\x01\x12\x13\n\x0fNO_LIVE_MEMBERS\x10\x02\x12\x11\n\rDECLINE_STORM\x10\x03\x12\n\n\x06\x46ORCED\x10\x04\x12\x13\n\x0f\x43LIENT_DEADLINE\x10\x05*6\n\x11\x41uthorizationType\x12\n\n\x06NORMAL\x10\x00\x12\x15\n\x11PRE_AUTHORIZATION\x10\x01*=\n\x12VerificationResult\x12\x0f\n\x0bNOT_CHECKED\x10\x00\x12\n\n\x06PASSED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02*\xac\x01\n\x0eReversalReason\x12\x1f\n\x1bREVERSAL_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41RDHOLDER_CANCEL\x10\x01\x12\x14\n\x10TERMINAL_TIMEOUT\x10\x02\x12\x14\n\x10PARTIAL_DISPENSE\x10\x03\x12\x13\n\x0fSUSPECTED_FRAUD\x10\x04\x12\t\n\x05OTHER\x10\x05\x12\x16\n\x12PREAUTH_COMPLETION\x10\x06*Y\n\x0eReversalStatus\x12\x1f\n\x1bREVERSAL_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\n\n\x06STORED\x10\x02\x12\r\n\tNO_EFFECT\x10\x03*a\n\x12\x41\x63quirerAdviceKind\x12$\n ACQUIRER_ADVICE_KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46ORCED_POST\x10\x01\x12\x14\n\x10OFFLINE_APPROVED\x10\x02*U\n\x0c\x41\x64viceOrigin\x12\x15\n\x11STAND_IN_DECISION\x10\x00\x12\x18\n\x14\x41\x43QUIRER_FORCED_POST\x10\x01\x12\x14\n\x10\x41\x43QUIRER_OFFLINE\x10\x02\x32\xd4\x01\n\rAuthorization\x12\x46\n\tAuthorize\x12\x1b.authgw.v1.AuthorizeRequest\x1a\x1c.authgw.v1.AuthorizeResponse\x12@\n\x07Reverse\x12\x19.authgw.v1.ReverseRequest\x1a\x1a.authgw.v1.ReverseResponse\x12\x39\n\x06\x41\x64vise\x12\x19.authgw.v1.AcquirerAdvice\x1a\x14.authgw.v1.AdviceAck2\xd0\x01\n\nIssuerHost\x12\x46\n\tAuthorize\x12\x1b.authgw.v1.AuthorizeRequest\x1a\x1c.authgw.v1.AuthorizeResponse\x12\x38\n\x06\x41\x64vise\x12\x18.authgw.v1.StandInAdvice\x1a\x14.authgw.v1.AdviceAck\x12@\n\x07Reverse\x12\x19.authgw.v1.ReverseRequest\x1a\x1a.authgw.v1.ReverseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61uthgw/v1/authorization.proto\x12\tauthgw.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x0cVerification\x12>\n\x17\x63\x61rd_verification_value\x18\x01 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\x12\x36\n\x0f\x63hip_cryptogram\x18\x02 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\x12*\n\x03pin\x18\x03 \x01(\x0e\x32\x1d.authgw.v1.VerificationResult\"U\n\rSensitiveData\x12\x11\n\tpin_block\x18\x01 \x01(\x0c\x12\x0e\n\x06track2\x18\x02 \x01(\t\x12\x0e\n\x06track1\x18\x03 \x01(\t\x12\x11\n\tchip_data\x18\x04 \x01(\x0c\"\xd1\x05\n\x10\x41uthorizeRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03pan\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x0b\n\x03mcc\x18\x05 \x01(\t\x12#\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x12.authgw.v1.Channel\x12\x13\n\x0bmerchant_id\x18\x07 \x01(\t\x12\x13\n\x0bterminal_id\x18\x08 \x01(\t\x12\x18\n\x10merchant_country\x18\t \x01(\t\x12\x14\n\x0cpin_verified\x18\n \x01(\x08\x12 \n\x18\x63\x61rdholder_authenticated\x18\x0b \x01(\x08\x12\x32\n\x0etransmitted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61\x63quirer_id\x18\r \x01(\t\x12\x17\n\x0fprocessing_code\x18\x0e \x01(\t\x12\x13\n\x0b\x63\x61rd_expiry\x18\x0f \x01(\t\x12\x0c\n\x04stan\x18\x10 \x01(\t\x12\x0b\n\x03rrn\x18\x11 \x01(\t\x12\x12\n\nlocal_date\x18\x12 \x01(\t\x12\x12\n\nlocal_time\x18\x13 \x01(\t\x12\x16\n\x0epos_entry_mode\x18\x14 \x01(\t\x12\x15\n\rmerchant_name\x18\x15 \x01(\t\x12\x15\n\rmerchant_city\x18\x16 \x01(\t\x12\x38\n\x12\x61uthorization_type\x18\x17 \x01(\x0e\x32\x1c.authgw.v1.AuthorizationType\x12-\n\x0cverification\x18\x18 \x01(\x0b\x32\x17.authgw.v1.Verification\x12+\n\tsensitive\x18\x19 \x01(\x0b\x32\x18.authgw.v1.SensitiveData\x12\x30\n\x0c\x66orwarded_at\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x02\n\x11\x41uthorizeResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0e\x32\x13.authgw.v1.Decision\x12\x15\n\rresponse_code\x18\x03 \x01(\t\x12\x15\n\rapproval_code\x18\x04 \x01(\t\x12!\n\x06source\x18\x05 \x01(\x0e\x32\x11.authgw.v1.Source\x12\x0c\n\x04pool\x18\x06 \x01(\t\x12\x30\n\x0estandin_reason\x18\x07 \x01(\x0e\x32\x18.authgw.v1.StandInReason\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x08 \x01(\t\x12\x0e\n\x06member\x18\t \x01(\t\x12\x0c\n\x04rule\x18\n \x01(\t\x12$\n\x17\x61vailable_balance_minor\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x03\x42\x1a\n\x18_available_balance_minor\"\x90\x02\n\x0eReverseRequest\x12\x13\n\x0b\x61\x63quirer_id\x18\x01 \x01(\t\x12\x13\n\x0breversal_id\x18\x02 \x01(\t\x12\x1b\n\x13original_request_id\x18\x03 \x01(\t\x12\x0b\n\x03pan\x18\x04 \x01(\t\x12\x1a\n\x12\x66inal_amount_minor\x18\x05 \x01(\x03\x12)\n\x06reason\x18\x06 \x01(\x0e\x32\x19.authgw.v1.ReversalReason\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x32\n\x0etransmitted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15original_amount_minor\x18\t \x01(\x03\"\x8b\x01\n\x0fReverseResponse\x12\x13\n\x0breversal_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.authgw.v1.ReversalStatus\x12\x15\n\rresponse_code\x18\x03 \x01(\t\x12!\n\x06source\x18\x04 \x01(\x0e\x32\x11.authgw.v1.Source\"\x82\x01\n\x0e\x41\x63quirerAdvice\x12,\n\x07request\x18\x01 \x01(\x0b\x32\x1b.authgw.v1.AuthorizeRequest\x12+\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.authgw.v1.AcquirerAdviceKind\x12\x15\n\rapproval_code\x18\x03 \x01(\t\"\x9b\x03\n\rStandInAdvice\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12,\n\x07request\x18\x02 \x01(\x0b\x32\x1b.authgw.v1.AuthorizeRequest\x12%\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x13.authgw.v1.Decision\x12\x15\n\rresponse_code\x18\x04 \x01(\t\x12\x15\n\rapproval_code\x18\x05 \x01(\t\x12(\n\x06reason\x18\x06 \x01(\x0e\x32\x18.authgw.v1.StandInReason\x12\x0c\n\x04rule\x18\x07 \x01(\t\x12.\n\ndecided_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10gateway_instance\x18\t \x01(\t\x12/\n\x0b\x61nswered_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06origin\x18\x0b \x01(\x0e\x32\x17.authgw.v1.AdviceOrigin\x12\x16\n\x0epolicy_version\x18\x0c \x01(\x03\"3\n\tAdviceAck\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08*z\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x0c\n\x08POS_CHIP\x10\x01\x12\x13\n\x0fPOS_CONTACTLESS\x10\x02\x12\x11\n\rPOS_MAGSTRIPE\x10\x03\x12\r\n\tECOMMERCE\x10\x04\x12\x08\n\x04MOTO\x10\x05\x12\x07\n\x03\x41TM\x10\x06*@\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41PPROVED\x10\x01\x12\x0c\n\x08\x44\x45\x43LINED\x10\x02*:\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\n\n\x06ISSUER\x10\x01\x12\x0c\n\x08STAND_IN\x10\x02*x\n\rStandInReason\x12\x08\n\x04NONE\x10\x00\x12\x14\n\x10\x41LL_POOLS_FAILED\x10\x01\x12\x13\n\x0fNO_LIVE_MEMBERS\x10\x02\x12\x11\n\rDECLINE_STORM\x10\x03\x12\n\n\x06\x46ORCED\x10\x04\x12\x13\n\x0f\x43LIENT_DEADLINE\x10\x05*6\n\x11\x41uthorizationType\x12\n\n\x06NORMAL\x10\x00\x12\x15\n\x11PRE_AUTHORIZATION\x10\x01*=\n\x12VerificationResult\x12\x0f\n\x0bNOT_CHECKED\x10\x00\x12\n\n\x06PASSED\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02*\xac\x01\n\x0eReversalReason\x12\x1f\n\x1bREVERSAL_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41RDHOLDER_CANCEL\x10\x01\x12\x14\n\x10TERMINAL_TIMEOUT\x10\x02\x12\x14\n\x10PARTIAL_DISPENSE\x10\x03\x12\x13\n\x0fSUSPECTED_FRAUD\x10\x04\x12\t\n\x05OTHER\x10\x05\x12\x16\n\x12PREAUTH_COMPLETION\x10\x06*Y\n\x0eReversalStatus\x12\x1f\n\x1bREVERSAL_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\n\n\x06STORED\x10\x02\x12\r\n\tNO_EFFECT\x10\x03*a\n\x12\x41\x63quirerAdviceKind\x12$\n ACQUIRER_ADVICE_KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46ORCED_POST\x10\x01\x12\x14\n\x10OFFLINE_APPROVED\x10\x02*U\n\x0c\x41\x64viceOrigin\x12\x15\n\x11STAND_IN_DECISION\x10\x00\x12\x18\n\x14\x41\x43QUIRER_FORCED_POST\x10\x01\x12\x14\n\x10\x41\x43QUIRER_OFFLINE\x10\x02\x32\xd4\x01\n\rAuthorization\x12\x46\n\tAuthorize\x12\x1b.authgw.v1.AuthorizeRequest\x1a\x1c.authgw.v1.AuthorizeResponse\x12@\n\x07Reverse\x12\x19.authgw.v1.ReverseRequest\x1a\x1a.authgw.v1.ReverseResponse\x12\x39\n\x06\x41\x64vise\x12\x19.authgw.v1.AcquirerAdvice\x1a\x14.authgw.v1.AdviceAck2\xd0\x01\n\nIssuerHost\x12\x46\n\tAuthorize\x12\x1b.authgw.v1.AuthorizeRequest\x1a\x1c.authgw.v1.AuthorizeResponse\x12\x38\n\x06\x41\x64vise\x12\x18.authgw.v1.StandInAdvice\x1a\x14.authgw.v1.AdviceAck\x12@\n\x07Reverse\x12\x19.authgw.v1.ReverseRequest\x1a\x1a.authgw.v1.ReverseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authgw.v1.authorization_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANNEL']._serialized_start=2403
-  _globals['_CHANNEL']._serialized_end=2525
-  _globals['_DECISION']._serialized_start=2527
-  _globals['_DECISION']._serialized_end=2591
-  _globals['_SOURCE']._serialized_start=2593
-  _globals['_SOURCE']._serialized_end=2651
-  _globals['_STANDINREASON']._serialized_start=2653
-  _globals['_STANDINREASON']._serialized_end=2773
-  _globals['_AUTHORIZATIONTYPE']._serialized_start=2775
-  _globals['_AUTHORIZATIONTYPE']._serialized_end=2829
-  _globals['_VERIFICATIONRESULT']._serialized_start=2831
-  _globals['_VERIFICATIONRESULT']._serialized_end=2892
-  _globals['_REVERSALREASON']._serialized_start=2895
-  _globals['_REVERSALREASON']._serialized_end=3067
-  _globals['_REVERSALSTATUS']._serialized_start=3069
-  _globals['_REVERSALSTATUS']._serialized_end=3158
-  _globals['_ACQUIRERADVICEKIND']._serialized_start=3160
-  _globals['_ACQUIRERADVICEKIND']._serialized_end=3257
-  _globals['_ADVICEORIGIN']._serialized_start=3259
-  _globals['_ADVICEORIGIN']._serialized_end=3344
+  _globals['_CHANNEL']._serialized_start=2453
+  _globals['_CHANNEL']._serialized_end=2575
+  _globals['_DECISION']._serialized_start=2577
+  _globals['_DECISION']._serialized_end=2641
+  _globals['_SOURCE']._serialized_start=2643
+  _globals['_SOURCE']._serialized_end=2701
+  _globals['_STANDINREASON']._serialized_start=2703
+  _globals['_STANDINREASON']._serialized_end=2823
+  _globals['_AUTHORIZATIONTYPE']._serialized_start=2825
+  _globals['_AUTHORIZATIONTYPE']._serialized_end=2879
+  _globals['_VERIFICATIONRESULT']._serialized_start=2881
+  _globals['_VERIFICATIONRESULT']._serialized_end=2942
+  _globals['_REVERSALREASON']._serialized_start=2945
+  _globals['_REVERSALREASON']._serialized_end=3117
+  _globals['_REVERSALSTATUS']._serialized_start=3119
+  _globals['_REVERSALSTATUS']._serialized_end=3208
+  _globals['_ACQUIRERADVICEKIND']._serialized_start=3210
+  _globals['_ACQUIRERADVICEKIND']._serialized_end=3307
+  _globals['_ADVICEORIGIN']._serialized_start=3309
+  _globals['_ADVICEORIGIN']._serialized_end=3394
   _globals['_VERIFICATION']._serialized_start=78
   _globals['_VERIFICATION']._serialized_end=256
   _globals['_SENSITIVEDATA']._serialized_start=258
   _globals['_SENSITIVEDATA']._serialized_end=343
   _globals['_AUTHORIZEREQUEST']._serialized_start=346
-  _globals['_AUTHORIZEREQUEST']._serialized_end=1017
-  _globals['_AUTHORIZERESPONSE']._serialized_start=1020
-  _globals['_AUTHORIZERESPONSE']._serialized_end=1384
-  _globals['_REVERSEREQUEST']._serialized_start=1387
-  _globals['_REVERSEREQUEST']._serialized_end=1659
-  _globals['_REVERSERESPONSE']._serialized_start=1662
-  _globals['_REVERSERESPONSE']._serialized_end=1801
-  _globals['_ACQUIRERADVICE']._serialized_start=1804
-  _globals['_ACQUIRERADVICE']._serialized_end=1934
-  _globals['_STANDINADVICE']._serialized_start=1937
-  _globals['_STANDINADVICE']._serialized_end=2348
-  _globals['_ADVICEACK']._serialized_start=2350
-  _globals['_ADVICEACK']._serialized_end=2401
-  _globals['_AUTHORIZATION']._serialized_start=3347
-  _globals['_AUTHORIZATION']._serialized_end=3559
-  _globals['_ISSUERHOST']._serialized_start=3562
-  _globals['_ISSUERHOST']._serialized_end=3770
+  _globals['_AUTHORIZEREQUEST']._serialized_end=1067
+  _globals['_AUTHORIZERESPONSE']._serialized_start=1070
+  _globals['_AUTHORIZERESPONSE']._serialized_end=1434
+  _globals['_REVERSEREQUEST']._serialized_start=1437
+  _globals['_REVERSEREQUEST']._serialized_end=1709
+  _globals['_REVERSERESPONSE']._serialized_start=1712
+  _globals['_REVERSERESPONSE']._serialized_end=1851
+  _globals['_ACQUIRERADVICE']._serialized_start=1854
+  _globals['_ACQUIRERADVICE']._serialized_end=1984
+  _globals['_STANDINADVICE']._serialized_start=1987
+  _globals['_STANDINADVICE']._serialized_end=2398
+  _globals['_ADVICEACK']._serialized_start=2400
+  _globals['_ADVICEACK']._serialized_end=2451
+  _globals['_AUTHORIZATION']._serialized_start=3397
+  _globals['_AUTHORIZATION']._serialized_end=3609
+  _globals['_ISSUERHOST']._serialized_start=3612
+  _globals['_ISSUERHOST']._serialized_end=3820
 # @@protoc_insertion_point(module_scope)

@@ -144,7 +144,7 @@ class SensitiveData(_message.Message):
     def __init__(self, pin_block: _Optional[bytes] = ..., track2: _Optional[str] = ..., track1: _Optional[str] = ..., chip_data: _Optional[bytes] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("request_id", "pan", "amount_minor", "currency", "mcc", "channel", "merchant_id", "terminal_id", "merchant_country", "pin_verified", "cardholder_authenticated", "transmitted_at", "acquirer_id", "processing_code", "card_expiry", "stan", "rrn", "local_date", "local_time", "pos_entry_mode", "merchant_name", "merchant_city", "authorization_type", "verification", "sensitive")
+    __slots__ = ("request_id", "pan", "amount_minor", "currency", "mcc", "channel", "merchant_id", "terminal_id", "merchant_country", "pin_verified", "cardholder_authenticated", "transmitted_at", "acquirer_id", "processing_code", "card_expiry", "stan", "rrn", "local_date", "local_time", "pos_entry_mode", "merchant_name", "merchant_city", "authorization_type", "verification", "sensitive", "forwarded_at")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAN_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,7 @@ class AuthorizeRequest(_message.Message):
     AUTHORIZATION_TYPE_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     SENSITIVE_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_AT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     pan: str
     amount_minor: int
@@ -195,7 +196,8 @@ class AuthorizeRequest(_message.Message):
     authorization_type: AuthorizationType
     verification: Verification
     sensitive: SensitiveData
-    def __init__(self, request_id: _Optional[str] = ..., pan: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., mcc: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., merchant_id: _Optional[str] = ..., terminal_id: _Optional[str] = ..., merchant_country: _Optional[str] = ..., pin_verified: _Optional[bool] = ..., cardholder_authenticated: _Optional[bool] = ..., transmitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acquirer_id: _Optional[str] = ..., processing_code: _Optional[str] = ..., card_expiry: _Optional[str] = ..., stan: _Optional[str] = ..., rrn: _Optional[str] = ..., local_date: _Optional[str] = ..., local_time: _Optional[str] = ..., pos_entry_mode: _Optional[str] = ..., merchant_name: _Optional[str] = ..., merchant_city: _Optional[str] = ..., authorization_type: _Optional[_Union[AuthorizationType, str]] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., sensitive: _Optional[_Union[SensitiveData, _Mapping]] = ...) -> None: ...
+    forwarded_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., pan: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., mcc: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., merchant_id: _Optional[str] = ..., terminal_id: _Optional[str] = ..., merchant_country: _Optional[str] = ..., pin_verified: _Optional[bool] = ..., cardholder_authenticated: _Optional[bool] = ..., transmitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acquirer_id: _Optional[str] = ..., processing_code: _Optional[str] = ..., card_expiry: _Optional[str] = ..., stan: _Optional[str] = ..., rrn: _Optional[str] = ..., local_date: _Optional[str] = ..., local_time: _Optional[str] = ..., pos_entry_mode: _Optional[str] = ..., merchant_name: _Optional[str] = ..., merchant_city: _Optional[str] = ..., authorization_type: _Optional[_Union[AuthorizationType, str]] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., sensitive: _Optional[_Union[SensitiveData, _Mapping]] = ..., forwarded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
     __slots__ = ("request_id", "decision", "response_code", "approval_code", "source", "pool", "standin_reason", "decision_id", "member", "rule", "available_balance_minor", "policy_version")

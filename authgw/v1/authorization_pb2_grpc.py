@@ -225,6 +225,11 @@ class IssuerHostServicer:
     def Authorize(self, request, context):
         """Contract: a repeated (acquirer_id, request_id) with the same content gets the same answer;
         with other content, ALREADY_EXISTS. An original whose reversal arrived first is declined.
+        The issuer's book for a request ends with what the acquirer was last told: an advice
+        overrides the issuer's own answers to attempts forwarded (forwarded_at) before the advice's
+        answered_at (a late approval the gateway never delivered); an answer to an attempt forwarded
+        after it overrides the advice; among advices, the latest answered_at wins. Reversals apply
+        on top, whatever their order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
