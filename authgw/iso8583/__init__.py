@@ -1,0 +1,93 @@
+"""The ISO 8583 wire layer: framing (channel), message format (spec, message) and request matching (mux).
+
+The ISO 8583 contract of authgw, as `authgw.v1` is the gRPC one: the gateway's acquirer
+listener and issuer pool members, the health agent's echo probe and the issuer simulator
+all speak it through this package. It depends on the standard library, pyiso8583 and
+pycountry only. The wire format is described field by field in docs/iso8583.md.
+"""
+
+from __future__ import annotations
+
+from authgw.iso8583.elements import (
+    AVAILABLE_BALANCE,
+    AdditionalAmount,
+    MerchantLocation,
+    OriginalData,
+    available_balance,
+    currency_alpha3,
+    currency_numeric,
+    find_available_balance,
+    format_additional_amounts,
+    format_amount,
+    local_date_time,
+    parse_additional_amounts,
+    parse_amount,
+    parse_final_amount,
+    replacement_amounts,
+    transmission_time,
+)
+from authgw.iso8583.errors import (
+    ConfigError,
+    ConnectionClosed,
+    FormatError,
+    FramingError,
+    Iso8583Error,
+    MatchTimeout,
+    MuxError,
+)
+from authgw.iso8583.message import (
+    APPROVED,
+    FORMAT_ERROR,
+    SYSTEM_MALFUNCTION,
+    MatchKey,
+    Message,
+    NetworkCode,
+    StanSequence,
+    build_reply,
+    error_match_key,
+    network_request,
+    reply_to_format_error,
+)
+from authgw.iso8583.spec import FIELDS, BitmapEncoding, FieldDef, Kind, Spec
+
+__all__ = [
+    "APPROVED",
+    "AVAILABLE_BALANCE",
+    "FIELDS",
+    "FORMAT_ERROR",
+    "SYSTEM_MALFUNCTION",
+    "AdditionalAmount",
+    "BitmapEncoding",
+    "ConfigError",
+    "ConnectionClosed",
+    "FieldDef",
+    "FormatError",
+    "FramingError",
+    "Iso8583Error",
+    "Kind",
+    "MatchKey",
+    "MatchTimeout",
+    "MerchantLocation",
+    "Message",
+    "MuxError",
+    "NetworkCode",
+    "OriginalData",
+    "Spec",
+    "StanSequence",
+    "available_balance",
+    "build_reply",
+    "currency_alpha3",
+    "currency_numeric",
+    "error_match_key",
+    "find_available_balance",
+    "format_additional_amounts",
+    "format_amount",
+    "local_date_time",
+    "network_request",
+    "parse_additional_amounts",
+    "parse_amount",
+    "parse_final_amount",
+    "replacement_amounts",
+    "reply_to_format_error",
+    "transmission_time",
+]
