@@ -35,7 +35,7 @@ def test_currency_travels_as_its_iso_4217_numeric_code(alpha: str, numeric: str)
     """Field 49 carries the numeric code of the alpha-3 currency, and reads back to the same alpha-3."""
     field_49 = currency_numeric(alpha)
     assert field_49 == numeric
-    decoded = Message.decode(authorization(f49=field_49).encode(Spec()), Spec())
+    decoded = Message.decode(authorization().with_fields({49: field_49}).encode(Spec()), Spec())
     assert currency_alpha3(decoded.text(49)) == alpha
 
 

@@ -139,7 +139,7 @@ def test_no_log_form_of_a_message_leaks_card_data(
     """For any PAN, track, PIN and chip data: redacted(), repr and str show at most the last four digits."""
     track2 = f"{pan}=2812{discretionary}"
     track1 = f"B{pan}^HOLDER/CARD^2812{discretionary}"
-    message = authorization(f2=pan, f35=track2, f45=track1, f52=pin, f55=chip)
+    message = authorization().with_fields({2: pan, 35: track2, 45: track1, 52: pin, 55: chip})
     decoded = Message.decode(message.encode(Spec()), Spec())
     shown = decoded.redacted()
     assert shown["2"] == f"****{pan[-4:]}"

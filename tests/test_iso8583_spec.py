@@ -92,7 +92,7 @@ def test_binary_fields_are_raw_bytes_and_prefixes_count_data_bytes() -> None:
 def test_a_bad_field_value_names_the_field_and_the_rule(field: int, value: str | bytes, rule: str) -> None:
     """Encoding a field that breaks its type or length raises FormatError naming both, never the value."""
     with pytest.raises(FormatError) as info:
-        authorization(**{f"f{field}": value}).encode(Spec())
+        authorization().with_fields({field: value}).encode(Spec())
     assert info.value.field == str(field)
     assert rule in info.value.rule
     assert str(value) not in str(info.value)

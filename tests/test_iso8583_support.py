@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from authgw.iso8583 import Message, OriginalData, currency_numeric, replacement_amounts
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from authgw.iso8583 import (
+    Frame,
+    Framing,
+    Message,
+    OriginalData,
+    Spec,
+    Tpdu,
+    currency_numeric,
+    read_frame,
+    replacement_amounts,
+    write_frame,
+)
 
 PAN = "4111111111111111"
 TRACK2 = "4111111111111111=28121010000012345678"
 TRACK1 = "B4111111111111111^DUPONT/JEAN^2812101000000000000000123456"
 PIN_BLOCK = bytes.fromhex("0412AC89ABCDEF67")
 CHIP_DATA = bytes.fromhex("9F2608A1B2C3D4E5F60718" + "9F2701809F100706010A03A0B000")
+WRITE_TIMEOUT_S = 2.0
 
 AUTHORIZATION_FIELDS: dict[int, str | bytes] = {
     2: PAN,
@@ -37,12 +53,11 @@ def rrn_of(stan: str) -> str:
     return f"633114{stan}"
 
 
-def authorization(stan: str = "000123", mti: str = "0100", **changes: str | bytes) -> Message:
+def authorization(stan: str = "000123", mti: str = "0100") -> Message:
     """An authorization (0100/0200) with every field we use, or an advice when mti is 0120/0220."""
     fields: dict[int, str | bytes] = {**AUTHORIZATION_FIELDS, 11: stan, 37: rrn_of(stan)}
     if mti in ("0120", "0121", "0220", "0221"):
         fields.update({38: "A1B2C3", 39: "00"})
-    fields.update({int(k.removeprefix("f")): v for k, v in changes.items()})
     return Message(mti, fields)
 
 
@@ -62,3 +77,61 @@ def reversal(stan: str = "000124", mti: str = "0400", final_amount_minor: int | 
 def echo(stan: str = "000001", code: str = "301") -> Message:
     """An 0800 network management request."""
     return Message("0800", {7: "1127143005", 11: stan, 70: code})
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    on_connect: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A TCP server on 127.0.0.1 calling `on_connect` per connection; yields its port, closes all on exit."""
+    writers: list[asyncio.StreamWriter] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        try:
+            await on_connect(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def connection(port: int) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw client connection to 127.0.0.1:port, closed on exit."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def send(
+    writer: asyncio.StreamWriter, message: Message, spec: Spec, framing: Framing, tpdu: Tpdu | None = None
+) -> None:
+    """Encode and write one message as a frame."""
+    await write_frame(writer, framing, Frame(message.encode(spec), tpdu), timeout_s=WRITE_TIMEOUT_S)
+
+
+async def receive(
+    reader: asyncio.StreamReader, spec: Spec, framing: Framing, timeout_s: float = 2.0
+) -> Message:
+    """Read and decode one frame, within a deadline."""
+    frame = await read_frame(reader, framing, idle_timeout_s=timeout_s)
+    return Message.decode(frame.payload, spec)

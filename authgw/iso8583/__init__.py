@@ -8,6 +8,7 @@ pycountry only. The wire format is described field by field in docs/iso8583.md.
 
 from __future__ import annotations
 
+from authgw.iso8583.channel import Channel, open_channel
 from authgw.iso8583.elements import (
     AVAILABLE_BALANCE,
     AdditionalAmount,
@@ -35,6 +36,7 @@ from authgw.iso8583.errors import (
     MatchTimeout,
     MuxError,
 )
+from authgw.iso8583.framing import Frame, Framing, LengthHeader, Tpdu, encode_frame, read_frame, write_frame
 from authgw.iso8583.message import (
     APPROVED,
     FORMAT_ERROR,
@@ -58,13 +60,17 @@ __all__ = [
     "SYSTEM_MALFUNCTION",
     "AdditionalAmount",
     "BitmapEncoding",
+    "Channel",
     "ConfigError",
     "ConnectionClosed",
     "FieldDef",
     "FormatError",
+    "Frame",
+    "Framing",
     "FramingError",
     "Iso8583Error",
     "Kind",
+    "LengthHeader",
     "MatchKey",
     "MatchTimeout",
     "MerchantLocation",
@@ -74,20 +80,25 @@ __all__ = [
     "OriginalData",
     "Spec",
     "StanSequence",
+    "Tpdu",
     "available_balance",
     "build_reply",
     "currency_alpha3",
     "currency_numeric",
+    "encode_frame",
     "error_match_key",
     "find_available_balance",
     "format_additional_amounts",
     "format_amount",
     "local_date_time",
     "network_request",
+    "open_channel",
     "parse_additional_amounts",
     "parse_amount",
     "parse_final_amount",
+    "read_frame",
     "replacement_amounts",
     "reply_to_format_error",
     "transmission_time",
+    "write_frame",
 ]
