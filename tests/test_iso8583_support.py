@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from authgw.iso8583 import (
     Frame,
     Framing,
+    Iso8583Error,
     Message,
     OriginalData,
     Spec,
@@ -83,9 +84,14 @@ def echo(stan: str = "000001", code: str = "301") -> Message:
 async def loopback_server(
     on_connect: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
 ) -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 calling `on_connect` per connection; yields its port, closes all on exit."""
+    """A TCP server on 127.0.0.1 calling `on_connect` per connection; yields its port.
+
+    On exit it closes every connection and waits for the handlers; a handler that failed for
+    any reason but its connection going away (an assertion, say) fails the test here.
+    """
     writers: list[asyncio.StreamWriter] = []
     tasks: list[asyncio.Task[None]] = []
+    failures: list[BaseException] = []
 
     async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writers.append(writer)
@@ -94,6 +100,10 @@ async def loopback_server(
         tasks.append(task)
         try:
             await on_connect(reader, writer)
+        except (Iso8583Error, OSError):
+            pass  # the other end went away: what the test made of it, it checks itself
+        except Exception as exc:
+            failures.append(exc)
         finally:
             writer.close()
 
@@ -104,10 +114,13 @@ async def loopback_server(
         server.close()
         for writer in writers:
             writer.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            for task in stuck:
+                task.cancel()
         await server.wait_closed()
+    if failures:
+        raise failures[0]
 
 
 @contextlib.asynccontextmanager

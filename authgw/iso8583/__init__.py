@@ -50,6 +50,8 @@ from authgw.iso8583.message import (
     network_request,
     reply_to_format_error,
 )
+from authgw.iso8583.mux import EchoConfig, Mux
+from authgw.iso8583.server import FormatErrorHandler, RequestHandler, ServerConnection, answer_format_error
 from authgw.iso8583.spec import FIELDS, BitmapEncoding, FieldDef, Kind, Spec
 
 __all__ = [
@@ -63,8 +65,10 @@ __all__ = [
     "Channel",
     "ConfigError",
     "ConnectionClosed",
+    "EchoConfig",
     "FieldDef",
     "FormatError",
+    "FormatErrorHandler",
     "Frame",
     "Framing",
     "FramingError",
@@ -75,12 +79,16 @@ __all__ = [
     "MatchTimeout",
     "MerchantLocation",
     "Message",
+    "Mux",
     "MuxError",
     "NetworkCode",
     "OriginalData",
+    "RequestHandler",
+    "ServerConnection",
     "Spec",
     "StanSequence",
     "Tpdu",
+    "answer_format_error",
     "available_balance",
     "build_reply",
     "currency_alpha3",
