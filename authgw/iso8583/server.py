@@ -10,6 +10,9 @@ What it promises:
   answers 30 when the request can be matched (`reply_to_format_error`).
 - A handler that raises, or returns a reply that breaks the format, is a bug: it is logged
   and the request answered 96 (a format-error handler's failure sends nothing).
+- Network management (0800) goes to the handler like any request: sign-on and sign-off
+  mean something to the application; an echo is `build_reply(request, APPROVED)`.
+- Replies (0110, ...) arriving on a listener are logged and dropped.
 - The connection ends, and only it, on a framing error, the peer closing, an idle peer
   (no frame for `idle_timeout_s` while nothing is in flight) or `close()`.
 

@@ -231,11 +231,11 @@ class Spec:
             failed = "frame" if exc.msg.startswith("Extra data") else exc.field
             # `from None`: the library's error carries the raw frame (track data, PIN block).
             raise self._error(exc.msg, failed, exc.doc_dec) from None
-        except KeyError as exc:
+        except KeyError:
             # A tertiary bitmap (bit 65) announces fields 129-192, which no 1987 spec defines.
-            raise self._error("announces a field beyond 128", "bitmap", {}) from exc
+            raise self._error("announces a field beyond 128", "bitmap", {}) from None
         mti = doc["t"]
-        if not (len(mti) == 4 and mti.isascii() and mti.isdigit()):
+        if not _is_mti(mti):
             raise self._error("must be 4 digits", "t", doc)
         for key in ("p", "1"):
             if key in doc and not _HEX.issuperset(doc[key]):
@@ -266,11 +266,15 @@ class Spec:
     def _error(self, rule: str, failed: str, doc: Mapping[str, str]) -> FormatError:
         """A FormatError with the MTI and the well-formed key fields decoded before the failure."""
         mti = doc.get("t") if failed != "t" else None
-        if mti is not None and not (len(mti) == 4 and mti.isascii() and mti.isdigit()):
-            mti = None
         keys = {}
         for number in KEY_FIELDS:
             text = doc.get(str(number))
             if str(number) != failed and text is not None and self._defs[number].problem(text) is None:
                 keys[number] = text
-        return FormatError(rule, field=_ENVELOPE.get(failed, failed), mti=mti, keys=keys)
+        return FormatError(
+            rule, field=_ENVELOPE.get(failed, failed), mti=mti if mti and _is_mti(mti) else None, keys=keys
+        )
+
+
+def _is_mti(text: str) -> bool:
+    return len(text) == 4 and text.isascii() and text.isdigit()
