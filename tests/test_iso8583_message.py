@@ -103,8 +103,9 @@ def test_no_30_reply_without_the_mti_and_keys(mti: str | None, keys: dict[int, s
 
 def _leaks(text: str, pan: str, track2: str, track1: str, pin: bytes, chip: bytes) -> list[str]:
     found = []
-    # Any 8 consecutive PAN digits (random 8-digit runs elsewhere are too unlikely to flake).
-    if any(pan[i : i + 8] in text for i in range(len(pan) - 7)):
+    # Any 8 consecutive PAN digits, unless the other fields of the message hold them too.
+    elsewhere = str(authorization().with_fields({2: "0000"}).redacted())
+    if any(pan[i : i + 8] in text and pan[i : i + 8] not in elsewhere for i in range(len(pan) - 7)):
         found.append("PAN digits")
     for name, secret in (("track 2", track2), ("track 1", track1), ("PIN", pin.hex()), ("chip", chip.hex())):
         if secret.lower() in text.lower() or secret.upper() in text.upper():

@@ -6,30 +6,12 @@ import copy
 
 import pytest
 from iso8583 import specs as library_specs
-from test_iso8583_support import CHIP_DATA, PAN, PIN_BLOCK, authorization, echo, reversal
+from test_iso8583_support import CHIP_DATA, PAN, PIN_BLOCK, authorization, echo, every_message_type
 
 from authgw.iso8583 import BitmapEncoding, FormatError, Message, Spec, build_reply
 
 SPECS = [Spec(BitmapEncoding.ASCII_HEX), Spec(BitmapEncoding.BINARY)]
-MESSAGES = {
-    "0100": authorization(mti="0100"),
-    "0110": build_reply(authorization(), "00", approval_code="A1B2C3"),
-    "0120": authorization(mti="0120"),
-    "0121": authorization(mti="0121"),
-    "0130": build_reply(authorization(mti="0120"), "00"),
-    "0200": authorization(mti="0200"),
-    "0210": build_reply(authorization(mti="0200"), "51"),
-    "0220": authorization(mti="0220"),
-    "0221": authorization(mti="0221"),
-    "0230": build_reply(authorization(mti="0220"), "00"),
-    "0400": reversal(final_amount_minor=7000),
-    "0410": build_reply(reversal(), "00"),
-    "0420": reversal(mti="0420"),
-    "0421": reversal(mti="0421"),
-    "0430": build_reply(reversal(mti="0421"), "00"),
-    "0800": echo(),
-    "0810": build_reply(echo(), "00"),
-}
+MESSAGES = every_message_type()
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.bitmap.value)

@@ -14,39 +14,24 @@ from authgw.iso8583 import (
     OriginalData,
     Spec,
     Tpdu,
-    currency_numeric,
+    build_reply,
     read_frame,
     replacement_amounts,
     write_frame,
 )
+from chaos.bench_iso8583 import chip_authorization
 
-PAN = "4111111111111111"
-TRACK2 = "4111111111111111=28121010000012345678"
-TRACK1 = "B4111111111111111^DUPONT/JEAN^2812101000000000000000123456"
-PIN_BLOCK = bytes.fromhex("0412AC89ABCDEF67")
-CHIP_DATA = bytes.fromhex("9F2608A1B2C3D4E5F60718" + "9F2701809F100706010A03A0B000")
+# The benchmark's chip 0100 is the base of every test message, with track 1 added.
+_CHIP = chip_authorization()
+PAN = _CHIP.text(2)
+TRACK2 = _CHIP.text(35)
+TRACK1 = f"B{PAN}^DUPONT/JEAN^2812101000000000000000123456"
+PIN_BLOCK = _CHIP.binary(52)
+CHIP_DATA = _CHIP.binary(55)
+BALANCE = "0002978C000000012345"  # field 54: available balance, EUR 123.45
 WRITE_TIMEOUT_S = 2.0
 
-AUTHORIZATION_FIELDS: dict[int, str | bytes] = {
-    2: PAN,
-    3: "000000",
-    4: "000000012345",
-    7: "1127143005",
-    12: "153005",
-    13: "1127",
-    14: "2812",
-    18: "5411",
-    22: "051",
-    32: "12345678901",
-    35: TRACK2,
-    41: "TERM0001",
-    42: "MERCHANT0000001",
-    43: "SUPERMARCHE DU COIN      PARIS        FR",
-    45: TRACK1,
-    49: currency_numeric("EUR"),
-    52: PIN_BLOCK,
-    55: CHIP_DATA,
-}
+AUTHORIZATION_FIELDS: dict[int, str | bytes] = {**_CHIP.fields, 45: TRACK1}
 
 
 def rrn_of(stan: str) -> str:
@@ -78,6 +63,29 @@ def reversal(stan: str = "000124", mti: str = "0400", final_amount_minor: int | 
 def echo(stan: str = "000001", code: str = "301") -> Message:
     """An 0800 network management request."""
     return Message("0800", {7: "1127143005", 11: stan, 70: code})
+
+
+def every_message_type() -> dict[str, Message]:
+    """One message of each MTI we use, by MTI, with every field it can carry."""
+    return {
+        "0100": authorization(mti="0100"),
+        "0110": build_reply(authorization(), "00", approval_code="A1B2C3", extra={54: BALANCE}),
+        "0120": authorization(mti="0120"),
+        "0121": authorization(mti="0121"),
+        "0130": build_reply(authorization(mti="0120"), "00"),
+        "0200": authorization(mti="0200"),
+        "0210": build_reply(authorization(mti="0200"), "51"),
+        "0220": authorization(mti="0220"),
+        "0221": authorization(mti="0221"),
+        "0230": build_reply(authorization(mti="0220"), "00"),
+        "0400": reversal(final_amount_minor=7000),
+        "0410": build_reply(reversal(), "00"),
+        "0420": reversal(mti="0420"),
+        "0421": reversal(mti="0421"),
+        "0430": build_reply(reversal(mti="0421"), "00"),
+        "0800": echo(),
+        "0810": build_reply(echo(), "00"),
+    }
 
 
 @contextlib.asynccontextmanager
