@@ -17,6 +17,7 @@ from authgw.iso8583 import (
     FormatError,
     Frame,
     Framing,
+    FramingError,
     MatchTimeout,
     Message,
     Mux,
@@ -230,3 +231,14 @@ async def test_requests_carry_the_tpdu_and_swapped_replies_match() -> None:
         assert frame.tpdu == Tpdu(destination=0x0001, source=0x0002)
         await peer.send(build_reply(Message.decode(frame.payload, SPEC), "05"), frame.tpdu)
     assert call.result().text(39) == "05"
+
+
+async def test_a_request_too_large_for_the_link_is_refused_and_the_link_stays_up() -> None:
+    """A request above max_frame_bytes raises FramingError without sending; the next request is answered."""
+    async with linked(framing=Framing(max_frame_bytes=400)) as (mux, peer):  # a 0100 is ~300
+        with pytest.raises(FramingError):
+            await mux.request(authorization(stan="000001").with_fields({55: bytes(255)}), timeout_s=2.0)
+        assert mux.close_reason is None and mux.in_flight == 0
+        call = asyncio.create_task(mux.request(authorization(stan="000002"), timeout_s=2.0))
+        await peer.send(build_reply(await peer.next_request(), "05"))
+        assert (await call).text(11) == "000002"

@@ -2,6 +2,9 @@
 
 Each builder returns the field's wire text; each parser takes it back and raises FormatError
 naming the field when the text does not follow the layout.
+
+pycountry reads its currency table from disk on first use (about a millisecond): a process
+converts one currency at start-up so that no request pays that read on the event loop.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ What it promises:
 - `request()` returns the reply whose `MatchKey` (reply MTI, STAN, RRN or field 7) is the
   request's, in whatever order replies arrive; or raises MatchTimeout after its timeout,
   ConnectionClosed when the connection drops or was closed (`request_sent` says whether it
-  reached the wire), FormatError when the matching reply broke the format.
+  reached the wire), FormatError when the matching reply broke the format (or the request
+  does), FramingError when the request is larger than the link's frames (nothing sent).
 - A reply nobody waits for (late, unknown, undecodable without keys) is counted in
   `unmatched` and logged, never delivered. An 0800 from the peer is answered (0810, 00).
 - With `EchoConfig`, an idle connection is probed with 0800/301; an unanswered echo closes
