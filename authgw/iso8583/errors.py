@@ -76,10 +76,6 @@ class FormatError(Iso8583Error):
         where = f"field {field}: " if field else ""
         super().__init__(f"{mti or 'message'}: {where}{rule}")
 
-    def with_context(self, mti: str | None, keys: Mapping[int, str]) -> FormatError:
-        """The same error, carrying the message type and matching keys read around it."""
-        return FormatError(self.rule, field=self.field, mti=mti, keys=keys)
-
 
 class ConnectionClosed(Iso8583Error):
     """The connection is gone; `request_sent` is False when the request never reached the wire."""
