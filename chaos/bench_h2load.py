@@ -56,6 +56,7 @@ def bench_request(request_id: str = "bench-h2load-1") -> pb.AuthorizeRequest:
     """A valid authorization (well-known test PAN with funds), as the load body."""
     return pb.AuthorizeRequest(
         request_id=request_id,
+        acquirer_id="1001",
         pan="4111111111111111",
         amount_minor=1234,
         currency="EUR",

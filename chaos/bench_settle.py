@@ -64,8 +64,8 @@ def _entry(
 ) -> tuple[str, dict[str, str]]:
     approved = i % 4 != 0
     request = StandInRequest(
-        request_id=f"bench-{i}", pan=pan, amount_minor=100 + i % 5000, currency="EUR", mcc="5411",
-        channel=Channel.POS_CHIP, merchant_id="M-bench", terminal_id="T-1", merchant_country="FR",
+        request_id=f"bench-{i}", acquirer_id="1001", pan=pan, amount_minor=100 + i % 5000, currency="EUR",
+        mcc="5411", channel=Channel.POS_CHIP, merchant_id="M-bench", terminal_id="T-1", merchant_country="FR",
         pin_verified=True, cardholder_authenticated=False, transmitted_at=decided,
     )  # fmt: skip
     decision = StandInDecision(

@@ -77,6 +77,7 @@ class CardMix:
             amount = self._rng.choice((2000, 4000, 5000, 10000, 20000))
         req = pb.AuthorizeRequest(
             request_id=f"{self._prefix}-{self._n}",
+            acquirer_id="1001",
             pan=self._rng.choice(self.pans),
             amount_minor=max(100, min(amount, 500_000)),
             currency="EUR",

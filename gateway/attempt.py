@@ -13,7 +13,9 @@ import enum
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -21,7 +23,16 @@ from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from gateway.member import Member
 
-__all__ = ["Attempt", "AttemptKind", "LateAnswer", "LateAnswers", "run_attempt"]
+__all__ = [
+    "AUTHORIZE",
+    "REVERSE",
+    "Attempt",
+    "AttemptKind",
+    "LateAnswer",
+    "LateAnswers",
+    "Method",
+    "run_attempt",
+]
 
 log = logging.getLogger("authgw.attempt")
 
@@ -34,6 +45,7 @@ class AttemptKind(enum.Enum):
     """Machine-readable outcome of an attempt (for routing, traces and metrics)."""
 
     ANSWERED = "answered"  # the issuer decided (approved or a business decline)
+    REFUSED = "refused"  # the issuer refused the request for good (ALREADY_EXISTS: a reused request id)
     SYSTEM_DECLINE = "system_decline"  # the issuer answered 91/96: it could not decide
     NOT_SENT = "not_sent"  # connection refused before the request left: safe anywhere
     UNAVAILABLE = "unavailable"  # connection broke, outcome unknown
@@ -42,7 +54,12 @@ class AttemptKind(enum.Enum):
 
     @property
     def failed(self) -> bool:
-        return self is not AttemptKind.ANSWERED
+        return self is not AttemptKind.ANSWERED and self is not AttemptKind.REFUSED
+
+    @property
+    def maybe_reached_issuer(self) -> bool:
+        """The issuer may have processed the request (its outcome is then unknown to the gateway)."""
+        return self in (AttemptKind.UNAVAILABLE, AttemptKind.TIMEOUT, AttemptKind.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,8 @@ class Attempt:
     kind: AttemptKind
     elapsed_s: float
     detail: str = ""
-    response: pb.AuthorizeResponse | None = None
+    response: Any = None  # the issuer's answer (AuthorizeResponse or ReverseResponse) when it answered
+    cut_short: bool = False  # its timeout was cut below the pool's by the request's remaining time
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,8 @@ class LateAnswer:
 
 def _classify(exc: grpc.aio.AioRpcError) -> AttemptKind:
     code = exc.code()
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return AttemptKind.REFUSED
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return AttemptKind.TIMEOUT
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -131,14 +151,31 @@ def _wake(waiter: asyncio.Future[bool], answered: bool) -> None:
         waiter.set_result(answered)
 
 
+@dataclass(frozen=True, slots=True)
+class Method:
+    """An IssuerHost method the router can send with retries (both are idempotent by the acquirer's ids)."""
+
+    name: str
+    kind_of: Callable[[Any], AttemptKind]
+
+
+def _authorize_kind(resp: pb.AuthorizeResponse) -> AttemptKind:
+    return AttemptKind.SYSTEM_DECLINE if resp.response_code in SYSTEM_DECLINE_CODES else AttemptKind.ANSWERED
+
+
+AUTHORIZE = Method("Authorize", _authorize_kind)
+REVERSE = Method("Reverse", lambda _: AttemptKind.ANSWERED)
+
+
 async def run_attempt(
     member: Member,
-    request: pb.AuthorizeRequest,
+    request: Any,
     *,
     timeout_s: float,
     late: LateAnswers,
     late_window_s: float,
     metadata: tuple[tuple[str, str], ...] = (),
+    method: Method = AUTHORIZE,
 ) -> Attempt:
     """Send `request` to `member`, waiting at most timeout_s for the answer.
 
@@ -146,10 +183,15 @@ async def run_attempt(
     bare future woken by the call's completion or by a timer, rather than on a
     Task and asyncio.wait: on the hot path that is two fewer objects and
     callbacks per request, and a timed-out call is left running untouched.
+    An authorization carries the time it was forwarded (AuthorizeRequest.forwarded_at): the
+    issuer's book orders its answers against the gateway's advices by it.
     """
     started = time.monotonic()
     loop = asyncio.get_running_loop()
-    call = member.stub.Authorize(request, timeout=timeout_s + late_window_s, metadata=metadata or None)
+    if method is AUTHORIZE:
+        request.forwarded_at.GetCurrentTime()
+    stub_method = getattr(member.stub, method.name)
+    call = stub_method(request, timeout=timeout_s + late_window_s, metadata=metadata or None)
     waiter: asyncio.Future[bool] = loop.create_future()
     call.add_done_callback(lambda _: _wake(waiter, True))
     timer = loop.call_later(timeout_s, _wake, waiter, False)
@@ -163,8 +205,9 @@ async def run_attempt(
         timer.cancel()
         member.in_flight -= 1
     elapsed = time.monotonic() - started
+    request_id = getattr(request, "request_id", "") or getattr(request, "reversal_id", "")
     if not answered:
-        late.adopt(asyncio.ensure_future(call), member, request.request_id)
+        late.adopt(asyncio.ensure_future(call), member, request_id)
         return Attempt(
             member.pool, member.name, AttemptKind.TIMEOUT, elapsed, f"no answer in {timeout_s:.3f}s"
         )
@@ -174,5 +217,6 @@ async def run_attempt(
         return Attempt(
             member.pool, member.name, _classify(exc), elapsed, f"{exc.code().name}: {exc.details()}"
         )
-    kind = AttemptKind.SYSTEM_DECLINE if resp.response_code in SYSTEM_DECLINE_CODES else AttemptKind.ANSWERED
-    return Attempt(member.pool, member.name, kind, elapsed, resp.response_code, resp)
+    return Attempt(
+        member.pool, member.name, method.kind_of(resp), elapsed, getattr(resp, "response_code", ""), resp
+    )

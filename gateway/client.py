@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from decimal import Decimal, InvalidOperation
@@ -42,6 +43,7 @@ def build_request(args: argparse.Namespace) -> pb.AuthorizeRequest:
         currency = args.currency  # let the gateway reject it with a clear message
     req = pb.AuthorizeRequest(
         request_id=args.request_id or uuid.uuid4().hex,
+        acquirer_id=args.acquirer_id,
         pan=args.pan,
         amount_minor=_minor_units(args.amount, currency),
         currency=currency,
@@ -75,6 +77,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mcc", default="5411")
     parser.add_argument("--channel", default="pos_chip", choices=channels)
     parser.add_argument("--request-id", default="")
+    parser.add_argument(
+        "--acquirer-id",
+        default=os.environ.get("AUTHGW_ACQUIRER_ID", "1001"),
+        help="acquiring institution id, digits (default: $AUTHGW_ACQUIRER_ID or %(default)s)",
+    )
     parser.add_argument("--merchant-id", default="M0001")
     parser.add_argument("--terminal-id", default="T0001")
     parser.add_argument("--merchant-country", default="FR")

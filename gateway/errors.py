@@ -2,6 +2,8 @@
 
     GatewayError                  root: anything the gateway raises on purpose
     ├── InvalidRequest            an AuthorizeRequest field breaks a rule (names field, rule)
+    ├── RequestRefused            a request id reused with other content (ALREADY_EXISTS / 94)
+    ├── ReversalUnavailable       a reversal nothing could record and no issuer answered (UNAVAILABLE)
     └── ListenError               a listening address cannot be bound (names it)
 
     authgw.config.ConfigError     a config file is wrong (names file, key, problem, fix): the one
@@ -16,7 +18,14 @@ from __future__ import annotations
 
 from authgw.config import ConfigError
 
-__all__ = ["ConfigError", "GatewayError", "InvalidRequest", "ListenError"]
+__all__ = [
+    "ConfigError",
+    "GatewayError",
+    "InvalidRequest",
+    "ListenError",
+    "RequestRefused",
+    "ReversalUnavailable",
+]
 
 
 class GatewayError(Exception):
@@ -34,3 +43,18 @@ class InvalidRequest(GatewayError):
 
 class ListenError(GatewayError):
     """An address to listen on cannot be bound (in use, not local, no permission)."""
+
+
+class RequestRefused(GatewayError):
+    """(acquirer, request id) was used before for another transaction: refused, nothing counted."""
+
+    def __init__(self, request_id: str, detail: str = "") -> None:
+        self.request_id = request_id
+        super().__init__(
+            f"request_id {request_id!r}: already used by this acquirer for another transaction"
+            + (f" ({detail})" if detail else "")
+        )
+
+
+class ReversalUnavailable(GatewayError):
+    """No issuer answered a reversal and nothing could record it: the acquirer must repeat it."""

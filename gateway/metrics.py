@@ -7,6 +7,9 @@ thread), from counters the router and stand-in mode keep anyway, and from a
 journal sample taken off the hot path every few seconds.
 
     authgw.decisions                  counter    {source, response_code}
+    authgw.refusals                   counter    {reason}          requests refused (reused_request_id)
+    authgw.reversals                  counter    {source, status}  reversals taken (issuer: its answer;
+                                                                   stand_in: applied / stored / no_effect)
     authgw.authorization.duration     histogram  ms {source}
     authgw.attempts                   counter    {pool, outcome}   outcome: gateway.attempt.AttemptKind
     authgw.retries                    counter    {pool, reason}    reason: the previous attempt's outcome
@@ -93,6 +96,14 @@ class GatewayMetrics:
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_MS,
         )
         self.settlement_advices = settlement_counter(meter)
+        self.refusals = meter.create_counter(
+            "authgw.refusals",
+            unit="{request}",
+            description="Requests refused: a request id reused with other content",
+        )
+        self.reversals = meter.create_counter(
+            "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
+        )
         self._observe(meter)
 
     def _observe(self, meter: Meter) -> None:
@@ -143,6 +154,16 @@ class GatewayMetrics:
             self._decision_attrs[key] = attrs
         self.decisions.add(1, attrs)
         self.duration.record(elapsed_s * 1000.0, self._latency_attrs.get(response.source))
+
+    def record_refusal(self, reason: str) -> None:
+        self.refusals.add(1, {"reason": reason})
+
+    def record_reversal(self, response: pb.ReverseResponse) -> None:
+        attrs = {
+            "source": _SOURCE.get(response.source, "UNKNOWN"),
+            "status": pb.ReversalStatus.Name(response.status).lower(),
+        }
+        self.reversals.add(1, attrs)
 
     # -- observed at collection, in the reader's thread ----------------------------------------
 

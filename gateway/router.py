@@ -15,18 +15,19 @@ retries and ejections are plain Counters that metrics read when they collect.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 
 from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
-from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
+from gateway.attempt import AUTHORIZE, Attempt, AttemptKind, LateAnswers, Method, run_attempt
 from gateway.config import GatewayConfig
 from gateway.member import Member
 from gateway.pool import MemberSpec, Pool
@@ -41,6 +42,8 @@ _DO_NOT_HONOUR = ResponseCode.DO_NOT_HONOUR.value
 
 # Below this, an attempt could not get an answer back in time: stop trying.
 _MIN_ATTEMPT_S = 0.02
+# Of a short budget, the share kept for stand-in (the configured reserve caps it).
+_RESERVE_SHARE = 0.25
 
 
 class AttemptFn(Protocol):
@@ -49,12 +52,13 @@ class AttemptFn(Protocol):
     async def __call__(
         self,
         member: Member,
-        request: pb.AuthorizeRequest,
+        request: Any,
         *,
         timeout_s: float,
         late: LateAnswers,
         late_window_s: float,
         metadata: tuple[tuple[str, str], ...],
+        method: Method,
     ) -> Attempt: ...
 
 
@@ -70,16 +74,39 @@ class PoolSpec:
 class RouteResult:
     """The answer an issuer gave, or why there was none, and every attempt made."""
 
-    response: pb.AuthorizeResponse | None = None
-    cause: Reason | None = None  # why no issuer answered, when response is None
+    response: Any = None  # AuthorizeResponse or ReverseResponse (by the method routed)
+    cause: Reason | None = None  # why no issuer answered, when neither response nor refused
+    refused: Attempt | None = None  # an issuer refused the request for good (ALREADY_EXISTS)
     attempts: list[Attempt] = field(default_factory=list)
     budget_exhausted: bool = False
 
+    @property
+    def maybe_reached_issuer(self) -> bool:
+        """Some attempt may have been processed by an issuer whose answer the gateway did not get."""
+        return any(a.kind.maybe_reached_issuer for a in self.attempts)
+
+
+@dataclass(slots=True)
+class _Route:
+    """One request's way through the pools."""
+
+    request: Any
+    method: Method
+    metadata: tuple[tuple[str, str], ...]
+    stop_at: float  # the deadline minus the stand-in reserve
+    client_bound: bool
+    tried: set[Member] = field(default_factory=set)
+    result: RouteResult = field(default_factory=RouteResult)
+    out_of_time: bool = False
+
 
 def _outcome(attempt: Attempt) -> Outcome:
+    if attempt.kind is AttemptKind.REFUSED:
+        return Outcome.GOOD
     if attempt.kind is AttemptKind.ANSWERED:
         assert attempt.response is not None
-        return Outcome.DECLINE_05 if attempt.response.response_code == _DO_NOT_HONOUR else Outcome.GOOD
+        code = getattr(attempt.response, "response_code", "")
+        return Outcome.DECLINE_05 if code == _DO_NOT_HONOUR else Outcome.GOOD
     if attempt.kind is AttemptKind.SYSTEM_DECLINE:
         return Outcome.SYSTEM_DECLINE
     return Outcome.ERROR
@@ -103,6 +130,7 @@ class Router:
             run_attempt if tracer is None else functools.partial(traced_attempt, tracer)
         )
         self._late_window_s = cfg.routing.late_answer_window_s
+        self._reserve_s = cfg.routing.standin_reserve_s
         self._priority = {p.name: p.priority for p in cfg.pools}
         self._timeouts = {p.name: p.attempt_timeout_s for p in cfg.pools}
         self.pools: list[Pool] = []
@@ -166,14 +194,25 @@ class Router:
 
     async def route(
         self,
-        request: pb.AuthorizeRequest,
+        request: Any,
         deadline: float,
         metadata: tuple[tuple[str, str], ...] = (),
+        *,
+        client_bound: bool = False,
+        method: Method = AUTHORIZE,
     ) -> RouteResult:
-        """Try pools until one answers or only the stand-in reserve of `deadline` is left."""
-        result = RouteResult()
-        reserve = self._cfg.routing.standin_reserve_s
-        tried: set[Member] = set()
+        """Try pools until one answers, refuses, or only the stand-in reserve of `deadline` is left.
+
+        Args:
+            client_bound: `deadline` is the client's (shorter than the gateway's own): an attempt
+                it cuts short that times out says nothing about the issuer, and counts against
+                neither the member nor its pool.
+            method: Authorize, or Reverse (idempotent too: retried the same way).
+        """
+        now = self._clock()
+        # The reserve shrinks with a short budget: a 160 ms deadline to a healthy pool gets the issuer.
+        reserve = min(self._reserve_s, max(0.0, deadline - now) * _RESERVE_SHARE)
+        route = _Route(request, method, metadata, deadline - reserve, client_bound)
         storms = skipped = 0
         failover = False  # the previous pool was judged failing: moving on is failover, not a retry
         self.budget.request_started()
@@ -185,42 +224,28 @@ class Router:
                     storms += pool.health.verdict is PoolVerdict.DECLINE_STORM
                     continue
                 pool.health.on_pick(now)
-                answered = await self._try_pool(
-                    pool,
-                    request,
-                    stop_at=deadline - reserve,
-                    tried=tried,
-                    result=result,
-                    metadata=metadata,
-                    failover=failover,
-                )
+                answered = await self._try_pool(pool, route, failover=failover)
                 failover = pool.health.verdict is not PoolVerdict.OK
-                if answered or result.budget_exhausted or deadline - reserve - self._clock() < _MIN_ATTEMPT_S:
+                no_time = route.stop_at - self._clock() < _MIN_ATTEMPT_S
+                route.out_of_time = route.out_of_time or no_time
+                if answered or route.result.budget_exhausted or no_time:
                     break
         finally:
             self.budget.request_finished()
-        if result.response is None:
-            result.cause = self._cause(result, storms, skipped)
+        result = route.result
+        if result.response is None and result.refused is None:
+            result.cause = self._cause(route, storms, skipped)
         return result
 
-    async def _try_pool(
-        self,
-        pool: Pool,
-        request: pb.AuthorizeRequest,
-        *,
-        stop_at: float,
-        tried: set[Member],
-        result: RouteResult,
-        metadata: tuple[tuple[str, str], ...],
-        failover: bool,
-    ) -> bool:
+    async def _try_pool(self, pool: Pool, route: _Route, *, failover: bool) -> bool:
+        result = route.result
         while True:
             now = self._clock()
-            member = pool.pick(now, tried)
+            member = pool.pick(now, route.tried)
             if member is None:
                 pool.health.on_abandon()
                 return False
-            left = stop_at - now
+            left = route.stop_at - now
             # A retry after a refused connection costs the issuer nothing, and moving on from a pool
             # judged failing is what a new request would do anyway (the failing pool gets no more):
             # only other retries, after an attempt that may have reached an issuer, draw on the budget.
@@ -231,41 +256,54 @@ class Router:
                 member.ejection.on_abandon()
                 pool.health.on_abandon()
                 result.budget_exhausted = left >= _MIN_ATTEMPT_S
+                route.out_of_time = route.out_of_time or left < _MIN_ATTEMPT_S
                 return False
-            tried.add(member)
+            route.tried.add(member)
             if result.attempts:
                 self.retries[pool.name, result.attempts[-1].kind.value] += 1
             try:
                 attempt = await self._attempt(
                     member,
-                    request,
+                    route.request,
                     timeout_s=min(pool.attempt_timeout_s, left),
                     late=self.late,
                     late_window_s=self._late_window_s,
-                    metadata=metadata,
+                    metadata=route.metadata,
+                    method=route.method,
                 )
             finally:
                 if is_retry:
                     self.budget.release()
-            if self._record(pool, member, attempt, result):
+            if left < pool.attempt_timeout_s:
+                attempt = dataclasses.replace(attempt, cut_short=True)
+            if self._record(pool, member, attempt, route):
                 return True
             if attempt.kind is not AttemptKind.NOT_SENT:
                 return False  # unknown outcome or a sick pool: the next pool, same request_id
 
-    def _record(self, pool: Pool, member: Member, attempt: Attempt, result: RouteResult) -> bool:
-        """Count one attempt in the member's and the pool's health; True when an issuer answered."""
+    def _record(self, pool: Pool, member: Member, attempt: Attempt, route: _Route) -> bool:
+        """Count one attempt in its member's and pool's health; True when an issuer answered or refused."""
+        result = route.result
         result.attempts.append(attempt)
         self.attempts[pool.name, attempt.kind.value] += 1
         now = self._clock()
+        if route.client_bound and attempt.cut_short and attempt.kind is AttemptKind.TIMEOUT:
+            return False  # the client's own deadline, not the issuer: counts against neither
         pool.health.record(now, _outcome(attempt))
+        if attempt.kind is AttemptKind.REFUSED:
+            member.ejection.on_success(now)  # it answered: a reused request id, refused for good
+            result.refused = attempt
+            return True
         if attempt.kind is AttemptKind.ANSWERED:
             member.ejection.on_success(now)
-            assert attempt.response is not None
+            response = attempt.response
+            assert response is not None
             # what answered is the gateway's fact: an issuer may echo a stored answer of another host
-            attempt.response.pool = member.pool
-            attempt.response.member = member.name
-            attempt.response.source = pb.ISSUER
-            result.response = attempt.response
+            if isinstance(response, pb.AuthorizeResponse):
+                response.pool = member.pool
+                response.member = member.name
+            response.source = pb.ISSUER
+            result.response = response
             return True
         if member.ejection.on_failure(now, pool.may_eject(now)):
             self._ejected(member, attempt, now)
@@ -289,8 +327,15 @@ class Router:
             )
 
     @staticmethod
-    def _cause(result: RouteResult, storms: int, skipped: int) -> Reason:
-        kinds = [a.kind for a in result.attempts]
+    def _cause(route: _Route, storms: int, skipped: int) -> Reason:
+        attempts = route.result.attempts
+        kinds = [a.kind for a in attempts]
+        deadline_only = route.client_bound and all(
+            (a.kind is AttemptKind.TIMEOUT and a.cut_short) or a.kind is AttemptKind.NOT_SENT
+            for a in attempts
+        )
+        if deadline_only and (route.out_of_time or any(a.cut_short for a in attempts)):
+            return Reason.CLIENT_DEADLINE  # no issuer was shown unavailable: the client gave too little time
         if kinds and all(k is AttemptKind.SYSTEM_DECLINE for k in kinds) and storms == skipped:
             return Reason.DECLINE_STORM
         if not kinds and skipped and storms == skipped:

@@ -21,20 +21,27 @@ leave an approval on record that the cardholder never received.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
-from gateway.edges.grpc_service import decline_91
+from gateway.errors import RequestRefused
+from gateway.fallback import decline_91
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
-from standin.types import Channel, Reason
+from standin.errors import ReusedRequestIdError
+from standin.types import Channel, Reason, ReversalOutcome, ReversalReason, StandInReversal
 
 __all__ = ["STANDIN_SPAN", "StandInFallback", "build_standin", "to_response", "to_standin_request"]
 
 log = logging.getLogger("authgw.standin")
+
+T = TypeVar("T")
 
 STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
@@ -45,6 +52,7 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
     sent = req.transmitted_at.ToDatetime(tzinfo=UTC) if req.HasField("transmitted_at") else datetime.now(UTC)
     return StandInRequest(
         request_id=req.request_id,
+        acquirer_id=req.acquirer_id,
         pan=req.pan,
         amount_minor=req.amount_minor,
         currency=req.currency,
@@ -56,6 +64,22 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
         pin_verified=req.pin_verified,
         cardholder_authenticated=req.cardholder_authenticated,
         transmitted_at=sent,
+    )
+
+
+def to_standin_reversal(req: pb.ReverseRequest) -> StandInReversal:
+    """Convert a validated ReverseRequest to stand-in's own type."""
+    sent = req.transmitted_at.ToDatetime(tzinfo=UTC) if req.HasField("transmitted_at") else datetime.now(UTC)
+    return StandInReversal(
+        acquirer_id=req.acquirer_id,
+        reversal_id=req.reversal_id,
+        original_request_id=req.original_request_id,
+        pan=req.pan,
+        final_amount_minor=req.final_amount_minor,
+        currency=req.currency,
+        reason=ReversalReason(pb.ReversalReason.Name(req.reason)),
+        transmitted_at=sent,
+        original_amount_minor=req.original_amount_minor,
     )
 
 
@@ -73,17 +97,34 @@ def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
 
 
 class StandInFallback:
-    """Fallback that decides in stand-in (risk policy, fleet counters, durable journal)."""
+    """Fallback that decides in stand-in (risk policy, fleet counters, durable journal).
+
+    A decision is never cancelled half way: it runs in a task of its own, shielded from the
+    caller's cancellation (a client that gives up, a deadline), so what is recorded is a whole
+    decision. If the answer then never reaches the acquirer, its timeout reversal releases it.
+    The engine's own Redis deadlines keep a decision inside the stand-in reserve.
+    """
 
     def __init__(self, engine: StandIn, tracer: Tracer | None = None) -> None:
         self.engine = engine
         self._tracer = tracer
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def answer(
         self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
+        return await self._traced(request, cause, trace_context, rule=None)
+
+    async def decline(
+        self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        return await self._traced(request, cause, trace_context, rule=rule)
+
+    async def _traced(
+        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str, rule: str | None
+    ) -> pb.AuthorizeResponse:
         if self._tracer is None:
-            decision = await self._decide(request, cause, trace_context)
+            decision = await self._decide(request, cause, trace_context, rule)
             return decline_91(request, cause) if decision is None else to_response(decision)
         with self._tracer.start_as_current_span(
             STANDIN_SPAN,
@@ -91,7 +132,7 @@ class StandInFallback:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            decision = await self._decide(request, cause, trace_context)
+            decision = await self._decide(request, cause, trace_context, rule)
             if decision is None:
                 span.set_status(Status(StatusCode.ERROR, "stand-in could not decide: declined 91"))
                 return decline_91(request, cause)
@@ -110,19 +151,47 @@ class StandInFallback:
             return to_response(decision)
 
     async def _decide(
-        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str
+        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str, rule: str | None
     ) -> StandInDecision | None:
         """The engine's decision, or None when it could not decide (the caller declines 91)."""
+        sin = to_standin_request(request)
+        if rule is None:
+            work = self.engine.decide(sin, cause, trace_context)
+        else:
+            work = self.engine.decline(sin, cause, rule, trace_context)
         try:
-            return await self.engine.decide(to_standin_request(request), cause, trace_context)
+            return await self._shielded(work)
+        except ReusedRequestIdError as exc:
+            raise RequestRefused(request.request_id) from exc
         except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
             log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)
             return None
+
+    async def reverse(
+        self, request: pb.ReverseRequest, *, store: bool, trace_context: str = ""
+    ) -> ReversalOutcome | None:
+        """Apply or record a reversal; None when neither Redis nor the local journal can."""
+        try:
+            return await self._shielded(
+                self.engine.reverse(to_standin_reversal(request), store=store, trace_context=trace_context)
+            )
+        except StandInError as exc:
+            log.warning("stand-in could not record reversal %s: %s", request.reversal_id, exc)
+            return None
+
+    async def _shielded(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` to its end whatever happens to the caller (a whole record, or none)."""
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await asyncio.shield(task)
 
     async def start(self) -> None:
         await self.engine.start()
 
     async def close(self) -> None:
+        if self._running:  # decisions whose callers went away still finish and are recorded
+            await asyncio.wait(set(self._running))
         await self.engine.close()
 
 

@@ -59,7 +59,7 @@ from opentelemetry.util.types import AttributeValue
 from authgw.observability.logs import mask_card_numbers
 from authgw.observability.tracecontext import incoming_span_context, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
-from gateway.attempt import Attempt, AttemptKind, LateAnswers, run_attempt
+from gateway.attempt import AUTHORIZE, Attempt, LateAnswers, Method, run_attempt
 from gateway.member import Member
 
 __all__ = [
@@ -139,12 +139,13 @@ def invalid_request(span: Span, problem: str) -> None:
 async def traced_attempt(
     tracer: Tracer,
     member: Member,
-    request: pb.AuthorizeRequest,
+    request: Any,
     *,
     timeout_s: float,
     late: LateAnswers,
     late_window_s: float,
     metadata: tuple[tuple[str, str], ...],
+    method: Method = AUTHORIZE,
 ) -> Attempt:
     """run_attempt inside a client span whose context travels to the issuer host in the metadata.
 
@@ -161,6 +162,7 @@ async def traced_attempt(
             late=late,
             late_window_s=late_window_s,
             metadata=(*metadata, *outgoing_metadata(parent)),
+            method=method,
         )
     span = tracer.start_span(
         ATTEMPT_SPAN,
@@ -175,6 +177,7 @@ async def traced_attempt(
             late=late,
             late_window_s=late_window_s,
             metadata=(*metadata, *outgoing_metadata(span)),
+            method=method,
         )
         if span.is_recording():
             _annotate_attempt(span, attempt)
@@ -184,12 +187,11 @@ async def traced_attempt(
 
 
 def _annotate_attempt(span: Span, attempt: Attempt) -> None:
-    if attempt.kind is AttemptKind.ANSWERED:
-        assert attempt.response is not None
+    if not attempt.kind.failed:
         span.set_attributes(
             {
                 "authgw.attempt.outcome": attempt.kind.value,
-                "authgw.response_code": attempt.response.response_code,
+                "authgw.response_code": attempt.detail,
             }
         )
         return

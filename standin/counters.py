@@ -1,24 +1,28 @@
-"""Fleet-wide card counters, card status and idempotency in Redis: one script call per decision.
+"""Fleet-wide card counters, card status, request records and reversals in Redis: one script per step.
 
-Every gateway of the fleet runs the same DECIDE script against the same keys, so
-Redis serializes them: two gateways can never together pass a card's limit,
-and a request id decided by one gateway is answered with that same decision by
-any other (and counted once).
+Every gateway of the fleet runs the same scripts against the same keys, so Redis
+serializes them: two gateways can never together pass a card's limit, and a
+request decided by one gateway is answered with that same decision by any other
+(and counted once). See lua.py for what each script does.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from redis.commands.core import AsyncScript
 
 from standin import keys, lua
+from standin.errors import ReusedRequestIdError
 from standin.outcome import Outcome, Proposal
 from standin.redis_io import RedisGate
 from standin.rules import Assessment
-from standin.types import LimitKind
+from standin.types import LimitKind, ReversalStatus, StandInRequest
 
-__all__ = ["RedisCounters"]
+__all__ = ["AbsorbResult", "RedisCounters", "ReversalKey", "UnadvisedCounter", "spend_member"]
+
+_MS = timedelta(milliseconds=1)
 
 
 def _text(value: bytes | str) -> str:
@@ -30,30 +34,63 @@ def spend_member(decision_id: str, amount_minor: int) -> str:
     return f"{decision_id}:{amount_minor}"
 
 
-class RedisCounters:
-    """Decides against the fleet's counters and records the outcome per request id."""
+@dataclass(frozen=True, slots=True)
+class ReversalKey:
+    """What the Redis side of a reversal needs (no PAN: the card is its token)."""
 
-    def __init__(self, gate: RedisGate, *, window: timedelta, idempotency_ttl: timedelta) -> None:
+    acquirer_id: str
+    reversal_id: str
+    original_request_id: str
+    final_amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class AbsorbResult:
+    """What ABSORB made of a local decision (lua.py): advise it, or advise `kept` instead."""
+
+    status: str  # absorbed | same | reused | replaced | superseded
+    kept: Outcome | None = None  # for superseded: the request's recorded decision, which wins
+
+    @property
+    def advise_local(self) -> bool:
+        return self.status != "superseded"
+
+
+class RedisCounters:
+    """Decides against the fleet's counters and records the outcome per request."""
+
+    def __init__(
+        self,
+        gate: RedisGate,
+        *,
+        window: timedelta,
+        idempotency_ttl: timedelta,
+        reversal_hold: timedelta = timedelta(hours=1),
+    ) -> None:
         self._gate = gate
-        self._window_ms = int(window / timedelta(milliseconds=1))
-        self._idem_ttl_ms = int(idempotency_ttl / timedelta(milliseconds=1))
+        self._window_ms = int(window / _MS)
+        self._idem_ttl_ms = int(idempotency_ttl / _MS)
+        self._hold_ms = int(reversal_hold / _MS)
         self._decide: AsyncScript = gate.redis.register_script(lua.DECIDE)
         self._absorb: AsyncScript = gate.redis.register_script(lua.ABSORB)
+        self._reverse: AsyncScript = gate.redis.register_script(lua.REVERSE)
 
     async def decide(
-        self, token: str, request_id: str, assessment: Assessment, proposal: Proposal
+        self, token: str, request: StandInRequest, digest: str, assessment: Assessment, proposal: Proposal
     ) -> Outcome:
-        """Run the decision script; raises StoreUnavailableError when Redis cannot answer."""
-        now_ms = proposal.decided_at_ms
+        """Run the decision script.
+
+        Raises ReusedRequestIdError (the id was decided for other content) or StoreUnavailableError.
+        """
         decline = assessment.decline
         script_keys = [
-            keys.idempotency_key(token, request_id),
+            keys.idempotency_key(token, request.acquirer_id, request.request_id),
             keys.card_status_key(token),
             keys.spend_key(token, assessment.kind),
+            keys.reversal_hold_key(token, request.acquirer_id, request.request_id),
+            keys.unadvised_key(token),
         ]
         args: list[str | int] = [
-            now_ms,
-            now_ms - self._window_ms,
             self._window_ms,
             assessment.amount_minor,
             assessment.limit.max_amount_minor,
@@ -67,39 +104,108 @@ class RedisCounters:
             proposal.reason.value,
             proposal.gateway_instance,
             self._idem_ttl_ms,
+            digest,
+            request.amount_minor,
+            self._idem_ttl_ms,
         ]
 
         async def op() -> list[int | bytes]:
             reply: list[int | bytes] = await self._decide(keys=script_keys, args=args)
             return reply
 
-        fresh, *values = await self._gate.call("decide", op)
-        return Outcome.from_record(fresh == 1, [_text(v) for v in values if isinstance(v, bytes | str)])
+        status, *values = await self._gate.call("decide", op)
+        if status == 2:
+            who = f"request {request.request_id!r} of acquirer {request.acquirer_id}"
+            raise ReusedRequestIdError(f"{who} was decided for other content")
+        return Outcome.from_record(status == 1, [_text(v) for v in values if isinstance(v, bytes | str)])
 
     async def absorb(
         self,
         token: str,
         *,
+        acquirer_id: str,
         request_id: str,
+        digest: str,
         kind: LimitKind,
         amount_minor: int,
+        txn_amount_minor: int,
         outcome: Outcome,
         now_ms: int,
-    ) -> bool:
-        """Bring a locally made decision into the fleet state; False if its request id maps elsewhere."""
+    ) -> AbsorbResult:
+        """Bring a locally made decision into the fleet state (see lua.ABSORB)."""
         member = spend_member(outcome.decision_id, amount_minor) if outcome.response_code.approved else ""
-        script_keys = [keys.idempotency_key(token, request_id), keys.spend_key(token, kind)]
+        script_keys = [
+            keys.idempotency_key(token, acquirer_id, request_id),
+            keys.spend_key(token, kind),
+            keys.unadvised_key(token),
+        ]
         args: list[str | int] = [
             outcome.decided_at_ms,
             now_ms - self._window_ms,
             self._window_ms,
             member,
             self._idem_ttl_ms,
+            outcome.answered_ms,
+            digest,
+            amount_minor,
+            kind.value,
+            txn_amount_minor,
+            self._idem_ttl_ms,
             *outcome.record_values(),
         ]
 
-        async def op() -> int:
-            reply: int = await self._absorb(keys=script_keys, args=args)
+        async def op() -> bytes | list[bytes]:
+            reply: bytes | list[bytes] = await self._absorb(keys=script_keys, args=args)
             return reply
 
-        return await self._gate.call("absorb", op) == 1
+        reply = await self._gate.call("absorb", op)
+        if isinstance(reply, list):
+            status, *values = [_text(v) for v in reply]
+            return AbsorbResult(status, Outcome.from_record(False, values))
+        return AbsorbResult(_text(reply))
+
+    async def reverse(
+        self, token: str, reversal: ReversalKey, *, entry_id: str, store: bool
+    ) -> tuple[ReversalStatus, str, bool]:
+        """Apply or record one reversal (see lua.REVERSE): (status, entry id, whether it was new)."""
+        acquirer = reversal.acquirer_id
+        script_keys = [
+            keys.idempotency_key(token, acquirer, reversal.original_request_id),
+            keys.reversal_key(token, acquirer, reversal.reversal_id),
+            keys.reversal_hold_key(token, acquirer, reversal.original_request_id),
+            keys.spend_key(token, LimitKind.PURCHASE),
+            keys.spend_key(token, LimitKind.CASH),
+            keys.unadvised_key(token),
+        ]
+        args: list[str | int] = [
+            reversal.final_amount_minor,
+            entry_id,
+            self._hold_ms,
+            self._idem_ttl_ms,
+            self._idem_ttl_ms,
+            "1" if store else "0",
+        ]
+
+        async def op() -> list[bytes]:
+            reply: list[bytes] = await self._reverse(keys=script_keys, args=args)
+            return reply
+
+        reply = [_text(v) for v in await self._gate.call("reverse", op)]
+        if reply[0] == "repeat":
+            return ReversalStatus(reply[1]), reply[2], False
+        return ReversalStatus(reply[0]), reply[1], True
+
+
+class UnadvisedCounter:
+    """The issuer acknowledged (or settlement gave up on) one of a card's journal entries (lua.py)."""
+
+    def __init__(self, gate: RedisGate) -> None:
+        self._gate = gate
+        self._script: AsyncScript = gate.redis.register_script(lua.UNADVISED_DONE)
+
+    async def done(self, token: str) -> None:
+        async def op() -> int:
+            reply: int = await self._script(keys=[keys.unadvised_key(token)], args=[])
+            return reply
+
+        await self._gate.call("unadvised done", op)

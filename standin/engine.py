@@ -1,17 +1,19 @@
-"""The stand-in engine: decide one authorization when the issuer cannot, and never lose it.
+"""The stand-in engine: decide authorizations and apply reversals when the issuer cannot, never losing one.
 
-    decide(request, reason)
-      ├─ static rules (rules.py): MCC group, risk tier, per-transaction maxima
-      ├─ Redis up:   DECIDE script (card status, window limits, idempotency) ──► APPEND to the stream
-      │              └─ append failed: record in the local SQLite journal
-      ├─ Redis down: decide and record locally (SQLite), limits scaled by LocalSettings.limit_fraction
-      └─ nothing could record: decline 91 ("journal.unavailable"); never an approval without a record
+    decide(request, reason)     deciding.py: fleet counters in Redis (one script), the journal
+                                (Redis stream, local SQLite when Redis is away), 91 when nothing
+                                can record; a reused request id is refused
+    decline(request, rule)      the same path with a forced 91: the gateway's own decline after an
+                                attempt that may have reached an issuer, recorded so the issuer is
+                                told (its late approval must not stand)
+    reverse(reversal, store)    reversing.py: release a stand-in approval, or record the reversal
+                                for the issuer, in the card's order
 
 After one Redis failure the engine stops asking Redis (each call would cost a
 timeout) until its background task (recovery.py) sees Redis answer again, then
-moves the local backlog to Redis (migrate.py). A card with local decisions not
-yet moved has them moved before its next Redis decision, so the fleet counters
-know what this gateway approved while Redis was away.
+moves the local backlog to Redis (migrate.py). A card with local entries not yet
+moved has them moved before its next Redis step, so the fleet counters know what
+this gateway approved or reversed while Redis was away.
 
 What holds while Redis is down (and what does not):
   - every answer is still journaled (SQLite, fsynced) or is a 91 decline;
@@ -19,25 +21,8 @@ What holds while Redis is down (and what does not):
   - each gateway grants a card at most limit_fraction of each limit on its own, on top
     of what Redis had counted: a card's exposure is bounded by
     limit x (1 + limit_fraction x number of gateways deciding for it locally);
-  - a request id decided by another gateway before the outage may be decided again
-    locally; both decisions are journaled and advised (migrate.py logs the pair). The
-    same holds when a DECIDE call times out after Redis ran it: its approval is counted,
-    and it is journaled if the request is retried (replayed from the record); the local
-    decision answered meanwhile has its own id. Each answer given is journaled; advice
-    consumers should expect, rarely, two decisions for one request id.
-
-Why two Redis round trips (DECIDE, then APPEND) and not one script doing both on a single
-Redis: tried on 2026-11-27 and rejected. When such a call times out after Redis ran it,
-the stream already holds the decision, but the engine, not knowing it, answers a local
-decision under the same decision id, which may differ (a local decline, a Redis approval):
-settlement then advises an approval the cardholder never got. The chaos test of a total
-outage caught exactly that (one declined decision debited). With two steps a decision is
-appended only once the engine knows it, and a timed-out APPEND is recorded locally with the
-same content, so a lost reply never makes the journal disagree with the answer.
-
-Given a tracer, each journal write is an `authgw.standin.journal` span (attribute
-authgw.journal.kind: redis | sqlite), a child of the caller's current span;
-a failed Redis append shows as an error span followed by the SQLite one.
+  - a request decided elsewhere through Redis may be decided again here; when Redis is
+    back the decision the acquirer was told last wins and only it is advised (migrate.py).
 """
 
 from __future__ import annotations
@@ -47,9 +32,9 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -59,29 +44,26 @@ from redis.asyncio import Redis
 from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
 from standin.crypto import PanCipher
-from standin.entry import encode_entry
-from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
+from standin.deciding import UNRECORDED_RULE, Decider
+from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
 from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
-from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
 from standin.policy import StandInPolicy
 from standin.recovery import Recovery
 from standin.redis_io import RedisGate, make_redis_client
-from standin.rules import Assessment, assess
+from standin.reversing import Reverser
+from standin.rules import StaticDecline
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
-from standin.tracing import journal_span, span_failed
-from standin.types import JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
+from standin.types import Reason, ReversalOutcome, StandInDecision, StandInRequest, StandInReversal
 
-__all__ = ["Clock", "EngineStatus", "StandIn"]
+__all__ = ["UNRECORDED_RULE", "Clock", "EngineStatus", "StandIn"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 """Wall-clock time in seconds since the epoch (time.time); injected so tests can move time."""
-
-UNRECORDED_RULE = "journal.unavailable"
 
 
 class _State(enum.Enum):
@@ -139,7 +121,10 @@ class StandIn:
             redis, self._redis_settings.command_deadline, max_concurrency=self._redis_settings.max_connections
         )
         self._counters = RedisCounters(
-            self._gate, window=policy.window, idempotency_ttl=journal_settings.idempotency_ttl
+            self._gate,
+            window=policy.window,
+            idempotency_ttl=journal_settings.idempotency_ttl,
+            reversal_hold=journal_settings.reversal_hold,
         )
         self._stream = StreamJournal(
             self._gate,
@@ -152,6 +137,7 @@ class StandIn:
             self._local,
             self._counters,
             self._stream,
+            cipher,
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
         )
@@ -163,6 +149,17 @@ class StandIn:
             redis_settings=self._redis_settings,
             local_settings=self._local_settings,
         )
+        stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
+        common = {"tokenizer": tokenizer, "cipher": cipher, "recovery": self._recovery, "instance": instance}
+        self._decider = Decider(
+            policy=policy,
+            local_settings=self._local_settings,
+            now_ms=self._now_ms,
+            tracer=tracer,
+            **stores,  # type: ignore[arg-type]
+            **common,  # type: ignore[arg-type]
+        )
+        self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
         self._state = _State.NEW
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -257,7 +254,7 @@ class StandIn:
             raise ClosedError(f"stand-in engine is {self._state.value}")
         return await self._recovery.move_backlog()
 
-    # -- deciding -----------------------------------------------------------------------------------
+    # -- deciding and reversing -------------------------------------------------------------------
 
     async def decide(
         self, request: StandInRequest, reason: Reason, trace_context: str = ""
@@ -268,133 +265,46 @@ class StandIn:
             reason: why the gateway asked stand-in.
             trace_context: W3C traceparent of the authorization, stored with the journal entry.
 
-        Raises ClosedError when the engine is not running; every other failure becomes a 91 decline.
+        Raises ClosedError when the engine is not running, ReusedRequestIdError for a request id
+        decided before for other content; every other failure becomes a 91 decline.
         """
+        async with self._running():
+            return await self._decider.decide(request, reason, trace_context)
+
+    async def decline(
+        self, request: StandInRequest, reason: Reason, rule: str, trace_context: str = ""
+    ) -> StandInDecision:
+        """Record a 91 the gateway gives by itself (the request's earlier decision, if any, wins).
+
+        Raises ClosedError and ReusedRequestIdError like decide().
+        """
+        forced = StaticDecline(rule, ResponseCode.ISSUER_UNAVAILABLE)
+        async with self._running():
+            return await self._decider.decide(request, reason, trace_context, forced=forced)
+
+    async def reverse(
+        self, reversal: StandInReversal, *, store: bool, trace_context: str = ""
+    ) -> ReversalOutcome:
+        """Apply or record a reversal (reversing.py).
+
+        Raises ClosedError, and StoreUnavailableError when nothing can record it.
+        """
+        async with self._running():
+            return await self._reverser.reverse(reversal, store=store, trace_context=trace_context)
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        """Count one call in flight, so close() lets it finish."""
         if self._state is not _State.RUNNING:
             raise ClosedError(f"stand-in engine is {self._state.value}")
         self._inflight += 1
         self._idle.clear()
         try:
-            return await self._decide(request, reason, trace_context)
+            yield
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
-
-    async def _decide(self, request: StandInRequest, reason: Reason, trace_context: str) -> StandInDecision:
-        token = self._tokenizer.token(request.pan)
-        assessment = assess(self._policy, request)
-        proposal = Proposal(
-            decision_id=new_decision_id(),
-            approval_code=new_approval_code(),
-            risk_tier=assessment.tier.name,
-            reason=reason,
-            gateway_instance=self._instance,
-            decided_at_ms=self._now_ms(),
-        )
-        if self._recovery.redis_up:
-            try:
-                await self._recovery.before_redis_decision(token)
-                outcome = await self._counters.decide(token, request.request_id, assessment, proposal)
-            except StoreUnavailableError as exc:
-                self._recovery.mark_down(exc)
-            else:
-                return await self._journal(request, token, assessment, outcome, trace_context)
-        return await self._decide_locally(request, token, assessment, proposal, trace_context)
-
-    async def _journal(
-        self,
-        request: StandInRequest,
-        token: str,
-        assessment: Assessment,
-        outcome: Outcome,
-        trace_context: str,
-    ) -> StandInDecision:
-        """Append a Redis-counted decision to the stream, or failing that to the local journal."""
-        decision = outcome.decision(request.request_id, JournalKind.REDIS)
-        fields = encode_entry(
-            request, decision, card_token=token, cipher=self._cipher, trace_context=trace_context
-        )
-        with journal_span(self._tracer, JournalKind.REDIS.value) as span:
-            try:
-                await self._stream.append(token, decision.decision_id, fields)
-            except StoreUnavailableError as exc:
-                span_failed(span, exc)
-                self._recovery.mark_down(exc)
-            else:
-                return decision
-        decision = replace(decision, journal=JournalKind.SQLITE)
-        fields["journal"] = JournalKind.SQLITE.value
-        with journal_span(self._tracer, JournalKind.SQLITE.value) as span:
-            try:
-                await self._local.record(
-                    token,
-                    request.request_id,
-                    kind=assessment.kind,
-                    amount_minor=assessment.amount_minor,
-                    outcome=outcome,
-                    fields=fields,
-                )
-            except (LocalJournalError, ClosedError) as exc:
-                span_failed(span, exc)
-                return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
-        self._recovery.local_written(token)
-        return decision
-
-    async def _decide_locally(
-        self,
-        request: StandInRequest,
-        token: str,
-        assessment: Assessment,
-        proposal: Proposal,
-        trace_context: str,
-    ) -> StandInDecision:
-        local = assessment.with_limit_fraction(self._local_settings.limit_fraction)
-
-        def build_fields(outcome: Outcome) -> dict[str, str]:
-            decision = outcome.decision(request.request_id, JournalKind.SQLITE)
-            return encode_entry(
-                request, decision, card_token=token, cipher=self._cipher, trace_context=trace_context
-            )
-
-        with journal_span(self._tracer, JournalKind.SQLITE.value) as span:
-            try:
-                outcome = await self._local.decide(token, request.request_id, local, proposal, build_fields)
-            except (LocalJournalError, ClosedError) as exc:
-                span_failed(span, exc)
-                return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
-        if outcome.fresh:
-            self._recovery.local_written(token)
-        return outcome.decision(request.request_id, JournalKind.SQLITE)
-
-    def _unrecorded(
-        self,
-        request: StandInRequest,
-        decision_id: str,
-        assessment: Assessment,
-        reason: Reason,
-        exc: StandInError,
-    ) -> StandInDecision:
-        log.error(
-            "stand-in decision %s for request %s (card %s) recorded nowhere, declined 91: %s",
-            decision_id,
-            request.request_id,
-            mask_pan(request.pan),
-            exc,
-        )
-        return StandInDecision(
-            decision_id=decision_id,
-            request_id=request.request_id,
-            approved=False,
-            response_code=ResponseCode.ISSUER_UNAVAILABLE,
-            approval_code="",
-            rule=UNRECORDED_RULE,
-            risk_tier=assessment.tier.name,
-            reason=reason,
-            decided_at=datetime.fromtimestamp(self._now_ms() / 1000, UTC),
-            gateway_instance=self._instance,
-            journal=JournalKind.NONE,
-        )
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -1,10 +1,14 @@
-"""The journal entry format: one stand-in decision as Redis Stream fields (all text).
+"""The journal entry format: a stand-in decision or a reversal as Redis Stream fields (all text).
 
 The same fields are stored in the local SQLite journal and moved to the stream
 unchanged, so a consumer sees one format whichever journal recorded first.
 
-    v                       format version ("1")
+A decision (`entry` absent or "decision"):
+
+    v                       format version ("2"; "1" is still read: no acquirer, answered_at)
+    entry                   "decision"
     decision_id             32 hex; idempotency key of the advice to the issuer
+    acquirer_id             the acquiring institution (digits)
     request_id              the acquirer's request id
     card_token              HMAC token of the PAN (tokens.py)
     pan_enc                 AES-256-GCM of the PAN, base64(nonce|ciphertext|tag), AAD = decision_id
@@ -20,12 +24,21 @@ unchanged, so a consumer sees one format whichever journal recorded first.
     rule                    the rule that decided (rules.py, lua.py)
     risk_tier               tier name from the policy
     decided_at              ISO 8601 UTC, milliseconds
+    answered_at             when this decision was given to the acquirer (ordering of advices)
     gateway_instance        the gateway that decided
     journal                 where first recorded: "redis" or "sqlite"
     trace_context           W3C traceparent of the authorization ("" if none)
 
-Settlement reads entries with decode_entry (PAN decrypted) or decode_decision
-(no key needed).
+A reversal (`entry` = "reversal"), forwarded to the issuer in the card's order:
+
+    v, entry, decision_id   "2", "reversal", the entry's own id (rev-<32 hex>)
+    acquirer_id, reversal_id, original_request_id, card_token, pan_enc, pan_key_id, pan_last4,
+    final_amount_minor, original_amount_minor, currency, reason, transmitted_at, status
+                            (applied | stored), decided_at, answered_at, gateway_instance,
+                            journal, trace_context
+
+Settlement reads entries with decode_entry / decode_reversal (PAN decrypted) or
+decode_decision (no key needed); `entry_kind` tells them apart.
 """
 
 from __future__ import annotations
@@ -37,18 +50,39 @@ from datetime import datetime
 from authgw.codes import ResponseCode
 from standin.crypto import PanCipher
 from standin.errors import EntryFormatError
-from standin.types import Channel, JournalKind, Reason, StandInDecision, StandInRequest
+from standin.types import (
+    Channel,
+    JournalKind,
+    Reason,
+    ReversalReason,
+    ReversalStatus,
+    StandInDecision,
+    StandInRequest,
+    StandInReversal,
+)
 
 __all__ = [
+    "DECISION",
     "ENTRY_VERSION",
+    "REVERSAL",
     "JournalEntry",
+    "JournalReversal",
     "decode_decision",
     "decode_entry",
+    "decode_reversal",
     "decrypt_pan",
     "encode_entry",
+    "encode_reversal",
+    "entry_kind",
+    "with_decision",
 ]
 
-ENTRY_VERSION = "1"
+ENTRY_VERSION = "2"
+_READABLE_VERSIONS = frozenset({"1", "2"})
+DECISION = "decision"
+REVERSAL = "reversal"
+
+_UNKNOWN_ACQUIRER = "0"  # format 1 had no acquirer
 
 # What a caller may hand to the decoders: str or bytes keys and values (raw redis-py replies).
 RawFields = Mapping[str, str] | Mapping[bytes, bytes]
@@ -69,7 +103,9 @@ def encode_entry(
     """The stream fields of `decision` taken on `request`."""
     return {
         "v": ENTRY_VERSION,
+        "entry": DECISION,
         "decision_id": decision.decision_id,
+        "acquirer_id": request.acquirer_id,
         "request_id": request.request_id,
         "card_token": card_token,
         "pan_enc": cipher.encrypt(request.pan, decision.decision_id),
@@ -92,10 +128,41 @@ def encode_entry(
         "rule": decision.rule,
         "risk_tier": decision.risk_tier,
         "decided_at": decision.decided_at.isoformat(timespec="milliseconds"),
+        "answered_at": decision.answered.isoformat(timespec="milliseconds"),
         "gateway_instance": decision.gateway_instance,
         "journal": decision.journal.value,
         "trace_context": trace_context,
     }
+
+
+def entry_kind(fields: RawFields) -> str:
+    """DECISION or REVERSAL."""
+    f = _text_fields(fields)
+    return f.get("entry", DECISION)
+
+
+def with_decision(fields: dict[str, str], decision: StandInDecision, cipher: PanCipher) -> dict[str, str]:
+    """The entry of another decision of the same request: this entry's request, `decision`'s outcome.
+
+    The PAN is sealed with the decision id as associated data, so it is re-sealed for the new id.
+    """
+    out = dict(fields)
+    out.update(
+        pan_enc=cipher.encrypt(decrypt_pan(fields, cipher), decision.decision_id),
+        pan_key_id=cipher.key_id,
+        decision_id=decision.decision_id,
+        approved=_flag(decision.approved),
+        response_code=decision.response_code.value,
+        approval_code=decision.approval_code,
+        reason=decision.reason.value,
+        rule=decision.rule,
+        risk_tier=decision.risk_tier,
+        decided_at=decision.decided_at.isoformat(timespec="milliseconds"),
+        answered_at=decision.answered.isoformat(timespec="milliseconds"),
+        gateway_instance=decision.gateway_instance,
+        journal=decision.journal.value,
+    )
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +192,9 @@ def _get(f: Mapping[str, str], name: str) -> str:
 def decode_decision(fields: RawFields) -> StandInDecision:
     """The decision of an entry (no key needed)."""
     f = _text_fields(fields)
-    if _get(f, "v") != ENTRY_VERSION:
+    if _get(f, "v") not in _READABLE_VERSIONS:
         raise EntryFormatError(f"journal entry {f.get('decision_id', '?')}: unknown version {f['v']!r}")
+    answered = f.get("answered_at")
     try:
         return StandInDecision(
             decision_id=_get(f, "decision_id"),
@@ -140,6 +208,7 @@ def decode_decision(fields: RawFields) -> StandInDecision:
             decided_at=datetime.fromisoformat(_get(f, "decided_at")),
             gateway_instance=_get(f, "gateway_instance"),
             journal=JournalKind(_get(f, "journal")),
+            answered_at=datetime.fromisoformat(answered) if answered else None,
         )
     except ValueError as exc:
         raise EntryFormatError(f"journal entry {f.get('decision_id', '?')}: {exc}") from exc
@@ -163,6 +232,7 @@ def decode_entry(fields: RawFields, cipher: PanCipher) -> JournalEntry:
     try:
         request = StandInRequest(
             request_id=_get(f, "request_id"),
+            acquirer_id=f.get("acquirer_id", _UNKNOWN_ACQUIRER),
             pan=decrypt_pan(f, cipher),
             amount_minor=int(_get(f, "amount_minor")),
             currency=_get(f, "currency"),
@@ -178,3 +248,84 @@ def decode_entry(fields: RawFields, cipher: PanCipher) -> JournalEntry:
     except ValueError as exc:  # InvalidRequestError included
         raise EntryFormatError(f"journal entry {decision.decision_id}: {exc}") from exc
     return JournalEntry(request, decision, _get(f, "card_token"), f.get("trace_context", ""))
+
+
+def encode_reversal(
+    reversal: StandInReversal,
+    *,
+    entry_id: str,
+    card_token: str,
+    cipher: PanCipher,
+    status: ReversalStatus,
+    decided_at: datetime,
+    gateway_instance: str,
+    journal: JournalKind,
+    trace_context: str,
+) -> dict[str, str]:
+    """The stream fields of a reversal to forward to the issuer."""
+    at = decided_at.isoformat(timespec="milliseconds")
+    return {
+        "v": ENTRY_VERSION,
+        "entry": REVERSAL,
+        "decision_id": entry_id,
+        "acquirer_id": reversal.acquirer_id,
+        "reversal_id": reversal.reversal_id,
+        "original_request_id": reversal.original_request_id,
+        "card_token": card_token,
+        "pan_enc": cipher.encrypt(reversal.pan, entry_id),
+        "pan_key_id": cipher.key_id,
+        "pan_last4": reversal.pan_last4,
+        "final_amount_minor": str(reversal.final_amount_minor),
+        "original_amount_minor": str(reversal.original_amount_minor),
+        "currency": reversal.currency,
+        "reason": reversal.reason.value,
+        "transmitted_at": reversal.transmitted_at.isoformat(),
+        "status": status.value,
+        "decided_at": at,
+        "answered_at": at,
+        "gateway_instance": gateway_instance,
+        "journal": journal.value,
+        "trace_context": trace_context,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class JournalReversal:
+    """A decoded reversal entry (PAN decrypted; repr hides it)."""
+
+    reversal: StandInReversal
+    entry_id: str
+    card_token: str
+    status: ReversalStatus
+    decided_at: datetime
+    gateway_instance: str
+    trace_context: str
+
+
+def decode_reversal(fields: RawFields, cipher: PanCipher) -> JournalReversal:
+    """A reversal entry, its PAN decrypted."""
+    f = _text_fields(fields)
+    entry_id = _get(f, "decision_id")
+    try:
+        reversal = StandInReversal(
+            acquirer_id=_get(f, "acquirer_id"),
+            reversal_id=_get(f, "reversal_id"),
+            original_request_id=_get(f, "original_request_id"),
+            pan=decrypt_pan(f, cipher),
+            final_amount_minor=int(_get(f, "final_amount_minor")),
+            currency=_get(f, "currency"),
+            reason=ReversalReason(_get(f, "reason")),
+            transmitted_at=datetime.fromisoformat(_get(f, "transmitted_at")),
+            original_amount_minor=int(f.get("original_amount_minor", "0")),
+        )
+        return JournalReversal(
+            reversal,
+            entry_id,
+            _get(f, "card_token"),
+            ReversalStatus(_get(f, "status")),
+            datetime.fromisoformat(_get(f, "decided_at")),
+            _get(f, "gateway_instance"),
+            f.get("trace_context", ""),
+        )
+    except ValueError as exc:  # InvalidRequestError included
+        raise EntryFormatError(f"journal entry {entry_id}: {exc}") from exc

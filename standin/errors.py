@@ -3,6 +3,7 @@
     StandInError                  root: anything stand-in raises on purpose
     ├── PolicyError               the risk policy section is invalid (also a ConfigError)
     ├── InvalidRequestError       a StandInRequest breaks its own invariants (a caller bug)
+    ├── ReusedRequestIdError      the request id was used before for another transaction (refused)
     ├── CardStatusFileError       an issuer card-status file cannot be parsed (names line)
     ├── StoreUnavailableError     Redis did not answer in time or refused (translated at one boundary)
     ├── LocalJournalError         the local SQLite journal could not record
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidRequestError",
     "LocalJournalError",
     "PolicyError",
+    "ReusedRequestIdError",
     "StandInError",
     "StoreUnavailableError",
 ]
@@ -43,12 +45,25 @@ class InvalidRequestError(StandInError, ValueError):
     """A request object breaks its invariants (the gateway edge should have refused it)."""
 
 
+class ReusedRequestIdError(StandInError):
+    """(acquirer, request id) was decided before for other content: refused, nothing counted or journaled."""
+
+
 class CardStatusFileError(StandInError):
     """An issuer card-status file has a bad line."""
 
 
 class StoreUnavailableError(StandInError):
-    """Redis is unreachable, too slow, or refused the command."""
+    """Redis is unreachable, too slow, or refused the command.
+
+    `maybe_applied` is True when the command may have run in Redis although its reply was lost
+    (a timeout or a connection broken after sending); False when it surely did not (connection
+    refused, or Redis refused it).
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 class LocalJournalError(StandInError):

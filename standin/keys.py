@@ -3,9 +3,15 @@
 Every key a card's script touches carries the card token as its hash tag, so the
 decision script runs in one slot:
 
-    authgw:{<token>}:status              string   issuer card status (blocked / lost / stolen)
-    authgw:{<token>}:req:<request_id>    hash     idempotency record: the decision of that request
-    authgw:{<token>}:spend:<kind>        zset     approvals in the window (kind = purchase | cash)
+    authgw:{<token>}:status                  string   issuer card status (blocked / lost / stolen)
+    authgw:{<token>}:req:<acquirer>:<id>     hash     a request's record: its decision, digest, amounts
+    authgw:{<token>}:spend:<kind>            zset     approvals in the window (kind = purchase | cash)
+    authgw:{<token>}:rev:<acquirer>:<id>     hash     a reversal's record (idempotency by reversal id)
+    authgw:{<token>}:revhold:<acquirer>:<id> string   a reversal that came before its original request
+    authgw:{<token>}:unadvised               string   the card's journal entries the issuer has not acked
+
+The acquirer id is digits only, so `<acquirer>:<id>` cannot be confused whatever the
+request id holds.
 
 The issuer's card-status list is also mirrored in one hash, read (HSCAN) by every gateway
 into its local journal so that card status is still enforced while Redis is down:
@@ -29,8 +35,11 @@ __all__ = [
     "dedupe_key",
     "idempotency_key",
     "partition_of",
+    "reversal_hold_key",
+    "reversal_key",
     "spend_key",
     "stream_key",
+    "unadvised_key",
 ]
 
 
@@ -41,9 +50,21 @@ def card_status_key(token: str) -> str:
     return f"authgw:{{{token}}}:status"
 
 
-def idempotency_key(token: str, request_id: str) -> str:
+def idempotency_key(token: str, acquirer_id: str, request_id: str) -> str:
     # The token's braces come first, so braces inside request_id cannot move the hash slot.
-    return f"authgw:{{{token}}}:req:{request_id}"
+    return f"authgw:{{{token}}}:req:{acquirer_id}:{request_id}"
+
+
+def reversal_key(token: str, acquirer_id: str, reversal_id: str) -> str:
+    return f"authgw:{{{token}}}:rev:{acquirer_id}:{reversal_id}"
+
+
+def reversal_hold_key(token: str, acquirer_id: str, request_id: str) -> str:
+    return f"authgw:{{{token}}}:revhold:{acquirer_id}:{request_id}"
+
+
+def unadvised_key(token: str) -> str:
+    return f"authgw:{{{token}}}:unadvised"
 
 
 def spend_key(token: str, kind: LimitKind) -> str:

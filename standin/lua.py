@@ -7,15 +7,30 @@ bucket boundary where a card could spend its limit twice (end of one bucket,
 start of the next), and no approximation to tune. The set stays tiny because
 only approvals enter it and the count limit caps them (a handful per card per
 day); members are idempotent by decision id, so replaying an approval (moving
-the local backlog) never counts it twice. The key expires one window after the
-last approval, so idle cards cost nothing.
+the local backlog) never counts it twice. A reversal rewrites the member to the
+amount that remains (keeping its time) or removes it (a full reversal frees the
+count too). The key expires one window after the last approval, so idle cards
+cost nothing.
+
+Time is Redis's (`TIME`), one clock for the fleet: a gateway whose clock is
+slow cannot write approvals that the others expire early.
+
+A request's record (`req:<acquirer>:<request id>`) holds its decision, a keyed
+digest of its content (a repeat with another digest is refused: a reused id), the
+amount it drew on the card's window and the member it wrote, and `answered_at_ms`,
+the last time a gateway gave this decision to the acquirer (each replay moves it):
+when two decisions exist for one request (one made locally while Redis was away),
+the one the acquirer was told last wins.
+
+`unadvised` counts the card's journal entries (decisions, reversals) not yet
+acknowledged by the issuer; a reversal of an issuer decision waits behind them.
 """
 
 from __future__ import annotations
 
-__all__ = ["ABSORB", "APPEND", "DECIDE", "RECORD_FIELDS"]
+__all__ = ["ABSORB", "APPEND", "DECIDE", "RECORD_FIELDS", "REVERSE", "UNADVISED_DONE"]
 
-# Idempotency record fields, in the order DECIDE returns them after its "fresh" flag.
+# Idempotency record fields, in the order DECIDE returns them after its status.
 RECORD_FIELDS = (
     "decision_id",
     "response_code",
@@ -25,107 +40,237 @@ RECORD_FIELDS = (
     "reason",
     "decided_at_ms",
     "gateway_instance",
+    "answered_at_ms",
 )
 
-# One decision, atomically: replay an earlier decision of the same request, or check
-# card status, the static decline, the amount and count in the window; count the
-# approval; record the result for the request id. Returns {fresh(1|0), RECORD_FIELDS...}.
-DECIDE = """
--- KEYS[1] idempotency record  KEYS[2] card status  KEYS[3] spend zset of the kind
--- ARGV[1] now_ms  ARGV[2] cutoff_ms (drop approvals at or before)  ARGV[3] window_ms
--- ARGV[4] amount  ARGV[5] max_amount  ARGV[6] max_count  ARGV[7] kind
--- ARGV[8] static rule ('' = none)  ARGV[9] static code
--- ARGV[10] decision_id  ARGV[11] approval_code  ARGV[12] risk_tier  ARGV[13] reason
--- ARGV[14] gateway_instance  ARGV[15] idempotency ttl ms
-local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code',
-                'risk_tier', 'reason', 'decided_at_ms', 'gateway_instance'}
-local earlier = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-if earlier[1] then
-  table.insert(earlier, 1, 0)
+# Redis time in ms (scripts replicate their effects, so TIME is allowed).
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# One decision, atomically: replay an earlier decision of the same request (refuse a reused id
+# with another digest), decline an original whose reversal came first, or check card status, the
+# static decline, the amount and count in the window; count the approval; record the result.
+# Returns {status, RECORD_FIELDS...}: status 1 fresh, 0 replay, 2 reused id (nothing changed).
+DECIDE = (
+    """
+-- KEYS[1] record  KEYS[2] card status  KEYS[3] spend zset of the kind  KEYS[4] reversal held
+-- KEYS[5] unadvised counter
+-- ARGV[1] window_ms  ARGV[2] amount (limit currency)  ARGV[3] max_amount  ARGV[4] max_count
+-- ARGV[5] kind  ARGV[6] static rule ('' = none)  ARGV[7] static code  ARGV[8] decision_id
+-- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
+-- ARGV[13] record ttl ms  ARGV[14] digest  ARGV[15] amount (transaction currency)
+-- ARGV[16] unadvised ttl ms
+"""
+    + _NOW
+    + """
+local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
+                'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
+local earlier = redis.call('HMGET', KEYS[1], 'digest', unpack(FIELDS))
+if earlier[2] then
+  if earlier[1] and earlier[1] ~= ARGV[14] then return {2} end  -- no digest: a record from before
+  redis.call('HSET', KEYS[1], 'answered_at_ms', now)
+  earlier[10] = tostring(now)
+  earlier[1] = 0
   return earlier
 end
 local code, rule
+local member = ''
 local status = redis.call('GET', KEYS[2])
-if status == 'blocked' then
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  code, rule = '05', 'reversal.before_original'
+elseif status == 'blocked' then
   code, rule = '05', 'card_status.blocked'
 elseif status == 'lost' then
   code, rule = '41', 'card_status.lost'
 elseif status == 'stolen' then
   code, rule = '43', 'card_status.stolen'
-elseif ARGV[8] ~= '' then
-  code, rule = ARGV[9], ARGV[8]
+elseif ARGV[6] ~= '' then
+  code, rule = ARGV[7], ARGV[6]
 else
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
   local members = redis.call('ZRANGE', KEYS[3], 0, -1)
   local total = 0
   for i = 1, #members do
     total = total + tonumber(string.match(members[i], ':(%d+)$'))
   end
-  if total + tonumber(ARGV[4]) > tonumber(ARGV[5]) then
-    code, rule = '61', 'limit.amount.' .. ARGV[7]
-  elseif #members + 1 > tonumber(ARGV[6]) then
-    code, rule = '65', 'limit.count.' .. ARGV[7]
+  if total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+    code, rule = '61', 'limit.amount.' .. ARGV[5]
+  elseif #members + 1 > tonumber(ARGV[4]) then
+    code, rule = '65', 'limit.count.' .. ARGV[5]
   else
     code, rule = '00', 'approved'
-    redis.call('ZADD', KEYS[3], ARGV[1], ARGV[10] .. ':' .. ARGV[4])
-    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+    member = ARGV[8] .. ':' .. ARGV[2]
+    redis.call('ZADD', KEYS[3], now, member)
+    redis.call('PEXPIRE', KEYS[3], ARGV[1])
   end
 end
 local approval = ''
-if code == '00' then approval = ARGV[11] end
-local record = {ARGV[10], code, rule, approval, ARGV[12], ARGV[13], ARGV[1], ARGV[14]}
-local pairs_ = {}
+if code == '00' then approval = ARGV[9] end
+local record = {ARGV[8], code, rule, approval, ARGV[10], ARGV[11], tostring(now), ARGV[12], tostring(now)}
+local pairs_ = {'digest', ARGV[14], 'kind', ARGV[5], 'amount', ARGV[2], 'txn_amount', ARGV[15],
+                'member', member}
 for i = 1, #FIELDS do
   pairs_[#pairs_ + 1] = FIELDS[i]
   pairs_[#pairs_ + 1] = record[i]
 end
 redis.call('HSET', KEYS[1], unpack(pairs_))
-redis.call('PEXPIRE', KEYS[1], ARGV[15])
+redis.call('PEXPIRE', KEYS[1], ARGV[13])
+redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[16])
 table.insert(record, 1, 1)
 return record
 """
+)
 
-# Bring a decision made locally (Redis was down) into the fleet's state: count it
-# if it was an approval still inside the window, and record it for its request id
-# unless that request was meanwhile decided elsewhere. Idempotent. Returns 1, or 0
-# on a conflict (the request id already maps to another decision).
+# Bring a decision made locally (Redis was down) into the fleet's state. Returns:
+#   'absorbed'   the request had no record: recorded and counted (advise it)
+#   'same'       this very decision is the record (Redis counted it, only its append failed)
+#   'reused'     the record is another transaction under the same id: counted, record kept
+#   'replaced'   another decision of the same request, told earlier: this one wins (advise it)
+#   {'superseded', RECORD_FIELDS...}  another decision of the same request wins (told later, or
+#                the same outcome): advise that one instead (it may never have been journaled: a
+#                lost reply), built from this one's content
 ABSORB = """
--- KEYS[1] idempotency record  KEYS[2] spend zset of the kind
--- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] zset member ('' = declined)
--- ARGV[5] idempotency ttl ms  ARGV[6..13] record values in RECORD_FIELDS order
-if ARGV[4] ~= '' and tonumber(ARGV[1]) > tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+-- KEYS[1] record  KEYS[2] spend zset of the kind  KEYS[3] unadvised counter
+-- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] spend member ('' = declined)
+-- ARGV[5] record ttl ms  ARGV[6] answered_at_ms  ARGV[7] digest  ARGV[8] amount (limit currency)
+-- ARGV[9] kind  ARGV[10] amount (transaction currency)  ARGV[11] unadvised ttl ms
+-- ARGV[12..20] record values in RECORD_FIELDS order
+local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
+                'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
+local function count()
+  if ARGV[4] ~= '' and tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
+    if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then
+      redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    end
   end
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[11])
 end
-local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code',
-                'risk_tier', 'reason', 'decided_at_ms', 'gateway_instance'}
-local earlier = redis.call('HGET', KEYS[1], 'decision_id')
-if earlier then
-  if earlier == ARGV[6] then return 1 end
-  return 0
+local function record()
+  local pairs_ = {'digest', ARGV[7], 'kind', ARGV[9], 'amount', ARGV[8], 'txn_amount', ARGV[10],
+                  'member', ARGV[4], 'final_amount', ''}
+  for i = 1, #FIELDS do
+    pairs_[#pairs_ + 1] = FIELDS[i]
+    pairs_[#pairs_ + 1] = ARGV[11 + i]
+  end
+  redis.call('HSET', KEYS[1], unpack(pairs_))
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-local pairs_ = {}
-for i = 1, #FIELDS do
-  pairs_[#pairs_ + 1] = FIELDS[i]
-  pairs_[#pairs_ + 1] = ARGV[5 + i]
+local e = redis.call('HMGET', KEYS[1], 'decision_id', 'digest', 'response_code', 'answered_at_ms',
+                     'member', 'kind')
+if not e[1] then
+  count()
+  record()
+  return 'absorbed'
 end
-redis.call('HSET', KEYS[1], unpack(pairs_))
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
+if e[1] == ARGV[12] then return 'same' end
+if e[2] ~= ARGV[7] then
+  count()
+  return 'reused'
+end
+local earlier_approved = e[3] == '00'
+local this_approved = ARGV[13] == '00'
+if earlier_approved == this_approved or tonumber(ARGV[6]) <= tonumber(e[4] or '0') then
+  local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+  table.insert(kept, 1, 'superseded')
+  return kept
+end
+if e[5] and e[5] ~= '' then
+  redis.call('ZREM', KEYS[2], e[5])  -- the earlier approval no longer holds
+end
+count()
+record()
+return 'replaced'
 """
 
-# Append one decision to its partition stream exactly once: the marker, in the same
+# Append one journal entry to its partition stream exactly once: the marker, in the same
 # slot as the stream, is set in the same atomic step as XADD. The entry travels as one
 # JSON array [field, value, ...]: packing ~30 pairs as separate arguments costs the
 # client more CPU than the whole rest of a decision. Returns {appended(1|0), stream id}.
 APPEND = """
--- KEYS[1] partition stream  KEYS[2] dedupe marker of the decision
+-- KEYS[1] partition stream  KEYS[2] dedupe marker of the entry
 -- ARGV[1] marker ttl ms  ARGV[2] JSON array: field, value, field, value, ...
 local seen = redis.call('GET', KEYS[2])
 if seen then return {0, seen} end
 local id = redis.call('XADD', KEYS[1], '*', unpack(cjson.decode(ARGV[2])))
 redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
 return {1, id}
+"""
+
+# One reversal, atomically, idempotent by (acquirer, reversal id). Returns {status, decision id}:
+#   'applied'    a stand-in approval reduced to the final amount (its window released): journal it
+#   'no_effect'  the original was declined, or already at this amount or lower
+#   'stored'     no stand-in decision for the original: recorded, held (an original arriving later
+#                in stand-in is declined) and queued behind the card's unadvised entries: journal it
+#   'forward'    no stand-in decision and nothing of the card waits: send it to the issuer now
+#                (only with ARGV[6] = '0'; nothing recorded but the hold)
+#   'repeat'     seen before: the first status and decision id are returned after it
+REVERSE = """
+-- KEYS[1] original's record  KEYS[2] reversal's record  KEYS[3] reversal held for the original
+-- KEYS[4] spend zset purchase  KEYS[5] spend zset cash  KEYS[6] unadvised counter
+-- ARGV[1] final amount (transaction currency)  ARGV[2] decision id of this reversal's entry
+-- ARGV[3] hold ttl ms  ARGV[4] record ttl ms  ARGV[5] unadvised ttl ms  ARGV[6] '1' = store, never forward
+local seen = redis.call('HMGET', KEYS[2], 'status', 'decision_id')
+if seen[1] then return {'repeat', seen[1], seen[2]} end
+local final = tonumber(ARGV[1])
+local function remember(status)
+  redis.call('HSET', KEYS[2], 'status', status, 'decision_id', ARGV[2], 'final_amount', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+local function queue(status)
+  remember(status)
+  redis.call('INCR', KEYS[6])
+  redis.call('PEXPIRE', KEYS[6], ARGV[5])
+  return {status, ARGV[2]}
+end
+local o = redis.call('HMGET', KEYS[1], 'response_code', 'txn_amount', 'final_amount', 'amount', 'member',
+                     'kind', 'decision_id')
+if not o[1] then
+  local held = redis.call('GET', KEYS[3])
+  if not held or final < tonumber(held) then
+    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+  end
+  if ARGV[6] == '0' and tonumber(redis.call('GET', KEYS[6]) or '0') <= 0 then
+    return {'forward', ARGV[2]}
+  end
+  return queue('stored')
+end
+if o[1] ~= '00' then
+  remember('no_effect')
+  return {'no_effect', ARGV[2]}
+end
+local txn = tonumber(o[2] or '0')
+local current = txn
+if o[3] and o[3] ~= '' then current = tonumber(o[3]) end
+if txn > 0 and final >= current then
+  remember('no_effect')
+  return {'no_effect', ARGV[2]}
+end
+local spend = KEYS[4]
+if o[6] == 'cash' then spend = KEYS[5] end
+local member = ''
+if txn > 0 and o[5] and o[5] ~= '' then  -- a record without amounts (older format): counters kept
+  local score = redis.call('ZSCORE', spend, o[5])
+  redis.call('ZREM', spend, o[5])
+  local remaining = math.ceil(final * tonumber(o[4]) / tonumber(o[2]))
+  if score and remaining > 0 then
+    member = o[7] .. ':' .. remaining
+    redis.call('ZADD', spend, score, member)
+  end
+end
+redis.call('HSET', KEYS[1], 'final_amount', ARGV[1], 'member', member)
+return queue('applied')
+"""
+
+# The issuer acknowledged one of the card's journal entries.
+UNADVISED_DONE = """
+-- KEYS[1] unadvised counter
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 1 then return redis.call('DECR', KEYS[1]) end
+redis.call('DEL', KEYS[1])
+return 0
 """

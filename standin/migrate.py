@@ -1,14 +1,21 @@
-"""Moving the local journal to Redis once it is reachable again, each decision exactly once.
+"""Moving the local journal to Redis once it is reachable again, each entry exactly once.
 
-For every local decision, oldest first (per-card order kept):
+For every local entry, oldest first (per-card order kept):
 
-  1. absorb  (card's slot)      count the approval in the fleet counters and record it for its
-                                request id: idempotent (sorted-set member and record are keyed by
-                                decision id / request id);
-  2. append  (partition's slot) XADD to the stream, unless the partition's dedupe marker says this
-                                decision id is already there: the marker is set in the same script
-                                as the XADD, so they happen together or not at all;
-  3. mark    (SQLite)           moved_at + stream id, one fsynced transaction per batch.
+  decision
+    1. absorb  (card's slot)      bring it into the fleet state (lua.ABSORB): count it, record it
+                                  for its request, unless another decision of the same request wins
+                                  (told to the acquirer later, or the same outcome): then that one is
+                                  advised instead, its entry built from this one's content (it may
+                                  never have been journaled: a DECIDE whose reply was lost);
+    2. append  (partition's slot) XADD to the stream, unless the partition's dedupe marker says this
+                                  entry id is already there (marker and XADD in one script);
+  reversal
+    1. reverse (card's slot)      lua.REVERSE, store mode: applies to the fleet's record of the
+                                  original (released from the window), or holds it;
+    2. append                     as above: forwarded to the issuer in the card's order;
+  then
+    3. mark    (SQLite)           moved_at + stream id + how, one fsynced transaction per batch.
 
 A crash between 2 and 3 leaves rows unmarked whose entries are in the stream: the
 next run appends them again, finds their markers and gets the existing stream
@@ -22,9 +29,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from standin.counters import RedisCounters
+from standin.counters import RedisCounters, ReversalKey
+from standin.crypto import PanCipher
+from standin.entry import REVERSAL, with_decision
 from standin.journal import StreamJournal
 from standin.sqlite_journal import LocalEntry, SqliteJournal
+from standin.types import JournalKind
 
 __all__ = ["BacklogMover"]
 
@@ -32,13 +42,14 @@ log = logging.getLogger(__name__)
 
 
 class BacklogMover:
-    """Moves local decisions to Redis (counters, idempotency record, stream)."""
+    """Moves local entries to Redis (counters, records, stream)."""
 
     def __init__(
         self,
         local: SqliteJournal,
         counters: RedisCounters,
         journal: StreamJournal,
+        cipher: PanCipher,
         *,
         batch: int,
         now_ms: Callable[[], int],
@@ -46,6 +57,7 @@ class BacklogMover:
         self._local = local
         self._counters = counters
         self._journal = journal
+        self._cipher = cipher
         self._batch = batch
         self._now_ms = now_ms
 
@@ -55,32 +67,57 @@ class BacklogMover:
         Raises StoreUnavailableError or LocalJournalError, after marking what was moved.
         """
         entries = await self._local.pending(self._batch, token)
-        moved: list[tuple[str, str]] = []
+        moved: list[tuple[str, str, str]] = []
         try:
             for entry in entries:
-                moved.append((entry.outcome.decision_id, await self._move(entry)))
+                entry_id = entry.fields.get("decision_id", "")
+                stream_id, how = await self._move(entry)
+                moved.append((entry_id, stream_id, how))
         finally:
             if moved:
                 await self._local.mark_moved(moved, self._now_ms())
         return len(moved)
 
-    async def _move(self, entry: LocalEntry) -> str:
-        consistent = await self._counters.absorb(
+    async def _move(self, entry: LocalEntry) -> tuple[str, str]:
+        """(stream id of what was appended, how the entry was taken)."""
+        if entry.entry_kind == REVERSAL:
+            return await self._move_reversal(entry)
+        outcome = entry.outcome
+        assert outcome is not None  # a decision row always has one
+        result = await self._counters.absorb(
             entry.card_token,
+            acquirer_id=entry.acquirer_id,
             request_id=entry.request_id,
+            digest=entry.digest,
             kind=entry.kind,
             amount_minor=entry.amount_minor,
-            outcome=entry.outcome,
+            txn_amount_minor=entry.txn_amount_minor,
+            outcome=outcome,
             now_ms=self._now_ms(),
         )
-        if not consistent:
-            # Decided locally while Redis was down, and again elsewhere through Redis: two decisions
-            # for one request id. Both are real answers, both are journaled; settlement advises both.
+        fields = entry.fields
+        if not result.advise_local:
+            assert result.kept is not None
+            # Another decision of this request was told to the acquirer last: only it is advised.
             log.warning(
-                "request %s of card %s has another decision in Redis than local decision %s",
+                "request %s of card %s: local decision %s superseded by %s",
                 entry.request_id,
                 entry.card_token[:8],
-                entry.outcome.decision_id,
+                outcome.decision_id,
+                result.kept.decision_id,
             )
-        stream_id, _ = await self._journal.append(entry.card_token, entry.outcome.decision_id, entry.fields)
-        return stream_id
+            kept = result.kept.decision(entry.request_id, JournalKind.REDIS)
+            fields = with_decision(entry.fields, kept, self._cipher)
+        stream_id, _ = await self._journal.append(entry.card_token, fields["decision_id"], fields)
+        return stream_id, result.status
+
+    async def _move_reversal(self, entry: LocalEntry) -> tuple[str, str]:
+        f = entry.fields
+        key = ReversalKey(
+            f["acquirer_id"], f["reversal_id"], f["original_request_id"], int(f["final_amount_minor"])
+        )
+        status, _, _ = await self._counters.reverse(
+            entry.card_token, key, entry_id=f["decision_id"], store=True
+        )
+        stream_id, _ = await self._journal.append(entry.card_token, f["decision_id"], f)
+        return stream_id, status.value

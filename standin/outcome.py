@@ -61,14 +61,22 @@ class Outcome:
     reason: Reason
     decided_at_ms: int
     gateway_instance: str
+    answered_at_ms: int = 0
+    """The last time this decision was given to the acquirer (0: at decided_at_ms)."""
 
     @classmethod
     def from_record(cls, fresh: bool, values: list[str]) -> Outcome:
         """Build from the record values in lua.RECORD_FIELDS order."""
-        decision_id, code, rule, approval, tier, reason, at_ms, instance = values
+        decision_id, code, rule, approval, tier, reason, at_ms, instance, answered = values
+        answered_ms = int(answered) if answered else int(at_ms)
         return cls(
-            fresh, decision_id, ResponseCode(code), rule, approval, tier, Reason(reason), int(at_ms), instance
-        )
+            fresh, decision_id, ResponseCode(code), rule, approval, tier, Reason(reason), int(at_ms),
+            instance, answered_ms,
+        )  # fmt: skip
+
+    @property
+    def answered_ms(self) -> int:
+        return self.answered_at_ms or self.decided_at_ms
 
     def record_values(self) -> list[str]:
         """The record values in lua.RECORD_FIELDS order."""
@@ -81,6 +89,7 @@ class Outcome:
             self.reason.value,
             str(self.decided_at_ms),
             self.gateway_instance,
+            str(self.answered_ms),
         ]
 
     def decision(self, request_id: str, journal: JournalKind) -> StandInDecision:
@@ -96,4 +105,5 @@ class Outcome:
             decided_at=datetime.fromtimestamp(self.decided_at_ms / 1000, UTC),
             gateway_instance=self.gateway_instance,
             journal=journal,
+            answered_at=datetime.fromtimestamp(self.answered_ms / 1000, UTC),
         )

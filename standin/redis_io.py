@@ -74,6 +74,18 @@ def make_redis_client(settings: RedisSettings) -> Redis:
     return Redis.from_pool(pool)
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """The command cannot have reached Redis: the connection itself could not be made.
+
+    redis-py words a failed connect "Error <errno> connecting to <host>:<port>" or "Timeout
+    connecting to server"; anything else (a reset, a closed connection, a read timeout) may come
+    after Redis ran the command. A retried call reports its last error only: an earlier try may
+    have run. Migration copes with that rare case (migrate.py: the record's own decision is
+    journaled from the local one's content).
+    """
+    return isinstance(exc, RedisError) and "connecting to" in str(exc)
+
+
 class RedisGate:
     """Runs Redis calls under a deadline and turns every failure into StoreUnavailableError.
 
@@ -100,9 +112,11 @@ class RedisGate:
             # Redis answered but refused (OOM, READONLY replica, LOADING, script error): we cannot
             # record there now. Logged: a script error here is a bug, not an outage.
             log.warning("redis %s refused: %s", what, exc)
-            raise StoreUnavailableError(f"redis {what}: {exc}") from exc
+            raise StoreUnavailableError(f"redis {what}: {exc}", maybe_applied=False) from exc
         except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"redis {what}: {type(exc).__name__}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"redis {what}: {type(exc).__name__}: {exc}", maybe_applied=not _never_sent(exc)
+            ) from exc
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless Redis answers a PING within the deadline."""

@@ -77,6 +77,10 @@ class JournalSettings:
     """How long a request_id keeps returning the same decision."""
     dedupe_ttl: timedelta = timedelta(hours=72)
     """How long a decision id is remembered by its partition so it is never appended twice."""
+    reversal_hold: timedelta = timedelta(hours=1)
+    """How long a reversal whose original is unknown waits for it: an original arriving in stand-in
+    within this time is declined (reversal.before_original); the reversal itself is forwarded to
+    the issuer at once, which decides for originals it answered."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def _redis(s: Section) -> RedisSettings:
 
 def _journal(s: Section) -> JournalSettings:
     d = JournalSettings()
-    s.check_known(["partitions", "consumer_group", "idempotency_ttl", "dedupe_ttl"])
+    s.check_known(["partitions", "consumer_group", "idempotency_ttl", "dedupe_ttl", "reversal_hold"])
     return JournalSettings(
         partitions=s.integer("partitions", d.partitions, minimum=1, maximum=1024),
         consumer_group=s.string(
@@ -167,6 +171,7 @@ def _journal(s: Section) -> JournalSettings:
         ),
         idempotency_ttl=s.duration("idempotency_ttl", d.idempotency_ttl, minimum=_H, maximum=_YEAR),
         dedupe_ttl=s.duration("dedupe_ttl", d.dedupe_ttl, minimum=_H, maximum=_YEAR),
+        reversal_hold=s.duration("reversal_hold", d.reversal_hold, minimum=_S, maximum=_YEAR),
     )
 
 

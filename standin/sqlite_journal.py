@@ -1,13 +1,14 @@
-"""The local journal: where decisions are recorded, and counted, while Redis is unreachable.
+"""The local journal: where decisions and reversals are recorded, and counted, while Redis is unreachable.
 
 One SQLite file per gateway instance, WAL with synchronous=FULL (each commit is
 fsynced before stand-in answers), all access on one dedicated thread so the
 event loop never blocks on disk. While Redis is down it is also the limit
 store: a card's local approvals in the window are summed against a fraction of
 the fleet limits (LocalSettings.limit_fraction), in the same transaction that
-records the decision, and card status is read from a copy of the issuer's list
-refreshed from Redis while it was up. Rows keep the exact stream fields (PAN encrypted) until
-they are moved to Redis (migrate.py); a moved row keeps its stream id.
+records the decision (rules in sqlite_rules.py), and card status is read from a
+copy of the issuer's list refreshed from Redis while it was up. Rows keep the
+exact stream fields (PAN encrypted) until they are moved to Redis (migrate.py);
+a moved row keeps its stream id.
 """
 
 from __future__ import annotations
@@ -22,11 +23,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from authgw.codes import ResponseCode
 from standin.errors import ClosedError, LocalJournalError
 from standin.outcome import Outcome, Proposal
-from standin.rules import APPROVED_RULE, Assessment
-from standin.types import CardStatus, LimitKind, Reason
+from standin.rules import Assessment
+from standin.sqlite_rules import (
+    REVERSAL,
+    Local,
+    RequestKey,
+    decide_in,
+    insert_decision,
+    outcome_of,
+    reverse_in,
+)
+from standin.types import CardStatus, LimitKind, ReversalStatus, StandInReversal
 
 __all__ = ["LocalEntry", "SqliteJournal"]
 
@@ -35,11 +44,11 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     seq                INTEGER PRIMARY KEY AUTOINCREMENT,  -- recording order: keeps per-card order when moved
-    decision_id        TEXT NOT NULL UNIQUE,
+    decision_id        TEXT NOT NULL UNIQUE,               -- the journal entry's id
     card_token         TEXT NOT NULL,
-    request_id         TEXT NOT NULL,
+    request_id         TEXT NOT NULL,                      -- a reversal's row: its reversal id
     limit_kind         TEXT NOT NULL,
-    limit_amount_minor INTEGER NOT NULL,                   -- amount in limit currency
+    limit_amount_minor INTEGER NOT NULL,                   -- amount in limit currency (after reversals)
     approved           INTEGER NOT NULL,
     decided_at_ms      INTEGER NOT NULL,
     counted_in_redis   INTEGER NOT NULL,                   -- 1: counted by Redis, only its append failed
@@ -57,64 +66,71 @@ CREATE TABLE IF NOT EXISTS card_status (                   -- copy of the issuer
 ) WITHOUT ROWID;
 """
 
-_STATUS_RULES = {
-    CardStatus.BLOCKED: (ResponseCode.DO_NOT_HONOUR, "card_status.blocked"),
-    CardStatus.LOST: (ResponseCode.LOST_CARD, "card_status.lost"),
-    CardStatus.STOLEN: (ResponseCode.STOLEN_CARD, "card_status.stolen"),
-}
+# Columns added since the first format: a file written by an older gateway is upgraded at open.
+_COLUMNS = (
+    ("entry_kind", "TEXT NOT NULL DEFAULT 'decision'"),  # decision | reversal
+    ("acquirer_id", "TEXT NOT NULL DEFAULT '0'"),
+    ("digest", "TEXT NOT NULL DEFAULT ''"),  # keyed digest of the request's content
+    ("txn_amount_minor", "INTEGER NOT NULL DEFAULT 0"),  # in the transaction's currency
+    ("answered_at_ms", "INTEGER"),  # last time this decision was given to the acquirer
+    ("final_amount_minor", "INTEGER"),  # after reversals (transaction currency); NULL: none
+    ("released", "INTEGER NOT NULL DEFAULT 0"),  # 1: fully reversed, no longer counted
+    ("original_request_id", "TEXT"),  # a reversal's original
+    ("outcome_status", "TEXT"),  # a reversal's ReversalStatus; a moved decision: how ABSORB took it
+)
 
 _SELECT = (
-    "SELECT seq, card_token, request_id, limit_kind, limit_amount_minor, decided_at_ms,"
-    " counted_in_redis, fields FROM decisions WHERE moved_at_ms IS NULL"
+    "SELECT seq, entry_kind, card_token, acquirer_id, request_id, digest, limit_kind, limit_amount_minor,"
+    " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, fields"
+    " FROM decisions WHERE moved_at_ms IS NULL"
 )
 _SELECT_PENDING = _SELECT + " ORDER BY seq LIMIT ?"
 _SELECT_PENDING_OF_CARD = _SELECT + " AND card_token = ? ORDER BY seq LIMIT ?"
-_Row = tuple[int, str, str, str, int, int, int, str]
+_Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str]
 
 
 @dataclass(frozen=True, slots=True)
 class LocalEntry:
-    """A decision in the local journal not yet moved to the Redis stream."""
+    """A decision or reversal in the local journal not yet moved to the Redis stream."""
 
     seq: int
+    entry_kind: str  # decision | reversal
     card_token: str
-    request_id: str
+    acquirer_id: str
+    request_id: str  # a reversal's: its reversal id
+    digest: str
     kind: LimitKind
     amount_minor: int
+    txn_amount_minor: int
     counted_in_redis: bool
-    outcome: Outcome
+    outcome: Outcome | None  # None for a reversal
     fields: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    card_token: str
-    request_id: str
-    kind: LimitKind
-    amount_minor: int
-    outcome: Outcome
-    counted_in_redis: bool
-
-
-def _outcome(fields: dict[str, str], decided_at_ms: int, fresh: bool) -> Outcome:
-    return Outcome(
-        fresh=fresh,
-        decision_id=fields["decision_id"],
-        response_code=ResponseCode(fields["response_code"]),
-        rule=fields["rule"],
-        approval_code=fields["approval_code"],
-        risk_tier=fields["risk_tier"],
-        reason=Reason(fields["reason"]),
-        decided_at_ms=decided_at_ms,
-        gateway_instance=fields["gateway_instance"],
-    )
-
-
 def _entry(row: _Row) -> LocalEntry:
-    seq, token, request_id, kind, amount, decided_at_ms, counted, raw = row
+    (
+        seq,
+        entry_kind,
+        token,
+        acquirer,
+        request_id,
+        digest,
+        kind,
+        amount,
+        txn,
+        decided,
+        answered,
+        counted,
+        raw,
+    ) = row
     fields: dict[str, str] = json.loads(raw)
-    outcome = _outcome(fields, decided_at_ms, fresh=False)
-    return LocalEntry(seq, token, request_id, LimitKind(kind), amount, bool(counted), outcome, fields)
+    outcome = (
+        None if entry_kind == REVERSAL else outcome_of(fields, decided, answered or decided, fresh=False)
+    )
+    return LocalEntry(
+        seq, entry_kind, token, acquirer, request_id, digest, LimitKind(kind), amount, txn, bool(counted),
+        outcome, fields,
+    )  # fmt: skip
 
 
 class SqliteJournal:
@@ -127,7 +143,7 @@ class SqliteJournal:
         self._db: sqlite3.Connection | None = None
 
     async def open(self) -> None:
-        """Open (creating if needed) the database on the journal's own thread."""
+        """Open (creating or upgrading if needed) the database on the journal's own thread."""
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="standin-sqlite")
@@ -163,6 +179,14 @@ class SqliteJournal:
         db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+        for name, spec in _COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {spec}")
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS decisions_original ON decisions (card_token, original_request_id)"
+            " WHERE entry_kind = 'reversal'"
+        )
         self._db = db
 
     def _close(self) -> None:
@@ -175,141 +199,81 @@ class SqliteJournal:
             raise ClosedError("local journal is closed")
         return self._db
 
-    # -- decisions ---------------------------------------------------------------------------------
-
-    async def decide(
-        self,
-        token: str,
-        request_id: str,
-        assessment: Assessment,
-        proposal: Proposal,
-        build_fields: Callable[[Outcome], dict[str, str]],
-    ) -> Outcome:
-        """Decide against the local counters and record, in one fsynced transaction.
-
-        Args:
-            assessment: with its limit already scaled to the local fraction.
-            build_fields: makes the entry fields of the outcome (runs on the journal thread).
-        """
-        return await self._run(lambda: self._decide(token, request_id, assessment, proposal, build_fields))
-
-    def _decide(
-        self,
-        token: str,
-        request_id: str,
-        assessment: Assessment,
-        proposal: Proposal,
-        build_fields: Callable[[Outcome], dict[str, str]],
-    ) -> Outcome:
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            earlier = db.execute(
-                "SELECT decided_at_ms, fields FROM decisions WHERE card_token = ? AND request_id = ?"
-                " ORDER BY seq LIMIT 1",
-                (token, request_id),
-            ).fetchone()
-            if earlier is not None:
-                db.execute("ROLLBACK")
-                return _outcome(json.loads(earlier[1]), earlier[0], fresh=False)
-            code, rule = self._check(db, token, assessment, proposal.decided_at_ms)
-            outcome = Outcome(
-                fresh=True,
-                decision_id=proposal.decision_id,
-                response_code=code,
-                rule=rule,
-                approval_code=proposal.approval_code if code.approved else "",
-                risk_tier=proposal.risk_tier,
-                reason=proposal.reason,
-                decided_at_ms=proposal.decided_at_ms,
-                gateway_instance=proposal.gateway_instance,
-            )
-            record = _Record(token, request_id, assessment.kind, assessment.amount_minor, outcome, False)
-            self._insert(db, record, build_fields(outcome))
+            result = work(db)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return outcome
+        return result
 
-    def _check(
-        self, db: sqlite3.Connection, token: str, assessment: Assessment, now_ms: int
-    ) -> tuple[ResponseCode, str]:
-        status = db.execute("SELECT status FROM card_status WHERE card_token = ?", (token,)).fetchone()
-        if status is not None and CardStatus(status[0]) in _STATUS_RULES:
-            return _STATUS_RULES[CardStatus(status[0])]
-        if assessment.decline is not None:
-            return assessment.decline.code, assessment.decline.rule
+    # -- decisions and reversals -----------------------------------------------------------------------
+
+    async def decide(
+        self,
+        key: RequestKey,
+        assessment: Assessment,
+        proposal: Proposal,
+        build_fields: Callable[[Outcome], dict[str, str]],
+    ) -> Outcome:
+        """Decide against the local counters and record, in one fsynced transaction (sqlite_rules.py).
+
+        Args:
+            assessment: with its limit already scaled to the local fraction.
+            build_fields: makes the entry fields of the outcome (runs on the journal thread).
+
+        Raises ReusedRequestIdError when the request id was decided here for other content.
+        """
         window_ms = self._window_ms
-        total, count = db.execute(
-            "SELECT COALESCE(SUM(limit_amount_minor), 0), COUNT(*) FROM decisions"
-            " WHERE card_token = ? AND limit_kind = ? AND approved = 1 AND decided_at_ms > ?",
-            (token, assessment.kind.value, now_ms - window_ms),
-        ).fetchone()
-        kind = assessment.kind.value
-        if total + assessment.amount_minor > assessment.limit.max_amount_minor:
-            return ResponseCode.EXCEEDS_AMOUNT_LIMIT, f"limit.amount.{kind}"
-        if count + 1 > assessment.limit.max_count:
-            return ResponseCode.EXCEEDS_FREQUENCY_LIMIT, f"limit.count.{kind}"
-        return ResponseCode.APPROVED, APPROVED_RULE
-
-    @staticmethod
-    def _insert(db: sqlite3.Connection, r: _Record, fields: dict[str, str]) -> None:
-        outcome = r.outcome
-        db.execute(
-            "INSERT OR IGNORE INTO decisions (decision_id, card_token, request_id, limit_kind,"
-            " limit_amount_minor, approved, decided_at_ms, counted_in_redis, fields)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                outcome.decision_id,
-                r.card_token,
-                r.request_id,
-                r.kind.value,
-                r.amount_minor,
-                int(outcome.response_code.approved),
-                outcome.decided_at_ms,
-                int(r.counted_in_redis),
-                json.dumps(fields, separators=(",", ":")),
-            ),
+        return await self._run(
+            lambda: self._transaction(
+                lambda db: decide_in(
+                    db, key, assessment, proposal, build_fields=build_fields, window_ms=window_ms
+                )
+            )
         )
 
-    async def record(
-        self, token: str, request_id: str, *, kind: LimitKind, amount_minor: int, outcome: Outcome,
-        fields: dict[str, str],
-    ) -> None:  # fmt: skip
+    async def record(self, local: Local, fields: dict[str, str]) -> None:
         """Record a decision Redis already counted but could not journal (idempotent by decision id)."""
-        record = _Record(token, request_id, kind, amount_minor, outcome, True)
+        await self._run(lambda: insert_decision(self._conn(), local, fields))
 
-        def work() -> None:
-            self._insert(self._conn(), record, fields)
-
-        await self._run(work)
+    async def reverse(
+        self,
+        token: str,
+        reversal: StandInReversal,
+        entry_id: str,
+        build_fields: Callable[[ReversalStatus], dict[str, str]],
+        now_ms: int,
+    ) -> tuple[ReversalStatus, str, bool]:
+        """Apply or record a reversal locally, in one fsynced transaction: (status, entry id, new)."""
+        return await self._run(
+            lambda: self._transaction(
+                lambda db: reverse_in(
+                    db, token, reversal, entry_id=entry_id, build_fields=build_fields, now_ms=now_ms
+                )
+            )
+        )
 
     async def replace_card_statuses(self, statuses: dict[str, CardStatus]) -> None:
         """Replace the local copy of the issuer's card statuses (one transaction)."""
 
-        def work() -> None:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM card_status")
-                db.executemany(
-                    "INSERT INTO card_status (card_token, status) VALUES (?, ?)",
-                    [(token, status.value) for token, status in statuses.items()],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM card_status")
+            db.executemany(
+                "INSERT INTO card_status (card_token, status) VALUES (?, ?)",
+                [(token, status.value) for token, status in statuses.items()],
+            )
 
-        await self._run(work)
+        await self._run(lambda: self._transaction(work))
 
     # -- backlog ------------------------------------------------------------------------------------
 
     async def pending(self, limit: int, token: str | None = None) -> list[LocalEntry]:
-        """The oldest decisions not yet in the Redis stream (of one card when `token` is given)."""
+        """The oldest entries not yet in the Redis stream (of one card when `token` is given)."""
 
         def work() -> list[LocalEntry]:
             db = self._conn()
@@ -322,7 +286,7 @@ class SqliteJournal:
         return await self._run(work)
 
     async def pending_tokens(self) -> set[str]:
-        """Tokens of the cards that have decisions not yet in the Redis stream."""
+        """Tokens of the cards that have entries not yet in the Redis stream."""
 
         def work() -> set[str]:
             rows = self._conn().execute("SELECT DISTINCT card_token FROM decisions WHERE moved_at_ms IS NULL")
@@ -330,27 +294,20 @@ class SqliteJournal:
 
         return await self._run(work)
 
-    async def mark_moved(self, moved: list[tuple[str, str]], now_ms: int) -> None:
-        """Mark (decision_id, stream_id) pairs as moved, in one fsynced transaction."""
+    async def mark_moved(self, moved: list[tuple[str, str, str]], now_ms: int) -> None:
+        """Mark (entry id, stream id, how) triples as moved, in one fsynced transaction."""
 
-        def work() -> None:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "UPDATE decisions SET stream_id = ?, moved_at_ms = ? WHERE decision_id = ?",
-                    [(stream_id, now_ms, decision_id) for decision_id, stream_id in moved],
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE decisions SET stream_id = ?, moved_at_ms = ?,"
+                " outcome_status = COALESCE(outcome_status, ?) WHERE decision_id = ?",
+                [(stream_id, now_ms, how, entry_id) for entry_id, stream_id, how in moved],
+            )
 
-        await self._run(work)
+        await self._run(lambda: self._transaction(work))
 
     async def backlog(self) -> tuple[int, int | None]:
-        """(decisions not yet moved, decided_at_ms of the oldest of them)."""
+        """(entries not yet moved, decided_at_ms of the oldest of them)."""
 
         def work() -> tuple[int, int | None]:
             count, oldest = (
@@ -359,5 +316,16 @@ class SqliteJournal:
                 .fetchone()
             )
             return int(count), oldest
+
+        return await self._run(work)
+
+    async def superseded(self) -> list[tuple[str, str]]:
+        """(decision id, stream id of the decision that won) of local decisions another one superseded."""
+
+        def work() -> list[tuple[str, str]]:
+            rows = self._conn().execute(
+                "SELECT decision_id, stream_id FROM decisions WHERE outcome_status = 'superseded'"
+            )
+            return [(r[0], r[1] or "") for r in rows]
 
         return await self._run(work)

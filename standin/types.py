@@ -20,13 +20,18 @@ __all__ = [
     "JournalKind",
     "LimitKind",
     "Reason",
+    "ReversalOutcome",
+    "ReversalReason",
+    "ReversalStatus",
     "StandInDecision",
     "StandInRequest",
+    "StandInReversal",
     "luhn_valid",
     "mask_pan",
 ]
 
 _PAN = re.compile(r"[0-9]{12,19}")
+_ACQUIRER = re.compile(r"[0-9]{1,11}")
 _MCC = re.compile(r"[0-9]{4}")
 _ALPHA3 = re.compile(r"[A-Z]{3}")
 _ALPHA2 = re.compile(r"[A-Z]{2}")
@@ -50,6 +55,27 @@ class Reason(enum.StrEnum):
     NO_LIVE_MEMBERS = "NO_LIVE_MEMBERS"
     DECLINE_STORM = "DECLINE_STORM"
     FORCED = "FORCED"
+    CLIENT_DEADLINE = "CLIENT_DEADLINE"  # not a stand-in decision: the gateway's 91, recorded as such
+
+
+class ReversalReason(enum.StrEnum):
+    """Why an acquirer reverses a transaction (names as in the proto)."""
+
+    CARDHOLDER_CANCEL = "CARDHOLDER_CANCEL"
+    TERMINAL_TIMEOUT = "TERMINAL_TIMEOUT"
+    PARTIAL_DISPENSE = "PARTIAL_DISPENSE"
+    SUSPECTED_FRAUD = "SUSPECTED_FRAUD"
+    OTHER = "OTHER"
+    PREAUTH_COMPLETION = "PREAUTH_COMPLETION"
+
+
+class ReversalStatus(enum.StrEnum):
+    """What stand-in did with a reversal."""
+
+    APPLIED = "applied"  # a stand-in approval reduced to the final amount: forwarded after it
+    STORED = "stored"  # recorded; forwarded to the issuer in the card's order
+    NO_EFFECT = "no_effect"  # the original was declined, or already at this amount or lower
+    FORWARD = "forward"  # nothing of the card waits: the caller sends it to the issuer now
 
 
 class CardStatus(enum.StrEnum):
@@ -94,9 +120,14 @@ def mask_pan(pan: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StandInRequest:
-    """One authorization request, as stand-in sees it."""
+    """One authorization request, as stand-in sees it.
+
+    Its identity is (acquirer_id, request_id) and its content: a repeat with other content is
+    another transaction under a reused id, refused (the engine keeps a keyed digest of it).
+    """
 
     request_id: str
+    acquirer_id: str
     pan: str = field(repr=False)  # never printed: repr would leak it into logs and tracebacks
     amount_minor: int
     currency: str
@@ -113,6 +144,8 @@ class StandInRequest:
         problems: list[str] = []
         if not 0 < len(self.request_id) <= 64:
             problems.append("request_id must be 1-64 characters")
+        if not _ACQUIRER.fullmatch(self.acquirer_id):
+            problems.append("acquirer_id must be 1-11 digits")
         if not _PAN.fullmatch(self.pan):
             problems.append("pan must be 12-19 digits")
         if isinstance(self.amount_minor, bool) or self.amount_minor <= 0:
@@ -132,6 +165,57 @@ class StandInRequest:
     def pan_last4(self) -> str:
         return self.pan[-4:]
 
+    def content(self) -> str:
+        """What makes a repeat the same transaction (not transmitted_at, which a retransmission changes)."""
+        return "\x1f".join(
+            (self.pan, str(self.amount_minor), self.currency, self.mcc, self.merchant_id, self.terminal_id,
+             self.channel.value)
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StandInReversal:
+    """One reversal (full: final amount 0; partial: the amount the transaction stands at)."""
+
+    acquirer_id: str
+    reversal_id: str
+    original_request_id: str
+    pan: str = field(repr=False)
+    final_amount_minor: int
+    currency: str
+    reason: ReversalReason
+    transmitted_at: datetime
+    original_amount_minor: int = 0  # what the acquirer believes was authorized (0: unknown)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not _ACQUIRER.fullmatch(self.acquirer_id):
+            problems.append("acquirer_id must be 1-11 digits")
+        for name in ("reversal_id", "original_request_id"):
+            if not 0 < len(getattr(self, name)) <= 64:
+                problems.append(f"{name} must be 1-64 characters")
+        if not _PAN.fullmatch(self.pan):
+            problems.append("pan must be 12-19 digits")
+        if isinstance(self.final_amount_minor, bool) or self.final_amount_minor < 0:
+            problems.append("final_amount_minor must be >= 0")
+        if not _ALPHA3.fullmatch(self.currency):
+            problems.append("currency must be ISO 4217 alpha-3 (e.g. EUR)")
+        if problems:
+            raise InvalidRequestError(f"reversal {self.reversal_id!r}: " + "; ".join(problems))
+
+    @property
+    def pan_last4(self) -> str:
+        return self.pan[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalOutcome:
+    """What stand-in recorded of a reversal."""
+
+    status: ReversalStatus
+    entry_id: str  # id of its journal entry ('' when none: NO_EFFECT, FORWARD)
+    journal: JournalKind
+
 
 @dataclass(frozen=True, slots=True)
 class StandInDecision:
@@ -148,3 +232,8 @@ class StandInDecision:
     decided_at: datetime
     gateway_instance: str
     journal: JournalKind  # where it is durably recorded
+    answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
+
+    @property
+    def answered(self) -> datetime:
+        return self.answered_at or self.decided_at

@@ -42,6 +42,7 @@ def auth_request(**overrides: Any) -> pb.AuthorizeRequest:
     """A valid request; keyword arguments replace fields."""
     fields: dict[str, Any] = {
         "request_id": "req-1",
+        "acquirer_id": "1001",
         "pan": PAN_VISA,
         "amount_minor": 1234,
         "currency": "EUR",

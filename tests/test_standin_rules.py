@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -188,13 +189,32 @@ async def test_cash_and_purchases_are_counted_separately(tight: tuple[StandIn, F
     assert (await decide(e, channel=Channel.ATM, mcc="6011", amount_minor=100))[0] is True
 
 
-async def test_window_slides(tight: tuple[StandIn, FakeClock]) -> None:
-    """Approvals older than the 24 h window no longer count."""
-    e, clock = tight
+async def test_window_slides(tight: tuple[StandIn, FakeClock], redis_port: int) -> None:
+    """Approvals older than the 24 h window no longer count (aged by moving their times back a window)."""
+    e, _ = tight
     for _ in range(3):
         await decide(e, amount_minor=100)
-    clock.advance(timedelta(hours=24, seconds=1))
+    r = client(redis_port)
+    key = spend_key(CardTokenizer(TOKEN_KEY).token(PAN_VISA), LimitKind.PURCHASE)
+    for member, score in await r.zrange(key, 0, -1, withscores=True):
+        await r.zadd(key, {member: score - timedelta(hours=24, seconds=1) / timedelta(milliseconds=1)})
+    await r.aclose()
     assert (await decide(e, amount_minor=100))[0] is True
+
+
+async def test_one_clock_for_the_fleet(redis_port: int, tmp_path: Path) -> None:
+    """A gateway whose clock is a day slow cannot write approvals that the others expire early."""
+    pol = policy(purchase=WindowLimit(10_000, 3), cash=WindowLimit(5_000, 2))
+    slow = FakeClock(start=time.time() - 25 * 3600)
+    async with engine(redis_port, tmp_path / "slow.sqlite3", pol=pol, clock=slow) as behind:
+        for _ in range(3):
+            assert (await decide(behind, amount_minor=100))[0] is True
+    async with engine(redis_port, tmp_path / "on-time.sqlite3", pol=pol) as on_time:
+        assert await decide(on_time, amount_minor=100) == (
+            False,
+            RC.EXCEEDS_FREQUENCY_LIMIT,
+            "limit.count.purchase",
+        )
 
 
 async def test_declines_are_not_counted(tight: tuple[StandIn, FakeClock], redis_port: int) -> None:

@@ -66,6 +66,7 @@ def request(pan: str, **overrides: Any) -> StandInRequest:
     """A chip-and-PIN grocery purchase at home (the low-risk case), with `overrides`."""
     fields: dict[str, Any] = {
         "request_id": f"req-{next(_ids)}",
+        "acquirer_id": "1001",
         "pan": pan,
         "amount_minor": 1_000,
         "currency": "EUR",

@@ -1,8 +1,10 @@
-"""The Authorization servicer: validate, route within the deadline, fall back to stand-in.
+"""The Authorization servicer: the gRPC edge of gateway/authorizing.py and gateway/reversing.py.
 
 This is the only place where gateway errors become gRPC status codes: invalid
-input is INVALID_ARGUMENT naming the field; every valid request gets an answer
-(an issuer's, stand-in's, or a 91 decline), never UNAVAILABLE.
+input is INVALID_ARGUMENT naming the field; a request id reused with other content
+is ALREADY_EXISTS; every other valid request gets an answer (an issuer's,
+stand-in's, or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
+when no issuer answered and nothing could record it (the acquirer repeats it).
 
 With tracing on (`spans`), each call runs in a server span continuing the
 caller's W3C trace context; the span's traceparent goes to stand-in with the
@@ -15,62 +17,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
-from typing import Protocol
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
-from authgw.codes import ResponseCode
-from authgw.observability import current_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
-from gateway.edges.validation import validate
-from gateway.errors import InvalidRequest
+from gateway.edges.validation import validate, validate_reversal
+from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
+from gateway.fallback import DeclineFallback, Fallback, decline_91
 from gateway.metrics import GatewayMetrics
-from gateway.router import Router, RouteResult
+from gateway.reversing import ReversalDesk
+from gateway.router import Router
 from gateway.standin_mode import StandInMode
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
 from health import Mode
-from standin.types import Reason
 
-__all__ = ["AuthorizationService", "DeclineFallback", "Fallback"]
+__all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "decline_91"]
 
 log = logging.getLogger("authgw.service")
-
-
-class Fallback(Protocol):
-    """Answers when no issuer did (stand-in, or a plain 91 decline)."""
-
-    async def answer(
-        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
-    ) -> pb.AuthorizeResponse:
-        """Decide for `request` (`cause`: why no issuer did; `trace_context`: a W3C traceparent)."""
-        ...
-
-
-def decline_91(request: pb.AuthorizeRequest, cause: Reason) -> pb.AuthorizeResponse:
-    """Issuer unavailable: the safe answer when nothing can decide."""
-    return pb.AuthorizeResponse(
-        request_id=request.request_id,
-        decision=pb.DECLINED,
-        response_code=ResponseCode.ISSUER_UNAVAILABLE.value,
-        source=pb.STAND_IN,
-        standin_reason=cause.value,  # Reason names are the proto enum's
-        decision_id=f"gw-{uuid.uuid4().hex}",
-    )
-
-
-class DeclineFallback:
-    """Fallback without stand-in: decline with 91 and say why."""
-
-    async def answer(
-        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
-    ) -> pb.AuthorizeResponse:
-        return decline_91(request, cause)
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -91,11 +60,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         self._cfg = cfg
         self._spans = spans
         self._metrics = metrics
-        self._router = router
-        self._fallback = fallback
-        self._mode = mode
-        self._standin_mode = standin_mode
         self._clock = clock
+        flow = {"mode": mode, "standin_mode": standin_mode, "traced": spans is not None, "clock": clock}
+        self._authorizer = Authorizer(cfg, router, fallback, **flow)  # type: ignore[arg-type]
+        self._reversals = ReversalDesk(cfg, router, fallback, **flow)  # type: ignore[arg-type]
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -142,6 +110,12 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         self.idle.clear()
         try:
             response = await self.decide(request, context.time_remaining())
+        except RequestRefused as exc:
+            if self._metrics is not None:
+                self._metrics.record_refusal("reused_request_id")
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, "ALREADY_EXISTS"))
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -153,39 +127,22 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     async def decide(
         self, request: pb.AuthorizeRequest, client_remaining_s: float | None
     ) -> pb.AuthorizeResponse:
-        """Route a valid request; always returns an answer within the deadline."""
-        budget = self._cfg.routing.deadline_s
-        if client_remaining_s is not None:
-            budget = min(budget, client_remaining_s)
-        deadline = self._clock() + budget
-        mode = self._mode()
-        if mode == Mode.FORCE_STANDIN:
-            return await self._fallback.answer(request, Reason.FORCED, deadline, self._traceparent())
-        standin_mode = self._standin_mode
-        if standin_mode is not None and standin_mode.active and mode != Mode.FORCE_ISSUER:
-            # every pool is down: no customer request waits on them while probes run
-            return await self._fallback.answer(request, standin_mode.cause, deadline, self._traceparent())
-        result = await self._router.route(request, deadline)
-        if result.response is not None:
-            return result.response
-        self._log_failure(request, result)
-        cause = result.cause or Reason.ALL_POOLS_FAILED
-        if mode == Mode.FORCE_ISSUER:
-            return decline_91(request, cause)
-        if standin_mode is not None:
-            standin_mode.maybe_enter(cause)
-        return await self._fallback.answer(request, cause, deadline, self._traceparent())
+        """Route a valid request; always answers within the deadline (raises RequestRefused)."""
+        return await self._authorizer.decide(request, client_remaining_s)
 
-    def _traceparent(self) -> str:
-        return "" if self._spans is None else current_traceparent()
-
-    @staticmethod
-    def _log_failure(request: pb.AuthorizeRequest, result: RouteResult) -> None:
-        if log.isEnabledFor(logging.DEBUG):
-            tried = ", ".join(f"{a.pool}/{a.member}:{a.kind.value}" for a in result.attempts) or "none"
-            log.debug(
-                "no issuer answered request_id=%s cause=%s attempts=%s",
-                request.request_id,
-                result.cause,
-                tried,
-            )
+    async def Reverse(
+        self,
+        request: pb.ReverseRequest,
+        context: grpc.aio.ServicerContext[pb.ReverseRequest, pb.ReverseResponse],
+    ) -> pb.ReverseResponse:
+        try:
+            validate_reversal(request, self._cfg.max_amount_minor)
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            response = await self._reversals.reverse(request, context.time_remaining())
+        except ReversalUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if self._metrics is not None:
+            self._metrics.record_reversal(response)
+        return response

@@ -11,13 +11,17 @@ import pycountry
 from authgw.v1 import authorization_pb2 as pb
 from gateway.errors import InvalidRequest
 
-__all__ = ["ISO_4217", "luhn_valid", "validate"]
+__all__ = ["ISO_4217", "luhn_valid", "validate", "validate_reversal"]
 
 # Loaded once from pycountry's ISO 4217 data (a maintained list, not hand-typed).
 ISO_4217: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
 
 _MAX_ID = 64
+_MAX_ACQUIRER = 11  # ISO 8583 field 32: n..11
 _KNOWN_CHANNELS = frozenset(v for v in pb.Channel.values() if v != pb.CHANNEL_UNSPECIFIED)
+_KNOWN_REVERSAL_REASONS = frozenset(
+    v for v in pb.ReversalReason.values() if v != pb.REVERSAL_REASON_UNSPECIFIED
+)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -42,21 +46,34 @@ def _free_text(field: str, value: str) -> None:
         raise InvalidRequest(field, f"must be at most {_MAX_ID} printable ASCII characters")
 
 
-def validate(req: pb.AuthorizeRequest, max_amount_minor: int) -> None:
-    """Raise InvalidRequest for the first rule the request breaks."""
-    rid = req.request_id
-    if not rid:
-        raise InvalidRequest("request_id", "is required")
-    if len(rid) > _MAX_ID or not _printable(rid):
-        raise InvalidRequest("request_id", f"must be 1-{_MAX_ID} printable ASCII characters")
+def _identifier(field: str, value: str) -> None:
+    if not value:
+        raise InvalidRequest(field, "is required")
+    if len(value) > _MAX_ID or not _printable(value):
+        raise InvalidRequest(field, f"must be 1-{_MAX_ID} printable ASCII characters")
 
-    pan = req.pan
+
+def _acquirer(value: str) -> None:
+    if not value:
+        raise InvalidRequest("acquirer_id", "is required (the acquiring institution, ISO 8583 field 32)")
+    if len(value) > _MAX_ACQUIRER or not (value.isascii() and value.isdigit()):
+        raise InvalidRequest("acquirer_id", f"must be 1-{_MAX_ACQUIRER} decimal digits")
+
+
+def _pan(pan: str) -> None:
     if not pan:
         raise InvalidRequest("pan", "is required")
     if not (pan.isascii() and pan.isdigit()) or not 12 <= len(pan) <= 19:
         raise InvalidRequest("pan", "must be 12-19 decimal digits")
     if not luhn_valid(pan):
         raise InvalidRequest("pan", "fails the Luhn check")
+
+
+def validate(req: pb.AuthorizeRequest, max_amount_minor: int) -> None:
+    """Raise InvalidRequest for the first rule the request breaks."""
+    _identifier("request_id", req.request_id)
+    _acquirer(req.acquirer_id)
+    _pan(req.pan)
 
     if req.amount_minor <= 0:
         raise InvalidRequest("amount_minor", "must be greater than 0")
@@ -78,3 +95,25 @@ def validate(req: pb.AuthorizeRequest, max_amount_minor: int) -> None:
         raise InvalidRequest("merchant_country", "must be an ISO 3166-1 alpha-2 code such as FR")
     _free_text("merchant_id", req.merchant_id)
     _free_text("terminal_id", req.terminal_id)
+
+
+def validate_reversal(req: pb.ReverseRequest, max_amount_minor: int) -> None:
+    """Raise InvalidRequest for the first rule the reversal breaks."""
+    _acquirer(req.acquirer_id)
+    _identifier("reversal_id", req.reversal_id)
+    _identifier("original_request_id", req.original_request_id)
+    _pan(req.pan)
+    if req.final_amount_minor < 0:
+        raise InvalidRequest("final_amount_minor", "must be >= 0 (0 reverses the whole amount)")
+    if req.final_amount_minor > max_amount_minor:
+        raise InvalidRequest("final_amount_minor", f"must be at most {max_amount_minor}")
+    if req.original_amount_minor < 0:
+        raise InvalidRequest("original_amount_minor", "must be >= 0 (0: not known)")
+    if req.original_amount_minor and req.final_amount_minor > req.original_amount_minor:
+        raise InvalidRequest("final_amount_minor", "must not exceed original_amount_minor")
+    if req.currency not in ISO_4217:
+        raise InvalidRequest("currency", "must be an ISO 4217 alphabetic code such as EUR")
+    if req.reason not in _KNOWN_REVERSAL_REASONS:
+        raise InvalidRequest(
+            "reason", "must be set to a known reason (CARDHOLDER_CANCEL, ..., PREAUTH_COMPLETION)"
+        )

@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -41,9 +42,9 @@ from authgw.observability import mask_card_numbers, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
 from gateway.member import Member
 from gateway.router import Router
-from standin.settlement.advice import Advice, SendOutcome, SendResult
+from standin.settlement.advice import Advice, ReversalAdvice, SendOutcome, SendResult
 
-__all__ = ["GrpcAdviceSender", "to_pb_advice"]
+__all__ = ["GrpcAdviceSender", "to_pb_advice", "to_pb_reversal"]
 
 log = logging.getLogger("authgw.settlement")
 
@@ -73,6 +74,7 @@ def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
         decision_id=decision.decision_id,
         request=pb.AuthorizeRequest(
             request_id=req.request_id,
+            acquirer_id=req.acquirer_id,
             pan=req.pan,
             amount_minor=req.amount_minor,
             currency=req.currency,
@@ -92,6 +94,24 @@ def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
         rule=decision.rule,
         decided_at=_timestamp(decision.decided_at),
         gateway_instance=decision.gateway_instance,
+        answered_at=_timestamp(decision.answered),
+        origin=pb.STAND_IN_DECISION,
+    )
+
+
+def to_pb_reversal(advice: ReversalAdvice) -> pb.ReverseRequest:
+    """A journaled reversal as IssuerHost/Reverse takes it."""
+    r = advice.reversal
+    return pb.ReverseRequest(
+        acquirer_id=r.acquirer_id,
+        reversal_id=r.reversal_id,
+        original_request_id=r.original_request_id,
+        pan=r.pan,
+        final_amount_minor=r.final_amount_minor,
+        reason=r.reason.value,  # names match the proto's
+        currency=r.currency,
+        transmitted_at=_timestamp(r.transmitted_at),
+        original_amount_minor=r.original_amount_minor,
     )
 
 
@@ -165,6 +185,31 @@ class GrpcAdviceSender:
 
     async def send(self, advice: Advice, *, deadline: timedelta) -> SendResult:
         """IssuerHost/Advise to one member; never raises for issuer failures."""
+
+        def verdict(ack: pb.AdviceAck, target: str) -> SendResult:
+            if ack.decision_id and ack.decision_id != advice.decision_id:
+                return SendResult(
+                    SendOutcome.REJECTED, f"acknowledged decision {ack.decision_id!r} instead", target
+                )
+            return SendResult(SendOutcome.DUPLICATE if ack.duplicate else SendOutcome.ACKED, "", target)
+
+        return await self._call("Advise", to_pb_advice(advice), deadline, verdict)
+
+    async def reverse(self, advice: ReversalAdvice, *, deadline: timedelta) -> SendResult:
+        """IssuerHost/Reverse to one member (idempotent by acquirer and reversal id)."""
+
+        def verdict(resp: pb.ReverseResponse, target: str) -> SendResult:
+            if resp.reversal_id and resp.reversal_id != advice.reversal.reversal_id:
+                return SendResult(
+                    SendOutcome.REJECTED, f"acknowledged reversal {resp.reversal_id!r} instead", target
+                )
+            return SendResult(SendOutcome.ACKED, "", target)
+
+        return await self._call("Reverse", to_pb_reversal(advice), deadline, verdict)
+
+    async def _call(
+        self, method: str, message: Any, deadline: timedelta, verdict: Callable[[Any, str], SendResult]
+    ) -> SendResult:
         member = self._pick()
         if member is None:
             return SendResult(SendOutcome.FAILED, "no usable issuer host")
@@ -172,8 +217,8 @@ class GrpcAdviceSender:
         state = self._state(member)
         state.in_flight += 1
         try:
-            ack = await member.stub.Advise(
-                to_pb_advice(advice),
+            answer = await getattr(member.stub, method)(
+                message,
                 timeout=deadline.total_seconds(),
                 metadata=outgoing_metadata(trace.get_current_span()),
             )
@@ -185,12 +230,7 @@ class GrpcAdviceSender:
         except (grpc.aio.UsageError, grpc.aio.InternalError) as exc:  # channel closed under us (member left)
             result = SendResult(SendOutcome.FAILED, f"{type(exc).__name__}: {exc}", target)
         else:
-            if ack.decision_id and ack.decision_id != advice.decision_id:
-                result = SendResult(
-                    SendOutcome.REJECTED, f"acknowledged decision {ack.decision_id!r} instead", target
-                )
-            else:
-                result = SendResult(SendOutcome.DUPLICATE if ack.duplicate else SendOutcome.ACKED, "", target)
+            result = verdict(answer, target)
         finally:
             state.in_flight -= 1
         self._record(member, state, result.outcome)

@@ -1,7 +1,8 @@
-"""What settlement hands the issuer side: an Advice, the SendResult it gets back, and the Protocols.
+"""What settlement hands the issuer side: an Advice or a ReversalAdvice, the SendResult, the Protocols.
 
-standin knows nothing of gRPC: the gateway implements `AdviceSender` (IssuerHost/Advise over
-its pool members' channels) and `IssuerHealth` (is some pool healthy again?), and injects them.
+standin knows nothing of gRPC: the gateway implements `AdviceSender` (IssuerHost/Advise and
+IssuerHost/Reverse over its pool members' channels) and `IssuerHealth` (is some pool healthy
+again?), and injects them.
 
 SendOutcome, as the settlement worker treats it:
 
@@ -20,13 +21,22 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from standin.engine import EngineStatus
-from standin.types import StandInDecision, StandInRequest
+from standin.types import StandInDecision, StandInRequest, StandInReversal
 
-__all__ = ["Advice", "AdviceSender", "BacklogSource", "IssuerHealth", "SendOutcome", "SendResult"]
+__all__ = [
+    "Advice",
+    "AdviceSender",
+    "BacklogSource",
+    "IssuerHealth",
+    "JournalItem",
+    "ReversalAdvice",
+    "SendOutcome",
+    "SendResult",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,37 @@ class Advice:
     @property
     def decision_id(self) -> str:
         return self.decision.decision_id
+
+    @property
+    def order_at(self) -> datetime:
+        """Where it goes in its card's chain (decision time)."""
+        return self.decision.decided_at
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalAdvice:
+    """One journaled reversal to forward to the issuer, in its card's order (PAN clear; repr hides it)."""
+
+    reversal: StandInReversal
+    entry_id: str
+    card_token: str
+    trace_context: str
+    partition: int
+    stream_id: str
+    decided_at: datetime
+    gateway_instance: str
+
+    @property
+    def decision_id(self) -> str:
+        return self.entry_id
+
+    @property
+    def order_at(self) -> datetime:
+        return self.decided_at
+
+
+JournalItem = Advice | ReversalAdvice
+"""What one journal entry asks settlement to send."""
 
 
 class SendOutcome(enum.Enum):
@@ -79,10 +120,14 @@ class SendResult:
 
 
 class AdviceSender(Protocol):
-    """Delivers advices to the issuer (implemented at the gateway's edge over gRPC)."""
+    """Delivers advices and reversals to the issuer (implemented at the gateway's edge over gRPC)."""
 
     async def send(self, advice: Advice, *, deadline: timedelta) -> SendResult:
         """Send `advice` once, within `deadline`; never raises for issuer failures (FAILED instead)."""
+        ...
+
+    async def reverse(self, advice: ReversalAdvice, *, deadline: timedelta) -> SendResult:
+        """Forward a reversal once, within `deadline`; never raises for issuer failures."""
         ...
 
 

@@ -32,9 +32,16 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from authgw.observability import link_from_traceparent
 from standin.crypto import PanCipher
-from standin.entry import decode_entry
+from standin.entry import REVERSAL, decode_entry, decode_reversal, entry_kind
 from standin.errors import EntryFormatError
-from standin.settlement.advice import Advice, AdviceSender, SendOutcome, SendResult
+from standin.settlement.advice import (
+    Advice,
+    AdviceSender,
+    JournalItem,
+    ReversalAdvice,
+    SendOutcome,
+    SendResult,
+)
 from standin.settlement.pacing import Pacer, Pause
 from standin.settlement.settings import SettlementSettings
 from standin.settlement.store import DeadLetter, RawEntry, Settled
@@ -62,6 +69,7 @@ class WorkerStats:
     dead_letters: int = 0
     settled_approved: int = 0
     settled_declined: int = 0
+    settled_reversals: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,16 +80,24 @@ class BatchResult:
     dead: list[DeadLetter] = dataclasses.field(default_factory=list)
 
 
-def settled_record(advice: Advice, how: str) -> Settled:
-    """The settled record of `advice` (how: acked, duplicate, already)."""
+def settled_record(item: JournalItem, how: str) -> Settled:
+    """The settled record of `item` (how: acked, duplicate, already)."""
+    if isinstance(item, ReversalAdvice):
+        r = item.reversal
+        return Settled(
+            item.stream_id, item.decision_id, "reversed", r.final_amount_minor, r.currency,
+            item.gateway_instance, how, item.card_token, f"{r.acquirer_id}:{r.original_request_id}",
+        )  # fmt: skip
     return Settled(
-        advice.stream_id,
-        advice.decision_id,
-        advice.decision.approved,
-        advice.request.amount_minor,
-        advice.request.currency,
-        advice.decision.gateway_instance,
+        item.stream_id,
+        item.decision_id,
+        "approved" if item.decision.approved else "declined",
+        item.request.amount_minor,
+        item.request.currency,
+        item.decision.gateway_instance,
         how,
+        item.card_token,
+        f"{item.request.acquirer_id}:{item.request.request_id}",
     )
 
 
@@ -121,25 +137,31 @@ class Dispatcher:
         self.in_flight = 0
         self.stats = WorkerStats()
 
-    def decode(self, partition: int, entries: list[RawEntry], into: BatchResult) -> list[Advice]:
-        """The entries as advices; an undecodable one goes to `into.dead` at once."""
-        advices: list[Advice] = []
+    def decode(self, partition: int, entries: list[RawEntry], into: BatchResult) -> list[JournalItem]:
+        """The entries as advices and reversals; an undecodable one goes to `into.dead` at once."""
+        items: list[JournalItem] = []
         for entry in entries:
             try:
-                d = decode_entry(entry.fields, self._cipher)
+                items.append(self._decode(partition, entry))
             except EntryFormatError as exc:
                 # TRY400 ignored: the cause is in the message, a traceback adds nothing
                 log.error("entry %s cannot be decoded: dead letter (%s)", entry.stream_id, exc)  # noqa: TRY400
                 into.dead.append(DeadLetter(entry.stream_id, entry.fields, f"undecodable: {exc}", 0))
-                continue
-            advices.append(
-                Advice(d.request, d.decision, d.card_token, d.trace_context, partition, entry.stream_id)
-            )
-        return advices
+        return items
+
+    def _decode(self, partition: int, entry: RawEntry) -> JournalItem:
+        if entry_kind(entry.fields) == REVERSAL:
+            r = decode_reversal(entry.fields, self._cipher)
+            return ReversalAdvice(
+                r.reversal, r.entry_id, r.card_token, r.trace_context, partition, entry.stream_id,
+                r.decided_at, r.gateway_instance,
+            )  # fmt: skip
+        d = decode_entry(entry.fields, self._cipher)
+        return Advice(d.request, d.decision, d.card_token, d.trace_context, partition, entry.stream_id)
 
     async def run(
         self,
-        advices: list[Advice],
+        advices: list[JournalItem],
         fields: dict[str, dict[str, str]],
         into: BatchResult,
         *,
@@ -151,19 +173,19 @@ class Dispatcher:
         Args:
             fields: the journal fields by stream id (a dead letter keeps them all).
         """
-        cards: dict[str, list[Advice]] = {}
+        cards: dict[str, list[JournalItem]] = {}
         for advice in advices:
             cards.setdefault(advice.card_token, []).append(advice)
         async with asyncio.TaskGroup() as tg:
             for chain in cards.values():
-                chain.sort(key=lambda a: a.decision.decided_at)  # stable: stream order on ties
+                chain.sort(key=lambda a: a.order_at)  # stable: stream order on ties
                 tg.create_task(self._card(chain, fields, into, may_send, stop))
         if self._counter is not None and into.dead:
             self._counter.add(len(into.dead), {"outcome": "dead_letter"})
 
     async def _card(
         self,
-        chain: list[Advice],
+        chain: list[JournalItem],
         fields: dict[str, dict[str, str]],
         into: BatchResult,
         may_send: MaySend,
@@ -181,7 +203,7 @@ class Dispatcher:
                 into.dead.append(DeadLetter(advice.stream_id, fields[advice.stream_id], error, attempts))
 
     async def _advise(
-        self, advice: Advice, may_send: MaySend, stop: asyncio.Event
+        self, advice: JournalItem, may_send: MaySend, stop: asyncio.Event
     ) -> Settled | tuple[str, int] | None:
         """Send until settled (Settled), given up on ((error, attempts): a dead letter) or left pending."""
         rejections = failures = 0
@@ -216,7 +238,7 @@ class Dispatcher:
             if not await sleep_unless(delay_s, stop):
                 return None
 
-    async def _send(self, advice: Advice, may_send: MaySend) -> SendResult | None:
+    async def _send(self, advice: JournalItem, may_send: MaySend) -> SendResult | None:
         """One send, paced and traced; None when it must not happen now."""
         async with self._slots:
             if self._pause.tripped:
@@ -224,7 +246,7 @@ class Dispatcher:
                     return await self._send_now(advice, may_send)
             return await self._send_now(advice, may_send)
 
-    async def _send_now(self, advice: Advice, may_send: MaySend) -> SendResult | None:
+    async def _send_now(self, advice: JournalItem, may_send: MaySend) -> SendResult | None:
         if not may_send():
             return None
         await self._pacer.acquire()
@@ -250,7 +272,7 @@ class Dispatcher:
         self._count(result.outcome)
         return result
 
-    async def _traced_send(self, advice: Advice) -> SendResult:
+    async def _traced_send(self, advice: JournalItem) -> SendResult:
         link = link_from_traceparent(advice.trace_context)
         with self._tracer.start_as_current_span(
             ADVISE_SPAN,
@@ -259,15 +281,22 @@ class Dispatcher:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            result = await self._sender.send(advice, deadline=self._settings.advise_timeout)
+            deadline = self._settings.advise_timeout
+            if isinstance(advice, ReversalAdvice):
+                result = await self._sender.reverse(advice, deadline=deadline)
+            else:
+                result = await self._sender.send(advice, deadline=deadline)
             if span.is_recording():
                 attrs: dict[str, Any] = {
                     "authgw.settlement.decision_id": advice.decision_id,
                     "authgw.settlement.partition": advice.partition,
                     "authgw.settlement.outcome": result.outcome.value,
-                    "authgw.settlement.approved": advice.decision.approved,
-                    "authgw.settlement.gateway_instance": advice.decision.gateway_instance,
                 }
+                if isinstance(advice, Advice):
+                    attrs["authgw.settlement.approved"] = advice.decision.approved
+                    attrs["authgw.settlement.gateway_instance"] = advice.decision.gateway_instance
+                else:
+                    attrs["authgw.settlement.kind"] = "reversal"
                 if result.target:
                     attrs["authgw.settlement.target"] = result.target
                 span.set_attributes(attrs)

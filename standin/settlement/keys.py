@@ -5,9 +5,13 @@ runs in one slot on Redis Cluster:
 
     authgw:{journal:<p>}:decisions         stream  the journal (keys.py); settled entries are deleted
     authgw:{journal:<p>}:settle-lease      string  id of the worker settling partition p (PX, renewed)
-    authgw:{journal:<p>}:settled           hash    decision_id -> what the issuer acknowledged:
-                                                   "approved|amount_minor|currency|decided_by|settled_by|
-                                                    settled_at_ms|how" (how: acked, duplicate, already)
+    authgw:{journal:<p>}:settled:<day>     hash    decision_id -> what the issuer acknowledged that day
+                                                   (day: days since the epoch, UTC), expiring after the
+                                                   retention: "outcome|amount_minor|currency|decided_by|
+                                                   settled_by|settled_at_ms|how|acquirer:request id"
+                                                   (outcome: approved, declined, reversed; how: acked,
+                                                   duplicate, already; a reversal's request is its
+                                                   original's)
     authgw:{journal:<p>}:settled-counts    hash    "<role>:<gateway>|<approved|declined>|count" and
                                                    "...|<currency>" (amount in minor units); role is
                                                    decider (the gateway that decided) or settler
@@ -30,6 +34,7 @@ __all__ = [
     "dead_key",
     "lease_key",
     "settled_key",
+    "settled_prefix",
     "stream_key",
 ]
 
@@ -40,8 +45,13 @@ def lease_key(partition: int) -> str:
     return f"authgw:{{journal:{partition}}}:settle-lease"
 
 
-def settled_key(partition: int) -> str:
-    return f"authgw:{{journal:{partition}}}:settled"
+def settled_key(partition: int, day: int) -> str:
+    return f"authgw:{{journal:{partition}}}:settled:{day}"
+
+
+def settled_prefix(partition: int) -> str:
+    """What every settled bucket of `partition` starts with (SCAN MATCH <prefix>*)."""
+    return f"authgw:{{journal:{partition}}}:settled:"
 
 
 def counts_key(partition: int) -> str:

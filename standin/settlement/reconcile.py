@@ -11,13 +11,16 @@ exactly one of
     local         in this host's SQLite journal, not yet moved to Redis (migrate.py)
 
 Journaled = all four; acknowledged = settled. Both are totalled by count and amount
-(approved / declined, per currency, per deciding gateway); every journaled decision
-not acknowledged is listed by decision id with where it is. A decision both settled
-and still journaled (appended again after a crash, past the append dedupe window) is
+(approved / declined / reversed, per currency, per deciding gateway); every journaled
+entry not acknowledged is listed by id with where it is. An entry both settled and
+still journaled (appended again after a crash, past the append dedupe window) is
 listed apart: harmless, the worker acknowledges it without sending it again.
 
-The settled hash is kept without expiry: stand-in decisions are rare (outages), a
-record is ~80 bytes, and reconcile must hold for as long as the bank's dispute window.
+Reversals are matched to their originals by (acquirer, original request id): a
+reversal whose original is no stand-in decision known here is an orphan (a reversal
+of an issuer decision, or of one never seen: the issuer decides), listed with where
+it is. Settled records are kept for SettlementSettings.settled_retention (one hash
+per day): reconcile sees that far back.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from standin.redis_io import RedisGate
 from standin.settings import JournalSettings
 from standin.settlement.deadletter import dead_letters
-from standin.settlement.keys import settled_key, stream_key
+from standin.settlement.keys import settled_prefix, stream_key
 
 __all__ = ["JournaledDecision", "from_fields", "reconcile"]
 
@@ -48,6 +51,8 @@ class JournaledDecision:
     gateway_instance: str
     decided_at: str = ""
     error: str = ""
+    kind: str = "decision"  # decision | reversal
+    request_key: str = ""  # "<acquirer>:<request id>" (a reversal's: of its original)
 
 
 def _text(value: bytes | str) -> str:
@@ -56,7 +61,9 @@ def _text(value: bytes | str) -> str:
 
 def from_fields(fields: dict[str, str], where: str, error: str = "") -> JournaledDecision:
     """A journal entry's decision (stream or local journal fields)."""
-    amount = fields.get("amount_minor", "0")
+    reversal = fields.get("entry") == "reversal"
+    amount = fields.get("final_amount_minor" if reversal else "amount_minor", "0")
+    request = fields.get("original_request_id" if reversal else "request_id", "")
     return JournaledDecision(
         decision_id=fields.get("decision_id", "?"),
         where=where,
@@ -66,16 +73,26 @@ def from_fields(fields: dict[str, str], where: str, error: str = "") -> Journale
         gateway_instance=fields.get("gateway_instance", "?"),
         decided_at=fields.get("decided_at", ""),
         error=error,
+        kind="reversal" if reversal else "decision",
+        request_key=f"{fields.get('acquirer_id', '0')}:{request}",
     )
 
 
 def _totals(decisions: Iterable[JournaledDecision]) -> dict[str, Any]:
-    out: dict[str, Any] = {"count": 0, "approved": {"count": 0, "amount_minor": {}}, "declined": {"count": 0}}
+    out: dict[str, Any] = {
+        "count": 0,
+        "approved": {"count": 0, "amount_minor": {}},
+        "declined": {"count": 0},
+        "reversals": {"count": 0},
+    }
     by_gateway: dict[str, dict[str, int]] = {}
     for d in decisions:
         out["count"] += 1
-        g = by_gateway.setdefault(d.gateway_instance, {"approved": 0, "declined": 0})
-        if d.approved:
+        g = by_gateway.setdefault(d.gateway_instance, {"approved": 0, "declined": 0, "reversals": 0})
+        if d.kind == "reversal":
+            out["reversals"]["count"] += 1
+            g["reversals"] += 1
+        elif d.approved:
             out["approved"]["count"] += 1
             amounts = out["approved"]["amount_minor"]
             amounts[d.currency] = amounts.get(d.currency, 0) + d.amount_minor
@@ -89,22 +106,25 @@ def _totals(decisions: Iterable[JournaledDecision]) -> dict[str, Any]:
 
 async def _settled(gate: RedisGate, p: int) -> dict[str, JournaledDecision]:
     out: dict[str, JournaledDecision] = {}
-    cursor = 0
-    while True:
 
-        async def op(cursor: int = cursor) -> tuple[int, dict[Any, Any]]:
-            next_cursor, page = await gate.redis.hscan(settled_key(p), cursor, count=_PAGE)
-            return int(next_cursor), page if isinstance(page, dict) else {}
+    async def buckets() -> list[str]:
+        return [_text(k) async for k in gate.redis.scan_iter(match=settled_prefix(p) + "*", count=_PAGE)]
 
-        cursor, page = await gate.call("settled scan", op)
-        for raw_id, raw in page.items():
+    for bucket in await gate.call("settled buckets", buckets):
+
+        async def op(bucket: str = bucket) -> dict[Any, Any]:
+            page: dict[Any, Any] = await gate.redis.hgetall(bucket)
+            return page
+
+        for raw_id, raw in (await gate.call("settled read", op)).items():
             decision_id = _text(raw_id)
-            approved, amount, currency, decider, *_ = _text(raw).split("|")
+            outcome, amount, currency, decider, *rest = _text(raw).split("|")
+            request_key = rest[3] if len(rest) > 3 else ""
             out[decision_id] = JournaledDecision(
-                decision_id, "settled", approved == "1", int(amount), currency, decider
-            )
-        if cursor == 0:
-            return out
+                decision_id, "settled", outcome == "approved", int(amount), currency, decider,
+                kind="reversal" if outcome == "reversed" else "decision", request_key=request_key,
+            )  # fmt: skip
+    return out
 
 
 async def _journal(gate: RedisGate, p: int) -> list[JournaledDecision]:
@@ -156,6 +176,8 @@ async def reconcile(
         if d.decision_id not in settled:
             missing.setdefault(d.decision_id, d)
     journaled = list(settled.values()) + list(missing.values())
+    originals = {d.request_key for d in journaled if d.kind == "decision"}
+    orphans = [d for d in journaled if d.kind == "reversal" and d.request_key not in originals]
     return {
         "balanced": not missing,
         "journaled": _totals(journaled),
@@ -164,4 +186,9 @@ async def reconcile(
         "differences": [asdict(d) for d in list(missing.values())[:limit]],
         "differences_listed": min(limit, len(missing)),
         "acknowledged_but_still_journaled": [asdict(d) for d in twice[:limit]],
+        "reversals": {
+            "matched": sum(1 for d in journaled if d.kind == "reversal") - len(orphans),
+            "orphans": len(orphans),
+            "orphans_listed": [asdict(d) for d in orphans[:limit]],
+        },
     }

@@ -21,6 +21,7 @@ Every value shown is the default; a file only needs what it changes::
     block = "500ms"                # wait for new journal entries this long per read
     heartbeat = "2s"               # how often the worker publishes its state (authgw standin status)
     redis_deadline = "2s"          # deadline of one settlement Redis call (not the decision path's)
+    settled_retention = "8d"       # settled records kept; must outlive any local journal still to move
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class SettlementSettings:
     """How often the worker publishes its state for `authgw standin status`."""
     redis_deadline: timedelta = timedelta(seconds=2)
     """Deadline of one settlement Redis call (settlement is not on the authorization's clock)."""
+    settled_retention: timedelta = timedelta(days=8)
+    """How long the record of a settled decision is kept (one hash per day). It must outlive any
+    local journal that may still be moved to Redis (a host that was down for days): an entry
+    moved later than this after its settlement would be advised again (the issuer dedupes it)."""
 
     def __post_init__(self) -> None:
         if self.advise_timeout >= self.lease_ttl / 2:
@@ -93,7 +98,7 @@ def load_settlement_settings(s: Section) -> SettlementSettings:
             "enabled", "rate_per_s", "min_rate_per_s", "latency_target", "error_threshold",
             "pacing_window", "max_in_flight", "batch", "advise_timeout", "max_attempts",
             "retry_backoff", "pause_after_failures", "pause", "pause_max", "lease_ttl",
-            "block", "heartbeat", "redis_deadline",
+            "block", "heartbeat", "redis_deadline", "settled_retention",
         ]
     )  # fmt: skip
     ms = timedelta(milliseconds=1)
@@ -117,6 +122,12 @@ def load_settlement_settings(s: Section) -> SettlementSettings:
             block=s.duration("block", d.block, minimum=ms),
             heartbeat=s.duration("heartbeat", d.heartbeat, minimum=10 * ms),
             redis_deadline=s.duration("redis_deadline", d.redis_deadline, minimum=10 * ms),
+            settled_retention=s.duration(
+                "settled_retention",
+                d.settled_retention,
+                minimum=timedelta(days=1),
+                maximum=timedelta(days=366),
+            ),
         )
     except ValueError as exc:
         s.fail("", str(exc), "adjust the values named")

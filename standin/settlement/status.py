@@ -30,6 +30,8 @@ from standin.settlement.keys import WORKERS_KEY, counts_key, lease_key, stream_k
 __all__ = ["Totals", "add_counts", "settlement_status"]
 
 _HEAD = 100  # journal entries looked at per partition for the oldest decision (migrated ones come late)
+_SCAN_PAGE = 1000
+_SCAN_CAP = 200_000  # journal entries scanned per partition for pending reversals (status stays quick)
 
 Totals = dict[str, dict[str, Any]]
 """{"approved": {"count": n, "amount_minor": {currency: n}}, "declined": {...}}"""
@@ -40,7 +42,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _empty_totals() -> Totals:
-    return {o: {"count": 0, "amount_minor": {}} for o in ("approved", "declined")}
+    return {o: {"count": 0, "amount_minor": {}} for o in ("approved", "declined", "reversed")}
 
 
 def add_counts(into: dict[str, dict[str, Totals]], counts: Mapping[str, int]) -> None:
@@ -49,7 +51,7 @@ def add_counts(into: dict[str, dict[str, Totals]], counts: Mapping[str, int]) ->
         who, _, rest = field.partition("|")
         outcome, _, metric = rest.partition("|")
         role, _, gateway = who.partition(":")
-        if role not in ("decider", "settler") or outcome not in ("approved", "declined"):
+        if role not in ("decider", "settler") or outcome not in ("approved", "declined", "reversed"):
             continue
         totals = into.setdefault(gateway, {}).setdefault(f"settled_as_{role}", _empty_totals())[outcome]
         if metric == "count":
@@ -89,6 +91,30 @@ async def _partition(gate: RedisGate, p: int, group: str) -> dict[str, Any]:
 
     result: dict[str, Any] = await gate.call("settlement status", op)
     return result
+
+
+async def _pending_reversals(gate: RedisGate, p: int) -> tuple[int, int | None]:
+    """(reversals in partition p's journal, i.e. not yet acknowledged by the issuer; oldest decided_at ms)."""
+    count, oldest, start, read = 0, None, "-", 0
+    while read < _SCAN_CAP:
+
+        async def op(start: str = start) -> list[Any]:
+            page = await gate.redis.xrange(stream_key(p), min=start, max="+", count=_SCAN_PAGE)
+            return list(page or [])
+
+        page = await gate.call("reversal scan", op)
+        for _, raw in page:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            if fields.get("entry") == "reversal":
+                count += 1
+                at = _decided_at_ms(fields)
+                if at is not None and (oldest is None or at < oldest):
+                    oldest = at
+        read += len(page)
+        if len(page) < _SCAN_PAGE:
+            break
+        start = "(" + _text(page[-1][0])
+    return count, oldest
 
 
 async def _workers(gate: RedisGate) -> dict[str, dict[str, Any]]:
@@ -178,7 +204,17 @@ async def settlement_status(
         oldest = (local_oldest, "", "local")
     for instance, worker in _worker_rows(await _workers(gate), now_ms, heartbeat):
         gateways.setdefault(instance, {}).setdefault("workers", []).append(worker)
+    reversals, oldest_reversal = 0, None
+    for p in range(journal.partitions):
+        n, at = await _pending_reversals(gate, p)
+        reversals += n
+        if at is not None and (oldest_reversal is None or at < oldest_reversal):
+            oldest_reversal = at
     return {
+        "reversals_pending": {
+            "count": reversals,
+            "oldest_age_s": None if oldest_reversal is None else round((now_ms - oldest_reversal) / 1000, 1),
+        },
         "unsettled": sum(p["unsettled"] for p in partitions),
         "dead_letters": len(letters),
         "oldest_unsettled": None

@@ -11,11 +11,16 @@ parser costs ~50 µs per entry of ~30 fields read natively, more than sending th
 Only when the stream is drained does a plain blocking XREADGROUP wait (up to `block`) for
 the next decisions, which arrive a few at a time.
 
-Recording is one script per batch in the partition's slot (settle_keys.py), so it happens
+Recording is one script per batch in the partition's slot (keys.py), so it happens
 whole or not at all:
-  SETTLE  XACK + XDEL each entry the issuer acknowledged, HSETNX its settled record and,
-          only when that record is new, add it to the per-gateway counters: running it twice
-          (a crash before the reply) changes nothing.
+  SETTLE  XACK + XDEL each entry the issuer acknowledged, record it in today's settled bucket
+          unless a kept bucket has it and, only when that record is new, add it to the
+          per-gateway counters: running it twice (a crash before the reply) changes nothing.
+          The settled records live in one hash per day, each expiring after the retention
+          (SettlementSettings.settled_retention, 8 days): Redis 7.0 has no per-field expiry,
+          and a record must outlive any local journal that could still be moved to the stream
+          (else a late move of a decision settled long ago would be advised again; the
+          issuer dedupes by decision id even then).
   DEAD    move entries to the dead-letter stream with their last error (XACK + XDEL + XADD),
           only those still pending, so no entry is dead-lettered twice.
 Both refuse (return -1) when another worker holds the partition's lease: a worker that lost
@@ -27,9 +32,11 @@ backlog; the settled records keep what reconcile needs.
 from __future__ import annotations
 
 import json
+import math
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from redis.commands.core import AsyncScript
@@ -60,27 +67,45 @@ return out
 """
 
 _SETTLE = """
--- KEYS[1] stream  KEYS[2] settled  KEYS[3] counts  KEYS[4] lease
--- ARGV[1] group  ARGV[2] worker id  ARGV[3] settler  ARGV[4] now_ms
--- ARGV[5] JSON [[stream_id, decision_id, approved, amount, currency, decider, how], ...]
-local holder = redis.call('GET', KEYS[4])
+-- KEYS[1] stream  KEYS[2] counts  KEYS[3] lease  KEYS[4] today's settled bucket
+-- KEYS[5..] the earlier buckets still kept (a record in any of them is not new)
+-- ARGV[1] group  ARGV[2] worker id  ARGV[3] settler  ARGV[4] now_ms  ARGV[5] bucket ttl ms
+-- ARGV[6] JSON [[stream_id, decision_id, outcome, amount, currency, decider, how, request key], ...]
+--   outcome: approved | declined | reversed
+local holder = redis.call('GET', KEYS[3])
 if holder and holder ~= ARGV[2] then return -1 end
 local fresh = 0
-for _, e in ipairs(cjson.decode(ARGV[5])) do
+for _, e in ipairs(cjson.decode(ARGV[6])) do
   redis.call('XACK', KEYS[1], ARGV[1], e[1])
   redis.call('XDEL', KEYS[1], e[1])
-  local record = table.concat({e[3], e[4], e[5], e[6], ARGV[3], ARGV[4], e[7]}, '|')
-  if redis.call('HSETNX', KEYS[2], e[2], record) == 1 then
+  local known = false
+  for i = 5, #KEYS do
+    if redis.call('HEXISTS', KEYS[i], e[2]) == 1 then known = true end
+  end
+  local record = table.concat({e[3], e[4], e[5], e[6], ARGV[3], ARGV[4], e[7], e[8]}, '|')
+  if not known and redis.call('HSETNX', KEYS[4], e[2], record) == 1 then
     fresh = fresh + 1
-    local outcome = 'declined'
-    if e[3] == '1' then outcome = 'approved' end
     for _, who in ipairs({'decider:' .. e[6], 'settler:' .. ARGV[3]}) do
-      redis.call('HINCRBY', KEYS[3], who .. '|' .. outcome .. '|count', 1)
-      redis.call('HINCRBY', KEYS[3], who .. '|' .. outcome .. '|' .. e[5], e[4])
+      redis.call('HINCRBY', KEYS[2], who .. '|' .. e[3] .. '|count', 1)
+      redis.call('HINCRBY', KEYS[2], who .. '|' .. e[3] .. '|' .. e[5], e[4])
     end
   end
 end
+if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
 return fresh
+"""
+
+_SETTLED_LOOKUP = """
+-- KEYS: the settled buckets kept  ARGV: decision ids
+local out = {}
+for j = 1, #ARGV do
+  local found = 0
+  for i = 1, #KEYS do
+    if redis.call('HEXISTS', KEYS[i], ARGV[j]) == 1 then found = 1 end
+  end
+  out[j] = found
+end
+return out
 """
 
 _DEAD = """
@@ -98,6 +123,9 @@ for _, e in ipairs(cjson.decode(ARGV[3])) do
 end
 return moved
 """
+
+
+_DAY_MS = 86_400_000
 
 
 class LeaseLostError(StoreUnavailableError):
@@ -118,11 +146,13 @@ class Settled:
 
     stream_id: str
     decision_id: str
-    approved: bool
+    outcome: str  # approved | declined | reversed
     amount_minor: int
     currency: str
     decided_by: str
     how: str
+    card_token: str = ""
+    request_key: str = ""  # "<acquirer>:<request id>" (a reversal's: of its original), for reconcile
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +189,23 @@ def _entries(raw: Sequence[Any]) -> list[RawEntry]:
 class SettleStore:
     """Reads, acknowledges and dead-letters journal entries on behalf of one worker."""
 
-    def __init__(self, gate: RedisGate, *, group: str, worker_id: str, settler: str) -> None:
+    def __init__(
+        self,
+        gate: RedisGate,
+        *,
+        group: str,
+        worker_id: str,
+        settler: str,
+        retention: timedelta = timedelta(days=8),
+    ) -> None:
         self._gate = gate
         self._group = group
         self.worker_id = worker_id
         self._settler = settler
+        self._retention_days = max(1, math.ceil(retention / timedelta(days=1)))
         self._read: AsyncScript = gate.redis.register_script(_READ)
         self._settle: AsyncScript = gate.redis.register_script(_SETTLE)
+        self._lookup: AsyncScript = gate.redis.register_script(_SETTLED_LOOKUP)
         self._dead: AsyncScript = gate.redis.register_script(_DEAD)
 
     async def _read_batch(self, partition: int, count: int, which: str) -> list[RawEntry]:
@@ -212,31 +252,49 @@ class SettleStore:
             return []
         return _entries(reply[0][1])
 
-    async def settled_ids(self, partition: int, decision_ids: Sequence[str]) -> set[str]:
+    def _buckets(self, partition: int, now_ms: int) -> list[str]:
+        """Today's settled bucket, then the earlier ones still kept."""
+        today = now_ms // _DAY_MS
+        return [settled_key(partition, today - i) for i in range(self._retention_days + 1)]
+
+    async def settled_ids(self, partition: int, decision_ids: Sequence[str], now_ms: int) -> set[str]:
         """Which of `decision_ids` already have a settled record (e.g. appended again after a crash)."""
         if not decision_ids:
             return set()
+        buckets = self._buckets(partition, now_ms)
 
-        async def op() -> list[bytes | str | None]:
-            values: list[bytes | str | None] = await self._gate.redis.hmget(
-                settled_key(partition), list(decision_ids)
-            )
-            return values
+        async def op() -> list[int]:
+            found: list[int] = await self._lookup(keys=buckets, args=list(decision_ids))
+            return found
 
-        values = await self._gate.call("settled lookup", op)
-        return {d for d, v in zip(decision_ids, values, strict=True) if v is not None}
+        found = await self._gate.call("settled lookup", op)
+        return {d for d, hit in zip(decision_ids, found, strict=True) if hit}
 
     async def settle(self, partition: int, settled: Sequence[Settled], now_ms: int) -> int:
         """Acknowledge and record `settled`; returns how many records are new. Raises LeaseLostError."""
         if not settled:
             return 0
         rows = [
-            [s.stream_id, s.decision_id, "1" if s.approved else "0", str(s.amount_minor), s.currency,
-             s.decided_by, s.how]
+            [
+                s.stream_id,
+                s.decision_id,
+                s.outcome,
+                str(s.amount_minor),
+                s.currency,
+                s.decided_by,
+                s.how,
+                s.request_key,
+            ]
             for s in settled
-        ]  # fmt: skip
-        keys = [stream_key(partition), settled_key(partition), counts_key(partition), lease_key(partition)]
-        args: list[str | int] = [self._group, self.worker_id, self._settler, now_ms, json.dumps(rows)]
+        ]
+        keys = [
+            stream_key(partition),
+            counts_key(partition),
+            lease_key(partition),
+            *self._buckets(partition, now_ms),
+        ]
+        ttl_ms = (self._retention_days + 1) * _DAY_MS
+        args: list[str | int] = [self._group, self.worker_id, self._settler, now_ms, ttl_ms, json.dumps(rows)]
 
         async def op() -> int:
             reply: int = await self._settle(keys=keys, args=args)

@@ -42,6 +42,7 @@ from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from authgw.tasks import stop_then_cancel
+from standin.counters import UnadvisedCounter
 from standin.crypto import PanCipher
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
@@ -117,8 +118,13 @@ class Settlement:
             dedupe_ttl=self._journal.dedupe_ttl,
         )
         self._store = SettleStore(
-            gate, group=self._journal.consumer_group, worker_id=self.worker_id, settler=instance
+            gate,
+            group=self._journal.consumer_group,
+            worker_id=self.worker_id,
+            settler=instance,
+            retention=self.settings.settled_retention,
         )
+        self._unadvised = UnadvisedCounter(gate)
         self._owner = self._partition_owner(gate)
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
@@ -347,7 +353,8 @@ class Settlement:
     async def _settle_batch(self, partition: int, entries: list[RawEntry], stop: asyncio.Event) -> None:
         batch = BatchResult()
         advices = self._dispatcher.decode(partition, entries, batch)
-        known = await self._store.settled_ids(partition, [a.decision_id for a in advices])
+        now_ms = int(self._wall_clock() * 1000)
+        known = await self._store.settled_ids(partition, [a.decision_id for a in advices], now_ms)
         batch.settled += [settled_record(a, "already") for a in advices if a.decision_id in known]
         await self._dispatcher.run(
             [a for a in advices if a.decision_id not in known],
@@ -359,12 +366,19 @@ class Settlement:
         now_ms = int(self._wall_clock() * 1000)
         self.stats.dead_letters += await self._store.dead_letter(partition, batch.dead, now_ms)
         await self._store.settle(partition, batch.settled, now_ms)
+        # The issuer has them (or they are out of the way): the cards' later reversals need not wait.
+        tokens = [s.card_token for s in batch.settled if s.how != "already"]
+        tokens += [d.fields.get("card_token", "") for d in batch.dead]
+        # best effort: a count left too high only makes the card's reversals queue (the safe side)
+        await asyncio.gather(*(self._unadvised.done(t) for t in tokens if t), return_exceptions=True)
         for settled in batch.settled:
             if settled.how != "already":
-                if settled.approved:
+                if settled.outcome == "approved":
                     self.stats.settled_approved += 1
-                else:
+                elif settled.outcome == "declined":
                     self.stats.settled_declined += 1
+                else:
+                    self.stats.settled_reversals += 1
 
     # -- conditions -----------------------------------------------------------------------------------
 

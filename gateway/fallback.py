@@ -1,0 +1,80 @@
+"""What answers when no issuer did: the Fallback protocol, and the plain 91 decline.
+
+`gateway.standin_link.StandInFallback` is the real one (stand-in decisions, recorded
+reversals); `DeclineFallback` is what a gateway without `[standin]` does: it declines
+91 and can record nothing, so it cannot tell an issuer about an attempt whose answer it
+lost, nor store a reversal (documented in the README).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Protocol
+
+from authgw.codes import ResponseCode
+from authgw.v1 import authorization_pb2 as pb
+from standin.types import Reason, ReversalOutcome
+
+__all__ = ["DeclineFallback", "Fallback", "decline_91"]
+
+log = logging.getLogger("authgw.fallback")
+
+
+class Fallback(Protocol):
+    """Answers when no issuer did (stand-in, or a plain 91 decline)."""
+
+    async def answer(
+        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        """Decide for `request` (`cause`: why no issuer did). Raises RequestRefused (reused id)."""
+        ...
+
+    async def decline(
+        self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        """A 91 of the gateway's own after an attempt that may have reached an issuer, recorded so the
+        issuer is told (the request's earlier decision, if any, is answered instead)."""
+        ...
+
+    async def reverse(
+        self, request: pb.ReverseRequest, *, store: bool, trace_context: str = ""
+    ) -> ReversalOutcome | None:
+        """Apply or record a reversal; None when nothing can record it."""
+        ...
+
+
+def decline_91(request: pb.AuthorizeRequest, cause: Reason, rule: str = "") -> pb.AuthorizeResponse:
+    """Issuer unavailable: the safe answer when nothing can decide."""
+    return pb.AuthorizeResponse(
+        request_id=request.request_id,
+        decision=pb.DECLINED,
+        response_code=ResponseCode.ISSUER_UNAVAILABLE.value,
+        source=pb.STAND_IN,
+        standin_reason=cause.value,  # Reason names are the proto enum's
+        decision_id=f"gw-{uuid.uuid4().hex}",
+        rule=rule,
+    )
+
+
+class DeclineFallback:
+    """Fallback without stand-in: decline with 91 and say why; record nothing."""
+
+    async def answer(
+        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        return decline_91(request, cause)
+
+    async def decline(
+        self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
+    ) -> pb.AuthorizeResponse:
+        log.warning(
+            "request %s: 91 after an attempt that may have reached an issuer, and no journal to tell it",
+            request.request_id,
+        )
+        return decline_91(request, cause, rule)
+
+    async def reverse(
+        self, request: pb.ReverseRequest, *, store: bool, trace_context: str = ""
+    ) -> ReversalOutcome | None:
+        return None
