@@ -52,8 +52,8 @@ _DONE = re.compile(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeed
 def _request() -> pb.AuthorizeRequest:
     return pb.AuthorizeRequest(
         request_id="bench-tracing-1", acquirer_id="1001", pan="4111111111111111", amount_minor=1234,
-        currency="EUR", mcc="5411", channel=pb.POS_CHIP, merchant_id="M1", terminal_id="T1", merchant_country="FR",
-        pin_verified=True,
+        currency="EUR", mcc="5411", channel=pb.POS_CHIP, merchant_id="M1", terminal_id="T1",
+        merchant_country="FR", pin_verified=True,
     )  # fmt: skip
 
 
