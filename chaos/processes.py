@@ -150,11 +150,16 @@ def _require(binary: str) -> str:
 
 
 def start_redis(
-    workdir: Path, port: int | None = None, appendonly: bool = True, cluster: bool = False
+    workdir: Path,
+    port: int | None = None,
+    appendonly: bool = True,
+    cluster: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> ManagedProcess:
     """Start a private redis-server on loopback (AOF with fsync always when appendonly).
 
     With `cluster`, the server runs in Redis Cluster mode, owning no slot yet (CLUSTER ADDSLOTSRANGE).
+    `extra_args` go to redis-server as they are (e.g. "--enable-debug-command", "local" for DEBUG SLEEP).
     """
     port = port or free_port()
     cluster_args: list[str] = []
@@ -174,6 +179,7 @@ def start_redis(
         "--appendfsync", "always",
         "--daemonize", "no",
         *cluster_args,
+        *extra_args,
     ]  # fmt: skip
     return ManagedProcess(f"redis-{port}", argv, port, workdir).start()
 

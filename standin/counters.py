@@ -131,6 +131,7 @@ class RedisCounters:
         txn_amount_minor: int,
         outcome: Outcome,
         now_ms: int,
+        lost_call: str = "",
     ) -> AbsorbResult:
         """Bring a locally made decision into the fleet state (see lua.ABSORB)."""
         member = spend_member(outcome.decision_id, amount_minor) if outcome.response_code.approved else ""
@@ -152,6 +153,7 @@ class RedisCounters:
             txn_amount_minor,
             self._idem_ttl_ms,
             *outcome.record_values(),
+            lost_call,
         ]
 
         async def op() -> bytes | list[bytes]:

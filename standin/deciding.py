@@ -103,7 +103,8 @@ class Decider:
                 if exc.maybe_applied:
                     lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
                     assessment = replace(assessment, decline=lost)
-                    proposal = self._proposal(assessment, reason)  # a new id: Redis may hold the old one
+                    # a new id: Redis may hold the old one, which told nobody
+                    proposal = replace(self._proposal(assessment, reason), supersedes=proposal.decision_id)
             else:
                 return await self._journal(request, key, assessment, outcome, trace_context)
         return await self._decide_locally(request, key, assessment, proposal, trace_context)

@@ -18,9 +18,10 @@ slow cannot write approvals that the others expire early.
 A request's record (`req:<acquirer>:<request id>`) holds its decision, a keyed
 digest of its content (a repeat with another digest is refused: a reused id), the
 amount it drew on the card's window and the member it wrote, and `answered_at_ms`,
-the last time a gateway gave this decision to the acquirer (each replay moves it):
-when two decisions exist for one request (one made locally while Redis was away),
-the one the acquirer was told last wins.
+the last time a gateway gave this decision to the acquirer (each replay moves it),
+with `answered_by`, the id of the call that did: when two decisions exist for one
+request (one made locally while Redis was away), the one the acquirer was told
+last wins, and a call whose reply was lost told nobody.
 
 `unadvised` counts the card's journal entries (decisions, reversals) not yet
 acknowledged by the issuer; a reversal of an issuer decision waits behind them.
@@ -61,7 +62,7 @@ DECIDE = (
 -- ARGV[5] kind  ARGV[6] static rule ('' = none)  ARGV[7] static code  ARGV[8] decision_id
 -- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
 -- ARGV[13] record ttl ms  ARGV[14] digest  ARGV[15] amount (transaction currency)
--- ARGV[16] unadvised ttl ms
+-- ARGV[16] unadvised ttl ms  (ARGV[8], the proposed decision id, also names this call: answered_by)
 """
     + _NOW
     + """
@@ -70,7 +71,7 @@ local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_t
 local earlier = redis.call('HMGET', KEYS[1], 'digest', unpack(FIELDS))
 if earlier[2] then
   if earlier[1] and earlier[1] ~= ARGV[14] then return {2} end  -- no digest: a record from before
-  redis.call('HSET', KEYS[1], 'answered_at_ms', now)
+  redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
   earlier[10] = tostring(now)
   earlier[1] = 0
   return earlier
@@ -110,7 +111,7 @@ local approval = ''
 if code == '00' then approval = ARGV[9] end
 local record = {ARGV[8], code, rule, approval, ARGV[10], ARGV[11], tostring(now), ARGV[12], tostring(now)}
 local pairs_ = {'digest', ARGV[14], 'kind', ARGV[5], 'amount', ARGV[2], 'txn_amount', ARGV[15],
-                'member', member}
+                'member', member, 'answered_by', ARGV[8]}
 for i = 1, #FIELDS do
   pairs_[#pairs_ + 1] = FIELDS[i]
   pairs_[#pairs_ + 1] = record[i]
@@ -138,6 +139,7 @@ ABSORB = """
 -- ARGV[5] record ttl ms  ARGV[6] answered_at_ms  ARGV[7] digest  ARGV[8] amount (limit currency)
 -- ARGV[9] kind  ARGV[10] amount (transaction currency)  ARGV[11] unadvised ttl ms
 -- ARGV[12..20] record values in RECORD_FIELDS order
+-- ARGV[21] the id of a DECIDE call whose reply this gateway lost before deciding locally ('' = none)
 local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
                 'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
 local function count()
@@ -161,7 +163,7 @@ local function record()
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 local e = redis.call('HMGET', KEYS[1], 'decision_id', 'digest', 'response_code', 'answered_at_ms',
-                     'member', 'kind')
+                     'member', 'kind', 'answered_by')
 if not e[1] then
   count()
   record()
@@ -174,7 +176,10 @@ if e[2] ~= ARGV[7] then
 end
 local earlier_approved = e[3] == '00'
 local this_approved = ARGV[13] == '00'
-if earlier_approved == this_approved or tonumber(ARGV[6]) <= tonumber(e[4] or '0') then
+-- The record was last "answered" by the very call whose reply this gateway lost: nobody was told
+-- it (its script may even have run after this decision was answered), so this decision is later.
+local lost = ARGV[21] ~= '' and e[7] == ARGV[21]
+if earlier_approved == this_approved or (not lost and tonumber(ARGV[6]) <= tonumber(e[4] or '0')) then
   local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
   table.insert(kept, 1, 'superseded')
   return kept

@@ -94,6 +94,7 @@ class BacklogMover:
             txn_amount_minor=entry.txn_amount_minor,
             outcome=outcome,
             now_ms=self._now_ms(),
+            lost_call=entry.lost_call,
         )
         fields = entry.fields
         if not result.advise_local:

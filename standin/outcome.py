@@ -45,6 +45,8 @@ class Proposal:
     reason: Reason
     gateway_instance: str
     decided_at_ms: int
+    supersedes: str = ""
+    """The id of a Redis call for this request whose reply was lost (its decision told nobody)."""
 
 
 @dataclass(frozen=True, slots=True)

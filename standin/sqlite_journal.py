@@ -77,16 +77,17 @@ _COLUMNS = (
     ("released", "INTEGER NOT NULL DEFAULT 0"),  # 1: fully reversed, no longer counted
     ("original_request_id", "TEXT"),  # a reversal's original
     ("outcome_status", "TEXT"),  # a reversal's ReversalStatus; a moved decision: how ABSORB took it
+    ("lost_call", "TEXT NOT NULL DEFAULT ''"),  # a Redis DECIDE whose reply was lost before this decision
 )
 
 _SELECT = (
     "SELECT seq, entry_kind, card_token, acquirer_id, request_id, digest, limit_kind, limit_amount_minor,"
-    " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, fields"
+    " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, lost_call, fields"
     " FROM decisions WHERE moved_at_ms IS NULL"
 )
 _SELECT_PENDING = _SELECT + " ORDER BY seq LIMIT ?"
 _SELECT_PENDING_OF_CARD = _SELECT + " AND card_token = ? ORDER BY seq LIMIT ?"
-_Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str]
+_Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class LocalEntry:
     counted_in_redis: bool
     outcome: Outcome | None  # None for a reversal
     fields: dict[str, str]
+    lost_call: str = ""  # a Redis call for this request whose reply was lost before this decision
 
 
 def _entry(row: _Row) -> LocalEntry:
@@ -121,6 +123,7 @@ def _entry(row: _Row) -> LocalEntry:
         decided,
         answered,
         counted,
+        lost,
         raw,
     ) = row
     fields: dict[str, str] = json.loads(raw)
@@ -129,7 +132,7 @@ def _entry(row: _Row) -> LocalEntry:
     )
     return LocalEntry(
         seq, entry_kind, token, acquirer, request_id, digest, LimitKind(kind), amount, txn, bool(counted),
-        outcome, fields,
+        outcome, fields, lost,
     )  # fmt: skip
 
 

@@ -151,9 +151,13 @@ def decide_in(
         gateway_instance=proposal.gateway_instance,
         answered_at_ms=now,
     )
-    insert_decision(
-        db, Local(key, assessment.kind, assessment.amount_minor, outcome, False), build_fields(outcome)
-    )
+    record = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=False)
+    insert_decision(db, record, build_fields(outcome))
+    if proposal.supersedes:
+        db.execute(
+            "UPDATE decisions SET lost_call = ? WHERE decision_id = ?",
+            (proposal.supersedes, outcome.decision_id),
+        )
     return outcome
 
 

@@ -1,0 +1,140 @@
+"""Stand-in's money rules against real Redis: lost replies, reused ids, two decisions for one request.
+
+Each test reproduces a defect found when the gateway was tried from outside; it failed on the
+code before the fix (see the closing note of the money-safety issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import PAN_MC, PAN_VISA, assert_eventually
+from test_standin_support import IMPATIENT, TOKEN_KEY, client, engine, luhn_pan, request, stream_entries
+
+from chaos.processes import ManagedProcess, free_port, start_redis
+from standin import JournalKind, Reason, RedisSettings, ResponseCode
+from standin.deciding import REPLY_LOST_RULE
+from standin.errors import ReusedRequestIdError
+from standin.keys import idempotency_key
+from standin.tokens import CardTokenizer
+
+# Decisions give up on Redis after 100 ms; the local journal answers then.
+QUICK = RedisSettings(
+    socket_timeout=timedelta(milliseconds=100),
+    command_deadline=timedelta(milliseconds=120),
+    probe_interval=timedelta(milliseconds=50),
+)
+
+
+@pytest.fixture(scope="module")
+def debug_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A Redis that accepts DEBUG SLEEP (Redis 7 refuses it unless started so)."""
+    proc = start_redis(tmp_path_factory.mktemp("debug-redis"), extra_args=("--enable-debug-command", "local"))
+    yield proc
+    proc.stop()
+
+
+async def _stall(port: int, seconds: float) -> None:
+    """Redis runs nothing else for `seconds` (a lost reply for whoever waits less)."""
+    r = client(port)
+    try:
+        await r.execute_command("DEBUG", "SLEEP", str(seconds))
+    finally:
+        await r.aclose()
+
+
+async def test_a_lost_decide_reply_never_leaves_a_decision_nobody_was_told(
+    debug_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """DECIDE runs after its caller gave up: the answer is 91, journaled, and a repeat gets that 91 too."""
+    port = debug_redis.port
+    req = request(luhn_pan("4970"), amount_minor=1_000)
+    async with engine(port, tmp_path / "l.db", redis_settings=QUICK) as e:
+        await e.decide(request(PAN_MC), Reason.ALL_POOLS_FAILED)  # a warm connection: DECIDE will be sent
+        stall = asyncio.create_task(_stall(port, 0.5))
+        await asyncio.sleep(0.05)  # the server is asleep: DECIDE waits behind DEBUG SLEEP
+        first = await e.decide(req, Reason.ALL_POOLS_FAILED)
+        await stall  # ... then runs: Redis now holds a decision nobody was told
+        r = client(port)
+        lost = await r.hgetall(
+            idempotency_key(CardTokenizer(TOKEN_KEY).token(req.pan), "1001", req.request_id)
+        )
+        await r.aclose()
+        assert lost[b"response_code"] == b"00"  # the lost call did run: the case the fix is about
+        assert (first.response_code, first.rule, first.journal) == (
+            ResponseCode.ISSUER_UNAVAILABLE, REPLY_LOST_RULE, JournalKind.SQLITE,
+        )  # fmt: skip
+
+        async def moved() -> None:
+            assert (await e.status()).local_backlog == 0
+
+        await assert_eventually(moved, timeout_s=10)
+        again = await e.decide(req, Reason.ALL_POOLS_FAILED)
+    assert (again.decision_id, again.response_code) == (first.decision_id, first.response_code)
+    r = client(port)
+    mine = [f for f in await stream_entries(r) if f["request_id"] == req.request_id]
+    await r.aclose()
+    assert [(f["decision_id"], f["response_code"]) for f in mine] == [(first.decision_id, "91")]
+
+
+async def test_two_decisions_of_one_request_advise_one_approval(tmp_path: Path) -> None:
+    """Decided locally while Redis was away and again through Redis elsewhere: one approval in the journal."""
+    port = free_port()
+    req = request(luhn_pan("4971"), amount_minor=1_500)
+    slow_probe = RedisSettings(probe_interval=timedelta(hours=1))  # A stays local until told to move
+    async with engine(port, tmp_path / "a.db", redis_settings=slow_probe, instance="gw-a") as a:
+        local = await a.decide(req, Reason.ALL_POOLS_FAILED)
+        redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+        try:
+            async with engine(port, tmp_path / "b.db", instance="gw-b") as b:
+                remote = await b.decide(req, Reason.ALL_POOLS_FAILED)
+            assert local.approved and remote.approved and local.decision_id != remote.decision_id
+            assert await a.move_backlog() == 1
+            r = client(port)
+            mine = [f for f in await stream_entries(r) if f["request_id"] == req.request_id]
+            await r.aclose()
+        finally:
+            await asyncio.to_thread(redis.stop)
+    assert [f["decision_id"] for f in mine if f["approved"] == "1"] == [remote.decision_id]
+
+
+async def test_a_reused_request_id_with_other_content_is_refused(redis_port: int, tmp_path: Path) -> None:
+    """Same acquirer and request id, another amount and MCC: refused, nothing journaled or counted."""
+    first = request(PAN_VISA, amount_minor=100)
+    reused = request(PAN_VISA, request_id=first.request_id, amount_minor=90_000_000, mcc="7995")
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        approved = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        with pytest.raises(ReusedRequestIdError):
+            await e.decide(reused, Reason.ALL_POOLS_FAILED)
+        repeat = await e.decide(first, Reason.ALL_POOLS_FAILED)
+    assert approved.approved and repeat.decision_id == approved.decision_id
+    r = client(redis_port)
+    entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
+    await r.aclose()
+    assert [f["amount_minor"] for f in entries] == ["100"]
+
+
+async def test_the_same_request_id_of_another_acquirer_is_another_request(
+    redis_port: int, tmp_path: Path
+) -> None:
+    """Request ids are unique per acquirer: another acquirer's same id is decided on its own."""
+    mine = request(PAN_MC, acquirer_id="1001", amount_minor=100)
+    theirs = request(PAN_MC, acquirer_id="2002", request_id=mine.request_id, amount_minor=200)
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        a = await e.decide(mine, Reason.ALL_POOLS_FAILED)
+        b = await e.decide(theirs, Reason.ALL_POOLS_FAILED)
+    assert a.decision_id != b.decision_id and a.approved and b.approved
+
+
+async def test_a_reused_request_id_is_refused_locally_too(tmp_path: Path) -> None:
+    """With Redis away, the local journal refuses a reused id the same way."""
+    first = request(PAN_VISA, amount_minor=100)
+    reused = request(PAN_VISA, request_id=first.request_id, amount_minor=200)
+    async with engine(free_port(), tmp_path / "l.db", redis_settings=IMPATIENT) as e:
+        await e.decide(first, Reason.ALL_POOLS_FAILED)
+        with pytest.raises(ReusedRequestIdError):
+            await e.decide(reused, Reason.ALL_POOLS_FAILED)
