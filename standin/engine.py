@@ -133,6 +133,20 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
+        self._recovery = self._recovery_task(cipher)
+        stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
+        common = {"tokenizer": tokenizer, "cipher": cipher, "recovery": self._recovery, "instance": instance}
+        self._decider = Decider(
+            policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
+            **stores, **common,  # type: ignore[arg-type]
+        )  # fmt: skip
+        self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
+        self._state = _State.NEW
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _recovery_task(self, cipher: PanCipher) -> Recovery:
         mover = BacklogMover(
             self._local,
             self._counters,
@@ -141,7 +155,7 @@ class StandIn:
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
         )
-        self._recovery = Recovery(
+        return Recovery(
             self._gate,
             self._stream,
             self._local,
@@ -149,21 +163,6 @@ class StandIn:
             redis_settings=self._redis_settings,
             local_settings=self._local_settings,
         )
-        stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
-        common = {"tokenizer": tokenizer, "cipher": cipher, "recovery": self._recovery, "instance": instance}
-        self._decider = Decider(
-            policy=policy,
-            local_settings=self._local_settings,
-            now_ms=self._now_ms,
-            tracer=tracer,
-            **stores,  # type: ignore[arg-type]
-            **common,  # type: ignore[arg-type]
-        )
-        self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
-        self._state = _State.NEW
-        self._inflight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     @classmethod
     def from_config(

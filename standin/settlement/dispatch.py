@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.metrics import Counter
@@ -70,6 +70,16 @@ class WorkerStats:
     settled_approved: int = 0
     settled_declined: int = 0
     settled_reversals: int = 0
+
+    def count_settled(self, outcomes: Iterable[str]) -> None:
+        """Entries newly settled, by outcome (approved, declined, reversed)."""
+        for outcome in outcomes:
+            if outcome == "approved":
+                self.settled_approved += 1
+            elif outcome == "declined":
+                self.settled_declined += 1
+            else:
+                self.settled_reversals += 1
 
 
 @dataclasses.dataclass(slots=True)

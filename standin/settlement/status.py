@@ -117,6 +117,17 @@ async def _pending_reversals(gate: RedisGate, p: int) -> tuple[int, int | None]:
     return count, oldest
 
 
+async def _reversals_pending(gate: RedisGate, partitions: int, now_ms: int) -> dict[str, Any]:
+    """Reversals the issuer has not acknowledged yet, over every partition, and the oldest one's age."""
+    count, oldest = 0, None
+    for p in range(partitions):
+        n, at = await _pending_reversals(gate, p)
+        count += n
+        if at is not None and (oldest is None or at < oldest):
+            oldest = at
+    return {"count": count, "oldest_age_s": None if oldest is None else round((now_ms - oldest) / 1000, 1)}
+
+
 async def _workers(gate: RedisGate) -> dict[str, dict[str, Any]]:
     async def op() -> dict[bytes | str, bytes | str]:
         raw: dict[bytes | str, bytes | str] = await gate.redis.hgetall(WORKERS_KEY)
@@ -204,17 +215,8 @@ async def settlement_status(
         oldest = (local_oldest, "", "local")
     for instance, worker in _worker_rows(await _workers(gate), now_ms, heartbeat):
         gateways.setdefault(instance, {}).setdefault("workers", []).append(worker)
-    reversals, oldest_reversal = 0, None
-    for p in range(journal.partitions):
-        n, at = await _pending_reversals(gate, p)
-        reversals += n
-        if at is not None and (oldest_reversal is None or at < oldest_reversal):
-            oldest_reversal = at
     return {
-        "reversals_pending": {
-            "count": reversals,
-            "oldest_age_s": None if oldest_reversal is None else round((now_ms - oldest_reversal) / 1000, 1),
-        },
+        "reversals_pending": await _reversals_pending(gate, journal.partitions, now_ms),
         "unsettled": sum(p["unsettled"] for p in partitions),
         "dead_letters": len(letters),
         "oldest_unsettled": None

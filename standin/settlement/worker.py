@@ -129,15 +129,9 @@ class Settlement:
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
         self._dispatcher = Dispatcher(
-            sender=sender,
-            cipher=cipher,
-            settings=self.settings,
-            pacer=self.pacer,
-            pause=self.pause,
-            tracer=tracer or trace.NoOpTracer(),
-            counter=advice_counter,
-            clock=clock,
-        )
+            sender=sender, cipher=cipher, settings=self.settings, pacer=self.pacer, pause=self.pause,
+            tracer=tracer or trace.NoOpTracer(), counter=advice_counter, clock=clock,
+        )  # fmt: skip
         self.stats = self._dispatcher.stats
         """What this worker did since it started (sent, acked, duplicates, rejected, failed, ...)."""
         self.state = WorkerState.NEW
@@ -371,14 +365,7 @@ class Settlement:
         tokens += [d.fields.get("card_token", "") for d in batch.dead]
         # best effort: a count left too high only makes the card's reversals queue (the safe side)
         await asyncio.gather(*(self._unadvised.done(t) for t in tokens if t), return_exceptions=True)
-        for settled in batch.settled:
-            if settled.how != "already":
-                if settled.outcome == "approved":
-                    self.stats.settled_approved += 1
-                elif settled.outcome == "declined":
-                    self.stats.settled_declined += 1
-                else:
-                    self.stats.settled_reversals += 1
+        self.stats.count_settled(s.outcome for s in batch.settled if s.how != "already")
 
     # -- conditions -----------------------------------------------------------------------------------
 
