@@ -75,7 +75,13 @@ class Gateway:
             else None
         )
         self.metrics = (
-            GatewayMetrics(self.telemetry.meter, self.router, self.standin_mode, self.journal_sampler)
+            GatewayMetrics(
+                self.telemetry.meter,
+                self.router,
+                self.standin_mode,
+                self.journal_sampler,
+                fleet=self._fleet_size,
+            )
             if self.telemetry.metering
             else None
         )
@@ -138,6 +144,13 @@ class Gateway:
         log.info(
             "gateway %s listening on %s (pools: %s)", self.cfg.instance, self.cfg.listen, self._pool_names()
         )
+
+    def _fleet_size(self) -> int | None:
+        """Gateways etcd lists now (read by the metrics thread from the latest snapshot)."""
+        if self.membership is None:
+            return None
+        snapshot = self.membership.watcher.snapshot()
+        return len(snapshot.gateways) if snapshot.etcd_connected else None
 
     def _set_mode(self, mode: Mode) -> None:
         if mode != self.mode:

@@ -8,6 +8,7 @@ of the next collection rather than reported with a stale number.
     store          depth                                      oldest
     redis          entries in the partition streams           first entry's id (ms) of any stream
     redis_pending  delivered to settlement, not acknowledged  -
+    dead_letters   entries settlement gave up on for now      -
     local          SQLite decisions not yet moved to Redis    decided_at of the oldest
 """
 
@@ -57,6 +58,7 @@ class JournalSampler:
                 stream = await self._engine.stream_backlog()
                 depth["redis"] = stream.entries
                 depth["redis_pending"] = stream.pending
+                depth["dead_letters"] = stream.dead_letters
                 if stream.oldest_ms is not None:
                     oldest["redis"] = stream.oldest_ms
         except StandInError as exc:

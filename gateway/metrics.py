@@ -15,6 +15,11 @@ journal sample taken off the hot path every few seconds.
     authgw.retries                    counter    {pool, reason}    reason: the previous attempt's outcome
     authgw.ejections                  counter    {pool}            members ejected by outlier detection
     authgw.members.ejected            gauge      {pool}            members ejected right now
+    authgw.pool.verdict               gauge      {pool, verdict}   1 for the pool's verdict now (ok, failing,
+                                                                   decline_storm), 0 for the others
+    authgw.pool.drained               gauge      {pool}            1 while an operator drains the pool
+    authgw.fleet.gateways             gauge                        gateways registered in etcd (this one
+                                                                   included; absent without etcd)
     authgw.late_answers               counter                      issuer answers after the gateway gave up
     authgw.standin.mode               gauge      0 | 1
     authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
@@ -37,6 +42,7 @@ from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.journal_sampler import JournalSampler
+from gateway.pool_health import PoolVerdict
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
 
@@ -78,12 +84,18 @@ class GatewayMetrics:
         router: Router,
         standin_mode: StandInMode,
         journal: JournalSampler | None = None,
+        *,
         clock: Callable[[], float] = time.monotonic,
+        fleet: Callable[[], int | None] | None = None,
     ) -> None:
+        """Args:
+        fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
+        """
         self._router = router
         self._standin_mode = standin_mode
         self._journal = journal
         self._clock = clock
+        self._fleet = fleet
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -122,7 +134,18 @@ class GatewayMetrics:
         gauges = [
             ("authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
             ("authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
+            (
+                "authgw.pool.verdict",
+                self._verdicts,
+                "",
+                "1 for each pool's verdict now (ok, failing, decline_storm)",
+            ),
+            ("authgw.pool.drained", self._drained, "", "1 while a pool is drained by an operator"),
         ]
+        if self._fleet is not None:
+            gauges.append(
+                ("authgw.fleet.gateways", self._gateways, "{gateway}", "Gateways registered in etcd")
+            )
         if self._journal is not None:
             gauges += [
                 (
@@ -192,6 +215,23 @@ class GatewayMetrics:
 
     def _late_answers(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self._router.late.total)]
+
+    def _verdicts(self, options: CallbackOptions) -> Iterable[Observation]:
+        out = []
+        for pool in list(self._router.pools):
+            verdict = pool.health.verdict
+            out += [
+                Observation(int(v is verdict), {"pool": pool.name, "verdict": v.value}) for v in PoolVerdict
+            ]
+        return out
+
+    def _drained(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(int(pool.drained), {"pool": pool.name}) for pool in list(self._router.pools)]
+
+    def _gateways(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._fleet is not None
+        count = self._fleet()
+        return [] if count is None else [Observation(count)]
 
     def _mode(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(1 if self._standin_mode.active else 0)]

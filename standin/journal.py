@@ -59,6 +59,8 @@ class StreamBacklog:
     """Of those, entries delivered to a settlement worker and not yet acknowledged."""
     oldest_ms: int | None
     """Append time (ms since epoch) of the oldest unsettled entry; None when there is none."""
+    dead_letters: int = 0
+    """Entries settlement gave up on for now (they wait for `authgw standin replay --dead-letters`)."""
 
 
 class StreamJournal:
@@ -111,13 +113,14 @@ class StreamJournal:
     async def backlog(self) -> StreamBacklog:
         """Unsettled entries of every partition and the time of the oldest (settlement deletes what it
         settled, so what a stream holds is unsettled; an entry id starts with its append time in ms)."""
-        entries = pending = 0
+        entries = pending = dead = 0
         oldest: int | None = None
         for p in range(self.partitions):
             stream = keys.stream_key(p)
 
-            async def op(stream: str = stream) -> tuple[int, int, int | None]:
+            async def op(stream: str = stream, p: int = p) -> tuple[int, int, int | None, int]:
                 length = await self._gate.redis.xlen(stream)
+                letters = await self._gate.redis.xlen(keys.dead_key(p))
                 first = await self._gate.redis.xrange(stream, count=1) if length else []
                 try:
                     summary = await self._gate.redis.xpending(stream, self.consumer_group)
@@ -127,14 +130,15 @@ class StreamJournal:
                 if isinstance(first_id, bytes):
                     first_id = first_id.decode()
                 first_ms = int(first_id.split("-", 1)[0]) if first_id else None
-                return length, int(summary["pending"]), first_ms
+                return length, int(summary["pending"]), first_ms, letters
 
-            length, delivered, first_ms = await self._gate.call("xlen", op)
+            length, delivered, first_ms, letters = await self._gate.call("xlen", op)
             entries += length
             pending += delivered
+            dead += letters
             if first_ms is not None and (oldest is None or first_ms < oldest):
                 oldest = first_ms
-        return StreamBacklog(entries, pending, oldest)
+        return StreamBacklog(entries, pending, oldest, dead)
 
     async def append(self, card_token: str, decision_id: str, fields: Mapping[str, str]) -> tuple[str, bool]:
         """Append `fields` once per decision id; returns (stream id, whether this call appended it)."""

@@ -32,6 +32,7 @@ from standin.types import LimitKind
 __all__ = [
     "CARD_STATUS_INDEX",
     "card_status_key",
+    "dead_key",
     "dedupe_key",
     "idempotency_key",
     "partition_of",
@@ -78,6 +79,11 @@ def partition_of(token: str, partitions: int) -> int:
 
 def stream_key(partition: int) -> str:
     return f"authgw:{{journal:{partition}}}:decisions"
+
+
+def dead_key(partition: int) -> str:
+    """Dead letters of partition p (settlement gave up on them for now; see standin/settlement)."""
+    return f"authgw:{{journal:{partition}}}:dead"
 
 
 def dedupe_key(partition: int, decision_id: str) -> str:

@@ -26,7 +26,7 @@ One key outside the partitions, written by each worker on its own:
 
 from __future__ import annotations
 
-from standin.keys import stream_key
+from standin.keys import dead_key, stream_key
 
 __all__ = [
     "WORKERS_KEY",
@@ -56,7 +56,3 @@ def settled_prefix(partition: int) -> str:
 
 def counts_key(partition: int) -> str:
     return f"authgw:{{journal:{partition}}}:settled-counts"
-
-
-def dead_key(partition: int) -> str:
-    return f"authgw:{{journal:{partition}}}:dead"
