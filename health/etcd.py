@@ -21,6 +21,14 @@ from typing import Any, TypeVar
 import aetcd
 import grpc
 
+from authgw.security import (
+    CertificateWatcher,
+    TlsMaterial,
+    TransportSecurity,
+    channel_credentials,
+    channel_options,
+    load_tls_files,
+)
 from health.endpoints import DEFAULT_ETCD, Endpoint, parse_endpoints
 from health.errors import (
     EtcdError,
@@ -48,7 +56,7 @@ T = TypeVar("T")
 
 # Reconnect quickly once an endpoint is back (gRPC's default backoff grows to 120 s), and
 # notice a silent peer within seconds (etcd refuses pings more often than every 5 s).
-_CHANNEL_OPTIONS = {
+_CHANNEL_OPTIONS: dict[str, int] = {
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
     "grpc.keepalive_time_ms": 10_000,
@@ -132,13 +140,29 @@ class EtcdClient:
     Args:
         endpoints: the cluster's client URLs, tried in order, wrapping around.
         request_timeout_s: deadline of each request on one endpoint (watch creation included).
+        security: mutual TLS (our client certificate, whose CN etcd's `--client-cert-auth`
+            takes as the user; the CA of etcd's server certificate), or plaintext by choice.
+            The certificate files are read here (CertificateError naming a bad one); call
+            `follow_certificates()` to pick up rotated files without a restart.
+        server_name: the name etcd's certificate must carry, when not the endpoint's host.
     """
 
-    def __init__(self, endpoints: Sequence[Endpoint], *, request_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        request_timeout_s: float = 1.0,
+        security: TransportSecurity | None = None,
+        server_name: str | None = None,
+    ) -> None:
         if not endpoints:
             raise InvalidName("at least one etcd endpoint is needed")
         self._endpoints = tuple(endpoints)
         self._timeout_s = request_timeout_s
+        self.security = security or TransportSecurity.plaintext()
+        self._material = None if self.security.tls is None else load_tls_files(self.security.tls)
+        self._channel = _ChannelFactory(self._material, server_name)
+        self._certificates: CertificateWatcher | None = None
         self._index = 0
         self._connection: _Connection | None = None
         self._retired: set[_Connection] = set()  # failed over from, closed by their last user
@@ -167,9 +191,32 @@ class EtcdClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    async def follow_certificates(self) -> None:
+        """Rebuild the connection when our certificate files change (no-op in plaintext).
+
+        Requests and watches in flight finish on the old channel; the next request opens a
+        new one with the new certificate.
+        """
+        if self._material is None or self._certificates is not None:
+            return
+
+        async def changed(material: TlsMaterial) -> None:
+            self._channel = _ChannelFactory(material, self._channel.server_name)
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                if connection.users:
+                    self._retired.add(connection)  # closed by its last user
+                else:
+                    await connection.close()
+
+        self._certificates = CertificateWatcher(self._material, changed)
+        await self._certificates.start()
+
     async def close(self) -> None:
         """Close the connection; safe to call twice. The client cannot be used afterwards."""
         self._closed = True
+        if self._certificates is not None:
+            await self._certificates.close()
         connections = [self._connection, *self._retired]
         self._connection = None
         self._retired.clear()
@@ -300,7 +347,7 @@ class EtcdClient:
         if self._closed:
             raise RuntimeError("EtcdClient used after close()")
         if self._connection is None:
-            self._connection = _Connection(self._endpoints[self._index], self._timeout_s)
+            self._connection = _Connection(self._endpoints[self._index], self._timeout_s, self._channel)
         connection = self._connection
         connection.users += 1
         try:
@@ -354,16 +401,69 @@ class EtcdClient:
         self._retired.add(connection)
 
 
+class _ChannelFactory:
+    """How a connection opens its gRPC channel: plaintext, or TLS with our current certificate."""
+
+    def __init__(self, material: TlsMaterial | None, server_name: str | None) -> None:
+        self.server_name = server_name
+        self.credentials = None if material is None else channel_credentials(material)
+        self.options = channel_options(server_name, tuple(_CHANNEL_OPTIONS.items()))
+
+    def open(self, target: str) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(target, options=self.options)
+        return grpc.aio.secure_channel(target, self.credentials, options=self.options)
+
+
+_aetcd_errors: Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]] = (
+    aetcd.client._handle_errors  # aetcd's own error translation, as on its connect()
+)
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd has no type information
+    """aetcd's client with our channel: aetcd 1.0.0 always opens an insecure one.
+
+    `connect()` is aetcd's own (1.0.0, client.py) with the channel creation replaced and
+    the password authentication dropped: etcd authenticates us by our client certificate
+    (`--client-cert-auth`: its CN is the user), so there is no token to expire, which aetcd
+    would never renew.
+    """
+
+    def __init__(self, factory: _ChannelFactory, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._factory = factory
+
+    @_aetcd_errors
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]  # another task is connecting: wait for it
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        try:
+            self._is_connecting = True
+            self.channel = self._factory.open(f"{self._host}:{self._port}")
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
 class _Connection:
     """One aetcd client (one gRPC channel) to one endpoint, and how many requests are using it."""
 
-    def __init__(self, endpoint: Endpoint, timeout_s: float) -> None:
+    def __init__(self, endpoint: Endpoint, timeout_s: float, factory: _ChannelFactory) -> None:
         self.endpoint = endpoint
         self.users = 0
         self._timeout_s = timeout_s
-        self.client: Any = aetcd.Client(
-            host=endpoint.host, port=endpoint.port, timeout=timeout_s, options=_CHANNEL_OPTIONS
-        )
+        self.client: Any = _Client(factory, host=endpoint.host, port=endpoint.port, timeout=timeout_s)
         self.client.metadata = _REQUIRE_LEADER  # aetcd sends client.metadata with every call
 
     async def close(self) -> None:
