@@ -28,6 +28,7 @@ from chaos.bench_cpu import cpu_seconds
 from chaos.bench_h2load import bench_request
 from chaos.bench_openloop import METHOD_GATEWAY, METHOD_ISSUER
 from chaos.bench_proxies import start_haproxy, start_nginx
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, ProcessError, free_port, start_authgw, wait_for_port
 from chaos.sim_control import SimControl
 from chaos.topology import to_toml
@@ -127,6 +128,7 @@ class BenchRig:
         port = free_port()
         doc = {
             "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-bench", "drain_timeout": "2s"},
+            **PLAINTEXT,
             "routing": {
                 "attempt_timeout": f"{self.attempt_timeout_ms}ms",
                 "deadline": f"{self.deadline_ms}ms",

@@ -39,6 +39,7 @@ import grpc
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from chaos.otlp_receiver import OtlpReceiver
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.topology import to_toml
 
@@ -78,6 +79,7 @@ def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio
     port = free_port()
     doc: dict[str, object] = {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": f"gw-bench-{mode}"},
+        **PLAINTEXT,
         "pools": [{"name": "primary", "priority": 1, "members": [{"name": "a1", "address": sim.address}]}],
     }
     section = MODES[mode]

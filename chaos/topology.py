@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaos.pki import plaintext_sections
 from chaos.processes import (
     ManagedProcess,
     ProcessError,
@@ -204,13 +205,12 @@ class Topology:
                 "instance": f"gw-{index + 1}",
                 "drain_timeout": "3s",
             },
+            **plaintext_sections(etcd_endpoints=self.etcd_endpoints if self.spec.etcd else None),
             "routing": {
                 "attempt_timeout": f"{self.spec.attempt_timeout_ms}ms",
                 "deadline": f"{self.spec.deadline_ms}ms",
             },
         }
-        if self.spec.etcd:
-            doc["etcd"] = {"endpoints": self.etcd_endpoints}
         if self.spec.redis:
             standin = self.workdir / "standin.toml"
             if not standin.exists():

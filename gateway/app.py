@@ -21,8 +21,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from authgw.v1 import authorization_pb2 as pb
-from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.config import GatewayConfig
+from gateway.edges.access import AccessControl
+from gateway.edges.grpc_codec import add_authorization_service
 from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
 from gateway.errors import ListenError
 from gateway.journal_sampler import JournalSampler
@@ -33,6 +34,7 @@ from gateway.settlement.wiring import build_settlement
 from gateway.standin_link import build_standin
 from gateway.standin_mode import StandInMode
 from gateway.telemetry import GatewayTelemetry
+from gateway.transport import Transport
 from health import Mode
 
 __all__ = ["Gateway"]
@@ -62,8 +64,9 @@ class Gateway:
         self._owns_telemetry = telemetry is None
         self.telemetry = telemetry or GatewayTelemetry.from_config(cfg)
         tracer = self.telemetry.tracer
+        self.transport = Transport(cfg)  # reads the certificates: a bad file stops here, naming it
         self.standin = build_standin(cfg, self.telemetry.standin_tracer) if fallback is None else None
-        self.router = Router(cfg, tracer=tracer)
+        self.router = Router(cfg, tracer=tracer, connect=self.transport.connect)
         self.mode = Mode.AUTO
         self.membership = (
             MembershipLink(cfg, self.router, self._set_mode, tracer) if cfg.etcd_endpoints else None
@@ -81,6 +84,8 @@ class Gateway:
                 self.standin_mode,
                 self.journal_sampler,
                 fleet=self._fleet_size,
+                certificates=self.transport.days_left,
+                rejected_members=self.membership.filter.rejected if self.membership else None,
             )
             if self.telemetry.metering
             else None
@@ -93,6 +98,7 @@ class Gateway:
             advice_counter=self.metrics.settlement_advices if self.metrics else None,
             backlog=self.standin.engine if self.standin else None,
         )
+        self.access = AccessControl(cfg.security, self.metrics)
         self.service = AuthorizationService(
             cfg,
             self.router,
@@ -101,10 +107,15 @@ class Gateway:
             standin_mode=self.standin_mode,
             spans=self.telemetry.server_spans,
             metrics=self.metrics,
+            access=self.access,
         )
         self.health = HealthServicer()
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 1), ("grpc.max_concurrent_streams", 1000)],
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_concurrent_streams", 1000),
+                ("grpc.max_receive_message_length", cfg.max_message_bytes),  # larger: RESOURCE_EXHAUSTED
+            ],
         )
         self.port = 0
         self._state = _State.NEW
@@ -113,22 +124,25 @@ class Gateway:
     async def start(self) -> None:
         if self._state is not _State.NEW:
             raise RuntimeError(f"gateway cannot start from state {self._state.value}")
-        pb_grpc.add_AuthorizationServicer_to_server(self.service, self.server)
+        add_authorization_service(self.service, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            self.server,
-        )
+        if self.cfg.reflection:  # off unless configured: it lists the services to anyone who asks
+            reflection.enable_server_reflection(
+                (
+                    SERVICE_NAME,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                self.server,
+            )
         try:
-            self.port = self.server.add_insecure_port(self.cfg.listen)
+            self.port = self.transport.add_port(self.server, self.cfg.listen)
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
             raise ListenError(f"cannot listen on {self.cfg.listen}: {exc}") from exc
         if self.port == 0:
             raise ListenError(f"cannot listen on {self.cfg.listen} (in use, or not an address of this host)")
+        await self.transport.start(on_issuer_certificate=self._issuer_certificate_changed)
+        await self.access.start()
         if self.standin is not None:
             await self.standin.start()
         if self.journal_sampler is not None:
@@ -144,6 +158,9 @@ class Gateway:
         log.info(
             "gateway %s listening on %s (pools: %s)", self.cfg.instance, self.cfg.listen, self._pool_names()
         )
+
+    async def _issuer_certificate_changed(self) -> None:
+        await self.router.reconnect(self.transport.connect)
 
     def _fleet_size(self) -> int | None:
         """Gateways etcd lists now (read by the metrics thread from the latest snapshot)."""
@@ -179,6 +196,8 @@ class Gateway:
         if self.membership is not None:
             await self.membership.close()
         await self.router.close()
+        await self.access.close()
+        await self.transport.close()
         if self._owns_telemetry:
             await self.telemetry.close()  # last: spans of the drained requests are exported too
         self._state = _State.CLOSED

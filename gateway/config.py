@@ -25,6 +25,9 @@ from typing import Any
 from authgw.config import ConfigError, Section, read_toml
 from authgw.observability import TelemetrySettings
 from authgw.observability.settings import telemetry_from_section
+from authgw.security import TransportSecurity
+from authgw.security.config import TLS_KEYS
+from gateway.config_security import SecurityConfig, security_config
 from standin import StandInConfig
 from standin import load_config as load_standin_config
 from standin.settlement import SettlementSettings, load_settlement_settings
@@ -62,6 +65,8 @@ class PoolConfig:
     priority: int  # lower is tried first (1 = primary)
     attempt_timeout: timedelta  # per-attempt timeout for this pool's members
     members: tuple[MemberConfig, ...] = ()
+    server_name: str = ""  # the name its hosts' certificates carry (TLS); "": the address's host
+    allowed: tuple[str, ...] = ()  # host:port patterns (fnmatch) a member from etcd may have
 
     @property
     def attempt_timeout_s(self) -> float:
@@ -151,6 +156,11 @@ class GatewayConfig:
     standin: StandInConfig | None = None  # [standin]: None = no stand-in (declines 91)
     settlement: SettlementSettings = field(default_factory=SettlementSettings)
     telemetry: TelemetrySettings | None = None  # [telemetry]; None: the OTEL_* environment decides
+    security: SecurityConfig = field(
+        default_factory=lambda: SecurityConfig(server=TransportSecurity.plaintext())
+    )  # [tls], [[acquirers]], [issuer_tls], [etcd]'s TLS (config_security.py)
+    reflection: bool = False  # serve gRPC server reflection (off unless configured)
+    max_message_bytes: int = 16 * 1024  # a larger request is RESOURCE_EXHAUSTED
 
     @property
     def drain_timeout_s(self) -> float:
@@ -193,13 +203,17 @@ def _members(pool: Section) -> tuple[MemberConfig, ...]:
 def _pools(root: Section, routing: RoutingConfig) -> tuple[PoolConfig, ...]:
     pools = []
     for i, p in enumerate(root.tables("pools")):
-        p.check_known({"name", "priority", "attempt_timeout", "members"})
+        p.check_known({"name", "priority", "attempt_timeout", "members", "server_name", "allowed"})
+        members = _members(p)
         pools.append(
             PoolConfig(
                 name=p.string("name", "", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -"),
                 priority=p.integer("priority", i + 1, minimum=0),
                 attempt_timeout=p.duration("attempt_timeout", routing.attempt_timeout, minimum=_MS),
-                members=_members(p),
+                members=members,
+                server_name=p.string("server_name", "", pattern=r"[A-Za-z0-9.*-]{0,253}", fix="a DNS name"),
+                # by default only the addresses written here: etcd cannot add a host nobody listed
+                allowed=p.strings("allowed", [m.address for m in members]),
             )
         )
         room = routing.deadline - routing.standin_reserve
@@ -294,18 +308,24 @@ def parse_config(
             "standin",
             "settlement",
             "telemetry",
+            "tls",
+            "acquirers",
+            "issuer_tls",
         }
     )
     gw = root.table("gateway")
-    gw.check_known({"listen", "instance", "max_amount_minor", "drain_timeout"})
+    gw.check_known(
+        {"listen", "instance", "max_amount_minor", "drain_timeout", "reflection", "max_message_bytes"}
+    )
     instance = gw.string("instance", "gw-1", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -")
     routing = _routing(root.table("routing"))
     etcd = root.table("etcd")
-    etcd.check_known({"endpoints"})
+    etcd.check_known({"endpoints", *TLS_KEYS})
     endpoints = etcd.strings("endpoints", ())
     pools = _pools(root, routing)
     if not pools and not endpoints:
         root.fail("pools", "no issuer pool", "define at least one [[pools]] or etcd.endpoints")
+    security = security_config(root, etcd if endpoints else None)
     telemetry = root.table("telemetry")
     return GatewayConfig(
         source=source,
@@ -321,6 +341,9 @@ def parse_config(
         standin=_standin(root.table("standin"), instance, os.environ if env is None else env),
         settlement=load_settlement_settings(root.table("settlement")),
         telemetry=telemetry_from_section(telemetry) if root.has("telemetry") else None,
+        security=security,
+        reflection=gw.boolean("reflection", False),
+        max_message_bytes=gw.integer("max_message_bytes", 16 * 1024, minimum=1024, maximum=4 * 1024 * 1024),
     )
 
 

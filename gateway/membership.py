@@ -9,7 +9,9 @@ dead because etcd is silent.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from opentelemetry.trace import Tracer
@@ -26,22 +28,55 @@ from health import (
     parse_endpoints,
 )
 
-__all__ = ["MembershipLink", "pool_specs"]
+__all__ = ["MemberFilter", "MembershipLink", "pool_specs"]
 
 log = logging.getLogger("authgw.membership")
 
 
-def pool_specs(membership: Membership) -> dict[str, PoolSpec]:
-    """Router view of a membership; a member of weight 0 takes no traffic."""
-    return {
-        name: PoolSpec(
-            members=tuple(
-                (m, info.address, info.weight) for m, info in view.members.items() if info.weight > 0
-            ),
-            drained=view.drained,
+class MemberFilter:
+    """Only the pools the config names, and in each only the members at an allowed address.
+
+    Anyone who can write to etcd could register a "member": the gateway would send it card
+    numbers and take its approvals. A pool not in the config, or a member outside the pool's
+    `allowed` patterns (fnmatch over host:port; by default the config's own member
+    addresses), is ignored, logged once and counted in `rejected` (pool, reason). Under TLS
+    a member at an allowed address must still present the pool's certificate (server_name).
+    """
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self._allowed = {p.name: p.allowed for p in cfg.pools}
+        self.pools = frozenset(self._allowed)
+        self.rejected: Counter[tuple[str, str]] = Counter()  # (pool, reason) -> members ignored
+        self._logged: set[tuple[str, str, str]] = set()
+
+    def admits(self, pool: str, member: str, address: str) -> bool:
+        patterns = self._allowed.get(pool)
+        if patterns is None:
+            return self._reject(pool, member, address, "unknown_pool")
+        if not any(fnmatch.fnmatchcase(address, pattern) for pattern in patterns):
+            return self._reject(pool, member, address, "address_not_allowed")
+        return True
+
+    def _reject(self, pool: str, member: str, address: str, reason: str) -> bool:
+        self.rejected[pool, reason] += 1
+        if (pool, member, address) not in self._logged:
+            self._logged.add((pool, member, address))
+            log.warning("ignoring member %s/%s at %s: %s", pool, member, address, reason.replace("_", " "))
+        return False
+
+
+def pool_specs(membership: Membership, allowed: MemberFilter | None = None) -> dict[str, PoolSpec]:
+    """Router view of a membership; a member of weight 0 takes no traffic, a rejected one none either."""
+    specs: dict[str, PoolSpec] = {}
+    for name, view in membership.pools.items():
+        members = tuple(
+            (m, info.address, info.weight)
+            for m, info in view.members.items()
+            if info.weight > 0 and (allowed is None or allowed.admits(name, m, info.address))
         )
-        for name, view in membership.pools.items()
-    }
+        if allowed is None or name in allowed.pools:
+            specs[name] = PoolSpec(members=members, drained=view.drained)
+    return specs
 
 
 def seed_membership(cfg: GatewayConfig) -> Membership:
@@ -72,7 +107,8 @@ class MembershipLink:
         """
         self._router = router
         self._set_mode = set_mode
-        self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)))
+        self.filter = MemberFilter(cfg)
+        self._client = EtcdClient(parse_endpoints(",".join(cfg.etcd_endpoints)), security=cfg.security.etcd)
         self.watcher = MembershipWatcher(
             self._client, seed=seed_membership(cfg), on_change=self._on_change, tracer=tracer
         )
@@ -95,7 +131,7 @@ class MembershipLink:
                 )
             else:
                 log.info("etcd connected at revision %d", membership.revision)
-        self._router.apply(pool_specs(membership))
+        self._router.apply(pool_specs(membership, self.filter))
         self._set_mode(membership.mode)
         task = asyncio.get_running_loop().create_task(self._router.close_retired())
         self._housekeeping.add(task)

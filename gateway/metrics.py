@@ -8,6 +8,9 @@ journal sample taken off the hot path every few seconds.
 
     authgw.decisions                  counter    {source, response_code}
     authgw.refusals                   counter    {reason}          requests refused (reused_request_id)
+    authgw.access.denied              counter    {reason}          calls refused PERMISSION_DENIED (reason:
+                                                                   no_certificate, not_allowed,
+                                                                   acquirer_mismatch, revoked)
     authgw.reversals                  counter    {source, status}  reversals taken (issuer: its answer;
                                                                    stand_in: applied / stored / no_effect)
     authgw.authorization.duration     histogram  ms {source}
@@ -18,6 +21,10 @@ journal sample taken off the hot path every few seconds.
     authgw.pool.verdict               gauge      {pool, verdict}   1 for the pool's verdict now (ok, failing,
                                                                    decline_storm), 0 for the others
     authgw.pool.drained               gauge      {pool}            1 while an operator drains the pool
+    authgw.certificate.days_left      gauge      d {certificate}   days until each certificate expires
+                                                                   (server, issuer_client, etcd_client)
+    authgw.members.rejected           counter    {pool, reason}    etcd members ignored: unknown_pool,
+                                                                   address_not_allowed (MemberFilter)
     authgw.fleet.gateways             gauge                        gateways registered in etcd (this one
                                                                    included; absent without etcd)
     authgw.late_answers               counter                      issuer answers after the gateway gave up
@@ -87,15 +94,21 @@ class GatewayMetrics:
         *,
         clock: Callable[[], float] = time.monotonic,
         fleet: Callable[[], int | None] | None = None,
+        certificates: Mapping[str, float] | None = None,
+        rejected_members: Mapping[tuple[str, str], int] | None = None,
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
+        certificates: certificate label -> days left (gateway/transport.py refreshes it hourly).
+        rejected_members: (pool, reason) -> etcd members ignored (gateway/membership.py MemberFilter).
         """
         self._router = router
         self._standin_mode = standin_mode
         self._journal = journal
         self._clock = clock
         self._fleet = fleet
+        self._certificates = certificates
+        self._rejected_members = rejected_members
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -112,6 +125,9 @@ class GatewayMetrics:
             "authgw.refusals",
             unit="{request}",
             description="Requests refused: a request id reused with other content",
+        )
+        self.denied = meter.create_counter(
+            "authgw.access.denied", unit="{call}", description="Calls refused PERMISSION_DENIED, by reason"
         )
         self.reversals = meter.create_counter(
             "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
@@ -131,6 +147,15 @@ class GatewayMetrics:
                 "Issuer answers after the gateway gave up",
             ),
         ]
+        if self._rejected_members is not None:
+            counters.append(
+                (
+                    "authgw.members.rejected",
+                    self._rejected,
+                    "{member}",
+                    "Members seen in etcd but not allowed for their pool (or in an unknown pool)",
+                )
+            )
         gauges = [
             ("authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
             ("authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
@@ -142,6 +167,10 @@ class GatewayMetrics:
             ),
             ("authgw.pool.drained", self._drained, "", "1 while a pool is drained by an operator"),
         ]
+        if self._certificates is not None:
+            gauges.append(
+                ("authgw.certificate.days_left", self._days_left, "d", "Days until each certificate expires")
+            )
         if self._fleet is not None:
             gauges.append(
                 ("authgw.fleet.gateways", self._gateways, "{gateway}", "Gateways registered in etcd")
@@ -180,6 +209,9 @@ class GatewayMetrics:
 
     def record_refusal(self, reason: str) -> None:
         self.refusals.add(1, {"reason": reason})
+
+    def record_denied(self, reason: str) -> None:
+        self.denied.add(1, {"reason": reason})
 
     def record_reversal(self, response: pb.ReverseResponse) -> None:
         attrs = {
@@ -227,6 +259,17 @@ class GatewayMetrics:
 
     def _drained(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(int(pool.drained), {"pool": pool.name}) for pool in list(self._router.pools)]
+
+    def _days_left(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._certificates is not None
+        return [Observation(days, {"certificate": label}) for label, days in dict(self._certificates).items()]
+
+    def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._rejected_members is not None
+        return [
+            Observation(n, {"pool": pool, "reason": reason})
+            for (pool, reason), n in dict(self._rejected_members).items()
+        ]
 
     def _gateways(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._fleet is not None

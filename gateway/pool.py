@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterable
 
 from gateway.config import DeclineStormConfig, OutlierConfig
-from gateway.member import Member
+from gateway.member import Connect, Member, plaintext_channel
 from gateway.pool_health import PoolHealth
 
 __all__ = ["MemberSpec", "Pool"]
@@ -24,8 +24,11 @@ class Pool:
         attempt_timeout_s: float,
         outlier: OutlierConfig,
         storm: DeclineStormConfig,
+        *,
+        connect: Connect = plaintext_channel,
     ) -> None:
         self.name = name
+        self.connect = connect
         self.priority = priority
         self.attempt_timeout_s = attempt_timeout_s
         self.drained = False
@@ -46,7 +49,9 @@ class Pool:
                 member.weight = max(1, spec[1])
         for name, (address, weight) in wanted.items():
             if name not in self.members:
-                self.members[name] = Member(self.name, name, address, weight, self._outlier)
+                self.members[name] = Member(
+                    self.name, name, address, weight, self._outlier, connect=self.connect
+                )
         return removed
 
     def usable(self, now: float) -> list[Member]:

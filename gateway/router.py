@@ -15,6 +15,7 @@ retries and ejections are plain Counters that metrics read when they collect.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import time
@@ -29,7 +30,7 @@ from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import AUTHORIZE, Attempt, AttemptKind, LateAnswers, Method, run_attempt
 from gateway.config import GatewayConfig
-from gateway.member import Member
+from gateway.member import Connect, Member, plaintext_channel
 from gateway.pool import MemberSpec, Pool
 from gateway.pool_health import Outcome, PoolVerdict
 from gateway.retry_budget import RetryBudget
@@ -121,10 +122,16 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         *,
         tracer: trace.Tracer | None = None,
+        connect: Callable[[str], Connect] | None = None,
     ) -> None:
+        """Args:
+        connect: pool name -> how its members' channels are opened (TLS, the pool's server name);
+            default plaintext.
+        """
         self._cfg = cfg
         self._clock = clock
         self._tracer = tracer
+        self._connect = connect or (lambda _pool: plaintext_channel)
         # chosen once: the traced attempt wraps the same call in a client span
         self._attempt: AttemptFn = (
             run_attempt if tracer is None else functools.partial(traced_attempt, tracer)
@@ -157,6 +164,7 @@ class Router:
                     self._timeouts.get(name, self._cfg.routing.attempt_timeout_s),
                     self._cfg.outlier,
                     self._cfg.decline_storm,
+                    connect=self._connect(name),
                 )
             pool.drained = spec.drained
             self._retired += pool.set_members(spec.members)
@@ -164,6 +172,13 @@ class Router:
         for gone in by_name.values():
             self._retired += gone.set_members(())
         self.pools = sorted(pools, key=lambda p: (p.priority, p.name))
+
+    async def reconnect(self, connect: Callable[[str], Connect]) -> None:
+        """Open every member's channel anew (a rotated client certificate); in-flight calls finish."""
+        self._connect = connect
+        for pool in self.pools:
+            pool.connect = connect(pool.name)
+        await asyncio.gather(*(m.reconnect(p.connect) for p in self.pools for m in list(p.members.values())))
 
     async def close_retired(self) -> None:
         """Close channels of members that left (called off the hot path)."""

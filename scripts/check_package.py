@@ -32,6 +32,11 @@ _CONFIG = """
 listen = "127.0.0.1:{port}"
 instance = "package-check"
 
+[tls]
+insecure = true     # the check starts a gateway from the wheel alone: no certificates at hand
+[issuer_tls]
+insecure = true
+
 [[pools]]
 name = "primary"
 priority = 1

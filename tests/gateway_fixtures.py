@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from authgw.v1 import authorization_pb2 as pb
+from chaos.pki import PLAINTEXT
 from chaos.processes import free_port
 from gateway.config import GatewayConfig, parse_config
 from tests.helpers import PAN_VISA
@@ -35,6 +36,8 @@ def gateway_config(
     }
     for section, values in (extra or {}).items():
         data.setdefault(section, {}).update(values)
+    for section, values in PLAINTEXT.items():  # these tests are about routing: TLS has its own
+        data.setdefault(section, dict(values))
     return parse_config(data, "<test>")
 
 

@@ -21,6 +21,7 @@ import grpc
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from chaos.otlp_receiver import OtlpReceiver, ReceivedSpan
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.topology import standin_toml, to_toml
 from gateway.tracing import SERVER_SPAN
@@ -85,6 +86,7 @@ def _gateway(
     port, scrape = free_port(), free_port()
     doc = {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-otel", "drain_timeout": "3s"},
+        **PLAINTEXT,
         "routing": {"attempt_timeout": "200ms"},
         "outlier": {"consecutive_failures": 2, "max_ejection_share": 1.0},
         "standin": {"config": str(standin), "sqlite_path": str(workdir / "gw-otel.sqlite3")},

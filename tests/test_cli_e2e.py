@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.pki import PLAINTEXT_TOML
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from tests.gateway_fixtures import auth_request
@@ -46,6 +47,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Man
 [gateway]
 listen = "127.0.0.1:{gw_port}"
 drain_timeout = "3s"
+{PLAINTEXT_TOML}
 [[pools]]
 name = "primary"
 members = [{{ name = "a1", address = "{procs["a1"].address}" }}]
@@ -126,7 +128,7 @@ def test_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         cfg = tmp_path / "gw.toml"
-        cfg.write_text(f'[gateway]\nlisten = "127.0.0.1:{port}"\n[[pools]]\nname = "p"\n')
+        cfg.write_text(f'[gateway]\nlisten = "127.0.0.1:{port}"\n{PLAINTEXT_TOML}[[pools]]\nname = "p"\n')
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg), "--log-format", "text"]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert out.returncode == 1

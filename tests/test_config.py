@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.pki import PLAINTEXT
 from gateway.config import load_config, parse_config
 from gateway.errors import ConfigError
 
@@ -78,7 +79,7 @@ def test_attempt_timeout_must_fit_deadline() -> None:
 def test_share_range_checked() -> None:
     """A share outside 0..1 is rejected."""
     with pytest.raises(ConfigError) as info:
-        parse_config({"outlier": {"max_ejection_share": 2}, "pools": [{"name": "p"}]}, "x.toml")
+        parse_config({"outlier": {"max_ejection_share": 2}, "pools": [{"name": "p"}], **PLAINTEXT}, "x.toml")
     assert info.value.key == "outlier.max_ejection_share"
 
 
@@ -86,3 +87,56 @@ def test_no_pools_and_no_etcd_rejected() -> None:
     """A gateway with nowhere to route is rejected at load."""
     with pytest.raises(ConfigError, match="at least one"):
         parse_config({}, "x.toml")
+
+
+# -- security sections (gateway/config_security.py) -------------------------------------------
+
+_POOLS = [{"name": "p", "members": [{"name": "m", "address": "127.0.0.1:7001"}]}]
+
+
+def test_tls_is_required_unless_insecure_is_said() -> None:
+    """Without [tls] the config is refused, naming tls.cert: plaintext is never the default."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"pools": _POOLS, "issuer_tls": {"insecure": True}}, "x.toml")
+    assert info.value.key == "tls.cert" and "insecure = true" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config({"pools": _POOLS, "tls": {"insecure": True}}, "x.toml")
+    assert info.value.key == "issuer_tls.cert"
+
+
+def test_insecure_with_files_is_ambiguous() -> None:
+    """`insecure = true` beside certificate files is refused rather than guessed."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {"pools": _POOLS, "tls": {"insecure": True, "cert": "a.pem"}, "issuer_tls": {"insecure": True}},
+            "x.toml",
+        )
+    assert info.value.key == "tls.insecure"
+
+
+def test_etcd_needs_tls_too() -> None:
+    """etcd endpoints without TLS files or insecure = true are refused, naming etcd.cert."""
+    doc = {"pools": _POOLS, "tls": {"insecure": True}, "issuer_tls": {"insecure": True}}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**doc, "etcd": {"endpoints": ["http://127.0.0.1:2379"]}}, "x.toml")
+    assert info.value.key == "etcd.cert"
+
+
+def test_one_identity_one_acquirer() -> None:
+    """A certificate identity may act as one acquirer only; acquirer ids are digits."""
+    doc = {"pools": _POOLS, "tls": {"insecure": True}, "issuer_tls": {"insecure": True}}
+    two = [{"id": "1001", "identities": ["spiffe://x/a"]}, {"id": "1002", "identities": ["spiffe://x/a"]}]
+    with pytest.raises(ConfigError) as info:
+        parse_config({**doc, "acquirers": two}, "x.toml")
+    assert info.value.key == "acquirers[1].identities"
+    with pytest.raises(ConfigError) as info:
+        parse_config({**doc, "acquirers": [{"id": "ACQ1", "identities": ["spiffe://x/a"]}]}, "x.toml")
+    assert info.value.key == "acquirers[0].id"
+
+
+def test_members_from_etcd_default_to_the_listed_addresses() -> None:
+    """A pool's `allowed` defaults to its own members' addresses: etcd cannot add a host."""
+    doc = {"pools": _POOLS, "tls": {"insecure": True}, "issuer_tls": {"insecure": True}}
+    cfg = parse_config(doc, "x.toml")
+    assert cfg.pools[0].allowed == ("127.0.0.1:7001",)
+    assert cfg.reflection is False and cfg.max_message_bytes == 16 * 1024

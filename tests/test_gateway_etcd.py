@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from chaos.pki import plaintext_sections
 from chaos.processes import ManagedProcess, free_port
 from chaos.topology import Topology, TopologySpec
 from gateway.app import Gateway
@@ -45,8 +46,11 @@ async def gateway(topo: Topology) -> AsyncIterator[Gateway]:
     cfg = parse_config(
         {
             "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-etcd"},
-            "etcd": {"endpoints": topo.etcd_endpoints},
-            "pools": [{"name": "primary", "priority": 1}, {"name": "secondary", "priority": 2}],
+            **plaintext_sections(etcd_endpoints=topo.etcd_endpoints),
+            "pools": [  # members only from etcd, on this host only
+                {"name": "primary", "priority": 1, "allowed": ["127.0.0.1:*"]},
+                {"name": "secondary", "priority": 2, "allowed": ["127.0.0.1:*"]},
+            ],
         },
         "<test>",
     )

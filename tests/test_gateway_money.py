@@ -19,6 +19,7 @@ import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from chaos.topology import standin_toml
@@ -65,6 +66,7 @@ async def gateway(sims: dict[str, ManagedProcess], standin_file: Path) -> AsyncI
     """An in-process gateway with stand-in; simulators healthy again afterwards."""
     doc: dict[str, Any] = {
         "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-money"},
+        **PLAINTEXT,
         "routing": {"attempt_timeout": "400ms"},
         "standin": {
             "config": str(standin_file),

@@ -16,6 +16,7 @@ import redis
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.topology import standin_toml, to_toml
 from gateway.app import Gateway
@@ -55,6 +56,7 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Managed
 def _config_doc(sims: dict[str, ManagedProcess], standin: Path, instance: str, port: int) -> dict[str, Any]:
     return {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": instance},
+        **PLAINTEXT,
         "routing": {"attempt_timeout": "200ms"},
         "standin": {"config": str(standin), "sqlite_path": str(standin.parent / f"{instance}.sqlite3")},
         "pools": [

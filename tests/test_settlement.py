@@ -34,6 +34,7 @@ from test_settlement_support import (
 from test_standin_support import ENV, IMPATIENT, client, engine, request
 
 from authgw.v1 import authorization_pb2 as pb
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_redis
 from chaos.sim_control import SimControl
 from gateway.app import Gateway
@@ -85,6 +86,7 @@ async def test_outage_then_recovery_settles_every_decision_once(
     standin = standin_file(tmp_path, redis_port)
     doc = {
         "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-out"},
+        **PLAINTEXT,
         "routing": {"attempt_timeout": "200ms"},
         "standin": {"config": str(standin), "sqlite_path": str(tmp_path / "gw-out.sqlite3")},
         "settlement": fast_settlement_toml(),

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
 
 from authgw.v1 import simulator_pb2
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from chaos.topology import to_toml
@@ -202,6 +203,7 @@ def gateway_toml(
     path = tmp_path / f"{name}.toml"
     doc = {
         "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": name},
+        **PLAINTEXT,
         "standin": {"config": str(standin), "sqlite_path": str(tmp_path / f"{name}.sqlite3")},
         "settlement": settlement,
         "pools": pools_of(sims),

@@ -13,6 +13,7 @@ import pytest
 from helpers import PAN_AMEX, PAN_MC, PAN_VISA
 from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, request
 
+from chaos.pki import PLAINTEXT_TOML
 from chaos.processes import free_port, start_redis
 from standin import CardStatus, CardStatusFileError, Reason, ResponseCode
 from standin.cardstatus import CardStatusRecord, load_card_statuses, read_card_status_file
@@ -153,7 +154,7 @@ def gateway_config_file(tmp_path: Path, redis_port: int, instance: str = "gw-op"
     config_file(tmp_path, redis_port)
     path = tmp_path / "gateway.toml"
     path.write_text(
-        f'[gateway]\ninstance = "{instance}"\n[[pools]]\nname = "p"\n'
+        f'[gateway]\ninstance = "{instance}"\n{PLAINTEXT_TOML}[[pools]]\nname = "p"\n'
         'members = [{ name = "m", address = "127.0.0.1:9" }]\n[standin]\nconfig = "standin.toml"\n'
     )
     return path

@@ -13,6 +13,7 @@ import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.pki import PLAINTEXT, PLAINTEXT_TOML
 from chaos.processes import free_port, start_authgw
 from chaos.topology import standin_toml
 from gateway.config import parse_config
@@ -31,6 +32,7 @@ def test_worker_config_separates_instances(tmp_path: Path) -> None:
     cfg = parse_config(
         {
             "gateway": {"instance": "gw"},
+            **PLAINTEXT,
             "standin": {"config": "s.toml", "sqlite_path": "data/gw.sqlite3"},
             "telemetry": {"prometheus_listen": "127.0.0.1:9464"},
             "pools": [{"name": "p"}],
@@ -60,6 +62,7 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> N
     cfg = tmp_path / "gw.toml"
     cfg.write_text(
         f'[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
+        f"{PLAINTEXT_TOML}"
         f'[[pools]]\nname = "p"\nmembers = [{{ name = "m", address = "127.0.0.1:{sim_port}" }}]\n'
     )
     gw = start_authgw(tmp_path, "gw", ["serve", "--config", str(cfg), "--workers", "2"], gw_port)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
@@ -27,6 +28,8 @@ from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
+from gateway.edges.access import AccessControl
+from gateway.edges.grpc_codec import Undecodable
 from gateway.edges.validation import validate, validate_reversal
 from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.fallback import DeclineFallback, Fallback, decline_91
@@ -56,8 +59,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         clock: Callable[[], float] = time.monotonic,
         spans: ServerSpans | None = None,
         metrics: GatewayMetrics | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self._cfg = cfg
+        self._access = access or AccessControl(cfg.security, metrics)
         self._spans = spans
         self._metrics = metrics
         self._clock = clock
@@ -70,9 +75,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
 
     async def Authorize(
         self,
-        request: pb.AuthorizeRequest,
+        request: pb.AuthorizeRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
     ) -> pb.AuthorizeResponse:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         if self._spans is None:
             return await self._authorize(request, context, None)
         # start_span + attach rather than start_as_current_span: no generator-based context manager
@@ -106,6 +113,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             if span is not None:
                 invalid_request(span, str(exc))
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._authorized(context, request.acquirer_id, span)
         self.in_flight += 1
         self.idle.clear()
         try:
@@ -130,15 +138,27 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         """Route a valid request; always answers within the deadline (raises RequestRefused)."""
         return await self._authorizer.decide(request, client_remaining_s)
 
+    async def _authorized(self, context: Any, acquirer_id: str, span: Span | None = None) -> None:
+        """PERMISSION_DENIED unless the caller's certificate may act as `acquirer_id` (edges/access.py)."""
+        reason = self._access.check(context, acquirer_id)
+        if reason is None:
+            return
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, "PERMISSION_DENIED"))
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
+
     async def Reverse(
         self,
-        request: pb.ReverseRequest,
+        request: pb.ReverseRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.ReverseRequest, pb.ReverseResponse],
     ) -> pb.ReverseResponse:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         try:
             validate_reversal(request, self._cfg.max_amount_minor)
         except InvalidRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._authorized(context, request.acquirer_id)
         try:
             response = await self._reversals.reverse(request, context.time_remaining())
         except ReversalUnavailable as exc:
@@ -146,3 +166,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         if self._metrics is not None:
             self._metrics.record_reversal(response)
         return response
+
+    async def Advise(
+        self,
+        request: pb.AcquirerAdvice | Undecodable,
+        context: grpc.aio.ServicerContext[pb.AcquirerAdvice, pb.AdviceAck],
+    ) -> pb.AdviceAck:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "acquirer advices: not yet")

@@ -33,6 +33,7 @@ from gateway.metrics import settlement_counter
 from gateway.router import Router
 from gateway.settlement.sender import GrpcAdviceSender
 from gateway.telemetry import GatewayTelemetry
+from gateway.transport import Transport
 from health import Mode
 from standin.settlement import Settlement
 
@@ -45,7 +46,10 @@ class _Issuer:
     """The issuer hosts to advise: the config's pools, followed live in etcd when configured."""
 
     def __init__(self, cfg: GatewayConfig) -> None:
-        self.router = Router(cfg)
+        self.transport = Transport(
+            cfg, serving=False
+        )  # [issuer_tls]: the same client certificate as the gateway's
+        self.router = Router(cfg, connect=self.transport.connect)
         self.mode = Mode.AUTO
         self._link = (
             MembershipLink(cfg, self.router, self._set_mode, register=False) if cfg.etcd_endpoints else None
@@ -57,13 +61,18 @@ class _Issuer:
             self.mode = mode
 
     async def start(self) -> None:
+        await self.transport.start(on_issuer_certificate=self._reconnect)
         if self._link is not None:
             await self._link.start()
+
+    async def _reconnect(self) -> None:
+        await self.router.reconnect(self.transport.connect)
 
     async def close(self) -> None:
         if self._link is not None:
             await self._link.close()
         await self.router.close()
+        await self.transport.close()
 
 
 async def run(cfg: GatewayConfig, instance: str, telemetry: GatewayTelemetry | None = None) -> int:
