@@ -55,12 +55,14 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authgw.observability import TelemetrySettingError
+from authgw.security import TlsFiles, load_tls_files
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
 from chaos.ledger_protocol import Ledger
 from chaos.memory_ledger import MemoryLedger
@@ -98,8 +100,14 @@ class IssuerSim:
         grace_s: float = 2.0,
         rng: random.Random | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
+        """Args:
+        tls: serve mutual TLS with this certificate, requiring client certificates that chain
+            to `tls.ca` (the gateway's, an agent's, the harness's); None: plaintext.
+        """
         self.listen = listen
+        self._tls = tls
         self._interceptors = list(interceptors)
         self.pool = pool
         self.member = member
@@ -122,7 +130,11 @@ class IssuerSim:
         for service in ("", ISSUER_HOST_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         try:
-            port = server.add_insecure_port(self.listen)
+            port = (
+                server.add_insecure_port(self.listen)
+                if self._tls is None
+                else server.add_secure_port(self.listen, _server_credentials(self._tls))
+            )
         except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
             raise OSError(f"cannot bind {self.listen}") from exc
         await server.start()
@@ -156,6 +168,24 @@ class IssuerSim:
             await self._server.wait_for_termination()
 
 
+def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    material = load_tls_files(tls)
+    return grpc.ssl_server_credentials(
+        [(material.key_pem, material.cert_chain_pem)],
+        root_certificates=material.ca_pem,
+        require_client_auth=True,
+    )
+
+
+def _tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    given = [args.tls_cert, args.tls_key, args.tls_ca]
+    if not any(given):
+        return None
+    if not all(given):
+        raise SystemExit("issuer-sim: --tls-cert, --tls-key and --tls-ca go together")
+    return TlsFiles(cert=Path(args.tls_cert), key=Path(args.tls_key), ca=Path(args.tls_ca))
+
+
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m chaos issuer-sim", description="an issuer host simulator")
     p.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
@@ -171,6 +201,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ledger", default="", help="redis://HOST:PORT/DB: shared issuer-wide ledger")
     p.add_argument("--grace-s", type=float, default=2.0, help="drain time for in-flight calls on stop")
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    p.add_argument("--tls-cert", default="", help="serve mutual TLS: our certificate (PEM) ...")
+    p.add_argument("--tls-key", default="", help="... its key ...")
+    p.add_argument("--tls-ca", default="", help="... and the CA client certificates must chain to")
     return p.parse_args(argv)
 
 
@@ -194,6 +227,7 @@ async def _serve(
         faults=faults,
         grace_s=args.grace_s,
         interceptors=interceptors,
+        tls=_tls_files(args),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

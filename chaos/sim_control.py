@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from authgw.security import TlsFiles, channel_credentials, load_tls_files
 from authgw.v1 import simulator_pb2
 
 __all__ = ["SimControl"]
@@ -27,11 +28,18 @@ _MAX_REPORT_BYTES = 256 * 1024 * 1024
 class SimControl:
     """Control channel to one issuer simulator; close it (or use `async with`)."""
 
-    def __init__(self, address: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 5.0, tls: TlsFiles | None = None) -> None:
+        """Args:
+        tls: the harness's client certificate for a simulator serving mutual TLS (its CA
+            checks the simulator's certificate); None: plaintext.
+        """
         self.address = address
         self._timeout_s = timeout_s
-        self._channel: Any = grpc.aio.insecure_channel(
-            address, options=[("grpc.max_receive_message_length", _MAX_REPORT_BYTES)]
+        options = [("grpc.max_receive_message_length", _MAX_REPORT_BYTES)]
+        self._channel: Any = (
+            grpc.aio.insecure_channel(address, options=options)
+            if tls is None
+            else grpc.aio.secure_channel(address, channel_credentials(load_tls_files(tls)), options=options)
         )
         # Built from the channel rather than the generated stub, which carries no annotations.
         self._set_faults = self._channel.unary_unary(

@@ -77,19 +77,8 @@ class Gateway:
             if self.standin and self.telemetry.metering
             else None
         )
-        self.metrics = (
-            GatewayMetrics(
-                self.telemetry.meter,
-                self.router,
-                self.standin_mode,
-                self.journal_sampler,
-                fleet=self._fleet_size,
-                certificates=self.transport.days_left,
-                rejected_members=self.membership.filter.rejected if self.membership else None,
-            )
-            if self.telemetry.metering
-            else None
-        )
+        self.access = AccessControl(cfg.security)
+        self.metrics = self._metrics() if self.telemetry.metering else None
         self.settlement = build_settlement(
             cfg,
             self.router,
@@ -98,7 +87,6 @@ class Gateway:
             advice_counter=self.metrics.settlement_advices if self.metrics else None,
             backlog=self.standin.engine if self.standin else None,
         )
-        self.access = AccessControl(cfg.security, self.metrics)
         self.service = AuthorizationService(
             cfg,
             self.router,
@@ -120,6 +108,18 @@ class Gateway:
         self.port = 0
         self._state = _State.NEW
         self._closed = asyncio.Event()
+
+    def _metrics(self) -> GatewayMetrics:
+        return GatewayMetrics(
+            self.telemetry.meter,
+            self.router,
+            self.standin_mode,
+            self.journal_sampler,
+            fleet=self._fleet_size,
+            certificates=self.transport.days_left,
+            rejected_members=self.membership.filter.rejected if self.membership else None,
+            denied=self.access.denied,
+        )
 
     async def start(self) -> None:
         if self._state is not _State.NEW:

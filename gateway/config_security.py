@@ -71,11 +71,11 @@ def acquirers_from(root: Section) -> Mapping[str, str]:
         identities = a.strings("identities", ())
         if not identities:
             a.fail("identities", "empty", "list its certificates' SAN URIs or DNS names")
-        for identity in identities:
-            if out.get(identity.lower(), acquirer) != acquirer:
-                other = out[identity.lower()]
-                a.fail("identities", f"{identity!r} already acts as acquirer {other}", "keep one")
-            out[identity.lower()] = acquirer
+        for identity in identities:  # URIs compare exactly (a SPIFFE path is case-sensitive)
+            key = identity if "://" in identity else identity.lower()  # DNS names do not
+            if out.get(key, acquirer) != acquirer:
+                a.fail("identities", f"{identity!r} already acts as acquirer {out[key]}", "keep one")
+            out[key] = acquirer
     return MappingProxyType(out)
 
 

@@ -42,9 +42,10 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Counter, Meter, Observation
+from opentelemetry.metrics import CallbackT as Callback
 from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
@@ -96,11 +97,13 @@ class GatewayMetrics:
         fleet: Callable[[], int | None] | None = None,
         certificates: Mapping[str, float] | None = None,
         rejected_members: Mapping[tuple[str, str], int] | None = None,
+        denied: Mapping[str, int] | None = None,
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
         certificates: certificate label -> days left (gateway/transport.py refreshes it hourly).
         rejected_members: (pool, reason) -> etcd members ignored (gateway/membership.py MemberFilter).
+        denied: reason -> calls refused PERMISSION_DENIED (gateway/edges/access.py AccessControl).
         """
         self._router = router
         self._standin_mode = standin_mode
@@ -109,6 +112,7 @@ class GatewayMetrics:
         self._fleet = fleet
         self._certificates = certificates
         self._rejected_members = rejected_members
+        self._denied = denied
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -126,9 +130,6 @@ class GatewayMetrics:
             unit="{request}",
             description="Requests refused: a request id reused with other content",
         )
-        self.denied = meter.create_counter(
-            "authgw.access.denied", unit="{call}", description="Calls refused PERMISSION_DENIED, by reason"
-        )
         self.reversals = meter.create_counter(
             "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
         )
@@ -136,64 +137,37 @@ class GatewayMetrics:
 
     def _observe(self, meter: Meter) -> None:
         """The instruments read at collection time, from state the gateway keeps anyway."""
-        counters = [
-            ("authgw.attempts", self._attempts, "{attempt}", "Attempts on issuer hosts"),
-            ("authgw.retries", self._retries, "{attempt}", "Attempts after a failed one"),
-            ("authgw.ejections", self._ejections, "{ejection}", "Members ejected"),
-            (
-                "authgw.late_answers",
-                self._late_answers,
-                "{answer}",
-                "Issuer answers after the gateway gave up",
-            ),
-        ]
-        if self._rejected_members is not None:
-            counters.append(
-                (
-                    "authgw.members.rejected",
-                    self._rejected,
-                    "{member}",
-                    "Members seen in etcd but not allowed for their pool (or in an unknown pool)",
-                )
-            )
-        gauges = [
-            ("authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
-            ("authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
-            (
-                "authgw.pool.verdict",
-                self._verdicts,
-                "",
-                "1 for each pool's verdict now (ok, failing, decline_storm)",
-            ),
-            ("authgw.pool.drained", self._drained, "", "1 while a pool is drained by an operator"),
-        ]
-        if self._certificates is not None:
-            gauges.append(
-                ("authgw.certificate.days_left", self._days_left, "d", "Days until each certificate expires")
-            )
-        if self._fleet is not None:
-            gauges.append(
-                ("authgw.fleet.gateways", self._gateways, "{gateway}", "Gateways registered in etcd")
-            )
-        if self._journal is not None:
-            gauges += [
-                (
-                    "authgw.journal.depth",
-                    self._journal_depth,
-                    "{decision}",
-                    "Stand-in decisions not yet settled",
-                ),
-                (
-                    "authgw.journal.oldest_age",
-                    self._journal_age,
-                    "s",
-                    "Age of the oldest unsettled stand-in decision",
-                ),
-            ]
-        for name, callback, unit, description in counters:
-            meter.create_observable_counter(name, [callback], unit=unit, description=description)
-        for name, callback, unit, description in gauges:
-            meter.create_observable_gauge(name, [callback], unit=unit, description=description)
+        counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
+        journal = self._journal is not None
+        instruments: list[tuple[Any, bool, str, Callback, str, str]] = [
+            (counter, True, "authgw.attempts", self._attempts, "{attempt}", "Attempts on issuer hosts"),
+            (counter, True, "authgw.retries", self._retries, "{attempt}", "Attempts after a failed one"),
+            (counter, True, "authgw.ejections", self._ejections, "{ejection}", "Members ejected"),
+            (counter, True, "authgw.late_answers", self._late_answers, "{answer}",
+             "Issuer answers after the gateway gave up"),
+            (counter, self._denied is not None, "authgw.access.denied", self._denials, "{call}",
+             "Calls refused PERMISSION_DENIED, by reason"),
+            (counter, self._rejected_members is not None, "authgw.members.rejected", self._rejected,
+             "{member}",
+             "Members seen in etcd but not allowed for their pool (or in an unknown pool)"),
+            (gauge, True, "authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
+            (gauge, True, "authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
+            (gauge, True, "authgw.pool.verdict", self._verdicts, "",
+             "1 for each pool's verdict now (ok, failing, decline_storm)"),
+            (gauge, True, "authgw.pool.drained", self._drained, "",
+             "1 while a pool is drained by an operator"),
+            (gauge, self._certificates is not None, "authgw.certificate.days_left", self._days_left, "d",
+             "Days until each certificate expires"),
+            (gauge, self._fleet is not None, "authgw.fleet.gateways", self._gateways, "{gateway}",
+             "Gateways registered in etcd"),
+            (gauge, journal, "authgw.journal.depth", self._journal_depth, "{decision}",
+             "Stand-in decisions not yet settled"),
+            (gauge, journal, "authgw.journal.oldest_age", self._journal_age, "s",
+             "Age of the oldest unsettled stand-in decision"),
+        ]  # fmt: skip
+        for create, enabled, name, callback, unit, description in instruments:
+            if enabled:
+                create(name, [callback], unit=unit, description=description)
 
     def record_decision(self, response: pb.AuthorizeResponse, elapsed_s: float) -> None:
         """One answered authorization (hot path: two cached dict lookups, one add, one record)."""
@@ -209,9 +183,6 @@ class GatewayMetrics:
 
     def record_refusal(self, reason: str) -> None:
         self.refusals.add(1, {"reason": reason})
-
-    def record_denied(self, reason: str) -> None:
-        self.denied.add(1, {"reason": reason})
 
     def record_reversal(self, response: pb.ReverseResponse) -> None:
         attrs = {
@@ -263,6 +234,10 @@ class GatewayMetrics:
     def _days_left(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._certificates is not None
         return [Observation(days, {"certificate": label}) for label, days in dict(self._certificates).items()]
+
+    def _denials(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._denied is not None
+        return [Observation(n, {"reason": reason}) for reason, n in dict(self._denied).items()]
 
     def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._rejected_members is not None

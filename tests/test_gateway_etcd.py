@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from chaos.pki import plaintext_sections
-from chaos.processes import ManagedProcess, free_port
+from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.sim_control import SimControl
 from chaos.topology import Topology, TopologySpec
 from gateway.app import Gateway
 from gateway.config import parse_config
+from health import EtcdClient, KeyLayout, MemberInfo, parse_endpoints
 from tests.gateway_fixtures import auth_request
 from tests.helpers import assert_eventually
 
@@ -40,6 +43,10 @@ def _admin(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
+def _addresses(topo: Topology, *members: str) -> list[str]:
+    return [topo.sims[m].address for m in members]
+
+
 @pytest.fixture
 async def gateway(topo: Topology) -> AsyncIterator[Gateway]:
     """An in-process gateway whose config lists pools and priorities but no member."""
@@ -47,9 +54,9 @@ async def gateway(topo: Topology) -> AsyncIterator[Gateway]:
         {
             "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-etcd"},
             **plaintext_sections(etcd_endpoints=topo.etcd_endpoints),
-            "pools": [  # members only from etcd, on this host only
-                {"name": "primary", "priority": 1, "allowed": ["127.0.0.1:*"]},
-                {"name": "secondary", "priority": 2, "allowed": ["127.0.0.1:*"]},
+            "pools": [  # members only from etcd, at the addresses the bank gave its issuer hosts
+                {"name": "primary", "priority": 1, "allowed": _addresses(topo, "a1", "a2")},
+                {"name": "secondary", "priority": 2, "allowed": _addresses(topo, "b1", "b2")},
             ],
         },
         "<test>",
@@ -188,3 +195,40 @@ async def test_etcd_down_keeps_routing_then_catches_up(gateway: Gateway, topo: T
 
     await assert_eventually(drained, timeout_s=5)
     await _all_members_live(gateway)
+
+
+async def test_rogue_members_in_etcd_get_no_request(gateway: Gateway, topo: Topology, tmp_path: Path) -> None:
+    """Anyone who can write to etcd registers an approving host in the primary pool (at an address
+    nobody allowed) and in a pool the config does not name: both are ignored and counted, and the
+    rogue host answers no request."""
+    await _all_members_live(gateway)
+    port = free_port()
+    rogue = start_authgw(
+        tmp_path,
+        "rogue",
+        ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", "primary", "--member", "x"],
+        port,
+    )
+    layout = KeyLayout()
+    info = MemberInfo(address=rogue.address, weight=100).to_json()
+    try:
+        async with EtcdClient(parse_endpoints(",".join(topo.etcd_endpoints))) as etcd:
+            await etcd.put(layout.member("primary", "rogue"), info)
+            await etcd.put(layout.member("shadow", "rogue"), info)
+
+            async def ignored() -> None:
+                rejected = gateway.membership.filter.rejected if gateway.membership else {}
+                assert rejected[("primary", "address_not_allowed")] >= 1
+                assert rejected[("shadow", "unknown_pool")] >= 1
+
+            await assert_eventually(ignored, timeout_s=5)
+            assert _members(gateway) == {"primary": {"a1", "a2"}, "secondary": {"b1", "b2"}}
+            for _ in range(20):
+                resp = await gateway.service.decide(auth_request(request_id=_rid("rogue")), None)
+                assert resp.pool == "primary" and resp.member in {"a1", "a2"}
+            await etcd.delete(layout.member("primary", "rogue"))
+            await etcd.delete(layout.member("shadow", "rogue"))
+        async with SimControl(rogue.address) as ctl:
+            assert (await ctl.report()).authorize_calls == 0
+    finally:
+        rogue.stop()

@@ -20,30 +20,27 @@ certificate's parse cached by its bytes.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections import Counter
 
 from authgw.security import AccessDecision, Allowlist, DenyList, PeerIdentityReader
 from authgw.security.identity import AuthContextSource
 from gateway.config_security import SecurityConfig
 
-__all__ = ["AccessControl", "DeniedCounter"]
+__all__ = ["AccessControl"]
 
 log = logging.getLogger("authgw.access")
-
-
-class DeniedCounter(Protocol):
-    def record_denied(self, reason: str) -> None: ...
 
 
 class AccessControl:
     """Per-call checks of the caller's certificate (see the module docstring)."""
 
-    def __init__(self, security: SecurityConfig, counter: DeniedCounter | None = None) -> None:
+    def __init__(self, security: SecurityConfig) -> None:
         self.plaintext = security.server.insecure
         self._reader = PeerIdentityReader()
         self._allowlist = Allowlist(security.acquirers)
         self._deny = DenyList(security.deny_list) if security.deny_list is not None else None
-        self._counter = counter
+        self.denied: Counter[str] = Counter()
+        """Calls refused, by reason label (exported as authgw.access.denied)."""
 
     async def start(self) -> None:
         if self._deny is not None:
@@ -68,8 +65,7 @@ class AccessControl:
     def _verdict(self, decision: AccessDecision) -> str | None:
         if decision.allowed:
             return None
-        if self._counter is not None:
-            self._counter.record_denied(_reason_label(decision.reason))
+        self.denied[_reason_label(decision.reason)] += 1
         return decision.reason
 
 

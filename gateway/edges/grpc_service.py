@@ -62,7 +62,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         access: AccessControl | None = None,
     ) -> None:
         self._cfg = cfg
-        self._access = access or AccessControl(cfg.security, metrics)
+        self._access = access or AccessControl(cfg.security)
         self._spans = spans
         self._metrics = metrics
         self._clock = clock
