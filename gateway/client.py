@@ -1,4 +1,9 @@
-"""`authgw authorize`: send one authorization and print the answer as one JSON object."""
+"""`authgw authorize`: send one authorization and print the answer as one JSON object.
+
+The gateway requires mutual TLS: give the acquirer's certificate, key and the gateway's CA
+(--cert/--key/--ca, or $AUTHGW_CLIENT_CERT/$AUTHGW_CLIENT_KEY/$AUTHGW_CA); --insecure talks
+plaintext to a development gateway configured with `[tls] insecure = true`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,13 @@ import os
 import sys
 import uuid
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import grpc
 import pycountry
 from google.protobuf import json_format
 
+from authgw.security import CertificateError, TlsFiles, channel_credentials, channel_options, load_tls_files
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 
@@ -59,10 +66,30 @@ def build_request(args: argparse.Namespace) -> pb.AuthorizeRequest:
     return req
 
 
-async def _send(target: str, req: pb.AuthorizeRequest, timeout_s: float) -> pb.AuthorizeResponse:
-    async with grpc.aio.insecure_channel(target) as channel:
+def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+    """Mutual TLS with the acquirer's certificate; plaintext only with --insecure (said on stderr)."""
+    if args.insecure:
+        print("authgw authorize: --insecure: plaintext, the card number travels in clear", file=sys.stderr)
+        return grpc.aio.insecure_channel(args.target)
+    files = [args.cert, args.key, args.ca]
+    if not all(files):
+        missing = [f"--{n}" for n, v in zip(("cert", "key", "ca"), files, strict=True) if not v]
+        raise SystemExit(
+            f"authgw authorize: {', '.join(missing)} missing: the gateway requires the acquirer's "
+            "certificate (or --insecure for a plaintext development gateway)"
+        )
+    try:
+        material = load_tls_files(TlsFiles(cert=Path(args.cert), key=Path(args.key), ca=Path(args.ca)))
+    except CertificateError as exc:
+        raise SystemExit(f"authgw authorize: {exc}") from exc
+    options = channel_options(args.server_name or None)
+    return grpc.aio.secure_channel(args.target, channel_credentials(material), options=options)
+
+
+async def _send(args: argparse.Namespace, req: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
+    async with _channel(args) as channel:
         stub = pb_grpc.AuthorizationStub(channel)
-        resp: pb.AuthorizeResponse = await stub.Authorize(req, timeout=timeout_s)
+        resp: pb.AuthorizeResponse = await stub.Authorize(req, timeout=args.timeout)
         return resp
 
 
@@ -88,10 +115,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--pin-verified", action="store_true")
     parser.add_argument("--authenticated", action="store_true", help="3-D Secure authenticated")
     parser.add_argument("--timeout", type=float, default=5.0, help="client deadline, seconds")
+    env = os.environ.get
+    parser.add_argument("--cert", default=env("AUTHGW_CLIENT_CERT", ""), help="acquirer certificate (PEM)")
+    parser.add_argument("--key", default=env("AUTHGW_CLIENT_KEY", ""), help="its private key (PEM)")
+    parser.add_argument("--ca", default=env("AUTHGW_CA", ""), help="CA of the gateway's certificate (PEM)")
+    parser.add_argument("--server-name", default="", help="name the gateway's certificate must carry")
+    parser.add_argument("--insecure", action="store_true", help="plaintext (a development gateway only)")
     args = parser.parse_args(argv[1:])
     req = build_request(args)
     try:
-        resp = asyncio.run(_send(args.target, req, args.timeout))
+        resp = asyncio.run(_send(args, req))
     except grpc.aio.AioRpcError as exc:
         print(f"{exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1

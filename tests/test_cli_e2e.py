@@ -15,47 +15,54 @@ import grpc
 import pytest
 
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
-from chaos.pki import PLAINTEXT_TOML
+from chaos.pki import PLAINTEXT_TOML, DevPki
 from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
+from chaos.topology import to_toml
 from tests.gateway_fixtures import auth_request
 from tests.helpers import PAN_VISA
 
+_PKI: dict[str, DevPki] = {}
 
-def _authorize(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+
+def _acquirer_flags() -> list[str]:
+    """What an acquirer gives `authgw authorize`: its certificate, key and the gateway's CA."""
+    f = _PKI["pki"].acquirer_files("1001")
+    return ["--cert", str(f.cert), "--key", str(f.key), "--ca", str(f.ca)]
+
+
+def _authorize(target: str, *extra: str, tls: bool = True) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "gateway.cli", "authorize", "--target", target, *extra]
+    if tls:
+        argv += _acquirer_flags()
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ManagedProcess]]:
-    """One simulator per pool and a gateway process with a static config."""
+    """One simulator per pool and a gateway process with a static config, mutual TLS everywhere."""
     workdir: Path = tmp_path_factory.mktemp("e2e")
+    pki = _PKI["pki"] = DevPki(workdir / "pki")
     procs: dict[str, ManagedProcess] = {}
     for pool, member in (("primary", "a1"), ("secondary", "b1")):
         port = free_port()
-        procs[member] = start_authgw(
-            workdir,
-            member,
-            ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member],
-            port,
-        )
+        args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member]
+        procs[member] = start_authgw(workdir, member, [*args, *pki.issuer_sim_args(pool)], port)
     gw_port = free_port()
     cfg = workdir / "gateway.toml"
-    cfg.write_text(
-        f"""
-[gateway]
-listen = "127.0.0.1:{gw_port}"
-drain_timeout = "3s"
-{PLAINTEXT_TOML}
-[[pools]]
-name = "primary"
-members = [{{ name = "a1", address = "{procs["a1"].address}" }}]
-[[pools]]
-name = "secondary"
-members = [{{ name = "b1", address = "{procs["b1"].address}" }}]
-"""
-    )
+    doc = {
+        "gateway": {"listen": f"127.0.0.1:{gw_port}", "drain_timeout": "3s"},
+        **pki.gateway_sections(),
+        "pools": [
+            {
+                "name": pool,
+                "server_name": f"{pool}.issuer.authgw.test",
+                "members": [{"name": member, "address": procs[member].address}],
+            }
+            for pool, member in (("primary", "a1"), ("secondary", "b1"))
+        ],
+    }
+    cfg.write_text(to_toml(doc))
     procs["gw"] = start_authgw(workdir, "gw", ["serve", "--config", str(cfg)], gw_port)
     yield procs
     for proc in procs.values():
@@ -94,10 +101,11 @@ def test_bad_config_names_key(tmp_path: Path) -> None:
 
 async def test_sigterm_drains_in_flight(topology: dict[str, ManagedProcess]) -> None:
     """SIGTERM while a slow request is in flight: the request is answered, then the gateway exits 0."""
-    async with SimControl(topology["a1"].address) as ctl:
+    pki = _PKI["pki"]
+    async with SimControl(topology["a1"].address, tls=pki.files("operator")) as ctl:
         await ctl.set_faults(latency_ms=300)
     gw = topology["gw"]
-    async with grpc.aio.insecure_channel(gw.address) as channel:
+    async with grpc.aio.secure_channel(gw.address, pki.acquirer_credentials("1001")) as channel:
         stub = pb_grpc.AuthorizationStub(channel)
         call = asyncio.ensure_future(stub.Authorize(auth_request(request_id="drain-1"), timeout=5))
         await asyncio.sleep(0.1)
@@ -107,6 +115,16 @@ async def test_sigterm_drains_in_flight(topology: dict[str, ManagedProcess]) -> 
     assert resp.pool == "primary"
     assert gw.proc is not None
     assert await asyncio.to_thread(gw.proc.wait, 10) == 0
+
+
+def test_authorize_needs_the_acquirers_certificate(topology: dict[str, ManagedProcess]) -> None:
+    """Without --cert/--key/--ca the command says what is missing; --insecure against the TLS gateway
+    fails the handshake (UNAVAILABLE), and a plaintext warning is printed first."""
+    address = topology["gw"].address
+    out = _authorize(address, "--pan", PAN_VISA, "--amount", "1.00", tls=False)
+    assert out.returncode != 0 and "--cert, --key, --ca missing" in out.stderr
+    out = _authorize(address, "--pan", PAN_VISA, "--amount", "1.00", "--insecure", tls=False)
+    assert out.returncode == 1 and "UNAVAILABLE" in out.stderr and "plaintext" in out.stderr
 
 
 def test_secondary_answers_when_primary_killed(topology: dict[str, ManagedProcess]) -> None:
