@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -17,6 +17,7 @@ help:
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
+	@echo "make bench-tls - what mutual TLS costs (gateway and direct, plaintext vs TLS)"
 	@echo "make bench-failover / bench-standin / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
@@ -61,6 +62,11 @@ demo: $(STAMP) sysdeps
 bench: $(STAMP) sysdeps
 	./scripts/ensure-system-deps.sh nghttp2-client nginx haproxy
 	$(PY) -m chaos.bench
+	$(PY) -m chaos.bench_tls
+
+# What mutual TLS costs: gateway and direct calls, plaintext and TLS, interleaved rounds.
+bench-tls: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_tls
 
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover
