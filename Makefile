@@ -9,13 +9,14 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules test test-fast demo bench bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
 	@echo "make test   - lint, then the whole test suite (real etcd/redis/processes)"
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
+	@echo "make deploy-check - promtool on the alert rules, systemd-analyze on the units (deploy/)"
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
 	@echo "make bench-failover / bench-standin / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
@@ -52,7 +53,18 @@ lint: $(STAMP)
 package-check: $(STAMP)
 	$(PY) scripts/check_package.py
 
-test: lint package-check sysdeps
+# What operators deploy beside authgw (deploy/): the alert rules and their unit tests.
+# promtool comes from Debian's prometheus package (the script installs it only when missing).
+PROMTOOL := /usr/bin/promtool
+
+deploy-rules:
+	test -x $(PROMTOOL) || ./scripts/ensure-system-deps.sh prometheus
+	$(PROMTOOL) check rules deploy/prometheus/authgw-alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/authgw-alerts.test.yml
+
+deploy-check: deploy-rules
+
+test: lint package-check sysdeps deploy-check
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps
