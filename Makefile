@@ -54,7 +54,8 @@ package-check: $(STAMP)
 	$(PY) scripts/check_package.py
 
 # What operators deploy beside authgw (deploy/): the alert rules and their unit tests.
-# promtool comes from Debian's prometheus package (the script installs it only when missing).
+# promtool comes from Debian's prometheus package; the script has no promtool case (it would
+# run apt-get for it every time), hence the test -x guard.
 PROMTOOL := /usr/bin/promtool
 
 deploy-rules:
