@@ -13,8 +13,8 @@ import signal
 from collections.abc import Callable, Sequence
 
 from chaos.experiment import Criterion, Experiment, Run
-from chaos.load import Sample
 from chaos.report import Phase, summarize
+from chaos.samples import Sample
 from chaos.sim_control import SimControl
 from chaos.topology import TopologySpec
 
