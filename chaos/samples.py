@@ -9,6 +9,7 @@ source.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from authgw.v1 import authorization_pb2 as pb
 from chaos.reversals import SentReversal
@@ -16,7 +17,7 @@ from chaos.reversals import SentReversal
 __all__ = ["Answer", "Outcome", "Sample"]
 
 
-class Outcome:
+class Outcome(StrEnum):
     """How one send of a request ended, for its acquirer."""
 
     ANSWERED = "answered"

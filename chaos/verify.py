@@ -66,8 +66,8 @@ _EXAMPLES = 5  # request keys kept per failing figure, for the report
 
 
 class Figure(StrEnum):
-    DOUBLE_POSTED = "double_posted"
     MISSING = "missing"
+    DOUBLE_POSTED = "double_posted"
     DECLINES_DEBITED = "declines_debited"
     HOLDS_NOT_RELEASED = "holds_not_released"
     REVERSALS_NOT_APPLIED = "reversals_not_applied"
