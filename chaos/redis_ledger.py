@@ -4,11 +4,15 @@ Every host given the same URL (all hosts of all pools of one issuer) shares
 one book per request and the cards' debits: what one host approved, another
 repeats; an advice or a reversal reaching any host applies to the same book.
 
-Each operation is one optimistic transaction (WATCH the request's record, and
-the card's debits when a decision depends on them; read; apply the rules of
-`chaos.book` in Python; MULTI/EXEC the new record, its index entry and the
-posting), retried when another host changed a watched key in between. So the
-rules exist once, for both ledgers, and every operation is atomic.
+Each operation is optimistic: read the request's record (and the card's
+debits when a decision reads them), apply the rules of `chaos.book` in
+Python, then commit with one Lua script that writes the new record, its index
+entry and the posting only if the record is still what was read and the
+decision's premise still holds (the card could still afford an approval, or
+still not afford a 51); otherwise read again. So the rules exist once, for
+both ledgers, every operation is atomic, and a busy card makes nobody retry
+unless its balance crosses the amount at stake (WATCH on the card's debits
+made 200 concurrent authorizations of one card give up).
 
 Keys (no PAN is ever written to Redis; cards are their SHA-256 token):
 
@@ -28,16 +32,17 @@ Redis errors leave this module as `LedgerUnavailable`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from chaos.book import AdviceBooked, Posting, RequestRecord
 from chaos.card_profiles import card_profile, card_token, decide
@@ -59,6 +64,30 @@ T = TypeVar("T")
 _MAX_TRIES = 50  # optimistic retries before calling the ledger unavailable (contention on one request)
 _OWNER_SEPARATOR = "\x1f"
 
+# KEYS: record, posting card's debits, records index, cards set, premise card's debits, advice claim,
+# advice order. ARGV: record as read ('' = absent), new record, ttl (s), delta, posting card's token,
+# premise ('' = none, '1' = available >= amount, '0' = available < amount), opening balance, amount,
+# claim owner ('' = no claim), decision_id. Returns 1 committed, 0 changed meanwhile, -1 claim taken.
+_COMMIT_LUA = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+if ARGV[6] ~= '' then
+  local available = tonumber(ARGV[7]) - (tonumber(redis.call('GET', KEYS[5])) or 0)
+  if (available >= tonumber(ARGV[8])) ~= (ARGV[6] == '1') then return 0 end
+end
+if ARGV[9] ~= '' then
+  if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
+  redis.call('SET', KEYS[6], ARGV[9], 'EX', ARGV[3])
+  redis.call('RPUSH', KEYS[7], ARGV[10])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if ARGV[1] == '' then redis.call('RPUSH', KEYS[3], KEYS[1]) end
+if tonumber(ARGV[4]) ~= 0 then
+  redis.call('INCRBY', KEYS[2], ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[5])
+end
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class _AdviceClaim:
@@ -70,8 +99,22 @@ class _AdviceClaim:
     decision_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Premise:
+    """What a decision read of its card: still true at commit, or the operation reads again."""
+
+    card: str
+    opening_minor: int
+    amount_minor: int
+    affordable: bool  # approved: available >= amount; declined 51: available < amount
+
+
 class _ClaimTaken(Exception):
     """Another transaction booked this decision_id first."""
+
+
+class _Changed(Exception):
+    """The record or the premise changed between the read and the commit."""
 
 
 class RedisLedger:
@@ -83,6 +126,7 @@ class RedisLedger:
         self._redis = client
         self._prefix = prefix
         self._request_ttl_s = request_ttl_s
+        self._commit_script = client.register_script(_COMMIT_LUA)
         self._closed = False
 
     @classmethod
@@ -117,69 +161,94 @@ class RedisLedger:
         self,
         acquirer_id: str,
         request_id: str,
-        watch_card: str,
-        apply: Callable[[RequestRecord, int], tuple[T, Posting]],
+        card: str,
+        apply: Callable[[RequestRecord, int], tuple[T, Posting, _Premise | None]],
         claim: _AdviceClaim | None = None,
     ) -> T:
-        """Run `apply(record, card's debits)` -> (result, posting) as one transaction.
+        """Read, `apply(record, card's debits)` -> (result, posting, premise), commit; again if changed.
 
-        `watch_card` ("" for none) is the card whose debits the rules read. With `claim`, the
-        advice's decision_id is claimed for this record in the same transaction when `result` is
-        falsy (not a duplicate); `_ClaimTaken` when another record claimed it first.
+        `card` ("" for none) is the card whose debits the rules may read. With `claim`, the advice's
+        decision_id is claimed for this record in the same commit when `result` is falsy (not a
+        duplicate); `_ClaimTaken` when another record claimed it first.
         """
         key = self._record_key(acquirer_id, request_id)
-        watched = [key, self._debited_key(watch_card) if watch_card else key]
-        if claim is not None:
-            watched.append(claim.key)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for _ in range(_MAX_TRIES):
-                    await pipe.watch(*watched)
-                    raw = await pipe.mget(watched)
-                    if claim is not None and raw[2]:
-                        raise _ClaimTaken(raw[2])
-                    record = (
-                        RequestRecord.from_doc(json.loads(raw[0]))
-                        if raw[0]
-                        else RequestRecord(acquirer_id, request_id)
+            for attempt in range(_MAX_TRIES):
+                raw = cast(
+                    "list[str | None]",
+                    await self._redis.mget([key, self._debited_key(card) if card else key]),
+                )
+                record = (
+                    RequestRecord.from_doc(json.loads(raw[0]))
+                    if raw[0]
+                    else RequestRecord(acquirer_id, request_id)
+                )
+                result, posting, premise = apply(record, int(raw[1]) if card and raw[1] else 0)
+                claiming = None if result else claim  # a duplicate claims nothing
+                try:
+                    await self._commit(
+                        key,
+                        read=raw[0] or "",
+                        record=record,
+                        posting=posting,
+                        premise=premise,
+                        claim=claiming,
                     )
-                    debited = int(raw[1]) if watch_card and raw[1] else 0
-                    result, posting = apply(record, debited)
-                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    self._write(pipe, key, record, is_new=not raw[0])
-                    self._post(pipe, posting)
-                    if claim is not None and not result:
-                        pipe.set(claim.key, claim.owner, ex=self._request_ttl_s)
-                        pipe.rpush(f"{self._prefix}:order:{claim.card}", claim.decision_id)
-                    try:
-                        await pipe.execute()
-                    except WatchError:
-                        continue  # another host changed the record or the card: read again
-                    return result
+                except _Changed:
+                    await asyncio.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # spread racing hosts
+                    continue
+                return result
         except RedisError as exc:
             raise LedgerUnavailable(f"ledger transaction failed: {exc}") from exc
         raise LedgerUnavailable(f"ledger contention: {_MAX_TRIES} conflicting transactions in a row")
 
-    def _write(self, pipe: Pipeline, key: str, record: RequestRecord, *, is_new: bool) -> None:
-        pipe.set(key, json.dumps(record.to_doc(), separators=(",", ":")), ex=self._request_ttl_s)
-        if is_new:
-            pipe.rpush(f"{self._prefix}:records", key)
-
-    def _post(self, pipe: Pipeline, posting: Posting) -> None:
-        if posting.delta_minor:
-            pipe.incrby(self._debited_key(posting.card), posting.delta_minor)
-            pipe.sadd(f"{self._prefix}:cards", posting.card)
+    async def _commit(
+        self,
+        key: str,
+        *,
+        read: str,
+        record: RequestRecord,
+        posting: Posting,
+        premise: _Premise | None,
+        claim: _AdviceClaim | None,
+    ) -> None:
+        """Write the new record and its posting if nothing changed since `read` (see _COMMIT_LUA)."""
+        dummy = key  # unused KEYS slots still need a key name
+        keys = [
+            key, self._debited_key(posting.card) if posting.card else dummy, f"{self._prefix}:records",
+            f"{self._prefix}:cards", self._debited_key(premise.card) if premise else dummy,
+            claim.key if claim else dummy, f"{self._prefix}:order:{claim.card}" if claim else dummy,
+        ]  # fmt: skip
+        args: list[str | int] = [
+            read, json.dumps(record.to_doc(), separators=(",", ":")), self._request_ttl_s,
+            posting.delta_minor, posting.card,
+            "" if premise is None else "1" if premise.affordable else "0",
+            premise.opening_minor if premise else 0, premise.amount_minor if premise else 0,
+            claim.owner if claim else "", claim.decision_id if claim else "",
+        ]  # fmt: skip
+        committed = int(await self._commit_script(keys=keys, args=args))
+        if committed == -1:
+            raise _ClaimTaken
+        if committed == 0:
+            raise _Changed
 
     async def authorize(self, attempt: HoldAttempt) -> IssuerAnswer:
         token = card_token(attempt.pan)
         profile = card_profile(attempt.pan)
 
-        def apply(record: RequestRecord, debited: int) -> tuple[IssuerAnswer, Posting]:
+        def apply(record: RequestRecord, debited: int) -> tuple[IssuerAnswer, Posting, _Premise | None]:
             available = profile.balance_minor - debited
-            book, repeated, posting = record.authorize(
-                attempt, token, lambda: decide(profile.status, available, attempt.amount_minor)
-            )
-            return IssuerAnswer.of(book, repeated), posting
+            decided: list[str] = []
+
+            def decide_now() -> str:
+                decided.append(decide(profile.status, available, attempt.amount_minor))
+                return decided[0]
+
+            book, repeated, posting = record.authorize(attempt, token, decide_now)
+            premise = None
+            if decided and decided[0] in ("00", "51"):  # a decision that read the balance
+                premise = _Premise(token, profile.balance_minor, attempt.amount_minor, decided[0] == "00")
+            return IssuerAnswer.of(book, repeated), posting, premise
 
         return await self._transact(attempt.acquirer_id, attempt.request_id, token, apply)
 
@@ -194,8 +263,9 @@ class RedisLedger:
             advice.origin, advice.response_code, seq,
         )  # fmt: skip
 
-        def apply(record: RequestRecord, _: int) -> tuple[bool, Posting]:
-            return record.advise(advice.digest, token, advice.amount_minor, booked)
+        def apply(record: RequestRecord, _: int) -> tuple[bool, Posting, _Premise | None]:
+            duplicate, posting = record.advise(advice.digest, token, advice.amount_minor, booked)
+            return duplicate, posting, None
 
         # A decision_id is booked in the record of the first request it came with: a redelivery
         # carrying another request is still a duplicate (idempotent by decision_id alone).
@@ -221,9 +291,9 @@ class RedisLedger:
         raise LedgerUnavailable(f"ledger contention on decision_id {advice.decision_id}")
 
     async def reverse(self, reversal: ReversalEntry) -> ReversalOutcome:
-        def apply(record: RequestRecord, _: int) -> tuple[ReversalOutcome, Posting]:
+        def apply(record: RequestRecord, _: int) -> tuple[ReversalOutcome, Posting, _Premise | None]:
             status, duplicate, posting = record.reverse(reversal.reversal_id, reversal.final_amount_minor)
-            return ReversalOutcome(status, duplicate), posting
+            return ReversalOutcome(status, duplicate), posting, None
 
         return await self._transact(reversal.acquirer_id, reversal.original_request_id, "", apply)
 

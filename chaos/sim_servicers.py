@@ -45,7 +45,7 @@ _AuthorizeContext = grpc.aio.ServicerContext[apb.AuthorizeRequest, apb.Authorize
 _AdviseContext = grpc.aio.ServicerContext[apb.StandInAdvice, apb.AdviceAck]
 _ReverseContext = grpc.aio.ServicerContext[apb.ReverseRequest, apb.ReverseResponse]
 
-_BOOKS_PAGE = 1000  # books per BookPage by default: a few hundred kB, far under gRPC's 4 MiB
+_BOOKS_PAGE = 1000  # requests per BookPage by default: ~100-300 kB, far under gRPC's 4 MiB
 
 
 @dataclass

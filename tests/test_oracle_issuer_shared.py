@@ -80,6 +80,15 @@ async def test_concurrent_calls_on_two_hosts_book_once(pair: tuple[Sim, Sim]) ->
     assert (await a.authorize(pan, 1)).response_code == "51"
 
 
+async def test_concurrent_authorizations_never_overdraw_a_card(pair: tuple[Sim, Sim]) -> None:
+    """20 requests for 60 % of one card's balance at once on two hosts: one approved, the rest 51."""
+    a, b = pair
+    pan, balance = fresh_pan()
+    requests = [auth_request(pan, balance * 6 // 10) for _ in range(20)]
+    answers = await asyncio.gather(*((a, b)[i % 2].send(r) for i, r in enumerate(requests)))
+    assert sorted(x.response_code for x in answers) == ["00"] + ["51"] * 19
+
+
 async def test_advice_redelivered_to_another_host_with_another_request_is_a_duplicate(
     pair: tuple[Sim, Sim],
 ) -> None:
@@ -106,7 +115,7 @@ async def test_books_come_in_pages_then_the_postings_check(
     stub = simulator_pb2_grpc.IssuerSimControlStub(sim.channel)
     pages = [p async for p in stub.Books(simulator_pb2.BooksRequest(page_size=10), timeout=10.0)]
     assert len(pages) >= 4
-    assert all(len(p.books) <= 10 for p in pages)
+    assert all(len({(b.acquirer_id, b.request_id) for b in p.books}) <= 10 for p in pages)
     assert (pages[-1].last, pages[-1].unexplained.cards) == (True, 0)
     ids = {b.request_id for p in pages for b in p.books}
     assert {r.request_id for r in requests} <= ids
