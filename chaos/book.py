@@ -25,7 +25,7 @@ issuer's side of it, as the simulator keeps it:
 Every rule returns the `Posting` it makes (the change of the book's amount on
 its card), so the ledger keeps each card's balance equal to its opening
 balance minus its books. Both ledgers apply these functions: `MemoryLedger`
-on its dictionaries, `RedisLedger` inside one WATCH/MULTI transaction.
+on its dictionaries, `RedisLedger` between a read and a compare-and-set commit.
 
 Errors::
 
