@@ -77,7 +77,7 @@ def money_table(check: MoneyCheck) -> Table:
     table.add_column("expected", justify="right")
     for name, value in check.figures().items():
         table.add_row(name, f"[{'green' if value == 0 else 'red'}]{value}[/]", "0")
-    for name in ("requests", "books", "journaled", "advised", "redelivered"):
+    for name in ("requests", "books", "misfiled_books", "journaled", "advised", "redelivered"):
         table.add_row(name, str(getattr(check, name)), "")
     reversals = f"{check.reversals_sent} / {check.reversals_acked} / {check.reversals_applied}"
     table.add_row("reversals sent / acknowledged / applied at the issuer", reversals, "")

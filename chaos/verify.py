@@ -157,6 +157,9 @@ class MoneyCheck:
     reversals_not_applied: int
     amount_mismatches: int
     unexplained_postings: int  # of double_posted: books of no request of the run, cards off their books
+    # Books of no request of the run whose request_id and content are a request's under another
+    # acquirer_id (an advice or a forward that lost or changed acquirer_id): a hint, not a figure.
+    misfiled_books: int
     journaled: int  # stand-in decisions the acquirers received (each journaled before it was answered)
     advised: int  # of those, advices the issuer booked
     redelivered: int  # advices that arrived more than once (harmless: the issuer deduplicates)
@@ -196,7 +199,9 @@ def compare(
             examples.setdefault(figure.value, [])
             if len(examples[figure.value]) < _EXAMPLES:
                 examples[figure.value].append(str(key))
-    stray = [k for k, b in by_key.items() if k not in helds and b.final_minor > 0]
+    unknown = [k for k in by_key if k not in helds]
+    stray = [k for k in unknown if by_key[k].final_minor > 0]
+    known_content = {(k.request_id, k.digest) for k in helds}
     unexplained_postings = len(stray) + (unexplained.cards if unexplained is not None else 0)
     if stray:
         examples.setdefault(Figure.DOUBLE_POSTED.value, []).extend(
@@ -216,6 +221,7 @@ def compare(
         reversals_not_applied=counts[Figure.REVERSALS_NOT_APPLIED],
         amount_mismatches=counts[Figure.AMOUNT_MISMATCHES],
         unexplained_postings=unexplained_postings,
+        misfiled_books=sum(1 for k in unknown if (k.request_id, k.digest) in known_content),
         journaled=len(journaled),
         advised=sum(1 for d in journaled if d in booked_advices),
         redelivered=sum(a.received - 1 for a in booked_advices.values() if a.received > 1),

@@ -125,8 +125,11 @@ def test_double_posted_counts_postings_no_request_explains() -> None:
     """A book holding money for no request of the run, and cards off their books, add to double_posted."""
     s = sample(approved())
     stray = book(500, own=500, request_id="never-sent")
-    check = compare([s], [book(AMOUNT, own=AMOUNT), stray], spb.UnexplainedPostings(cards=2, amount_minor=9))
-    assert (check.double_posted, check.unexplained_postings) == (3, 3)
+    misfiled = book(0, advices=((False, AMOUNT),))
+    misfiled.acquirer_id = ""  # r1's content under no acquirer: a hint, no money
+    books = [book(AMOUNT, own=AMOUNT), stray, misfiled]
+    check = compare([s], books, spb.UnexplainedPostings(cards=2, amount_minor=9))
+    assert (check.double_posted, check.unexplained_postings, check.misfiled_books) == (3, 3, 1)
     released = book(0, own=500, advices=((False, 500),), request_id="never-sent")
     clean = compare([s], [book(AMOUNT, own=AMOUNT), released], spb.UnexplainedPostings())
     assert (clean.double_posted, clean.ok) == (0, True)
