@@ -3,18 +3,23 @@
 Every experiment runs etcd with a health agent per issuer host, the gateways'
 Redis (stand-in counters and journal), two pools of two issuer hosts sharing
 an issuer ledger, and one or two gateways. `scale` compresses the timeline
-(the short versions inside `make test` use scale < 1).
+(the short versions inside `make test` use scale < 1). Every one is judged on
+the money oracle's six figures; `money` also turns on the acquirers' own
+behaviours (repeats, reused ids, reversals after and before their original,
+cancels, deadlines from 50 ms) through late issuer approvals and an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from collections.abc import Callable, Sequence
 
+from chaos.acquirer import AcquirerBehaviour
 from chaos.experiment import Criterion, Experiment, Run
-from chaos.load import Sample
 from chaos.report import Phase, summarize
+from chaos.samples import Sample
 from chaos.sim_control import SimControl
 from chaos.topology import TopologySpec
 
@@ -311,6 +316,46 @@ def gateway_crash(scale: float) -> Experiment:
     )
 
 
+def money(scale: float) -> Experiment:
+    t_slow, t_out, t_back, end = 4 * scale, 12 * scale, 20 * scale, 28 * scale
+
+    async def script(run: Run) -> None:
+        await run.at(t_slow)
+        run.fault("every issuer host answers in ~450 ms: attempts time out, the issuer approves late")
+        await _faults(run, PRIMARY + SECONDARY, latency_ms=450)
+        await run.at(t_out)
+        run.fault("every issuer host SIGSTOPped: stand-in, with acquirers timing out and reversing")
+        _signal(run, PRIMARY + SECONDARY, signal.SIGSTOP)
+        await run.at(t_back)
+        run.note("every issuer host resumed, latency gone: settlement")
+        _signal(run, PRIMARY + SECONDARY, signal.SIGCONT)
+        await _faults(run, PRIMARY + SECONDARY)
+
+    def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
+        reused = [s for s in samples if s.reused]
+        refused = sum(1 for s in reused if s.refusals == ["ALREADY_EXISTS"])
+        otherwise = Counter(f"{s.source or s.status}:{s.response_code}" for s in reused if not s.refusals)
+        seen = str(refused) + (f" (others: {dict(otherwise)})" if otherwise else "")
+        name = "reused request_ids refused ALREADY_EXISTS"
+        return [Criterion(name, str(len(reused)), seen, refused == len(reused))]
+
+    phases = (
+        Phase("normal", 0, t_slow),
+        Phase("slow issuers", t_slow, t_out, True),
+        Phase("every pool hung", t_out, t_back, True),
+        Phase("back", t_back, end),
+    )
+    behaviour = AcquirerBehaviour(
+        repeat_share=0.05, reuse_share=0.03, reverse_share=0.1, reverse_first_share=0.02, cancel_share=0.02,
+        deadline_range_s=(0.05, 2.0),
+    )  # fmt: skip
+    return Experiment(
+        "money", "acquirers time out, repeat, reuse ids and reverse through slow issuers and an outage",
+        _spec(gateways=2), end, phases, script, more_criteria=extra, behaviour=behaviour,
+        judge_availability=False,
+    )  # fmt: skip
+
+
 EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "pool-crash": pool_crash,
     "pool-hang": pool_hang,
@@ -320,6 +365,7 @@ EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "etcd-down": etcd_down,
     "redis-down": redis_down,
     "gateway-crash": gateway_crash,
+    "money": money,
 }
 
 

@@ -2,15 +2,22 @@
 
 One process is one issuer host. It serves, on one port:
 
-- `authgw.v1.IssuerHost` (Authorize, Advise), deciding like an issuer from the
-  card's deterministic profile (`chaos.card_profiles.card_profile`): blocked 05, lost
-  41, stolen 43, amount over the available balance 51, else 00 with a
-  6-character approval code and the amount held. The same request_id always
-  gets the same answer and is held once; advices are recorded once per
-  decision_id and, when approved, debited once.
+- `authgw.v1.IssuerHost` (Authorize, Advise, Reverse), deciding like an issuer
+  from the card's deterministic profile (`chaos.card_profiles.card_profile`):
+  blocked 05, lost 41, stolen 43, amount over the available balance 51, else
+  00 with a 6-character approval code and the amount held. A request is
+  (acquirer_id, request_id) and its content: a repeat gets the same answer
+  and is held once, other content is refused ALREADY_EXISTS, an original
+  whose reversal arrived first is declined 05. An advice (once per
+  decision_id) is authoritative for its request: the book ends with the
+  latest advice's outcome, replacing the issuer's own hold. A reversal (once
+  per reversal_id) caps the request's book, or is held until it arrives. The
+  rules, and the money invariant they serve, are in `chaos.book`.
 - `grpc.health.v1.Health`: SERVING for "" and "authgw.v1.IssuerHost".
-- `authgw.v1.IssuerSimControl`: SetFaults (replaces every fault at once) and
-  Report (this host's counters, current faults, the ledger's advices).
+- `authgw.v1.IssuerSimControl`: SetFaults (replaces every fault at once),
+  Report (this host's counters, current faults, the ledger's advices) and
+  Books (every request's book, streamed in pages, and the postings no book
+  explains).
 
 Accounts live in a `chaos.ledger_protocol.Ledger`: private to the process by
 default (`chaos.memory_ledger`), or issuer-wide with `--ledger
@@ -20,14 +27,15 @@ UNAVAILABLE.
 
 Faults (flags at start, SetFaults at run time):
 
-- latency_ms: added before answering Authorize and Advise.
-- error_rate: share of Authorize/Advise calls failed with UNAVAILABLE.
+- latency_ms: added before answering Authorize, Advise and Reverse.
+- error_rate: share of Authorize/Advise/Reverse calls failed with UNAVAILABLE.
 - decline_code: every Authorize answered DECLINED with that code, e.g. "96"
   (a decline storm); such answers are not recorded, so a retry of the same
   request_id elsewhere gets the real decision.
-- hang: Authorize, Advise and Health/Check accept calls and answer nothing
-  until hang is cleared (IssuerSimControl still answers).
-- advise_reject_rate: share of Advise calls rejected with FAILED_PRECONDITION.
+- hang: Authorize, Advise, Reverse and Health/Check accept calls and answer
+  nothing until hang is cleared (IssuerSimControl still answers).
+- advise_reject_rate: share of Advise and Reverse calls rejected with
+  FAILED_PRECONDITION.
 
 Signals:
 
@@ -191,11 +199,11 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--listen", required=True, help="HOST:PORT to serve on (port 0: any free port)")
     p.add_argument("--pool", required=True, help="pool name reported in answers")
     p.add_argument("--member", required=True, help="member (host) name reported in answers")
-    p.add_argument("--latency-ms", type=int, default=0, help="latency added to Authorize/Advise")
+    p.add_argument("--latency-ms", type=int, default=0, help="latency added to Authorize/Advise/Reverse")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of calls failed UNAVAILABLE")
     p.add_argument("--decline-code", default="", help="answer every Authorize DECLINED with this code")
     p.add_argument(
-        "--advise-reject-rate", type=float, default=0.0, help="share of Advise FAILED_PRECONDITION"
+        "--advise-reject-rate", type=float, default=0.0, help="share of Advise/Reverse FAILED_PRECONDITION"
     )
     p.add_argument("--hang", action="store_true", help="start hung (accept calls, answer nothing)")
     p.add_argument("--ledger", default="", help="redis://HOST:PORT/DB: shared issuer-wide ledger")

@@ -1,20 +1,28 @@
 """What every issuer-simulator ledger speaks: the `Ledger` protocol, its records, its errors.
 
 A ledger keeps what happened to cards after their opening state
-(`chaos.card_profiles`): holds by request_id and posted advices by
-decision_id, each recorded once. `chaos.memory_ledger` and
-`chaos.redis_ledger` implement it.
+(`chaos.card_profiles`): one `chaos.book.RequestRecord` per (acquirer_id,
+request_id), with a book per content, moved only by the rules of
+`chaos.book` (the issuer's side of the money invariant, stated there). Every
+card's balance is its opening balance minus what its books hold, so a
+debit that no book explains shows in `card_debits`. `chaos.memory_ledger`
+and `chaos.redis_ledger` implement it.
 
 Errors::
 
     LedgerError                 root of the ledger's errors
     └── LedgerUnavailable       the back-end cannot be reached in time (retry later)
+
+    chaos.book.ContentConflict  (not a LedgerError: an answer) Authorize reused ids with other content
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from chaos.book import Book, HoldAttempt, RequestRecord, ReversalState
 
 __all__ = [
     "AdviceEntry",
@@ -24,6 +32,9 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerUnavailable",
+    "ReversalEntry",
+    "ReversalOutcome",
+    "advice_records",
 ]
 
 
@@ -36,33 +47,25 @@ class LedgerUnavailable(LedgerError):
 
 
 @dataclass(frozen=True, slots=True)
-class HoldAttempt:
-    """An authorization to decide; decision_id and approval_code are used only if request_id is new."""
-
-    request_id: str
-    pan: str
-    amount_minor: int
-    decision_id: str
-    approval_code: str
-    pool: str
-    member: str
-
-
-@dataclass(frozen=True, slots=True)
 class IssuerAnswer:
-    """The issuer's answer to a request_id: the first one ever given, whichever host gave it."""
+    """The issuer's answer to a request: the first one ever given, whichever host gave it."""
 
     response_code: str
     approval_code: str  # empty unless response_code is "00"
     decision_id: str
     pool: str
     member: str
-    repeated: bool  # the request_id was already known: this is the stored answer
+    repeated: bool  # the request was already decided: this is the stored answer
+
+    @classmethod
+    def of(cls, book: Book, repeated: bool) -> IssuerAnswer:
+        """The answer a book's own decision gives."""
+        return cls(book.own_code, book.approval_code, book.decision_id, book.pool, book.member, repeated)
 
 
 @dataclass(frozen=True, slots=True)
 class AdviceEntry:
-    """A stand-in decision to post."""
+    """An advised outcome to book against its request."""
 
     decision_id: str
     pan: str
@@ -70,6 +73,26 @@ class AdviceEntry:
     amount_minor: int
     response_code: str
     request_id: str = ""
+    acquirer_id: str = ""
+    digest: str = ""
+    answered_at_us: int = 0  # when the outcome was given to the acquirer; 0: not said
+    origin: int = 0  # authgw.v1.AdviceOrigin
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalEntry:
+    """An acquirer's reversal of (acquirer_id, original_request_id) to final_amount_minor."""
+
+    acquirer_id: str
+    reversal_id: str
+    original_request_id: str
+    final_amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalOutcome:
+    status: ReversalState  # as answered the first time
+    duplicate: bool
 
 
 @dataclass(slots=True)
@@ -78,21 +101,43 @@ class AdviceRecord:
 
     decision_id: str
     received: int
-    applied: bool
+    applied: bool  # an approval, booked (it may since have been replaced by a later advice)
     amount_minor: int
     response_code: str
     request_id: str = ""
 
 
+def advice_records(records: Iterable[RequestRecord]) -> list[AdviceRecord]:
+    """Every advice booked in `records`, in order of first arrival."""
+    booked = [(a, r.request_id) for r in records for b in r.books.values() for a in b.advices]
+    booked.sort(key=lambda pair: pair[0].seq)
+    return [
+        AdviceRecord(a.decision_id, a.received, a.approved, a.amount_minor, a.response_code, request_id)
+        for a, request_id in booked
+    ]
+
+
 class Ledger(Protocol):
-    """An issuer back-end: balances, holds by request_id, advices by decision_id."""
+    """An issuer back-end: balances, one record per request, advices and reversals booked in it."""
 
     async def authorize(self, attempt: HoldAttempt) -> IssuerAnswer:
-        """Decide and hold once per request_id; repeat the stored answer afterwards."""
+        """Decide and hold once per request; repeat the stored answer; ContentConflict for other content."""
         ...
 
     async def advise(self, advice: AdviceEntry) -> bool:
-        """Record once per decision_id (debit if approved); True when it was a duplicate."""
+        """Book once per decision_id (see chaos.book); True when it was a duplicate."""
+        ...
+
+    async def reverse(self, reversal: ReversalEntry) -> ReversalOutcome:
+        """Apply or hold once per (acquirer_id, reversal_id)."""
+        ...
+
+    def records(self, page_size: int) -> AsyncIterator[list[RequestRecord]]:
+        """Every request record, in pages of at most page_size, oldest first."""
+        ...
+
+    async def card_debits(self) -> dict[str, int]:
+        """What the ledger has debited each card it touched (opening minus balance), by card token."""
         ...
 
     async def advices(self) -> list[AdviceRecord]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from hdrh.histogram import HdrHistogram
 from rich.table import Table
 
-from chaos.load import Sample
+from chaos.samples import Sample
 
 __all__ = ["Phase", "Summary", "live_line", "per_second", "plot_timeline", "summarize", "summary_table"]
 
@@ -54,7 +54,12 @@ def _histogram(samples: Sequence[Sample]) -> HdrHistogram:
 
 
 def summarize(samples: Sequence[Sample], deadline_s: float = 2.0) -> Summary:
-    """Counts and latency percentiles; an answer after deadline_s counts as failed."""
+    """Counts and latency percentiles; an answer after deadline_s counts as failed.
+
+    Requests whose refusal is expected (a request_id reused on purpose) or whose client gave up
+    on purpose (cancelled) are left out: they say nothing of availability.
+    """
+    samples = [s for s in samples if s.judged]
     answered = [s for s in samples if s.answered and s.latency_s <= deadline_s]
     h = _histogram(answered)
     by_source = Counter(s.source for s in answered)

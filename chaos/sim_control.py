@@ -3,12 +3,14 @@
     async with SimControl("127.0.0.1:50051") as sim:
         await sim.set_faults(hang=True)
         report = await sim.report()
+        books = await sim.books()   # every request book of the ledger, and the postings check
 
 Every call has a deadline; gRPC errors reach the caller as `grpc.aio.AioRpcError`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -18,11 +20,19 @@ import grpc.aio
 from authgw.security import TlsFiles, channel_credentials, load_tls_files
 from authgw.v1 import simulator_pb2
 
-__all__ = ["SimControl"]
+__all__ = ["LedgerBooks", "SimControl"]
 
 _SERVICE = "/authgw.v1.IssuerSimControl"
 # A Report lists every approved request_id: after a long benchmark it outgrows gRPC's 4 MiB default.
 _MAX_REPORT_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerBooks:
+    """Every request book of one issuer ledger, and the postings none of them explains."""
+
+    books: list[simulator_pb2.RequestBook]
+    unexplained: simulator_pb2.UnexplainedPostings
 
 
 class SimControl:
@@ -51,6 +61,11 @@ class SimControl:
             f"{_SERVICE}/Report",
             request_serializer=simulator_pb2.ReportRequest.SerializeToString,
             response_deserializer=simulator_pb2.SimReport.FromString,
+        )
+        self._books = self._channel.unary_stream(
+            f"{_SERVICE}/Books",
+            request_serializer=simulator_pb2.BooksRequest.SerializeToString,
+            response_deserializer=simulator_pb2.BookPage.FromString,
         )
 
     async def set_faults(
@@ -85,6 +100,16 @@ class SimControl:
             simulator_pb2.ReportRequest(), timeout=self._timeout_s
         )
         return report
+
+    async def books(self, *, timeout_s: float = 60.0, page_size: int = 0) -> LedgerBooks:
+        """Every book of the host's ledger (all pages, within timeout_s for the whole stream)."""
+        books: list[simulator_pb2.RequestBook] = []
+        unexplained = simulator_pb2.UnexplainedPostings()
+        async for page in self._books(simulator_pb2.BooksRequest(page_size=page_size), timeout=timeout_s):
+            books.extend(page.books)
+            if page.last:
+                unexplained = page.unexplained
+        return LedgerBooks(books, unexplained)
 
     async def close(self) -> None:
         """Close the channel; safe to call twice."""

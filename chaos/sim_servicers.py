@@ -1,9 +1,13 @@
 """The issuer simulator's gRPC servicers: what one host answers, and how it is steered.
 
-- `IssuerHostServicer` (authgw.v1.IssuerHost) decides from the host's ledger,
-  behind its fault gate, and counts what it answered.
-- `ControlServicer` (authgw.v1.IssuerSimControl) replaces the faults and
-  reports the counters and the ledger's advices; no fault ever touches it.
+- `IssuerHostServicer` (authgw.v1.IssuerHost: Authorize, Advise, Reverse)
+  books every call in the host's ledger by the rules of `chaos.book`, behind
+  its fault gate, and counts what it answered. A request is (acquirer_id,
+  request_id) and its content (`chaos.request_key`): Authorize with known ids
+  and other content is refused ALREADY_EXISTS.
+- `ControlServicer` (authgw.v1.IssuerSimControl) replaces the faults, reports
+  the counters and the ledger's advices, and streams the ledger's books; no
+  fault ever touches it.
 - `HangingHealth` (grpc.health.v1.Health) hangs with the host.
 
 All three share one `HostState`; `chaos.issuer_sim.IssuerSim` puts them on
@@ -14,17 +18,22 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Never
 
 import grpc
 import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2
 
 from authgw.v1 import authorization_pb2 as apb
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
+from chaos.book import ContentConflict
 from chaos.card_profiles import luhn_valid
-from chaos.ledger_protocol import AdviceEntry, HoldAttempt, Ledger, LedgerUnavailable
+from chaos.ledger_protocol import AdviceEntry, HoldAttempt, Ledger, LedgerUnavailable, ReversalEntry
+from chaos.request_key import content_digest
+from chaos.sim_books import REVERSAL_STATUS, PostingTally, book_messages
 from chaos.sim_faults import FaultGate, faults_problem
 
 __all__ = ["ControlServicer", "HangingHealth", "HostState", "IssuerHostServicer", "SimCounters"]
@@ -34,6 +43,9 @@ log = logging.getLogger("authgw.issuer_sim")
 _AnyContext = grpc.aio.ServicerContext[Any, Any]
 _AuthorizeContext = grpc.aio.ServicerContext[apb.AuthorizeRequest, apb.AuthorizeResponse]
 _AdviseContext = grpc.aio.ServicerContext[apb.StandInAdvice, apb.AdviceAck]
+_ReverseContext = grpc.aio.ServicerContext[apb.ReverseRequest, apb.ReverseResponse]
+
+_BOOKS_PAGE = 1000  # requests per BookPage by default: ~100-300 kB, far under gRPC's 4 MiB
 
 
 @dataclass
@@ -46,6 +58,9 @@ class SimCounters:
     repeated_request_ids: int = 0  # answered from the ledger's memory
     advise_calls: int = 0  # every Advise received, faulted or not
     duplicate_advices: int = 0
+    reverse_calls: int = 0  # every Reverse received, faulted or not
+    duplicate_reversals: int = 0
+    refused_other_content: int = 0  # Authorize refused ALREADY_EXISTS
     approved_request_ids: list[str] = field(default_factory=list)
 
 
@@ -61,6 +76,20 @@ def _advice_problem(advice: apb.StandInAdvice) -> str | None:
     if advice.decision not in (apb.APPROVED, apb.DECLINED):
         return "decision must be APPROVED or DECLINED"
     return None
+
+
+def _reversal_problem(reversal: apb.ReverseRequest) -> str | None:
+    if not reversal.reversal_id:
+        return "empty reversal_id"
+    if not reversal.original_request_id:
+        return "empty original_request_id"
+    if reversal.final_amount_minor < 0:
+        return "final_amount_minor must be >= 0"
+    return None
+
+
+def _micros(ts: Timestamp) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
 @dataclass
@@ -119,12 +148,17 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
             return self._declined(request, "14")  # invalid card number
         attempt = HoldAttempt(
             request.request_id, request.pan, request.amount_minor, self._decision_id(),
-            host.gate.approval_code(), host.pool, host.member,
+            host.gate.approval_code(), host.pool, host.member, request.acquirer_id, content_digest(request),
         )  # fmt: skip
         try:
             answer = await host.ledger.authorize(attempt)
         except LedgerUnavailable as exc:
             await host.ledger_failed(context, exc)
+        except ContentConflict:
+            counters.refused_other_content += 1
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS, "request_id already used by this acquirer with other content"
+            )
         host.ledger_ok()
         approved = answer.response_code == "00"
         if answer.repeated:
@@ -149,9 +183,11 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
         problem = _advice_problem(request)
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"poison advice: {problem}")
+        original = request.request
         entry = AdviceEntry(
-            request.decision_id, request.request.pan, request.decision == apb.APPROVED,
-            request.request.amount_minor, request.response_code, request.request.request_id,
+            request.decision_id, original.pan, request.decision == apb.APPROVED, original.amount_minor,
+            request.response_code, original.request_id, original.acquirer_id, content_digest(original),
+            _micros(request.answered_at) if request.HasField("answered_at") else 0, int(request.origin),
         )  # fmt: skip
         try:
             duplicate = await host.ledger.advise(entry)
@@ -161,6 +197,32 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
         if duplicate:
             host.counters.duplicate_advices += 1
         return apb.AdviceAck(decision_id=request.decision_id, duplicate=duplicate)
+
+    async def Reverse(self, request: apb.ReverseRequest, context: _ReverseContext) -> apb.ReverseResponse:
+        host = self._host
+        host.counters.reverse_calls += 1
+        await host.gate.enter(context)
+        if host.gate.rejects(host.gate.current.advise_reject_rate):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "issuer-sim: reversal rejected (injected)"
+            )
+        problem = _reversal_problem(request)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid reversal: {problem}")
+        entry = ReversalEntry(
+            request.acquirer_id, request.reversal_id, request.original_request_id, request.final_amount_minor
+        )
+        try:
+            outcome = await host.ledger.reverse(entry)
+        except LedgerUnavailable as exc:
+            await host.ledger_failed(context, exc)
+        host.ledger_ok()
+        if outcome.duplicate:
+            host.counters.duplicate_reversals += 1
+        return apb.ReverseResponse(
+            reversal_id=request.reversal_id, status=REVERSAL_STATUS[outcome.status],
+            response_code="00", source=apb.ISSUER,
+        )  # fmt: skip
 
 
 class ControlServicer(simulator_pb2_grpc.IssuerSimControlServicer):
@@ -190,7 +252,8 @@ class ControlServicer(simulator_pb2_grpc.IssuerSimControlServicer):
             pool=host.pool, member=host.member, authorize_calls=c.authorize_calls, approvals=c.approvals,
             declines=c.declines, repeated_request_ids=c.repeated_request_ids, advise_calls=c.advise_calls,
             duplicate_advices=c.duplicate_advices, faults=host.gate.current,
-            approved_request_ids=c.approved_request_ids,
+            approved_request_ids=c.approved_request_ids, reverse_calls=c.reverse_calls,
+            refused_other_content=c.refused_other_content, duplicate_reversals=c.duplicate_reversals,
             advices=[
                 simulator_pb2.AdviceRecord(
                     decision_id=a.decision_id, received=a.received, applied=a.applied,
@@ -199,6 +262,19 @@ class ControlServicer(simulator_pb2_grpc.IssuerSimControlServicer):
                 for a in advices
             ],
         )  # fmt: skip
+
+    async def Books(
+        self, request: simulator_pb2.BooksRequest, context: _AnyContext
+    ) -> AsyncIterator[simulator_pb2.BookPage]:
+        ledger, tally = self._host.ledger, PostingTally()
+        try:
+            async for records in ledger.records(request.page_size or _BOOKS_PAGE):
+                tally.add(records)
+                yield simulator_pb2.BookPage(books=[b for r in records for b in book_messages(r)])
+            debits = await ledger.card_debits()
+        except LedgerUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"issuer-sim: {exc}")
+        yield simulator_pb2.BookPage(last=True, unexplained=tally.unexplained(debits))
 
 
 class HangingHealth(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health ships no types

@@ -3,27 +3,26 @@
 Each test starts its own simulator(s) on free ports; the shared-ledger tests
 point two of them at the session's real Redis. Cards are fresh random PANs
 (their opening balance comes from `card_profile`) or the documented special
-PANs, so no test depends on another's holds.
+PANs, so no test depends on another's holds. The money contract (books,
+advices, reversals) is tested in tests/test_oracle_issuer_*.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from test_oracle_support import Sim, StartSim, fresh_pan, rpc_error, sim_fleet
 
 from authgw.v1 import authorization_pb2 as pb
-from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from authgw.v1 import simulator_pb2
 from chaos.card_profiles import (
     LARGE_BALANCE_MINOR,
@@ -39,92 +38,19 @@ from chaos.card_profiles import (
 )
 from chaos.ledger_protocol import AdviceEntry, Ledger
 from chaos.memory_ledger import MemoryLedger
-from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.processes import ManagedProcess, free_port
 from chaos.redis_ledger import RedisLedger
-from chaos.sim_control import SimControl
 from chaos.sim_faults import faults_problem
 from tests.helpers import PAN_VISA, assert_eventually
 
 pytestmark = pytest.mark.timeout(30)
 
-NON_LUHN_PAN = "4111111111111112"
-
-
-def fresh_pan() -> tuple[str, int]:
-    """A random Luhn-valid PAN of an active card, and its opening balance."""
-    while True:
-        body = "9" + "".join(random.choices("0123456789", k=14))
-        pan = next(body + d for d in "0123456789" if luhn_valid(body + d))
-        profile = card_profile(pan)
-        if profile.status is CardStatus.ACTIVE:
-            return pan, profile.balance_minor
-
-
-@dataclass
-class Sim:
-    """One simulator process and clients for its three services."""
-
-    proc: ManagedProcess
-    channel: grpc.aio.Channel
-    control: SimControl
-
-    async def authorize(
-        self, pan: str, amount_minor: int, request_id: str | None = None, timeout_s: float = 2.0
-    ) -> pb.AuthorizeResponse:
-        request = pb.AuthorizeRequest(
-            request_id=request_id or uuid.uuid4().hex, pan=pan, amount_minor=amount_minor, currency="EUR"
-        )
-        response: pb.AuthorizeResponse = await pb_grpc.IssuerHostStub(self.channel).Authorize(
-            request, timeout=timeout_s
-        )
-        return response
-
-    async def advise(
-        self, decision_id: str, pan: str, amount_minor: int, *, approved: bool = True, timeout_s: float = 2.0
-    ) -> pb.AdviceAck:
-        advice = pb.StandInAdvice(
-            decision_id=decision_id,
-            request=pb.AuthorizeRequest(request_id=uuid.uuid4().hex, pan=pan, amount_minor=amount_minor),
-            decision=pb.APPROVED if approved else pb.DECLINED,
-            response_code="00" if approved else "05",
-        )
-        ack: pb.AdviceAck = await pb_grpc.IssuerHostStub(self.channel).Advise(advice, timeout=timeout_s)
-        return ack
-
-    async def send_advice(self, advice: pb.StandInAdvice) -> pb.AdviceAck:
-        ack: pb.AdviceAck = await pb_grpc.IssuerHostStub(self.channel).Advise(advice, timeout=2.0)
-        return ack
-
-    async def health(self, service: str = "", timeout_s: float = 2.0) -> int:
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
-        return int(response.status)
-
-    async def close(self) -> None:
-        await self.control.close()
-        await self.channel.close()
-
-
-StartSim = Callable[..., Awaitable[Sim]]
-
 
 @pytest.fixture
 async def start_sim(tmp_path: Path) -> AsyncIterator[StartSim]:
     """Start simulators with extra CLI arguments; all are stopped after the test."""
-    sims: list[Sim] = []
-
-    async def start(*extra: str, pool: str = "p1", member: str = "m1") -> Sim:
-        port = free_port()
-        args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member, *extra]
-        proc = start_authgw(tmp_path, f"sim-{pool}-{member}", args, port)
-        sim = Sim(proc, grpc.aio.insecure_channel(proc.address), SimControl(proc.address))
-        sims.append(sim)
-        return sim
-
-    yield start
-    for sim in sims:
-        await sim.close()
-        sim.proc.stop()
+    async with sim_fleet(tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
@@ -139,10 +65,7 @@ def ledger_url(redis_server: ManagedProcess) -> str:
     return f"redis://127.0.0.1:{redis_server.port}/9"
 
 
-async def _rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value
+NON_LUHN_PAN = "4111111111111112"
 
 
 # --- card profiles (pure functions) ---------------------------------------------------------------
@@ -271,7 +194,7 @@ def _advice(**overrides: object) -> pb.StandInAdvice:
 )
 async def test_poison_advice_is_invalid_argument(sim: Sim, advice: pb.StandInAdvice, why: str) -> None:
     """A malformed advice is refused with INVALID_ARGUMENT and recorded nowhere."""
-    error = await _rpc_error(sim.send_advice(advice))
+    error = await rpc_error(sim.send_advice(advice))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "poison advice" in (error.details() or "")
     assert why in (error.details() or "")
@@ -330,8 +253,8 @@ async def test_latency_fault_delays_answers(sim: Sim) -> None:
 async def test_error_rate_fault_fails_with_unavailable(sim: Sim) -> None:
     """error_rate 1 fails every Authorize and Advise with UNAVAILABLE; 0 lets them through again."""
     await sim.control.set_faults(error_rate=1.0)
-    assert (await _rpc_error(sim.authorize(PAN_VISA, 100))).code() == grpc.StatusCode.UNAVAILABLE
-    assert (await _rpc_error(sim.advise("adv-e", PAN_VISA, 100))).code() == grpc.StatusCode.UNAVAILABLE
+    assert (await rpc_error(sim.authorize(PAN_VISA, 100))).code() == grpc.StatusCode.UNAVAILABLE
+    assert (await rpc_error(sim.advise("adv-e", PAN_VISA, 100))).code() == grpc.StatusCode.UNAVAILABLE
     await sim.control.clear_faults()
     assert (await sim.authorize(PAN_VISA, 100)).response_code == "00"
 
@@ -368,14 +291,14 @@ async def test_advise_reject_rate_fails_advices_with_failed_precondition(sim: Si
     """advise_reject_rate 1 rejects every Advise with FAILED_PRECONDITION and records none."""
     pan, _ = fresh_pan()
     await sim.control.set_faults(advise_reject_rate=1.0)
-    assert (await _rpc_error(sim.advise("adv-r", pan, 100))).code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await rpc_error(sim.advise("adv-r", pan, 100))).code() == grpc.StatusCode.FAILED_PRECONDITION
     await sim.control.clear_faults()
     assert not (await sim.advise("adv-r", pan, 100)).duplicate
 
 
 async def test_invalid_faults_are_refused(sim: Sim) -> None:
     """SetFaults with an error rate above 1 is INVALID_ARGUMENT and changes nothing."""
-    error = await _rpc_error(sim.control.set_faults(error_rate=2.0))
+    error = await rpc_error(sim.control.set_faults(error_rate=2.0))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (await sim.control.report()).faults == simulator_pb2.Faults()
 
@@ -390,9 +313,9 @@ async def test_hang_holds_calls_until_cleared(sim: Sim) -> None:
     """While hung, Authorize, Advise and Health/Check answer nothing but control does; clearing resumes."""
     await sim.control.set_faults(hang=True)
     deadline = grpc.StatusCode.DEADLINE_EXCEEDED
-    assert (await _rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=0.3))).code() == deadline
-    assert (await _rpc_error(sim.advise("adv-h", PAN_VISA, 100, timeout_s=0.3))).code() == deadline
-    assert (await _rpc_error(sim.health(timeout_s=0.3))).code() == deadline
+    assert (await rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=0.3))).code() == deadline
+    assert (await rpc_error(sim.advise("adv-h", PAN_VISA, 100, timeout_s=0.3))).code() == deadline
+    assert (await rpc_error(sim.health(timeout_s=0.3))).code() == deadline
     assert (await sim.control.report()).faults.hang
     await sim.control.clear_faults()
     assert (await sim.authorize(PAN_VISA, 100)).response_code == "00"
@@ -421,7 +344,7 @@ async def test_sigusr1_toggles_hang(sim: Sim) -> None:
 
     sim.proc.signal(signal.SIGUSR1)
     await assert_eventually(lambda: hang_is(True))
-    error = await _rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=0.3))
+    error = await rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=0.3))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     sim.proc.signal(signal.SIGUSR1)
     await assert_eventually(lambda: hang_is(False))
@@ -500,6 +423,6 @@ async def test_dead_ledger_fails_fast_with_unavailable(start_sim: StartSim) -> N
     """With its ledger Redis unreachable, Authorize fails with UNAVAILABLE well within a second."""
     sim = await start_sim("--ledger", f"redis://127.0.0.1:{free_port()}/0")
     started = time.monotonic()
-    error = await _rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=5.0))
+    error = await rpc_error(sim.authorize(PAN_VISA, 100, timeout_s=5.0))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert time.monotonic() - started < 1.0

@@ -44,6 +44,11 @@ class IssuerSimControlStub:
                 request_serializer=authgw_dot_v1_dot_simulator__pb2.ReportRequest.SerializeToString,
                 response_deserializer=authgw_dot_v1_dot_simulator__pb2.SimReport.FromString,
                 _registered_method=True)
+        self.Books = channel.unary_stream(
+                '/authgw.v1.IssuerSimControl/Books',
+                request_serializer=authgw_dot_v1_dot_simulator__pb2.BooksRequest.SerializeToString,
+                response_deserializer=authgw_dot_v1_dot_simulator__pb2.BookPage.FromString,
+                _registered_method=True)
 
 
 class IssuerSimControlServicer:
@@ -61,6 +66,14 @@ class IssuerSimControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Books(self, request, context):
+        """Every request book of the ledger (shared: every host of the issuer gives the same), in pages
+        that stay under gRPC's default message size whatever the number of requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IssuerSimControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +86,11 @@ def add_IssuerSimControlServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=authgw_dot_v1_dot_simulator__pb2.ReportRequest.FromString,
                     response_serializer=authgw_dot_v1_dot_simulator__pb2.SimReport.SerializeToString,
+            ),
+            'Books': grpc.unary_stream_rpc_method_handler(
+                    servicer.Books,
+                    request_deserializer=authgw_dot_v1_dot_simulator__pb2.BooksRequest.FromString,
+                    response_serializer=authgw_dot_v1_dot_simulator__pb2.BookPage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +147,33 @@ class IssuerSimControl:
             '/authgw.v1.IssuerSimControl/Report',
             authgw_dot_v1_dot_simulator__pb2.ReportRequest.SerializeToString,
             authgw_dot_v1_dot_simulator__pb2.SimReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Books(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authgw.v1.IssuerSimControl/Books',
+            authgw_dot_v1_dot_simulator__pb2.BooksRequest.SerializeToString,
+            authgw_dot_v1_dot_simulator__pb2.BookPage.FromString,
             options,
             channel_credentials,
             insecure,
