@@ -61,7 +61,6 @@ class CardMix:
             if len(self._acquirers) == 1
             else self._rng.choice(self._acquirers),
             request_id=f"{self._prefix}-{self._n}",
-            acquirer_id="1001",
             pan=self._rng.choice(self.pans),
             amount_minor=max(100, min(amount, 500_000)),
             currency="EUR",
