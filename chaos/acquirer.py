@@ -41,7 +41,7 @@ import grpc
 import grpc.aio
 
 from authgw.v1 import authorization_pb2 as pb
-from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.gateway_stubs import Credentials, GatewayStubs
 from chaos.request_key import content_digest
 from chaos.reversals import ReversalSender, SentReversal
 from chaos.samples import Outcome, Sample
@@ -93,10 +93,18 @@ class Acquirer:
     """Sends requests to a fleet of gateways and records what it holds; `async with` closes it."""
 
     def __init__(
-        self, targets: Sequence[str], behaviour: AcquirerBehaviour | None = None, *, deadline_s: float = 2.0
+        self,
+        targets: Sequence[str],
+        behaviour: AcquirerBehaviour | None = None,
+        *,
+        deadline_s: float = 2.0,
+        credentials: Credentials | None = None,
     ) -> None:
-        self._channels = [grpc.aio.insecure_channel(t) for t in targets]
-        self._stubs = [pb_grpc.AuthorizationStub(c) for c in self._channels]
+        """Args:
+        credentials: acquirer_id -> what that acquirer presents to the gateways (mutual TLS);
+            None: plaintext.
+        """
+        self._stubs = GatewayStubs(targets, credentials)
         self._behaviour = behaviour or AcquirerBehaviour()
         self._rng = random.Random(self._behaviour.seed)
         self._reversals = ReversalSender(self._stubs, self._rng)
@@ -246,7 +254,7 @@ class Acquirer:
             left = deadline_s - (time.monotonic() - started)
             if left <= 0:
                 return None, grpc.StatusCode.DEADLINE_EXCEEDED.name, index
-            call = self._stubs[index].Authorize(req, timeout=left)
+            call = self._stubs.of(req.acquirer_id)[index].Authorize(req, timeout=left)
             if cancel_after_s is not None and await _cancelled_at(
                 call, cancel_after_s - (time.monotonic() - started)
             ):
@@ -264,8 +272,7 @@ class Acquirer:
     async def close(self) -> None:
         """Stop delivering reversals (the settle phase is over) and close the channels; safe twice."""
         await self._reversals.close()
-        for channel in self._channels:
-            await channel.close()
+        await self._stubs.close()
 
     async def __aenter__(self) -> Acquirer:
         return self

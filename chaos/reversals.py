@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -27,7 +26,7 @@ import grpc.aio
 
 from authgw.tasks import cancel_and_wait
 from authgw.v1 import authorization_pb2 as pb
-from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.gateway_stubs import GatewayStubs
 
 __all__ = ["ReversalSender", "SentReversal"]
 
@@ -58,8 +57,8 @@ class SentReversal:
 class ReversalSender:
     """Delivers reversals to the gateways until each is acknowledged or `close()` is called."""
 
-    def __init__(self, stubs: Sequence[pb_grpc.AuthorizationStub], rng: random.Random) -> None:
-        self._stubs = list(stubs)
+    def __init__(self, stubs: GatewayStubs, rng: random.Random) -> None:
+        self._stubs = stubs
         self._rng = rng
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -82,7 +81,7 @@ class ReversalSender:
         target = first_target
         while not self._closed:
             record.attempts += 1
-            stub = self._stubs[target % len(self._stubs)]
+            stub = self._stubs.of(request.acquirer_id)[target % len(self._stubs)]
             request.transmitted_at.FromNanoseconds(time.time_ns())
             try:
                 answer: pb.ReverseResponse = await stub.Reverse(request, timeout=_ATTEMPT_TIMEOUT_S)

@@ -45,7 +45,7 @@ class JournalSampler:
         """Age of the oldest entry per store read; 0 for a store read empty (an alert needs the
         series to exist when all is well, not only when something waits)."""
         now_ms = self._wall_clock() * 1000
-        ages = {store: 0.0 for store in ("local", "redis") if store in self.depth}
+        ages: dict[str, float] = {store: 0.0 for store in ("local", "redis") if store in self.depth}
         ages.update({store: max(0.0, (now_ms - ms) / 1000) for store, ms in self.oldest_ms.items()})
         return ages
 

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authgw.security.devca import LEAVES, Authority, write_file
 from authgw.v1 import authorization_pb2 as pb
@@ -306,3 +307,33 @@ async def test_issuer_client_certificate_rotates_without_a_restart(
                 pytest.fail("members did not reconnect with the new client certificate within 10 s")
     finally:
         await gw.close()
+
+
+async def test_reflection_is_off_unless_configured(
+    pki: DevPki, sims: dict[str, ManagedProcess], tmp_path: Path
+) -> None:
+    """Server reflection lists the services to any caller: UNIMPLEMENTED by default, served with
+    `reflection = true`."""
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async def services(gw: Gateway) -> list[str]:
+        async with _channel(gw, pki.acquirer_credentials("1001")) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            async for answer in stub.ServerReflectionInfo(iter([request]), timeout=5):
+                return [s.name for s in answer.list_services_response.service]
+        return []
+
+    for enabled in (False, True):
+        doc = _doc(pki, sims)
+        doc["gateway"]["reflection"] = enabled
+        gw = Gateway(parse_config(doc, str(tmp_path / "gateway.toml")))
+        await gw.start()
+        try:
+            if enabled:
+                assert "authgw.v1.Authorization" in await services(gw)
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await services(gw)
+                assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        finally:
+            await gw.close()
