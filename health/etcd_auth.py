@@ -71,7 +71,7 @@ class Access(enum.Enum):
     READWRITE = rpc.Permission.READWRITE
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Grant:
     """A permission on one key (`range_end` empty) or on the range [key, range_end)."""
 
@@ -226,7 +226,7 @@ async def _converge_role(client: EtcdClient, role: Role) -> list[str]:
     have = {Grant(p.key.decode(), p.range_end.decode(), Access(p.permType)) for p in current}
     wanted = set(role.grants)
     changes = []
-    for grant in sorted(wanted - have):
+    for grant in sorted(wanted - have, key=_order):
         perm = rpc.Permission(
             permType=grant.access.value, key=grant.key.encode(), range_end=grant.range_end.encode()
         )
@@ -234,7 +234,7 @@ async def _converge_role(client: EtcdClient, role: Role) -> list[str]:
         await _auth(client, "RoleGrantPermission", request)
         changes.append(f"granted {role.name}: {grant.describe()}")
     wanted_ranges = {(g.key, g.range_end) for g in wanted}
-    for grant in sorted(have):
+    for grant in sorted(have, key=_order):
         if (grant.key, grant.range_end) not in wanted_ranges:
             request = rpc.AuthRoleRevokePermissionRequest(
                 role=role.name, key=grant.key.encode(), range_end=grant.range_end.encode()
@@ -242,6 +242,10 @@ async def _converge_role(client: EtcdClient, role: Role) -> list[str]:
             await _auth(client, "RoleRevokePermission", request)
             changes.append(f"revoked {role.name}: {grant.describe()}")
     return changes
+
+
+def _order(grant: Grant) -> tuple[str, str, int]:
+    return grant.key, grant.range_end, grant.access.value
 
 
 async def _converge_user(client: EtcdClient, user: User) -> list[str]:
