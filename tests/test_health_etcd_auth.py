@@ -420,3 +420,18 @@ async def test_gateway_watch_resumes_after_an_etcd_restart(
 
 def _connected(watcher: MembershipWatcher, expected: bool = True) -> None:
     assert watcher.snapshot().etcd_connected is expected
+
+
+def test_etcd_auth_converges_when_the_fleet_shrinks(
+    first_setup: str, etcd: ManagedProcess, pki: DevPki
+) -> None:
+    """Without pool secondary, operators lose its drain key and agent-secondary is listed, not deleted."""
+    smaller = [*FLEET[:2], *FLEET[4:]]  # FLEET without "--pool secondary"
+    done = admin_process("etcd-auth", *smaller, *etcd_flags(etcd, pki, "etcd-root"))
+    assert done.returncode == 0, done.stderr
+    assert "revoked authgw-operator: write     /authgw/pools/secondary/drain" in done.stdout
+    assert "not in this plan, left alone: user agent-secondary" in done.stdout
+    assert "not in this plan, left alone: role authgw-agent-secondary" in done.stdout
+    restored = admin_process("etcd-auth", *FLEET, *etcd_flags(etcd, pki, "etcd-root"))
+    assert restored.returncode == 0, restored.stderr
+    assert "granted authgw-operator: write     /authgw/pools/secondary/drain" in restored.stdout
