@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from authgw.security import TlsFiles
+
 __all__ = [
     "ManagedProcess",
     "ProcessError",
@@ -184,14 +186,43 @@ def start_redis(
     return ManagedProcess(f"redis-{port}", argv, port, workdir).start()
 
 
-def start_etcd(workdir: Path, name: str = "etcd", client_port: int | None = None) -> ManagedProcess:
-    """Start a single-node etcd on loopback."""
+def start_etcd(
+    workdir: Path,
+    name: str = "etcd",
+    client_port: int | None = None,
+    *,
+    tls: TlsFiles | None = None,
+    client_cert_auth: bool = False,
+) -> ManagedProcess:
+    """Start a single-node etcd on loopback.
+
+    With `tls` (etcd's server certificate and key, and the CA its clients' certificates must
+    chain to) it serves https only; `client_cert_auth` then also requires a client certificate,
+    whose CN etcd takes as the user once `auth enable` is on.
+    """
     client_port = client_port or free_port()
     peer_port = free_port()
     cluster = f"{name}=http://127.0.0.1:{peer_port}"
     return start_etcd_member(
-        workdir, name, client_port=client_port, peer_port=peer_port, initial_cluster=cluster, wait_port=True
+        workdir,
+        name,
+        client_port=client_port,
+        peer_port=peer_port,
+        initial_cluster=cluster,
+        wait_port=True,
+        tls=tls,
+        client_cert_auth=client_cert_auth,
     )
+
+
+def _etcd_client_tls_args(tls: TlsFiles | None, client_cert_auth: bool) -> tuple[str, list[str]]:
+    """The client URLs' scheme and etcd 3.4's flags for serving them over TLS."""
+    if tls is None:
+        if client_cert_auth:
+            raise ProcessError("etcd: client_cert_auth needs tls (certificates are checked in the handshake)")
+        return "http", []
+    args = ["--cert-file", str(tls.cert), "--key-file", str(tls.key), "--trusted-ca-file", str(tls.ca)]
+    return "https", [*args, "--client-cert-auth"] if client_cert_auth else args
 
 
 def start_etcd_member(
@@ -202,13 +233,17 @@ def start_etcd_member(
     peer_port: int,
     initial_cluster: str,
     wait_port: bool,
+    tls: TlsFiles | None = None,
+    client_cert_auth: bool = False,
 ) -> ManagedProcess:
+    scheme, tls_args = _etcd_client_tls_args(tls, client_cert_auth)
     argv = [
         _require("etcd"),
         "--name", name,
         "--data-dir", str(workdir / f"{name}.data"),
-        "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-        "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+        "--listen-client-urls", f"{scheme}://127.0.0.1:{client_port}",
+        "--advertise-client-urls", f"{scheme}://127.0.0.1:{client_port}",
+        *tls_args,
         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
         "--initial-cluster", initial_cluster,

@@ -176,6 +176,7 @@ class Topology:
         sim = self.sims[member]
         args = ["health-agent", "--etcd", ",".join(self.etcd_endpoints), "--pool", self.pool_of[member]]
         args += ["--member", member, "--address", sim.address, "--ttl", "3", "--probe-interval", "0.5"]
+        args += ["--etcd-insecure", "--probe-insecure"]  # the topology's etcd and simulators are plaintext
         self.agents[member] = start_authgw(
             self.workdir, f"agent-{member}", args, self.etcd[0].port, wait_port=False
         )

@@ -4,11 +4,18 @@ The gateway uses `MembershipWatcher` (a `MembershipSource`) to follow pools,
 drain flags and the routing mode, and `GatewayRegistration` to list itself in
 the fleet; both take an `EtcdClient`. Errors are `HealthError` subclasses
 (tree in health.errors).
+
+etcd is mutual TLS with client-certificate authentication: an `EtcdClient` given a
+`TransportSecurity` presents its certificate, whose CN is its etcd user, and each
+user's roles (health.etcd_auth, drawn from health.keys) let it write only its own
+keys: an agent its pool's members, a gateway its own registration, an operator the
+drain and mode keys and its own audit records (health.admin, authgw.audit).
 """
 
 from health.endpoints import Endpoint, parse_endpoints
 from health.errors import (
     EtcdError,
+    EtcdPermissionDenied,
     EtcdRequestFailed,
     EtcdUnavailable,
     HealthError,
@@ -38,6 +45,7 @@ __all__ = [
     "Endpoint",
     "EtcdClient",
     "EtcdError",
+    "EtcdPermissionDenied",
     "EtcdRequestFailed",
     "EtcdUnavailable",
     "GatewayInfo",

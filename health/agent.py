@@ -8,6 +8,14 @@ expires within its TTL and the member leaves routing all the same. etcd being
 down changes nothing to the probing: the lease loop re-creates what etcd lost
 when it answers again.
 
+Both of its links are mutual TLS unless told otherwise on the command line
+(health.tls_flags): to etcd with `--etcd-cert/-key/-ca` (the certificate's CN,
+`agent-<pool>`, is the etcd user, allowed to write only its pool's member keys:
+health.etcd_auth), and to the issuer host it probes with `--probe-cert/-key/-ca`
+and `--probe-server-name` (the name the host's certificate carries). Rotated
+certificate files are picked up without a restart. `--etcd-insecure` and
+`--probe-insecure` choose plaintext, logged as a warning at start and every minute.
+
 Telemetry (OTEL_* environment, see authgw.observability): a span per host
 transition (`authgw.health.host_up` / `authgw.health.host_down`, the latter
 around the lease revoke) and a span with an event whenever the agent sees its
@@ -34,6 +42,7 @@ from authgw.observability import (
     TelemetrySettings,
     configure_logging,
 )
+from authgw.security import PlaintextWarning, SecurityError
 from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import HealthError, InvalidName
 from health.etcd import EtcdClient
@@ -41,6 +50,7 @@ from health.keys import DEFAULT_ROOT, KeyLayout, check_name
 from health.lease import LeasedKey
 from health.membership import MemberInfo
 from health.probe import HealthProbe, RiseFall, Transition
+from health.tls_flags import add_tls_flags, server_name, transport_security
 
 __all__ = ["AgentConfig", "HealthAgent", "main"]
 
@@ -93,7 +103,8 @@ class HealthAgent:
     Args:
         client: etcd client (owned by the caller).
         config: what to register and the probe settings.
-        probe: the host probe; by default Health/Check on config.address.
+        probe: the host probe (closed by the agent); by default Health/Check on
+            config.address in plaintext: give a HealthProbe with TLS settings otherwise.
         tracer: where lease changes go as spans (default: nowhere).
     """
 
@@ -152,6 +163,7 @@ class HealthAgent:
         )
         async with self._lease:
             try:
+                await self._probe.follow_certificates()
                 while not stop.is_set():
                     started = loop.time()
                     await self._probe_once()
@@ -247,6 +259,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--etcd-timeout", type=float, default=1.0, help="deadline of one etcd call (default: 1.0)"
     )
     parser.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
+    add_tls_flags(parser, "etcd", "etcd", env="AUTHGW_ETCD")
+    add_tls_flags(parser, "probe", "the issuer host")
     parser.add_argument("--log-level", default=os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--log-format", choices=[f.value for f in LogFormat], default=LogFormat.JSON.value, help="log lines"
@@ -259,23 +273,8 @@ def main(argv: list[str]) -> int:
     parser = _parser(f"authgw {argv[0]}")
     args = parser.parse_args(argv[1:])
     try:
-        endpoints = parse_endpoints(args.etcd)
-        config = AgentConfig(
-            pool=args.pool,
-            member=args.member,
-            address=args.address,
-            zone=args.zone,
-            weight=args.weight,
-            version=args.member_version,
-            service=args.service,
-            ttl_s=args.ttl,
-            probe_interval_s=args.probe_interval,
-            probe_timeout_s=args.probe_timeout,
-            fall=args.fall,
-            rise=args.rise,
-            key_root=args.key_root,
-        )
-    except HealthError as exc:
+        config, client, probe = _build(args)
+    except (HealthError, SecurityError) as exc:
         parser.error(str(exc))
     configure_logging(LogFormat(args.log_format), args.log_level)
     try:
@@ -286,7 +285,7 @@ def main(argv: list[str]) -> int:
     telemetry = Telemetry(settings)
     tracer = telemetry.tracer("authgw.health") if telemetry.tracing else None
     try:
-        return asyncio.run(_serve(EtcdClient(endpoints, request_timeout_s=args.etcd_timeout), config, tracer))
+        return asyncio.run(_serve(client, config, probe, tracer))
     except asyncio.CancelledError:
         log.warning("second signal: exited without waiting for the lease revoke")
         return 1
@@ -294,7 +293,45 @@ def main(argv: list[str]) -> int:
         telemetry.shutdown()
 
 
-async def _serve(client: EtcdClient, config: AgentConfig, tracer: trace.Tracer | None = None) -> int:
+def _build(args: argparse.Namespace) -> tuple[AgentConfig, EtcdClient, HealthProbe]:
+    """The agent's settings and its two links, checked (certificate files read) before the loop runs."""
+    endpoints = parse_endpoints(args.etcd)
+    etcd_security = transport_security(args, "etcd")
+    probe_security = transport_security(args, "probe")
+    config = AgentConfig(
+        pool=args.pool,
+        member=args.member,
+        address=args.address,
+        zone=args.zone,
+        weight=args.weight,
+        version=args.member_version,
+        service=args.service,
+        ttl_s=args.ttl,
+        probe_interval_s=args.probe_interval,
+        probe_timeout_s=args.probe_timeout,
+        fall=args.fall,
+        rise=args.rise,
+        key_root=args.key_root,
+    )
+    client = EtcdClient(
+        endpoints,
+        request_timeout_s=args.etcd_timeout,
+        security=etcd_security,
+        server_name=server_name(args, "etcd"),
+    )
+    probe = HealthProbe(
+        config.address,
+        timeout_s=config.probe_timeout_s,
+        service=config.service,
+        security=probe_security,
+        server_name=server_name(args, "probe"),
+    )
+    return config, client, probe
+
+
+async def _serve(
+    client: EtcdClient, config: AgentConfig, probe: HealthProbe, tracer: trace.Tracer | None = None
+) -> int:
     stop = asyncio.Event()
     main_task = asyncio.current_task()
     assert main_task is not None  # asyncio.run always runs us in a task
@@ -307,8 +344,13 @@ async def _serve(client: EtcdClient, config: AgentConfig, tracer: trace.Tracer |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    async with client:
-        await HealthAgent(client, config, tracer=tracer).run(stop)
+    async with (
+        client,
+        PlaintextWarning(client.security, "health agent -> etcd"),
+        PlaintextWarning(probe.security, f"health agent -> issuer host {config.address}"),
+    ):
+        await client.follow_certificates()
+        await HealthAgent(client, config, probe=probe, tracer=tracer).run(stop)
     return 0
 
 

@@ -8,6 +8,7 @@ Expected failures are subclasses of one root; anything else is a bug::
     │   ├── RevisionCompacted   a watch asked for history etcd has already compacted
     │   ├── LeaseNotFound       the lease expired or was revoked
     │   └── EtcdRequestFailed   etcd answered with an error for this request
+    │       └── EtcdPermissionDenied  etcd's auth refused our user (certificate CN) this key
     ├── MalformedRecord         a value under /authgw/ is not what the key layout says
     └── InvalidName             a pool, member, instance or mode name is not acceptable
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "EtcdError",
+    "EtcdPermissionDenied",
     "EtcdRequestFailed",
     "EtcdUnavailable",
     "HealthError",
@@ -55,6 +57,14 @@ class LeaseNotFound(EtcdError):
 
 class EtcdRequestFailed(EtcdError):
     """etcd rejected the request (a bug or a misconfiguration, not an outage)."""
+
+
+class EtcdPermissionDenied(EtcdRequestFailed):
+    """etcd's authentication refused the request: our user's roles do not cover the key.
+
+    The message names the request (and so the key) and the etcd user: with
+    `--client-cert-auth`, the CN of our client certificate.
+    """
 
 
 class MalformedRecord(HealthError):

@@ -4,39 +4,50 @@ aetcd talks to one host:port and raises its own (and gRPC's) exceptions.
 `EtcdClient` keeps a list of endpoints and one aetcd client at a time; when
 an endpoint fails (refused, reset, timed out, no leader) it drops that client
 and connects to the next endpoint, so a dead member of a 3-node cluster costs
-one failed call. This module is the only place where aetcd and gRPC errors are
-seen: they leave it as `health.errors.EtcdError` subclasses.
+one failed call. aetcd and gRPC errors are caught here and nowhere else, and leave
+as `health.errors.EtcdError` subclasses (the mapping: `health.etcd_errors`).
+
+Under etcd authentication (`--client-cert-auth`, `auth enable`) the etcd user is
+the CN of our client certificate (`EtcdClient.user`); a request outside that
+user's roles fails with `EtcdPermissionDenied` naming the request, its key and
+the user. Leases need nothing more than the keys they carry: granting and
+keeping alive are open to any authenticated user in etcd 3.4, revoking needs
+write permission on every key attached. A watch needs read permission on its
+range (`health.etcd_channel` makes etcd's refusal an error instead of a silent,
+empty watch). `transaction` writes several keys at once: an operator's change
+and its audit record (`health.admin`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aetcd
-import grpc
 
-from authgw.security import (
-    CertificateWatcher,
-    TlsMaterial,
-    TransportSecurity,
-    channel_credentials,
-    channel_options,
-    load_tls_files,
-)
-from health.endpoints import DEFAULT_ETCD, Endpoint, parse_endpoints
+from authgw.security import CertificateWatcher, TlsMaterial, TransportSecurity, load_tls_files
+from authgw.security.pemfile import subject_names
+from health.endpoints import DEFAULT_ETCD, Endpoint, check_schemes, parse_endpoints
 from health.errors import (
     EtcdError,
-    EtcdRequestFailed,
     EtcdUnavailable,
     InvalidName,
     LeaseNotFound,
-    RevisionCompacted,
+)
+from health.etcd_channel import ChannelFactory, Connection
+from health.etcd_errors import FOREIGN_ERRORS, translate
+from health.etcd_records import (
+    EventKind,
+    KeyValue,
+    RangeResult,
+    TxnDelete,
+    TxnOp,
+    TxnPut,
+    TxnResult,
+    WatchEvent,
 )
 
 __all__ = [
@@ -46,6 +57,10 @@ __all__ = [
     "EventKind",
     "KeyValue",
     "RangeResult",
+    "TxnDelete",
+    "TxnOp",
+    "TxnPut",
+    "TxnResult",
     "WatchEvent",
     "parse_endpoints",
 ]
@@ -53,85 +68,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Reconnect quickly once an endpoint is back (gRPC's default backoff grows to 120 s), and
-# notice a silent peer within seconds (etcd refuses pings more often than every 5 s).
-_CHANNEL_OPTIONS: dict[str, int] = {
-    "grpc.initial_reconnect_backoff_ms": 100,
-    "grpc.max_reconnect_backoff_ms": 1000,
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 3_000,
-}
-# Ask etcd to fail requests and watches on a member that has lost its leader,
-# instead of hanging on it (what etcd's own clientv3 does with WithRequireLeader).
-_REQUIRE_LEADER = (("hasleader", "true"),)
-
-_RETRYABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-)
-_FOREIGN_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    aetcd.ClientError,
-    grpc.RpcError,
-    grpc.aio.UsageError,
-)
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    """One key as read from etcd."""
-
-    key: str
-    value: bytes
-    mod_revision: int
-    lease: int
-    """ID of the lease the key is attached to; 0 for none."""
-
-
-@dataclass(frozen=True)
-class RangeResult:
-    """The keys of one range read and the store revision it was served at."""
-
-    kvs: tuple[KeyValue, ...]
-    revision: int
-
-
-class EventKind(enum.Enum):
-    PUT = "PUT"
-    DELETE = "DELETE"
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change seen by a watch; `mod_revision` is the revision of the change."""
-
-    kind: EventKind
-    key: str
-    value: bytes
-    mod_revision: int
-
-
-def _grpc_code(exc: BaseException) -> grpc.StatusCode | None:
-    for candidate in (exc, exc.__cause__):
-        if isinstance(candidate, grpc.aio.AioRpcError):
-            code: grpc.StatusCode = candidate.code()
-            return code
-    return None
-
-
-def _translate(exc: BaseException, what: str, endpoint: Endpoint) -> EtcdError:
-    """Map one aetcd/gRPC/timeout error to our tree (the package's only translation point)."""
-    if isinstance(exc, aetcd.RevisionCompactedError):
-        return RevisionCompacted(int(exc.compacted_revision))
-    if isinstance(exc, TimeoutError | aetcd.ConnectionTimeoutError | aetcd.WatchTimeoutError):
-        return EtcdUnavailable(f"{what}: etcd {endpoint} did not answer in time")
-    code = _grpc_code(exc)
-    detail = str(exc) or type(exc).__name__
-    if code is grpc.StatusCode.NOT_FOUND:
-        return LeaseNotFound(f"{what}: {detail}")
-    if code in _RETRYABLE_CODES or isinstance(exc, aetcd.ConnectionFailedError | grpc.aio.UsageError):
-        return EtcdUnavailable(f"{what}: etcd {endpoint} unavailable: {detail}")
-    return EtcdRequestFailed(f"{what}: etcd {endpoint} refused: {detail}")
 
 
 class EtcdClient:
@@ -161,20 +97,25 @@ class EtcdClient:
         self._timeout_s = request_timeout_s
         self.security = security or TransportSecurity.plaintext()
         self._material = None if self.security.tls is None else load_tls_files(self.security.tls)
-        self._channel = _ChannelFactory(self._material, server_name)
+        self.user = None if self._material is None else subject_names(self._material.leaf).common_name
+        """The etcd user our certificate names (its CN), None in plaintext."""
+        check_schemes(self._endpoints, tls=self._material is not None)
+        self._channel = ChannelFactory(self._material, server_name)
         self._certificates: CertificateWatcher | None = None
         self._index = 0
-        self._connection: _Connection | None = None
-        self._retired: set[_Connection] = set()  # failed over from, closed by their last user
+        self._connection: Connection | None = None
+        self._retired: set[Connection] = set()  # failed over from, closed by their last user
         self._failing: set[Endpoint] = set()
         self._closed = False
         # With one endpoint the users of this client log the outage themselves, once.
         self._failover_log_level = logging.WARNING if len(self._endpoints) > 1 else logging.DEBUG
 
     @classmethod
-    def from_urls(cls, spec: str, *, request_timeout_s: float = 1.0) -> EtcdClient:
+    def from_urls(
+        cls, spec: str, *, request_timeout_s: float = 1.0, security: TransportSecurity | None = None
+    ) -> EtcdClient:
         """Build a client from a comma-separated list of URLs (the --etcd flag)."""
-        return cls(parse_endpoints(spec), request_timeout_s=request_timeout_s)
+        return cls(parse_endpoints(spec), request_timeout_s=request_timeout_s, security=security)
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -201,7 +142,7 @@ class EtcdClient:
             return
 
         async def changed(material: TlsMaterial) -> None:
-            self._channel = _ChannelFactory(material, self._channel.server_name)
+            self._channel = ChannelFactory(material, self._channel.server_name)
             connection, self._connection = self._connection, None
             if connection is not None:
                 if connection.users:
@@ -246,10 +187,57 @@ class EtcdClient:
         deleted = await self._call(f"delete {key}", lambda c: c.delete(key.encode()))
         return deleted is not None
 
-    async def revision(self) -> int:
-        """Return the store's current revision (a range read of one key that cannot exist)."""
-        got = await self._call("read revision", lambda c: c.get_range(b"\0", b"\0\0"))
+    async def revision(self, key: str = "\0") -> int:
+        """Return the store's current revision: the header of a read of `key` alone.
+
+        Under etcd auth give a key the user may read (any key of its prefix will do;
+        the default, a key nobody writes, is outside every role).
+        """
+        end = f"{key}\0".encode()
+        got = await self._call(f"read revision at {key!r}", lambda c: c.get_range(key.encode(), end))
         return int(got.header.revision)
+
+    async def transaction(self, ops: Sequence[TxnOp], *, absent: Sequence[str] = ()) -> TxnResult:
+        """Apply `ops` at one revision, all or nothing, if none of the `absent` keys exists.
+
+        etcd checks every key of the transaction against our roles (`absent` keys need
+        read permission) and refuses all of it if one is outside them.
+        """
+        named = ", ".join(f"{'put' if isinstance(op, TxnPut) else 'delete'} {op.key}" for op in ops)
+        what = f"transaction [{named}]" + (f" if absent {', '.join(absent)}" if absent else "")
+
+        def run(c: Any) -> Awaitable[tuple[bool, list[Any]]]:
+            t = c.transactions
+            return c.transaction(  # type: ignore[no-any-return]
+                compare=[t.create(key.encode()) == 0 for key in absent],
+                success=[
+                    t.put(op.key.encode(), op.value, lease=op.lease or None)
+                    if isinstance(op, TxnPut)
+                    else t.delete(op.key.encode())
+                    for op in ops
+                ],
+                failure=[],
+            )
+
+        applied, responses = await self._call(what, run)
+        deleted = tuple(
+            int(r.response_delete_range.deleted) for r in responses if r.HasField("response_delete_range")
+        )
+        revision = max((int(_response_header(r).revision) for r in responses), default=0)
+        return TxnResult(applied=applied, revision=revision, deleted=deleted if applied else ())
+
+    async def auth_request(self, method: str, request: Any, *, what: str) -> Any:
+        """One call of etcd's Auth service (users, roles, `auth enable`) with our deadline and errors.
+
+        `method` names the RPC (`UserAdd`, `RoleGrantPermission`, ...), `request` is its
+        etcd message; `what` says what it does, for the error message.
+        """
+
+        async def run(c: Any) -> Any:
+            await c.connect()
+            return await getattr(c.auth_stub, method)(request, timeout=self._timeout_s, metadata=c.metadata)
+
+        return await self._call(what, run)
 
     async def compact(self, revision: int) -> None:
         """Drop history older than `revision` (operators and tests; etcd auto-compacts too)."""
@@ -308,7 +296,7 @@ class EtcdClient:
                     watch = await connection.client.watch_prefix(
                         prefix.encode(), start_revision=start_revision
                     )
-            except _FOREIGN_ERRORS as exc:
+            except FOREIGN_ERRORS as exc:
                 raise self._failed(exc, what, connection) from exc
             self._succeeded(endpoint)
 
@@ -319,7 +307,7 @@ class EtcdClient:
                         yield WatchEvent(
                             EventKind(event.kind), kv.key.decode(), bytes(kv.value), int(kv.mod_revision)
                         )
-                except _FOREIGN_ERRORS as exc:
+                except FOREIGN_ERRORS as exc:
                     raise self._failed(exc, what, connection) from exc
                 # aetcd ends the iteration quietly when its channel is closed under it (close()):
                 # for our caller it is a broken stream like any other.
@@ -337,7 +325,7 @@ class EtcdClient:
     # -- plumbing ----------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _using(self) -> AsyncIterator[_Connection]:
+    async def _using(self) -> AsyncIterator[Connection]:
         """Lend the current connection for one request or watch.
 
         A connection is closed only once nobody uses it: closing a gRPC channel
@@ -347,7 +335,7 @@ class EtcdClient:
         if self._closed:
             raise RuntimeError("EtcdClient used after close()")
         if self._connection is None:
-            self._connection = _Connection(self._endpoints[self._index], self._timeout_s, self._channel)
+            self._connection = Connection(self._endpoints[self._index], self._timeout_s, self._channel)
         connection = self._connection
         connection.users += 1
         try:
@@ -366,7 +354,7 @@ class EtcdClient:
                 try:
                     async with asyncio.timeout(self._timeout_s):
                         result = await op(connection.client)
-                except _FOREIGN_ERRORS as exc:
+                except FOREIGN_ERRORS as exc:
                     failure = (self._failed(exc, what, connection), exc)
                     if not isinstance(failure[0], EtcdUnavailable) or isinstance(
                         exc, TimeoutError | aetcd.ConnectionTimeoutError
@@ -378,8 +366,8 @@ class EtcdClient:
         assert failure is not None  # the loop ran at least once: there is at least one endpoint
         raise failure[0] from failure[1]
 
-    def _failed(self, exc: BaseException, what: str, connection: _Connection) -> EtcdError:
-        error = _translate(exc, what, connection.endpoint)
+    def _failed(self, exc: BaseException, what: str, connection: Connection) -> EtcdError:
+        error = translate(exc, what, connection.endpoint, self.user)
         if isinstance(error, EtcdUnavailable):
             self._fail_over(connection, error)
         return error
@@ -389,7 +377,7 @@ class EtcdClient:
             self._failing.discard(endpoint)
             log.info("etcd endpoint %s answers again", endpoint)
 
-    def _fail_over(self, connection: _Connection, error: EtcdError) -> None:
+    def _fail_over(self, connection: Connection, error: EtcdError) -> None:
         if connection.endpoint not in self._failing:
             self._failing.add(connection.endpoint)  # log once per outage of an endpoint, not per retry
             log.log(self._failover_log_level, "etcd endpoint %s failed: %s", connection.endpoint, error)
@@ -401,76 +389,9 @@ class EtcdClient:
         self._retired.add(connection)
 
 
-class _ChannelFactory:
-    """How a connection opens its gRPC channel: plaintext, or TLS with our current certificate."""
-
-    def __init__(self, material: TlsMaterial | None, server_name: str | None) -> None:
-        self.server_name = server_name
-        self.credentials = None if material is None else channel_credentials(material)
-        self.options = channel_options(server_name, tuple(_CHANNEL_OPTIONS.items()))
-
-    def open(self, target: str) -> grpc.aio.Channel:
-        if self.credentials is None:
-            return grpc.aio.insecure_channel(target, options=self.options)
-        return grpc.aio.secure_channel(target, self.credentials, options=self.options)
-
-
-_aetcd_errors: Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]] = (
-    aetcd.client._handle_errors  # aetcd's own error translation, as on its connect()
-)
-
-
-class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd has no type information
-    """aetcd's client with our channel: aetcd 1.0.0 always opens an insecure one.
-
-    `connect()` is aetcd's own (1.0.0, client.py) with the channel creation replaced and
-    the password authentication dropped: etcd authenticates us by our client certificate
-    (`--client-cert-auth`: its CN is the user), so there is no token to expire, which aetcd
-    would never renew.
-    """
-
-    def __init__(self, factory: _ChannelFactory, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._factory = factory
-
-    @_aetcd_errors
-    async def connect(self) -> None:
-        if self._connected.is_set():
-            return
-        if self._is_connecting:  # type: ignore[has-type]  # another task is connecting: wait for it
-            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
-            return
-        try:
-            self._is_connecting = True
-            self.channel = self._factory.open(f"{self._host}:{self._port}")
-            self.kvstub = aetcd.rpc.KVStub(self.channel)
-            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
-            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
-            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
-            self.auth_stub = aetcd.rpc.AuthStub(self.channel)
-            self._watcher = aetcd.watcher.Watcher(
-                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
-            )
-            self._connected.set()
-        finally:
-            self._is_connecting = False
-
-
-class _Connection:
-    """One aetcd client (one gRPC channel) to one endpoint, and how many requests are using it."""
-
-    def __init__(self, endpoint: Endpoint, timeout_s: float, factory: _ChannelFactory) -> None:
-        self.endpoint = endpoint
-        self.users = 0
-        self._timeout_s = timeout_s
-        self.client: Any = _Client(factory, host=endpoint.host, port=endpoint.port, timeout=timeout_s)
-        self.client.metadata = _REQUIRE_LEADER  # aetcd sends client.metadata with every call
-
-    async def close(self) -> None:
-        # Closing a channel to a dead peer must neither hang nor fail the caller's own error path.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout_s):
-                await self.client.close()
+def _response_header(response: Any) -> Any:
+    kind = response.WhichOneof("response")
+    return getattr(response, kind).header
 
 
 def _key_value(kv: Any) -> KeyValue:

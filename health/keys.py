@@ -4,8 +4,11 @@
     <root>/pools/<pool>/drain             present: route no new traffic to the pool
     <root>/mode                           auto | force-standin | force-issuer
     <root>/gateways/<instance>            gateway JSON, on the gateway's lease
+    <root>-audit/<operator>/<record id>   one operator write (authgw.audit), beside the
+                                          membership: gateways neither read nor watch it
 
-The root is /authgw in production; tests give each case its own root.
+The root is /authgw in production; tests give each case its own root. etcd's roles
+(health.etcd_auth) are drawn from these prefixes: keep the two in step.
 """
 
 from __future__ import annotations
@@ -97,6 +100,22 @@ class KeyLayout:
 
     def gateway(self, instance: str) -> str:
         return f"{self.root}/gateways/{check_name('gateway instance', instance)}"
+
+    def members_prefix(self, pool: str) -> str:
+        """Every member key of `pool` starts with this (what the pool's agent may write)."""
+        return f"{self.root}/pools/{check_name('pool', pool)}/members/"
+
+    @property
+    def audit_prefix(self) -> str:
+        """Where audit records live: a sibling of `prefix`, not under it."""
+        return f"{self.root}-audit/"
+
+    def audit_of(self, operator: str) -> str:
+        """The records of one operator (the only ones its etcd role lets it write)."""
+        return f"{self.audit_prefix}{check_name('operator', operator)}/"
+
+    def audit(self, operator: str, record_id: str) -> str:
+        return f"{self.audit_of(operator)}{check_name('audit record id', record_id)}"
 
     def parse(self, key: str) -> KeyRef | None:
         """Say which record `key` is, or None for a key outside the layout (ignored by readers)."""

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 
 from authgw.tasks import cancel_and_wait
-from health.errors import EtcdError, LeaseNotFound
+from health.errors import EtcdError, EtcdPermissionDenied, LeaseNotFound
 from health.etcd import EtcdClient
 
 __all__ = ["LeasedKey"]
@@ -200,7 +200,10 @@ class LeasedKey:
     def _note_etcd_lost(self, exc: EtcdError) -> None:
         if not self._etcd_lost:
             self._etcd_lost = True
-            log.warning("etcd lost while holding %s: %s", self._key, exc)
+            if isinstance(exc, EtcdPermissionDenied):  # a misconfiguration, not an outage: say so
+                log.error("etcd refuses %s to this process (retrying): %s", self._key, exc)
+            else:
+                log.warning("etcd lost while holding %s: %s", self._key, exc)
 
     def _note_etcd_back(self) -> None:
         if self._etcd_lost:

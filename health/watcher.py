@@ -143,7 +143,8 @@ class MembershipWatcher:
             )
             self._first_attempt.set()
         else:
-            current = await self._client.revision()
+            # A key of our own prefix: under etcd auth a gateway may read nothing else.
+            current = await self._client.revision(self._layout.mode())
             if current < self._revision:
                 # Rebuilt or restored from a backup: watching from our revision would wait for
                 # history that will never come (and skip what the new cluster holds).

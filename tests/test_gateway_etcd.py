@@ -39,7 +39,15 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 def _admin(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "gateway.cli", *args, "--etcd", ",".join(topo.etcd_endpoints)]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *args,
+        "--etcd",
+        ",".join(topo.etcd_endpoints),
+        "--etcd-insecure",
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 
 

@@ -27,7 +27,9 @@ async def client(etcd_server: ManagedProcess) -> AsyncIterator[EtcdClient]:
 async def run(etcd: ManagedProcess | int, *argv: str) -> int:
     """Run one admin command in a thread (it runs its own event loop), as `authgw` would."""
     port = etcd if isinstance(etcd, int) else etcd.port
-    return await asyncio.to_thread(admin.main, [*argv, "--etcd", f"http://127.0.0.1:{port}"])
+    return await asyncio.to_thread(
+        admin.main, [*argv, "--etcd", f"http://127.0.0.1:{port}", "--etcd-insecure"]
+    )
 
 
 async def test_drain_and_undrain_set_and_clear_the_pool_flag(
@@ -105,6 +107,7 @@ async def test_authgw_cli_dispatches_to_the_admin_commands(etcd_server: ManagedP
         "primary",
         "--key-root",
         layout.root,
+        "--etcd-insecure",
         env={**os.environ, "AUTHGW_ETCD": f"http://127.0.0.1:{etcd_server.port}"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

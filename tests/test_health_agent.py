@@ -161,7 +161,16 @@ async def test_agent_re_registers_when_etcd_lost_its_lease_during_a_partition(
 
 def start_agent_process(tmp_path: Path, etcd: ManagedProcess, host: HealthHost, root: str) -> ManagedProcess:
     args = ["health-agent", "--etcd", f"http://127.0.0.1:{etcd.port}", "--pool", "primary", "--member", "h1"]
-    args += ["--address", host.address, "--ttl", "2", "--key-root", root]
+    args += [
+        "--address",
+        host.address,
+        "--ttl",
+        "2",
+        "--key-root",
+        root,
+        "--etcd-insecure",
+        "--probe-insecure",
+    ]
     return start_authgw(tmp_path, "agent", args, port=etcd.port, wait_port=False)
 
 

@@ -14,7 +14,7 @@ from test_health_support import unique_root
 
 from chaos.processes import ManagedProcess, free_port, start_etcd
 from health.errors import EtcdUnavailable, LeaseNotFound, RevisionCompacted
-from health.etcd import Endpoint, EtcdClient, EventKind, WatchEvent
+from health.etcd import Endpoint, EtcdClient, EventKind, TxnDelete, TxnPut, WatchEvent
 from health.lease import LeasedKey
 
 
@@ -32,6 +32,26 @@ async def test_range_read_returns_keys_and_revision(client: EtcdClient) -> None:
     result = await client.get_prefix(f"{root}/")
     assert [(kv.key, kv.value) for kv in result.kvs] == [(f"{root}/a", b"1"), (f"{root}/b", b"2")]
     assert result.revision == revision
+
+
+async def test_transaction_writes_all_or_nothing_and_counts_deletes(client: EtcdClient) -> None:
+    """A transaction puts and deletes at one revision; with a key that must be absent present, nothing."""
+    root = unique_root()
+    await client.put(f"{root}/gone", b"x")
+    done = await client.transaction(
+        [TxnDelete(f"{root}/gone"), TxnDelete(f"{root}/never"), TxnPut(f"{root}/new", b"1")],
+        absent=[f"{root}/new"],
+    )
+    assert done.applied and done.deleted == (1, 0)
+    new = await client.get(f"{root}/new")
+    assert new is not None and new.mod_revision == done.revision
+    assert await client.get(f"{root}/gone") is None
+    again = await client.transaction(
+        [TxnPut(f"{root}/new", b"2"), TxnPut(f"{root}/other", b"3")], absent=[f"{root}/new"]
+    )
+    assert not again.applied
+    assert (await client.get(f"{root}/new")).value == b"1"  # type: ignore[union-attr]
+    assert await client.get(f"{root}/other") is None
 
 
 async def test_revoked_lease_is_reported_as_lease_not_found(client: EtcdClient) -> None:

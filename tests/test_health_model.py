@@ -89,13 +89,12 @@ def test_rise_fall_needs_consecutive_results() -> None:
 
 
 def test_parse_endpoints_accepts_urls_and_bare_addresses() -> None:
-    """--etcd takes a comma-separated list of http URLs or host:port."""
-    assert parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2380") == (
-        Endpoint("127.0.0.1", 2379),
-        Endpoint("10.0.0.2", 2380),
-    )
-    with pytest.raises(InvalidName, match="https://x:1"):
-        parse_endpoints("https://x:1")
+    """--etcd takes a comma-separated list of https / http URLs or host:port, keeping the scheme."""
+    parsed = parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2380,https://etcd.example:2379")
+    assert parsed == (Endpoint("127.0.0.1", 2379), Endpoint("10.0.0.2", 2380), Endpoint("etcd.example", 2379))
+    assert [e.scheme for e in parsed] == ["http", "", "https"]
+    with pytest.raises(InvalidName, match="unix://x:1"):
+        parse_endpoints("unix://x:1")
 
 
 def test_static_membership_notifies_on_content_change_only() -> None:

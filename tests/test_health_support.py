@@ -9,6 +9,7 @@ import uuid
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from authgw.security import TlsFiles
 from chaos.processes import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -32,11 +33,17 @@ class HealthHost:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self, serving: bool = True) -> HealthHost:
+    async def start(
+        self, serving: bool = True, credentials: grpc.ServerCredentials | None = None
+    ) -> HealthHost:
+        """Serve in plaintext, or with `credentials` (an issuer host's TLS, see tls_credentials)."""
         await self.set_serving(serving)
         server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
-        server.add_insecure_port(self.address)
+        if credentials is None:
+            server.add_insecure_port(self.address)
+        else:
+            server.add_secure_port(self.address, credentials)
         await server.start()
         self._server = server
         return self
@@ -49,6 +56,15 @@ class HealthHost:
         server, self._server = self._server, None
         if server is not None:
             await server.stop(grace=None)
+
+
+def tls_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """An issuer host's server credentials: its certificate; clients must present one from `files.ca`."""
+    return grpc.ssl_server_credentials(
+        [(files.key.read_bytes(), files.cert.read_bytes())],
+        root_certificates=files.ca.read_bytes(),
+        require_client_auth=True,
+    )
 
 
 class CuttableProxy:

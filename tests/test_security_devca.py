@@ -76,11 +76,14 @@ def test_every_leaf_chains_to_its_ca_and_only_to_it(out: Path) -> None:
         ("acquirer-ACQ001", ["spiffe://authgw.test/acquirer/ACQ001"], "ACQ001", {CLIENT}),
         ("acquirer-ACQ002", ["spiffe://authgw.test/acquirer/ACQ002"], "ACQ002", {CLIENT}),
         ("gateway-client", ["spiffe://authgw.test/gateway"], "authgw-gateway", {CLIENT}),
+        ("gateway-client-gw-1", ["spiffe://authgw.test/gateway"], "authgw-gateway-gw-1", {CLIENT}),
+        ("gateway-client-gw-2", ["spiffe://authgw.test/gateway"], "authgw-gateway-gw-2", {CLIENT}),
         ("agent-primary", ["spiffe://authgw.test/agent/primary"], "agent-primary", {CLIENT}),
         ("agent-secondary", ["spiffe://authgw.test/agent/secondary"], "agent-secondary", {CLIENT}),
         ("settle", ["spiffe://authgw.test/settle"], "authgw-settle", {CLIENT}),
         ("operator", ["spiffe://authgw.test/operator/operator"], "operator", {CLIENT}),
         ("operator2", ["spiffe://authgw.test/operator/operator2"], "operator2", {CLIENT}),
+        ("etcd-root", ["spiffe://authgw.test/etcd/root"], "root", {CLIENT}),
         ("rogue-acquirer-ACQ001", ["spiffe://authgw.test/acquirer/ACQ001"], "ACQ001", {CLIENT}),
     ],
 )
@@ -117,7 +120,7 @@ def test_second_run_keeps_everything_and_force_replaces_it(
     first = capsys.readouterr().out
     before = (out / "acquirer-ACQ001.crt").read_bytes()
     assert main(["--out", str(out)]) == 0
-    assert "0 files written, 34 kept" in capsys.readouterr().out
+    assert "0 files written, 40 kept" in capsys.readouterr().out
     assert (out / "acquirer-ACQ001.crt").read_bytes() == before
     assert main(["--out", str(out), "--force"]) == 0
     assert (out / "acquirer-ACQ001.crt").read_bytes() != before

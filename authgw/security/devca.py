@@ -18,10 +18,12 @@ Files (`NAME.crt` certificate, `NAME.key` private key, mode 0600):
 | etcd                    | both   | DNS etcd.authgw.test, localhost; IP 127.0.0.1                         |
 | redis                   | both   | DNS redis.authgw.test, localhost; IP 127.0.0.1                        |
 | acquirer-ACQ001, -ACQ002| client | CN=ACQ00n; URI spiffe://authgw.test/acquirer/ACQ00n                   |
-| gateway-client          | client | CN=authgw-gateway (etcd user); URI spiffe://authgw.test/gateway       |
+| gateway-client          | client | CN=authgw-gateway; URI spiffe://authgw.test/gateway                   |
+| gateway-client-gw-1, -2 | client | CN=authgw-gateway-gw-n (etcd user of instance gw-n); URI as above     |
 | agent-primary, -secondary | client | CN=agent-<pool>; URI spiffe://authgw.test/agent/<pool>              |
 | settle                  | client | CN=authgw-settle; URI spiffe://authgw.test/settle                     |
 | operator, operator2     | client | CN=operator / operator2; URI spiffe://authgw.test/operator/<name>     |
+| etcd-root               | client | CN=root: etcd's root user, for `etcd-auth` only; URI .../etcd/root    |
 | rogue-acquirer-ACQ001   | client | as acquirer-ACQ001, but signed by the rogue CA                        |
 | expired-acquirer-ACQ001 | client | as acquirer-ACQ001, expired yesterday                                 |
 
@@ -98,9 +100,12 @@ LEAVES: tuple[LeafSpec, ...] = (
     _client("gateway-client", "authgw-gateway", "gateway"),
     _client("agent-primary", "agent-primary", "agent/primary"),
     _client("agent-secondary", "agent-secondary", "agent/secondary"),
+    _client("gateway-client-gw-1", "authgw-gateway-gw-1", "gateway"),
+    _client("gateway-client-gw-2", "authgw-gateway-gw-2", "gateway"),
     _client("settle", "authgw-settle", "settle"),
     _client("operator", "operator", "operator/operator"),
     _client("operator2", "operator2", "operator/operator2"),
+    _client("etcd-root", "root", "etcd/root"),
     _client("rogue-acquirer-ACQ001", "ACQ001", "acquirer/ACQ001", issuer="rogue-ca"),
     _client("expired-acquirer-ACQ001", "ACQ001", "acquirer/ACQ001", expired=True),
 )
