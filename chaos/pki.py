@@ -61,8 +61,11 @@ class DevPki:
         f = self.files(name)
         return {"cert": str(f.cert), "key": str(f.key), "ca": str(f.ca)}
 
-    def gateway_sections(self, *, etcd_endpoints: list[str] | None = None) -> dict[str, Any]:
-        """A gateway's [tls], [[acquirers]], [issuer_tls] (and [etcd] with its client certificate)."""
+    def gateway_sections(
+        self, *, etcd_endpoints: list[str] | None = None, instance: str = "gw-1"
+    ) -> dict[str, Any]:
+        """A gateway's [tls], [[acquirers]], [issuer_tls] (and [etcd] with its instance's certificate:
+        its CN is the etcd user allowed to write that instance's registration only)."""
         sections: dict[str, Any] = {
             "tls": self.section("gateway"),
             "acquirers": [
@@ -72,7 +75,10 @@ class DevPki:
             "issuer_tls": self.section("gateway-client"),
         }
         if etcd_endpoints:
-            sections["etcd"] = {"endpoints": list(etcd_endpoints), **self.section("gateway-client")}
+            sections["etcd"] = {
+                "endpoints": list(etcd_endpoints),
+                **self.section(f"gateway-client-{instance}"),
+            }
         return sections
 
     def issuer_sim_args(self, pool: str) -> list[str]:

@@ -30,6 +30,8 @@ from types import MappingProxyType
 from authgw.config import Section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS, transport_security
+from health import InvalidName, parse_endpoints
+from health.endpoints import check_schemes
 
 __all__ = ["SecurityConfig", "acquirers_from", "security_config", "server_security"]
 
@@ -89,5 +91,15 @@ def security_config(root: Section, etcd: Section | None) -> SecurityConfig:
         deny_list=deny_list,
         acquirers=acquirers_from(root),
         issuers=transport_security(issuer_tls),
-        etcd=TransportSecurity.plaintext() if etcd is None else transport_security(etcd),
+        etcd=TransportSecurity.plaintext() if etcd is None else _etcd_security(etcd),
     )
+
+
+def _etcd_security(etcd: Section) -> TransportSecurity:
+    """[etcd]'s TLS, and endpoints whose scheme agrees with it (https:// with certificates)."""
+    security = transport_security(etcd)
+    try:
+        check_schemes(parse_endpoints(",".join(etcd.strings("endpoints", ()))), tls=not security.insecure)
+    except InvalidName as exc:
+        etcd.fail("endpoints", str(exc), "https://host:port with cert/key/ca, http:// only with insecure")
+    return security

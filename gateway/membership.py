@@ -117,6 +117,7 @@ class MembershipLink:
         self.etcd_connected = False
 
     async def start(self) -> None:
+        await self._client.follow_certificates()  # a rotated etcd client certificate: new channels
         await self.watcher.start()
         if self.registration is not None:
             await self.registration.start()

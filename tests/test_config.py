@@ -140,3 +140,14 @@ def test_members_from_etcd_default_to_the_listed_addresses() -> None:
     cfg = parse_config(doc, "x.toml")
     assert cfg.pools[0].allowed == ("127.0.0.1:7001",)
     assert cfg.reflection is False and cfg.max_message_bytes == 16 * 1024
+
+
+def test_etcd_scheme_must_agree_with_its_tls() -> None:
+    """http:// endpoints beside a client certificate are refused at load, naming etcd.endpoints."""
+    doc = {"pools": _POOLS, "tls": {"insecure": True}, "issuer_tls": {"insecure": True}}
+    etcd = {"endpoints": ["http://127.0.0.1:2379"], "cert": "c.pem", "key": "k.pem", "ca": "ca.pem"}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**doc, "etcd": etcd}, "x.toml")
+    assert info.value.key == "etcd.endpoints" and "https://" in str(info.value)
+    cfg = parse_config({**doc, "etcd": {**etcd, "endpoints": ["https://127.0.0.1:2379"]}}, "x.toml")
+    assert cfg.security.etcd.tls is not None

@@ -120,7 +120,7 @@ def test_second_run_keeps_everything_and_force_replaces_it(
     first = capsys.readouterr().out
     before = (out / "acquirer-ACQ001.crt").read_bytes()
     assert main(["--out", str(out)]) == 0
-    assert "0 files written, 40 kept" in capsys.readouterr().out
+    assert "0 files written, 42 kept" in capsys.readouterr().out
     assert (out / "acquirer-ACQ001.crt").read_bytes() == before
     assert main(["--out", str(out), "--force"]) == 0
     assert (out / "acquirer-ACQ001.crt").read_bytes() != before

@@ -19,7 +19,7 @@ Files (`NAME.crt` certificate, `NAME.key` private key, mode 0600):
 | redis                   | both   | DNS redis.authgw.test, localhost; IP 127.0.0.1                        |
 | acquirer-ACQ001, -ACQ002| client | CN=ACQ00n; URI spiffe://authgw.test/acquirer/ACQ00n                   |
 | gateway-client          | client | CN=authgw-gateway; URI spiffe://authgw.test/gateway                   |
-| gateway-client-gw-1, -2 | client | CN=authgw-gateway-gw-n (etcd user of instance gw-n); URI as above     |
+| gateway-client-gw-1..3  | client | CN=authgw-gateway-gw-n (etcd user of instance gw-n); URI as above     |
 | agent-primary, -secondary | client | CN=agent-<pool>; URI spiffe://authgw.test/agent/<pool>              |
 | settle                  | client | CN=authgw-settle; URI spiffe://authgw.test/settle                     |
 | operator, operator2     | client | CN=operator / operator2; URI spiffe://authgw.test/operator/<name>     |
@@ -102,6 +102,7 @@ LEAVES: tuple[LeafSpec, ...] = (
     _client("agent-secondary", "agent-secondary", "agent/secondary"),
     _client("gateway-client-gw-1", "authgw-gateway-gw-1", "gateway"),
     _client("gateway-client-gw-2", "authgw-gateway-gw-2", "gateway"),
+    _client("gateway-client-gw-3", "authgw-gateway-gw-3", "gateway"),
     _client("settle", "authgw-settle", "settle"),
     _client("operator", "operator", "operator/operator"),
     _client("operator2", "operator2", "operator/operator2"),
