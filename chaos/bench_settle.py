@@ -31,7 +31,7 @@ from chaos.sim_control import SimControl
 from gateway.config import parse_config
 from gateway.router import Router
 from gateway.settlement.sender import GrpcAdviceSender
-from standin import JournalKind, JournalSettings, PanCipher, Reason, ResponseCode, StandInDecision
+from standin import JournalKind, JournalSettings, PanKeyring, Reason, ResponseCode, StandInDecision
 from standin.entry import encode_entry
 from standin.redis_io import make_redis_client
 from standin.settings import RedisSettings
@@ -60,7 +60,7 @@ def _luhn_pan(rng: random.Random) -> str:
 
 
 def _entry(
-    i: int, pan: str, tokenizer: CardTokenizer, cipher: PanCipher, decided: datetime
+    i: int, pan: str, tokenizer: CardTokenizer, keyring: PanKeyring, decided: datetime
 ) -> tuple[str, dict[str, str]]:
     approved = i % 4 != 0
     request = StandInRequest(
@@ -76,7 +76,7 @@ def _entry(
         gateway_instance="gw-bench", journal=JournalKind.REDIS,
     )  # fmt: skip
     token = tokenizer.token(pan)
-    return token, encode_entry(request, decision, card_token=token, cipher=cipher, trace_context="")
+    return token, encode_entry(request, decision, card_token=token, keyring=keyring, trace_context="")
 
 
 async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: bytes) -> float:
@@ -84,7 +84,7 @@ async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: b
     started = time.monotonic()
     rng = random.Random(7)
     pans = [_luhn_pan(rng) for _ in range(cards)]
-    tokenizer, cipher = CardTokenizer(token_key), PanCipher(pan_key)
+    tokenizer, keyring = CardTokenizer(token_key), PanKeyring.of(pan_key)
     redis = make_redis_client(RedisSettings(url=redis_url, socket_timeout=timedelta(seconds=10)))
     decided = datetime.now(UTC)
     try:
@@ -92,7 +92,7 @@ async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: b
         for start in range(0, n, _PIPELINE):
             pipe = redis.pipeline(transaction=False)
             for i in range(start, min(n, start + _PIPELINE)):
-                _, fields = _entry(i, pans[i % cards], tokenizer, cipher, decided)
+                _, fields = _entry(i, pans[i % cards], tokenizer, keyring, decided)
                 pipe.xadd("authgw:{journal:0}:decisions", fields)  # type: ignore[arg-type]
             await pipe.execute()
     finally:
@@ -115,7 +115,7 @@ async def _drain(args: argparse.Namespace, redis_url: str, sim: ManagedProcess, 
     redis = make_redis_client(RedisSettings(url=redis_url, socket_timeout=timedelta(seconds=5)))
     worker = Settlement(
         redis=make_redis_client(RedisSettings(url=redis_url, socket_timeout=timedelta(seconds=5))),
-        cipher=PanCipher(pan_key),
+        keyring=PanKeyring.of(pan_key),
         sender=sender,
         issuer_healthy=sender.healthy,
         instance="bench-settle",

@@ -18,7 +18,7 @@ gateway injects (IssuerHost/Advise over its members' channels)::
 """
 
 from authgw.codes import ResponseCode
-from standin.crypto import PanCipher
+from standin.crypto import PanCipher, PanKeyring
 from standin.engine import EngineStatus, StandIn
 from standin.entry import JournalEntry, decode_decision, decode_entry, decrypt_pan, encode_entry
 from standin.errors import (
@@ -31,6 +31,7 @@ from standin.errors import (
     PolicyError,
     StandInError,
     StoreUnavailableError,
+    UnknownPanKeyError,
 )
 from standin.policy import ChannelRisk, RiskTier, StandInPolicy, WindowLimit
 from standin.policy_load import load_policy
@@ -69,6 +70,7 @@ __all__ = [
     "LocalJournalError",
     "LocalSettings",
     "PanCipher",
+    "PanKeyring",
     "PolicyError",
     "Reason",
     "RedisSettings",
@@ -85,6 +87,7 @@ __all__ = [
     "StandInPolicy",
     "StandInRequest",
     "StoreUnavailableError",
+    "UnknownPanKeyError",
     "WindowLimit",
     "WorkerState",
     "decode_decision",

@@ -9,7 +9,8 @@ File formats (one card per line; blank lines and lines starting with # ignored):
     JSON lines   {"pan": "...", "status": "..."}
 
 status is blocked, lost, stolen, or active (which removes an earlier status).
-Error messages name the line and at most the last four digits of a PAN.
+Error messages name the line and show a bad value by its type and at most its last four
+characters: a PAN written as a JSON number, or in the status column, is never echoed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 _PAN = re.compile(r"[0-9]{12,19}")
+_DIGITS = re.compile(r"[0-9](?:[ .-]?[0-9]){4,}")  # 5 or more digits, maybe with separators
 _STATUSES = ", ".join(s.value for s in CardStatus)
 
 
@@ -90,11 +92,24 @@ def _parse_line(path: Path, number: int, text: str) -> CardStatusRecord | None:
         if number == 1 and pan.lower() == "pan":
             return None  # header
     if not isinstance(pan, str) or not _PAN.fullmatch(pan):
-        shown = f"…{pan[-4:]}" if isinstance(pan, str) else repr(pan)
-        raise CardStatusFileError(f"{where}: pan {shown} is not 12-19 digits")
+        raise CardStatusFileError(f"{where}: pan {_last_four(pan)} is not a string of 12-19 digits")
     if not isinstance(status, str) or status.lower() not in CardStatus._value2member_map_:
-        raise CardStatusFileError(f"{where}: status {status!r} is not one of {_STATUSES}")
+        raise CardStatusFileError(f"{where}: status {_masked(status)} is not one of {_STATUSES}")
     return CardStatusRecord(pan, CardStatus(status.lower()))
+
+
+def _last_four(value: object) -> str:
+    """A bad pan as an error may show it: at most its last four characters (and its type if not text)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    shown = f"…{text[-4:]}" if len(text) > 4 else repr(text)  # 4 characters or fewer are no PAN
+    return shown if isinstance(value, str) else f"{shown} ({type(value).__name__})"
+
+
+def _masked(value: object) -> str:
+    """A bad status as an error may show it: digit runs (a PAN in the wrong column) cut to their last four."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    masked = _DIGITS.sub(lambda m: f"…{re.sub(r'[^0-9]', '', m.group())[-4:]}", text)
+    return repr(masked[:40])  # masked first: a cut must not leave a PAN's middle digits as "last four"
 
 
 async def load_card_statuses(

@@ -3,7 +3,9 @@
     authgw standin load-card-status FILE   load issuer card statuses (CSV or JSON lines) into Redis
     authgw standin status                  Redis reachability, stream depth per partition, local backlog,
                                            and settlement: unsettled, oldest, dead letters, per gateway
-                                           settled counts and amounts, workers (settle_status.py)
+                                           settled counts and amounts, workers (settlement/status.py);
+                                           pan_keys: entries per PAN key id, and whether a retired key
+                                           may be dropped (settlement/pankeys.py)
     authgw standin reconcile               decisions journaled vs advices the issuer acknowledged,
                                            by count and amount; differences by decision id
     authgw standin replay                  move this host's local SQLite backlog to Redis now
@@ -140,6 +142,7 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
             "redis_up": status.redis_up,
             "local_backlog": status.local_backlog,
             "oldest_local_ms": status.oldest_local_ms,
+            "local_by_pan_key": status.local_by_pan_key,
         }
         if status.redis_up:
             redis = _admin_client(config)
@@ -154,12 +157,16 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
                     {"partition": p, "length": length, "pending": pending}
                     for p, length, pending in await journal.depth()
                 ]
-                out["settlement"] = await settlement_status(
+                settlement = await settlement_status(
                     RedisGate(redis, _ADMIN_DEADLINE),
                     config.journal,
                     now_ms=int(time.time() * 1000),
                     local_backlog=(status.local_backlog, status.oldest_local_ms),
+                    keyring=config.pan_keyring(),
+                    local_by_pan_key=status.local_by_pan_key,
                 )
+                out["pan_keys"] = settlement.pop("pan_keys")
+                out["settlement"] = settlement
             finally:
                 await redis.aclose()
     print(json.dumps(out))

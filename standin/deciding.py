@@ -37,7 +37,7 @@ from opentelemetry.trace import Tracer
 
 from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.entry import encode_entry
 from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
 from standin.journal import StreamJournal
@@ -66,7 +66,7 @@ class Decider:
 
     policy: StandInPolicy
     tokenizer: CardTokenizer
-    cipher: PanCipher
+    keyring: PanKeyring
     counters: RedisCounters
     stream: StreamJournal
     local: SqliteJournal
@@ -122,7 +122,7 @@ class Decider:
     def _fields(
         self, request: StandInRequest, decision: StandInDecision, token: str, trace: str
     ) -> dict[str, str]:
-        return encode_entry(request, decision, card_token=token, cipher=self.cipher, trace_context=trace)
+        return encode_entry(request, decision, card_token=token, keyring=self.keyring, trace_context=trace)
 
     async def _journal(
         self,

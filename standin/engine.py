@@ -33,7 +33,7 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 
 from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.deciding import UNRECORDED_RULE, Decider
 from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
 from standin.journal import StreamBacklog, StreamJournal
@@ -82,6 +82,8 @@ class EngineStatus:
     """Decisions in the local journal not yet moved to the Redis stream."""
     oldest_local_ms: int | None
     """decided_at (ms since epoch) of the oldest of them."""
+    local_by_pan_key: dict[str, int] = field(default_factory=dict)
+    """The same backlog by the id of the PAN key that sealed each entry (key rotation)."""
 
 
 class StandIn:
@@ -96,7 +98,7 @@ class StandIn:
         redis: Redis,
         policy: StandInPolicy,
         tokenizer: CardTokenizer,
-        cipher: PanCipher,
+        keyring: PanKeyring,
         sqlite_path: Path,
         instance: str,
         clock: Clock = time.time,
@@ -109,7 +111,7 @@ class StandIn:
         self._policy = policy
         self._tracer = tracer
         self._tokenizer = tokenizer
-        self._cipher = cipher
+        self._keyring = keyring
         self._instance = instance
         self._clock = clock
         self._redis_settings = redis_settings or RedisSettings()
@@ -133,9 +135,10 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
-        self._recovery = self._recovery_task(cipher)
+        self._recovery = self._recovery_task(keyring)
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
-        common = {"tokenizer": tokenizer, "cipher": cipher, "recovery": self._recovery, "instance": instance}
+        common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
+        common["instance"] = instance
         self._decider = Decider(
             policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
             **stores, **common,  # type: ignore[arg-type]
@@ -146,12 +149,12 @@ class StandIn:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def _recovery_task(self, cipher: PanCipher) -> Recovery:
+    def _recovery_task(self, keyring: PanKeyring) -> Recovery:
         mover = BacklogMover(
             self._local,
             self._counters,
             self._stream,
-            cipher,
+            keyring,
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
         )
@@ -178,7 +181,7 @@ class StandIn:
             redis=redis or make_redis_client(config.redis),
             policy=config.policy,
             tokenizer=CardTokenizer(config.token_key),
-            cipher=PanCipher(config.pan_key),
+            keyring=config.pan_keyring(),
             sqlite_path=config.sqlite_path,
             instance=config.instance,
             clock=clock,
@@ -199,6 +202,7 @@ class StandIn:
         try:
             await self._local.open()
             pending = await self._local.pending_tokens()
+            self._check_local_keys(await self._local.pending_by_pan_key())
         except LocalJournalError:
             # Start anyway: with Redis up stand-in works; with Redis down it will answer 91.
             log.exception("local journal unavailable, stand-in relies on Redis alone")
@@ -208,6 +212,17 @@ class StandIn:
             self._recovery.mark_down(exc)  # start anyway: stand-in must work without Redis
         self._state = _State.RUNNING
         self._recovery.start(pending, name=f"standin-{self._instance}")
+
+    def _check_local_keys(self, by_key: dict[str, int]) -> None:
+        """Say at start when the local backlog needs a PAN key this process was not given."""
+        for key_id, count in sorted(by_key.items()):
+            if not self._keyring.knows(key_id):
+                log.error(
+                    "local journal %s: %d entries sealed with PAN key %s, which is not configured;"
+                    " they reach the journal but settlement dead-letters them until the key is among"
+                    " [keys] retired_pan_keys",
+                    self._local.path, count, key_id,
+                )  # fmt: skip
 
     async def close(self, drain_timeout: timedelta = timedelta(seconds=2)) -> None:
         """Refuse new decisions, let in-flight ones finish, stop the background task, close stores.
@@ -238,7 +253,8 @@ class StandIn:
     async def status(self) -> EngineStatus:
         """Redis health as the engine sees it, and the local backlog."""
         count, oldest = await self._local.backlog()
-        return EngineStatus(self._recovery.redis_up, count, oldest)
+        by_key = await self._local.pending_by_pan_key() if count else {}
+        return EngineStatus(self._recovery.redis_up, count, oldest, by_key)
 
     async def stream_backlog(self) -> StreamBacklog:
         """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""

@@ -12,7 +12,8 @@ A decision (`entry` absent or "decision"):
     request_id              the acquirer's request id
     card_token              HMAC token of the PAN (tokens.py)
     pan_enc                 AES-256-GCM of the PAN, base64(nonce|ciphertext|tag), AAD = decision_id
-    pan_key_id              first 8 hex of SHA-256 of the PAN key (for key rotation)
+    pan_key_id              first 8 hex of SHA-256 of the PAN key that sealed pan_enc (crypto.py:
+                            settlement opens it with that key, current or retired)
     pan_last4               last four digits (the most of a PAN allowed in clear)
     amount_minor, currency, mcc, channel, merchant_id, terminal_id, merchant_country,
     pin_verified, cardholder_authenticated ("1"/"0"), transmitted_at (ISO 8601)
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from authgw.codes import ResponseCode
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.errors import EntryFormatError
 from standin.types import (
     Channel,
@@ -97,10 +98,11 @@ def encode_entry(
     decision: StandInDecision,
     *,
     card_token: str,
-    cipher: PanCipher,
+    keyring: PanKeyring,
     trace_context: str,
 ) -> dict[str, str]:
-    """The stream fields of `decision` taken on `request`."""
+    """The stream fields of `decision` taken on `request` (PAN sealed with the current key)."""
+    pan_enc, key_id = keyring.seal(request.pan, decision.decision_id)
     return {
         "v": ENTRY_VERSION,
         "entry": DECISION,
@@ -108,8 +110,8 @@ def encode_entry(
         "acquirer_id": request.acquirer_id,
         "request_id": request.request_id,
         "card_token": card_token,
-        "pan_enc": cipher.encrypt(request.pan, decision.decision_id),
-        "pan_key_id": cipher.key_id,
+        "pan_enc": pan_enc,
+        "pan_key_id": key_id,
         "pan_last4": request.pan_last4,
         "amount_minor": str(request.amount_minor),
         "currency": request.currency,
@@ -141,15 +143,17 @@ def entry_kind(fields: RawFields) -> str:
     return f.get("entry", DECISION)
 
 
-def with_decision(fields: dict[str, str], decision: StandInDecision, cipher: PanCipher) -> dict[str, str]:
+def with_decision(fields: dict[str, str], decision: StandInDecision, keyring: PanKeyring) -> dict[str, str]:
     """The entry of another decision of the same request: this entry's request, `decision`'s outcome.
 
-    The PAN is sealed with the decision id as associated data, so it is re-sealed for the new id.
+    The PAN is sealed with the decision id as associated data, so it is re-sealed for the new id
+    (with the current key). Raises UnknownPanKeyError when this entry's key is not configured.
     """
+    pan_enc, key_id = keyring.seal(decrypt_pan(fields, keyring), decision.decision_id)
     out = dict(fields)
     out.update(
-        pan_enc=cipher.encrypt(decrypt_pan(fields, cipher), decision.decision_id),
-        pan_key_id=cipher.key_id,
+        pan_enc=pan_enc,
+        pan_key_id=key_id,
         decision_id=decision.decision_id,
         approved=_flag(decision.approved),
         response_code=decision.response_code.value,
@@ -214,18 +218,17 @@ def decode_decision(fields: RawFields) -> StandInDecision:
         raise EntryFormatError(f"journal entry {f.get('decision_id', '?')}: {exc}") from exc
 
 
-def decrypt_pan(fields: RawFields, cipher: PanCipher) -> str:
-    """The clear PAN of an entry (for the advice to the issuer; never log it)."""
+def decrypt_pan(fields: RawFields, keyring: PanKeyring) -> str:
+    """The clear PAN of an entry (for the advice to the issuer; never log it).
+
+    Raises UnknownPanKeyError when the entry's key is neither the current nor a retired key.
+    """
     f = _text_fields(fields)
     decision_id = _get(f, "decision_id")
-    if _get(f, "pan_key_id") != cipher.key_id:
-        raise EntryFormatError(
-            f"journal entry {decision_id}: PAN sealed with key {f['pan_key_id']}, not {cipher.key_id}"
-        )
-    return cipher.decrypt(_get(f, "pan_enc"), decision_id)
+    return keyring.open(_get(f, "pan_enc"), decision_id, _get(f, "pan_key_id"))
 
 
-def decode_entry(fields: RawFields, cipher: PanCipher) -> JournalEntry:
+def decode_entry(fields: RawFields, keyring: PanKeyring) -> JournalEntry:
     """The full entry: request with its clear PAN, and decision."""
     f = _text_fields(fields)
     decision = decode_decision(f)
@@ -233,7 +236,7 @@ def decode_entry(fields: RawFields, cipher: PanCipher) -> JournalEntry:
         request = StandInRequest(
             request_id=_get(f, "request_id"),
             acquirer_id=f.get("acquirer_id", _UNKNOWN_ACQUIRER),
-            pan=decrypt_pan(f, cipher),
+            pan=decrypt_pan(f, keyring),
             amount_minor=int(_get(f, "amount_minor")),
             currency=_get(f, "currency"),
             mcc=_get(f, "mcc"),
@@ -255,15 +258,16 @@ def encode_reversal(
     *,
     entry_id: str,
     card_token: str,
-    cipher: PanCipher,
+    keyring: PanKeyring,
     status: ReversalStatus,
     decided_at: datetime,
     gateway_instance: str,
     journal: JournalKind,
     trace_context: str,
 ) -> dict[str, str]:
-    """The stream fields of a reversal to forward to the issuer."""
+    """The stream fields of a reversal to forward to the issuer (PAN sealed with the current key)."""
     at = decided_at.isoformat(timespec="milliseconds")
+    pan_enc, key_id = keyring.seal(reversal.pan, entry_id)
     return {
         "v": ENTRY_VERSION,
         "entry": REVERSAL,
@@ -272,8 +276,8 @@ def encode_reversal(
         "reversal_id": reversal.reversal_id,
         "original_request_id": reversal.original_request_id,
         "card_token": card_token,
-        "pan_enc": cipher.encrypt(reversal.pan, entry_id),
-        "pan_key_id": cipher.key_id,
+        "pan_enc": pan_enc,
+        "pan_key_id": key_id,
         "pan_last4": reversal.pan_last4,
         "final_amount_minor": str(reversal.final_amount_minor),
         "original_amount_minor": str(reversal.original_amount_minor),
@@ -302,7 +306,7 @@ class JournalReversal:
     trace_context: str
 
 
-def decode_reversal(fields: RawFields, cipher: PanCipher) -> JournalReversal:
+def decode_reversal(fields: RawFields, keyring: PanKeyring) -> JournalReversal:
     """A reversal entry, its PAN decrypted."""
     f = _text_fields(fields)
     entry_id = _get(f, "decision_id")
@@ -311,7 +315,7 @@ def decode_reversal(fields: RawFields, cipher: PanCipher) -> JournalReversal:
             acquirer_id=_get(f, "acquirer_id"),
             reversal_id=_get(f, "reversal_id"),
             original_request_id=_get(f, "original_request_id"),
-            pan=decrypt_pan(f, cipher),
+            pan=decrypt_pan(f, keyring),
             final_amount_minor=int(_get(f, "final_amount_minor")),
             currency=_get(f, "currency"),
             reason=ReversalReason(_get(f, "reason")),

@@ -8,6 +8,7 @@
     ├── StoreUnavailableError     Redis did not answer in time or refused (translated at one boundary)
     ├── LocalJournalError         the local SQLite journal could not record
     ├── EntryFormatError          a journal entry cannot be decoded or its PAN decrypted
+    │   └── UnknownPanKeyError    its PAN was sealed with a key id this process has not configured
     └── ClosedError               the engine is not started, or already closed
 
 Config files are read by authgw.config: their errors are its ConfigError (names file, key,
@@ -30,6 +31,7 @@ __all__ = [
     "ReusedRequestIdError",
     "StandInError",
     "StoreUnavailableError",
+    "UnknownPanKeyError",
 ]
 
 
@@ -72,6 +74,17 @@ class LocalJournalError(StandInError):
 
 class EntryFormatError(StandInError):
     """A journal entry is malformed, or its encrypted PAN does not authenticate."""
+
+
+class UnknownPanKeyError(EntryFormatError):
+    """A journal entry's PAN was sealed with a key id that is neither the current nor a retired key.
+
+    The message names the entry and the key id (never the PAN); `key_id` holds the id.
+    """
+
+    def __init__(self, message: str, *, key_id: str) -> None:
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class ClosedError(StandInError):

@@ -22,6 +22,12 @@ next run appends them again, finds their markers and gets the existing stream
 ids back, so nothing is appended twice (as long as the run happens within the
 marker TTL, JournalSettings.dedupe_ttl, 72 h by default). A crash between 1 and
 2 only repeats an idempotent step.
+
+PAN keys: an entry is moved as it was sealed, under whichever key (current or retired);
+settlement opens it with that key. Only a superseded decision's entry is re-sealed (its PAN
+is bound to the decision id that wins), which needs the key that sealed it: when that key is
+not configured any more (dropped too early), the card's entries stay in the local journal,
+logged with the key id, until a restart with the key among the retired ones moves them.
 """
 
 from __future__ import annotations
@@ -30,8 +36,9 @@ import logging
 from collections.abc import Callable
 
 from standin.counters import RedisCounters, ReversalKey
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.entry import REVERSAL, with_decision
+from standin.errors import UnknownPanKeyError
 from standin.journal import StreamJournal
 from standin.sqlite_journal import LocalEntry, SqliteJournal
 from standin.types import JournalKind
@@ -49,7 +56,7 @@ class BacklogMover:
         local: SqliteJournal,
         counters: RedisCounters,
         journal: StreamJournal,
-        cipher: PanCipher,
+        keyring: PanKeyring,
         *,
         batch: int,
         now_ms: Callable[[], int],
@@ -57,21 +64,33 @@ class BacklogMover:
         self._local = local
         self._counters = counters
         self._journal = journal
-        self._cipher = cipher
+        self._keyring = keyring
         self._batch = batch
         self._now_ms = now_ms
+        self._stuck: set[str] = set()  # cards with an entry sealed under a PAN key we do not have
 
     async def move_batch(self, token: str | None = None) -> int:
         """Move up to one batch (of one card when `token` is given); returns how many were moved.
 
+        A card with an entry that cannot be re-sealed is skipped from then on (module docstring).
         Raises StoreUnavailableError or LocalJournalError, after marking what was moved.
         """
-        entries = await self._local.pending(self._batch, token)
+        entries = await self._local.pending(self._batch, token, exclude=self._stuck)
         moved: list[tuple[str, str, str]] = []
         try:
             for entry in entries:
+                if entry.card_token in self._stuck:
+                    continue  # behind an entry of its card that cannot move: keep the card's order
                 entry_id = entry.fields.get("decision_id", "")
-                stream_id, how = await self._move(entry)
+                try:
+                    stream_id, how = await self._move(entry)
+                except UnknownPanKeyError as exc:
+                    self._stuck.add(entry.card_token)
+                    log.error(  # noqa: TRY400 (the message says it all; a traceback adds nothing)
+                        "local entry %s of card %s stays in the local journal: %s", entry_id,
+                        entry.card_token[:8], exc,
+                    )  # fmt: skip
+                    continue
                 moved.append((entry_id, stream_id, how))
         finally:
             if moved:
@@ -108,7 +127,7 @@ class BacklogMover:
                 result.kept.decision_id,
             )
             kept = result.kept.decision(entry.request_id, JournalKind.REDIS)
-            fields = with_decision(entry.fields, kept, self._cipher)
+            fields = with_decision(entry.fields, kept, self._keyring)
         stream_id, _ = await self._journal.append(entry.card_token, fields["decision_id"], fields)
         return stream_id, result.status
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from opentelemetry.trace import Tracer
 
 from standin.counters import RedisCounters, ReversalKey
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.entry import encode_reversal
 from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
 from standin.journal import StreamJournal
@@ -52,7 +52,7 @@ class Reverser:
     """The reversal path of one engine (its stores are the engine's)."""
 
     tokenizer: CardTokenizer
-    cipher: PanCipher
+    keyring: PanKeyring
     counters: RedisCounters
     stream: StreamJournal
     local: SqliteJournal
@@ -97,7 +97,7 @@ class Reverser:
             reversal,
             entry_id=entry_id,
             card_token=token,
-            cipher=self.cipher,
+            keyring=self.keyring,
             status=status,
             decided_at=datetime.fromtimestamp(self.now_ms() / 1000, UTC),
             gateway_instance=self.instance,

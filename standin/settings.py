@@ -1,15 +1,13 @@
-"""Stand-in configuration: one TOML file (policy, Redis, journal, local fallback) plus secrets from env.
+"""Stand-in configuration: one TOML file (policy, Redis, journal, local fallback) plus secrets.
 
-Secrets are base64 of random bytes (see _KEYGEN for a one-liner that makes one):
-AUTHGW_TOKEN_KEY (card tokens, >= 32 bytes) and AUTHGW_PAN_KEY (AES-256-GCM, exactly 32 bytes).
-The environment wins over the file; keys in the file are for development only.
-Relative paths in the file are relative to the file's directory.
+Secrets are base64 of random bytes, from the environment or files (keyconfig.py):
+AUTHGW_TOKEN_KEY (card tokens, >= 32 bytes) and AUTHGW_PAN_KEY (AES-256-GCM, exactly 32 bytes),
+plus the retired PAN keys of past rotations. The environment wins over the file; keys inline in
+the file are for development only. Relative paths in the file are relative to its directory.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import socket
 from collections.abc import Mapping
@@ -18,6 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from authgw.config import Section, read_toml
+from standin.crypto import PanKeyring
+from standin.keyconfig import read_keys
 from standin.policy import StandInPolicy
 from standin.policy_load import policy_from_section
 
@@ -33,7 +33,6 @@ _MS = timedelta(milliseconds=1)
 _S = timedelta(seconds=1)
 _H = timedelta(hours=1)
 _YEAR = timedelta(days=365)
-_KEYGEN = 'generate one with: python -c "import base64,os;print(base64.b64encode(os.urandom(32)).decode())"'
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,12 @@ class StandInConfig:
     local: LocalSettings
     token_key: bytes = field(repr=False)
     pan_key: bytes = field(repr=False)
+    """The current PAN key: every new journal entry is sealed with it."""
+    retired_pan_keys: tuple[bytes, ...] = field(repr=False, default=())
+    """Keys of past rotations: they only open entries sealed before, until those are settled."""
+
+    def pan_keyring(self) -> PanKeyring:
+        return PanKeyring.of(self.pan_key, self.retired_pan_keys)
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConfig:
@@ -125,6 +130,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
     instance = general.string(
         "instance", "", pattern=r"[A-Za-z0-9._-]{0,64}", fix="use letters, digits, '.', '_' or '-'"
     )
+    keys = read_keys(root.table("keys"), env)
     return StandInConfig(
         file=str(path),
         instance=instance or f"{socket.gethostname()}-{os.getpid()}",
@@ -133,8 +139,9 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
         journal=_journal(root.table("journal")),
         sqlite_path=_sqlite_path(root.table("local"), base),
         local=_local(root.table("local")),
-        token_key=_secret(root.table("keys"), env, "token", min_bytes=32, max_bytes=1024),
-        pan_key=_secret(root.table("keys"), env, "pan", min_bytes=32, max_bytes=32),
+        token_key=keys.token_key,
+        pan_key=keys.pan_key,
+        retired_pan_keys=keys.retired_pan_keys,
     )
 
 
@@ -191,21 +198,3 @@ def _local(s: Section) -> LocalSettings:
         ),
         card_status_sync=s.duration("card_status_sync", d.card_status_sync, minimum=_S, maximum=24 * _H),
     )
-
-
-def _secret(s: Section, env: Mapping[str, str], which: str, *, min_bytes: int, max_bytes: int) -> bytes:
-    s.check_known(["token_key_env", "pan_key_env", "token_key_b64", "pan_key_b64"])
-    env_name = s.string(f"{which}_key_env", f"AUTHGW_{which.upper()}_KEY", pattern=r"[A-Z_][A-Z0-9_]*")
-    name = f"{which}_key_b64"
-    text = env.get(env_name) or s.string(name, "")
-    where = f"{name} (or ${env_name})"
-    if not text:
-        s.fail(where, "missing secret", f"set ${env_name}; {_KEYGEN}")
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        s.fail(where, "not valid base64", _KEYGEN)
-    if not min_bytes <= len(key) <= max_bytes:
-        size = f"exactly {min_bytes}" if min_bytes == max_bytes else f"at least {min_bytes}"
-        s.fail(where, f"decodes to {len(key)} bytes, needs {size}", _KEYGEN)
-    return key

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -85,7 +85,6 @@ _SELECT = (
     " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, lost_call, fields"
     " FROM decisions WHERE moved_at_ms IS NULL"
 )
-_SELECT_PENDING = _SELECT + " ORDER BY seq LIMIT ?"
 _SELECT_PENDING_OF_CARD = _SELECT + " AND card_token = ? ORDER BY seq LIMIT ?"
 _Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str, str]
 
@@ -275,16 +274,36 @@ class SqliteJournal:
 
     # -- backlog ------------------------------------------------------------------------------------
 
-    async def pending(self, limit: int, token: str | None = None) -> list[LocalEntry]:
-        """The oldest entries not yet in the Redis stream (of one card when `token` is given)."""
+    async def pending(
+        self, limit: int, token: str | None = None, *, exclude: Collection[str] = ()
+    ) -> list[LocalEntry]:
+        """The oldest entries not yet in the Redis stream (of one card when `token` is given).
+
+        Args:
+            exclude: card tokens whose entries are left out (cards the mover cannot move now).
+        """
+        skip = sorted(exclude)
+        but = f" AND card_token NOT IN ({', '.join('?' * len(skip))})" if skip else ""
 
         def work() -> list[LocalEntry]:
             db = self._conn()
             if token is None:
-                rows = db.execute(_SELECT_PENDING, (limit,)).fetchall()
+                rows = db.execute(_SELECT + but + " ORDER BY seq LIMIT ?", (*skip, limit)).fetchall()
             else:
                 rows = db.execute(_SELECT_PENDING_OF_CARD, (token, limit)).fetchall()
-            return [_entry(r) for r in rows]
+            return [_entry(r) for r in rows if r[2] not in exclude]
+
+        return await self._run(work)
+
+    async def pending_by_pan_key(self) -> dict[str, int]:
+        """Entries not yet in the Redis stream, by the id of the PAN key that sealed them."""
+
+        def work() -> dict[str, int]:
+            rows = self._conn().execute(
+                "SELECT json_extract(fields, '$.pan_key_id'), COUNT(*) FROM decisions"
+                " WHERE moved_at_ms IS NULL GROUP BY 1"
+            )
+            return {str(key_id): int(count) for key_id, count in rows}
 
         return await self._run(work)
 

@@ -15,6 +15,7 @@ import signal
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -29,9 +30,10 @@ from tests.gateway_fixtures import auth_request
 from tests.helpers import assert_eventually
 
 # Luhn-valid cards run through every path. Their 5-digit prefixes lie above the ephemeral port
-# range (32768-60999), so a port number in an address cannot look like a leaked prefix.
-PANS = ("6200000000000005", "6759649826438453", "9792131234567895", "8699123456789014", "700012341234126")
-INVALID_PAN = "6200000000000006"  # fails the Luhn check: INVALID_ARGUMENT, never routed
+# range (32768-60999), so a port number in an address cannot look like a leaked prefix, and their
+# digits are distinctive (tests/pan_scan.py: no pattern of theirs occurs by chance).
+PANS = ("6819352740618528", "7392648150372966", "971538602491734", "8642071935486272", "705291638473051")
+INVALID_PAN = "6819352740618527"  # fails the Luhn check: INVALID_ARGUMENT, never routed
 
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"}
 
@@ -68,7 +70,8 @@ class Scenario:
         ]
 
 
-def _sim(workdir: Path, pool: str, member: str, endpoint: str) -> ManagedProcess:
+def traced_sim(workdir: Path, pool: str, member: str, endpoint: str) -> ManagedProcess:
+    """An issuer-sim process exporting its traces to `endpoint`."""
     port = free_port()
     args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member]
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_METRICS_EXPORTER": "none", **FAST_EXPORT}
@@ -91,10 +94,21 @@ def _gateway(
         "outlier": {"consecutive_failures": 2, "max_ejection_share": 1.0},
         "standin": {"config": str(standin), "sqlite_path": str(workdir / "gw-otel.sqlite3")},
         "settlement": {"enabled": False},  # the tests read the journal as stand-in left it
+        **observed_pools(endpoint, scrape, sims),
+    }
+    config = workdir / "gateway.toml"
+    config.write_text(to_toml(doc))
+    return start_authgw(workdir, "gw-otel", ["serve", "--config", str(config)], port, env=FAST_EXPORT), scrape
+
+
+def observed_pools(endpoint: str, scrape_port: int, sims: dict[str, ManagedProcess]) -> dict[str, Any]:
+    """The `[telemetry]` (OTLP to `endpoint`, Prometheus on `scrape_port`) and `[[pools]]` of a gateway
+    config over the simulators a1 (primary) and b1 (secondary)."""
+    return {
         "telemetry": {
             "exporter": "otlp",
             "otlp_endpoint": endpoint,
-            "prometheus_listen": f"127.0.0.1:{scrape}",
+            "prometheus_listen": f"127.0.0.1:{scrape_port}",
             "metric_export_interval": "300ms",
         },
         "pools": [
@@ -102,9 +116,6 @@ def _gateway(
             {"name": "secondary", "priority": 2, "members": [{"name": "b1", "address": sims["b1"].address}]},
         ],
     }
-    config = workdir / "gateway.toml"
-    config.write_text(to_toml(doc))
-    return start_authgw(workdir, "gw-otel", ["serve", "--config", str(config)], port, env=FAST_EXPORT), scrape
 
 
 def _scrape(port: int) -> str:
@@ -114,8 +125,8 @@ def _scrape(port: int) -> str:
 
 async def run_scenario(workdir: Path, receiver: OtlpReceiver, redis_port: int) -> Scenario:
     """Drive every path with PANS; return what left the processes."""
-    sims = {"a1": _sim(workdir, "primary", "a1", receiver.endpoint)}
-    sims["b1"] = _sim(workdir, "secondary", "b1", receiver.endpoint)
+    sims = {"a1": traced_sim(workdir, "primary", "a1", receiver.endpoint)}
+    sims["b1"] = traced_sim(workdir, "secondary", "b1", receiver.endpoint)
     gw, scrape_port = _gateway(workdir, sims, receiver.endpoint, redis_port)
     answers: dict[str, pb.AuthorizeResponse] = {}
     invalid = ""

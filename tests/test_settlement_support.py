@@ -22,8 +22,8 @@ from chaos.sim_control import SimControl
 from chaos.topology import to_toml
 from gateway.router import Router
 from gateway.settlement.sender import GrpcAdviceSender
-from standin import JournalSettings, PanCipher, Reason, StandInDecision
-from standin.settlement import Settlement
+from standin import JournalSettings, PanKeyring, Reason, StandInDecision
+from standin.settlement import AdviceSender, Settlement
 from standin.settlement.settings import SettlementSettings
 from tests.gateway_fixtures import gateway_config
 
@@ -127,14 +127,22 @@ async def worker(
     partitions: int = 1,
     instance: str = "gw-test",
     tracer: Tracer | None = None,
+    keyring: PanKeyring | None = None,
+    spy: Callable[[AdviceSender], AdviceSender] | None = None,
 ) -> AsyncIterator[Settlement]:
-    """A started in-process worker advising the simulators through the gateway's gRPC sender."""
+    """A started in-process worker advising the simulators through the gateway's gRPC sender.
+
+    Args:
+        keyring: PAN_KEY alone unless given.
+        spy: wraps the sender (a test that wants to see what is sent; the sims still get it all).
+    """
     router = router_for(sims)
     sender = GrpcAdviceSender(router)
+    wrapped = spy(sender) if spy is not None else sender
     w = Settlement(
         redis=client(redis_port),
-        cipher=PanCipher(PAN_KEY),
-        sender=sender,
+        keyring=keyring or PanKeyring.of(PAN_KEY),
+        sender=wrapped,
         issuer_healthy=lambda: issuer_healthy() and sender.healthy(),
         instance=instance,
         journal=JournalSettings(partitions=partitions),

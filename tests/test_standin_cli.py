@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import PAN_AMEX, PAN_MC, PAN_VISA
-from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, request
+from test_standin_support import ENV, IMPATIENT, TOKEN_KEY, client, engine, luhn_pan, request
 
 from chaos.pki import PLAINTEXT_TOML
 from chaos.processes import free_port, start_redis
@@ -77,6 +77,49 @@ def test_bad_pan_error_shows_only_the_last_four_digits(tmp_path: Path) -> None:
     with pytest.raises(CardStatusFileError) as info:
         list(read_card_status_file(path))
     assert "…1111" in str(info.value) and "41111111111x1111" not in str(info.value)
+
+
+DISTINCT_PAN = luhn_pan("539817264193758")  # its BIN and middle digits appear nowhere else
+
+
+def _no_pan_beyond_last_four(text: str, pan: str) -> bool:
+    return pan[:6] not in text and pan[6:-4] not in text and pan[-4:] in text
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        (json.dumps({"pan": int(PAN_VISA), "status": "lost"}), PAN_VISA),  # a JSON number
+        (json.dumps({"pan": float(PAN_MC), "status": "lost"}), ""),  # a float: its text is not the PAN
+        (json.dumps({"pan": [PAN_VISA], "status": "lost"}), ""),
+        (json.dumps({"pan": PAN_VISA, "status": int(PAN_MC)}), PAN_MC),  # a PAN as the status
+        (f"{PAN_VISA},{PAN_MC}", PAN_MC),  # a CSV line with a PAN in the status column
+        (f"{PAN_VISA},stolen {PAN_MC[:8]}-{PAN_MC[8:]}", PAN_MC),  # with a separator
+        (f"{PAN_VISA},{'x' * 30}{DISTINCT_PAN}", DISTINCT_PAN),  # long: cut after masking, not before
+    ],
+)
+def test_bad_card_status_lines_never_echo_a_pan(tmp_path: Path, line: str, shown: str) -> None:
+    """A bad line with PANs (a non-text pan, in the status) names the line, shows at most last four digits."""
+    path = tmp_path / "s.txt"
+    path.write_text(line + "\n")
+    with pytest.raises(CardStatusFileError, match=r"s\.txt:1: ") as info:
+        list(read_card_status_file(path))
+    message = str(info.value)
+    for pan in (PAN_VISA, PAN_MC, DISTINCT_PAN):
+        assert pan[:6] not in message and pan[6:-4] not in message, message
+    if shown:
+        assert f"…{shown[-4:]}" in message, message
+
+
+async def test_load_card_status_command_shows_no_pan_of_a_bad_file(redis_port: int, tmp_path: Path) -> None:
+    """`authgw standin load-card-status` on a file with a numeric pan exits 1, its error without the PAN."""
+    statuses = tmp_path / "statuses.jsonl"
+    statuses.write_text(json.dumps({"pan": int(PAN_VISA), "status": "lost"}) + "\n")
+    code, out, err = await authgw(
+        "standin", "load-card-status", str(statuses), "--config", str(config_file(tmp_path, redis_port))
+    )
+    assert code == 1 and "statuses.jsonl:1: pan …1111" in err, err
+    assert _no_pan_beyond_last_four(out + err, PAN_VISA)
 
 
 async def test_statuses_are_stored_under_tokens_and_active_clears(redis_port: int) -> None:

@@ -22,7 +22,7 @@ from standin import (
     EntryFormatError,
     JournalKind,
     JournalSettings,
-    PanCipher,
+    PanKeyring,
     Reason,
     decode_decision,
     decode_entry,
@@ -62,8 +62,8 @@ async def test_entry_holds_the_request_with_the_pan_encrypted(redis_port: int, t
         await e.decide(req, Reason.ALL_POOLS_FAILED)
         [entry] = await entries(redis_port)
     assert PAN_VISA not in entry.values() and entry["pan_last4"] == "1111"
-    assert decode_entry(entry, PanCipher(PAN_KEY)).request == req
-    assert decrypt_pan(entry, PanCipher(PAN_KEY)) == PAN_VISA
+    assert decode_entry(entry, PanKeyring.of(PAN_KEY)).request == req
+    assert decrypt_pan(entry, PanKeyring.of(PAN_KEY)) == PAN_VISA
 
 
 async def test_declines_are_journaled_too(redis_port: int, tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ async def test_entry_pan_does_not_decrypt_under_another_decision(redis_port: int
         await e.decide(request(PAN_VISA), Reason.FORCED)
         [entry] = await entries(redis_port)
     with pytest.raises(EntryFormatError):
-        decrypt_pan({**entry, "decision_id": "0" * 32}, PanCipher(PAN_KEY))
+        decrypt_pan({**entry, "decision_id": "0" * 32}, PanKeyring.of(PAN_KEY))
 
 
 async def test_entry_needs_the_right_pan_key(redis_port: int, tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ async def test_entry_needs_the_right_pan_key(redis_port: int, tmp_path: Path) ->
         await e.decide(request(PAN_VISA), Reason.FORCED)
         [entry] = await entries(redis_port)
     with pytest.raises(EntryFormatError, match=entry["pan_key_id"]):
-        decode_entry(entry, PanCipher(bytes(32)))
+        decode_entry(entry, PanKeyring.of(bytes(32)))
 
 
 async def test_decision_reports_redis_as_its_journal(redis_port: int, tmp_path: Path) -> None:

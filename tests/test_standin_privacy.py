@@ -1,4 +1,8 @@
-"""No clear PAN anywhere stand-in writes: Redis keys and values, streams, SQLite, AOF, logs."""
+"""No PAN anywhere stand-in writes: Redis keys and values, streams, SQLite, AOF, logs.
+
+"No PAN" as tests/pan_scan.py means it: not in full, nor its BIN with its last four, nor
+its middle digits, nor any 6 of its digits as a number or 8 in a row, nor as an integer.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import PAN_AMEX, PAN_MC, PAN_VISA, assert_eventually
+from helpers import assert_eventually
 from test_standin_support import IMPATIENT, TOKEN_KEY, client, dump_redis, engine, request, sqlite_rows
 
 from chaos.processes import start_redis
@@ -17,14 +21,17 @@ from standin.cardstatus import CardStatusRecord, load_card_statuses
 from standin.redis_io import RedisGate
 from standin.tokens import CardTokenizer
 from standin.types import CardStatus
+from tests.pan_scan import DISTINCT_PANS, PanScanner
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-PANS = [PAN_VISA, PAN_MC, PAN_AMEX, "4111111111111112"]  # the last one fails Luhn (declined 14)
+PAN_A, PAN_B, PAN_C = DISTINCT_PANS[:3]
+PANS = [PAN_A, PAN_B, PAN_C, PAN_A[:-1] + str((int(PAN_A[-1]) + 1) % 10)]  # the last one fails Luhn: 14
+SCANNER = PanScanner(PANS)
 
 
 def leaks(blob: bytes) -> list[str]:
-    """Which PANs (or their first digits up to the last four) appear in `blob`."""
-    return [pan for pan in PANS if pan.encode() in blob or pan[:-4].encode() in blob]
+    """What `blob` shows of the PANs (pan_scan.py: findings, each by its rule and card's last four)."""
+    return [str(f) for f in SCANNER.scan("blob", blob, binary=True)]
 
 
 def files_on_disk(root: Path) -> dict[str, bytes]:
@@ -48,7 +55,7 @@ async def test_no_clear_pan_is_stored_or_logged(tmp_path: Path, caplog: pytest.L
     db = tmp_path / "local.sqlite3"
     r = client(redis.port)
     try:
-        statuses = [CardStatusRecord(PAN_MC, CardStatus.LOST), CardStatusRecord(PAN_AMEX, CardStatus.BLOCKED)]
+        statuses = [CardStatusRecord(PAN_B, CardStatus.LOST), CardStatusRecord(PAN_C, CardStatus.BLOCKED)]
         await load_card_statuses(RedisGate(r, timedelta(seconds=2)), CardTokenizer(TOKEN_KEY), statuses)
         async with engine(redis.port, db, redis_settings=IMPATIENT) as e:
             await traffic(e)

@@ -24,7 +24,7 @@ from standin import (
     WindowLimit,
     make_redis_client,
 )
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.tokens import CardTokenizer
 
 TOKEN_KEY = bytes(range(32))
@@ -128,15 +128,16 @@ async def engine(
     redis_settings: RedisSettings = PATIENT,
     journal: JournalSettings | None = None,
     local: LocalSettings | None = None,
+    keyring: PanKeyring | None = None,
 ) -> AsyncIterator[StandIn]:
-    """A started engine on its own Redis client (closed on exit)."""
+    """A started engine on its own Redis client (closed on exit); PAN_KEY unless `keyring` is given."""
     settings = RedisSettings(**{**redis_settings.__dict__, "url": f"redis://127.0.0.1:{port}/0"})
     extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
     async with StandIn(
         redis=make_redis_client(settings),
         policy=pol or policy(),
         tokenizer=CardTokenizer(TOKEN_KEY),
-        cipher=PanCipher(PAN_KEY),
+        keyring=keyring or PanKeyring.of(PAN_KEY),
         sqlite_path=sqlite_path,
         instance=instance,
         redis_settings=settings,

@@ -168,3 +168,19 @@ def test_log_lines_mask_card_numbers() -> None:
     line = _log_line("issuer said: bad card %s", "6200000000000005")
     assert line["message"] == "issuer said: bad card …0005"
     assert mask_card_numbers("port 127.0.0.1:41111, amount 123456") == "port 127.0.0.1:41111, amount 123456"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("card 5371 9428 6487 9302 refused", "card …9302 refused"),
+        ("id r-5371-9428-6487-9302", "id r-…9302"),
+        ("amex 3748 295164 77833.", "amex …7833."),
+        ("19 digits 6504 8391 7362 0584 158", "19 digits …4158"),
+        ("at 2026-11-30 10:32:01.123, 4.5 ms", "at 2026-11-30 10:32:01.123, 4.5 ms"),
+        ("phone +33 1 23 45 67 89, zip 75001 1234", "phone +33 1 23 45 67 89, zip 75001 1234"),
+    ],
+)
+def test_card_numbers_in_groups_are_masked_too(text: str, masked: str) -> None:
+    """A card number written in groups (spaces or dashes) shows only its last four; dates, phones do not."""
+    assert mask_card_numbers(text) == masked

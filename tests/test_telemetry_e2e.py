@@ -21,6 +21,7 @@ from authgw.observability import link_from_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from chaos.otlp_receiver import OtlpReceiver, ReceivedSpan
 from chaos.processes import ManagedProcess
+from tests.pan_scan import PanScanner
 from tests.telemetry_scenario import INVALID_PAN, PANS, Scenario, run_scenario
 
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
@@ -41,10 +42,12 @@ def _forbidden(pans: Iterable[str]) -> list[str]:
 
 
 FORBIDDEN = _forbidden((*PANS, INVALID_PAN))
+SCANNER = PanScanner((*PANS, INVALID_PAN))
 
 
 def _leaks(text: str) -> list[str]:
-    return [f for f in FORBIDDEN if f in text]
+    """A PAN's 5+ leading digits anywhere, or any other form of it (tests/pan_scan.py)."""
+    return [f for f in FORBIDDEN if f in text] + [str(f) for f in SCANNER.scan("text", text)]
 
 
 def _span_strings(span: ReceivedSpan) -> Iterable[str]:
@@ -255,8 +258,11 @@ def test_gateway_logs_are_json_without_pan(scenario: Scenario) -> None:
 
 
 def test_leak_scan_catches_a_leak() -> None:
-    """The scanner is not blind: a PAN, a 6-digit BIN and a masked PAN are told apart."""
+    """The scanner is not blind: a PAN, its BIN, BIN and last four masked, its middle digits are leaks;
+    the last four alone is not."""
     pan = PANS[0]
     assert _leaks(f"pan={pan}")
     assert _leaks(f"bin {pan[:6]}")
+    assert _leaks(f"card {pan[:6]}******{pan[-4:]}")
+    assert _leaks(f"middle={pan[6:-4]}")
     assert _leaks(f"card …{pan[-4:]}") == []

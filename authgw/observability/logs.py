@@ -5,7 +5,9 @@ span_id when a valid span is current, so a log line joins its trace in the
 collector. The gateway never logs per request on the hot path; what it logs
 names cards by their last four digits at most, and as a last guard every run of
 12-19 digits in a formatted line is masked to its last four (a PAN that slipped
-into an exception text or a foreign error message).
+into an exception text or a foreign error message), and so is a card number
+written in groups ("4111 1111 1111 1111", "3782-822463-10005": groups of 4-6
+digits split by a space or a dash; stream ids and dates do not look like that).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from opentelemetry import trace
 
 __all__ = ["JsonFormatter", "LogFormat", "configure_logging", "mask_card_numbers"]
 
-_DIGIT_RUN = re.compile(r"\d{12,19}")
+_DIGIT_RUN = re.compile(r"\d{12,19}|(?<!\d)\d{4,6}(?:[ -]\d{3,6}){2,4}(?!\d)")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
@@ -32,8 +34,13 @@ class LogFormat(enum.StrEnum):
 
 
 def mask_card_numbers(text: str) -> str:
-    """Replace each run of 12-19 digits (a possible PAN) by its last four digits."""
-    return _DIGIT_RUN.sub(lambda m: f"…{m.group()[-4:]}", text)
+    """Replace each run of 12-19 digits or card number in groups (a possible PAN) by its last four."""
+    return _DIGIT_RUN.sub(_last_four, text)
+
+
+def _last_four(m: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", m.group())
+    return f"…{digits[-4:]}" if 12 <= len(digits) <= 19 else m.group()
 
 
 class JsonFormatter(logging.Formatter):

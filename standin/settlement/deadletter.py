@@ -65,6 +65,8 @@ class DeadLetterView:
     error: str
     attempts: int
     dead_at_ms: int
+    pan_key_id: str = ""
+    """The PAN key the entry needs (an entry dead for an unknown key waits for this one)."""
 
 
 def _text(value: bytes | str) -> str:
@@ -85,6 +87,7 @@ def _view(partition: int, dead_id: str, f: dict[str, str]) -> DeadLetterView:
         error=f.get("dead_error", ""),
         attempts=int(f.get("dead_attempts", "0") or 0),
         dead_at_ms=int(f.get("dead_at_ms", "0") or 0),
+        pan_key_id=f.get("pan_key_id", ""),
     )
 
 

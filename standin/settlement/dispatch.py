@@ -31,7 +31,7 @@ from opentelemetry.metrics import Counter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from authgw.observability import link_from_traceparent
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.entry import REVERSAL, decode_entry, decode_reversal, entry_kind
 from standin.errors import EntryFormatError
 from standin.settlement.advice import (
@@ -126,7 +126,7 @@ class Dispatcher:
         self,
         *,
         sender: AdviceSender,
-        cipher: PanCipher,
+        keyring: PanKeyring,
         settings: SettlementSettings,
         pacer: Pacer,
         pause: Pause,
@@ -135,7 +135,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sender = sender
-        self._cipher = cipher
+        self._keyring = keyring
         self._settings = settings
         self._pacer = pacer
         self._pause = pause
@@ -161,12 +161,12 @@ class Dispatcher:
 
     def _decode(self, partition: int, entry: RawEntry) -> JournalItem:
         if entry_kind(entry.fields) == REVERSAL:
-            r = decode_reversal(entry.fields, self._cipher)
+            r = decode_reversal(entry.fields, self._keyring)
             return ReversalAdvice(
                 r.reversal, r.entry_id, r.card_token, r.trace_context, partition, entry.stream_id,
                 r.decided_at, r.gateway_instance,
             )  # fmt: skip
-        d = decode_entry(entry.fields, self._cipher)
+        d = decode_entry(entry.fields, self._keyring)
         return Advice(d.request, d.decision, d.card_token, d.trace_context, partition, entry.stream_id)
 
     async def run(

@@ -8,7 +8,10 @@
                    currency) as the gateway that decided them and as the one that settled them,
                    dead letters, and its settlement worker's last heartbeat: state, whether it
                    sees a healthy issuer (stand-in mode "off") or not ("on"), partitions held,
-                   pacing rate, local SQLite backlog
+                   pacing rate, local SQLite backlog, the ids of its card-token and PAN keys
+                   (a key rotation is done when every gateway shows the new ones)
+    pan_keys       per PAN key id: entries that still need it, and whether a retired key may be
+                   dropped (pankeys.py)
 A heartbeat older than three intervals is reported as stale (the worker may be dead: its
 partitions move to another worker once its leases expire).
 """
@@ -22,16 +25,16 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from standin.crypto import PanKeyring
 from standin.redis_io import RedisGate
 from standin.settings import JournalSettings
 from standin.settlement.deadletter import dead_letters
 from standin.settlement.keys import WORKERS_KEY, counts_key, lease_key, stream_key
+from standin.settlement.pankeys import pan_key_report, scan_journal
 
 __all__ = ["Totals", "add_counts", "settlement_status"]
 
 _HEAD = 100  # journal entries looked at per partition for the oldest decision (migrated ones come late)
-_SCAN_PAGE = 1000
-_SCAN_CAP = 200_000  # journal entries scanned per partition for pending reversals (status stays quick)
 
 Totals = dict[str, dict[str, Any]]
 """{"approved": {"count": n, "amount_minor": {currency: n}}, "declined": {...}}"""
@@ -93,41 +96,6 @@ async def _partition(gate: RedisGate, p: int, group: str) -> dict[str, Any]:
     return result
 
 
-async def _pending_reversals(gate: RedisGate, p: int) -> tuple[int, int | None]:
-    """(reversals in partition p's journal, i.e. not yet acknowledged by the issuer; oldest decided_at ms)."""
-    count, oldest, start, read = 0, None, "-", 0
-    while read < _SCAN_CAP:
-
-        async def op(start: str = start) -> list[Any]:
-            page = await gate.redis.xrange(stream_key(p), min=start, max="+", count=_SCAN_PAGE)
-            return list(page or [])
-
-        page = await gate.call("reversal scan", op)
-        for _, raw in page:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
-            if fields.get("entry") == "reversal":
-                count += 1
-                at = _decided_at_ms(fields)
-                if at is not None and (oldest is None or at < oldest):
-                    oldest = at
-        read += len(page)
-        if len(page) < _SCAN_PAGE:
-            break
-        start = "(" + _text(page[-1][0])
-    return count, oldest
-
-
-async def _reversals_pending(gate: RedisGate, partitions: int, now_ms: int) -> dict[str, Any]:
-    """Reversals the issuer has not acknowledged yet, over every partition, and the oldest one's age."""
-    count, oldest = 0, None
-    for p in range(partitions):
-        n, at = await _pending_reversals(gate, p)
-        count += n
-        if at is not None and (oldest is None or at < oldest):
-            oldest = at
-    return {"count": count, "oldest_age_s": None if oldest is None else round((now_ms - oldest) / 1000, 1)}
-
-
 async def _workers(gate: RedisGate) -> dict[str, dict[str, Any]]:
     async def op() -> dict[bytes | str, bytes | str]:
         raw: dict[bytes | str, bytes | str] = await gate.redis.hgetall(WORKERS_KEY)
@@ -160,6 +128,8 @@ def _worker_rows(
             "rate_per_s": hb.get("rate_per_s"),
             "sent": hb.get("sent", 0),
             "dead_letters": hb.get("dead_letters", 0),
+            "token_key_id": hb.get("token_key_id"),
+            "pan_key_id": hb.get("pan_key_id"),
             "local_backlog": hb.get("local_backlog"),
             "oldest_local_ms": hb.get("oldest_local_ms"),
         }
@@ -174,11 +144,15 @@ async def settlement_status(
     now_ms: int,
     heartbeat: timedelta = timedelta(seconds=2),
     local_backlog: tuple[int, int | None] | None = None,
+    keyring: PanKeyring | None = None,
+    local_by_pan_key: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The settlement part of `authgw standin status`.
 
     Args:
         local_backlog: (count, oldest decided_at ms) of this host's local SQLite journal, if read.
+        keyring: this config's PAN keys: adds the `pan_keys` report (pankeys.py).
+        local_by_pan_key: this host's local backlog by PAN key id.
     """
     gateways: dict[str, dict[str, Any]] = {}
     partitions = []
@@ -213,10 +187,16 @@ async def settlement_status(
     local_oldest = local_backlog[1] if local_backlog is not None and local_backlog[0] else None
     if local_oldest is not None and (oldest is None or local_oldest < oldest[0]):
         oldest = (local_oldest, "", "local")
-    for instance, worker in _worker_rows(await _workers(gate), now_ms, heartbeat):
+    workers = await _workers(gate)
+    for instance, worker in _worker_rows(workers, now_ms, heartbeat):
         gateways.setdefault(instance, {}).setdefault("workers", []).append(worker)
-    return {
-        "reversals_pending": await _reversals_pending(gate, journal.partitions, now_ms),
+    scan = await scan_journal(gate, journal.partitions)
+    oldest_rev = scan.oldest_reversal_ms
+    out: dict[str, Any] = {
+        "reversals_pending": {
+            "count": scan.reversals,
+            "oldest_age_s": None if oldest_rev is None else round((now_ms - oldest_rev) / 1000, 1),
+        },
         "unsettled": sum(p["unsettled"] for p in partitions),
         "dead_letters": len(letters),
         "oldest_unsettled": None
@@ -226,3 +206,7 @@ async def settlement_status(
         "partitions": partitions,
         "gateways": gateways,
     }
+    if keyring is not None:
+        # every heartbeat still kept, stale ones too: a key is rather kept too long than dropped early
+        out["pan_keys"] = pan_key_report(keyring, scan, letters, local_by_pan_key or {}, workers.values())
+    return out

@@ -43,7 +43,7 @@ from redis.asyncio import Redis
 
 from authgw.tasks import stop_then_cancel
 from standin.counters import UnadvisedCounter
-from standin.crypto import PanCipher
+from standin.crypto import PanKeyring
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_io import RedisGate, make_redis_client
@@ -55,6 +55,7 @@ from standin.settlement.pacing import Pacer, Pause
 from standin.settlement.partitions import PartitionOwner
 from standin.settlement.settings import SettlementSettings
 from standin.settlement.store import LeaseLostError, RawEntry, SettleStore
+from standin.tokens import token_key_id
 
 __all__ = ["Settlement", "WorkerState"]
 
@@ -80,13 +81,15 @@ class Settlement:
         instance: the gateway (or `authgw settle`) this worker belongs to, in counters and status.
         advice_counter: an OpenTelemetry counter given one add per advice, by outcome.
         backlog: the gateway's stand-in engine, whose local backlog the heartbeat reports.
+        token_key_id: the card-token key's id (tokens.py), shown in status so an operator sees
+            when every gateway runs a new key.
     """
 
     def __init__(
         self,
         *,
         redis: Redis,
-        cipher: PanCipher,
+        keyring: PanKeyring,
         sender: AdviceSender,
         issuer_healthy: IssuerHealth,
         instance: str,
@@ -98,8 +101,10 @@ class Settlement:
         owns_redis: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        token_key_id: str = "",
     ) -> None:
         self.instance = instance
+        self._token_key_id = token_key_id
         self.worker_id = f"{instance}:{uuid.uuid4().hex[:8]}"
         self.settings = settings or SettlementSettings()
         self._journal = journal or JournalSettings()
@@ -128,8 +133,9 @@ class Settlement:
         self._owner = self._partition_owner(gate)
         self.pacer = Pacer(self.settings, clock)
         self.pause = Pause(self.settings, clock)
+        self._keyring = keyring
         self._dispatcher = Dispatcher(
-            sender=sender, cipher=cipher, settings=self.settings, pacer=self.pacer, pause=self.pause,
+            sender=sender, keyring=keyring, settings=self.settings, pacer=self.pacer, pause=self.pause,
             tracer=tracer or trace.NoOpTracer(), counter=advice_counter, clock=clock,
         )  # fmt: skip
         self.stats = self._dispatcher.stats
@@ -175,7 +181,7 @@ class Settlement:
         )
         return cls(
             redis=make_redis_client(redis_settings),
-            cipher=PanCipher(config.pan_key),
+            keyring=config.pan_keyring(),
             sender=sender,
             issuer_healthy=issuer_healthy,
             instance=instance or config.instance,
@@ -185,6 +191,7 @@ class Settlement:
             advice_counter=advice_counter,
             backlog=backlog,
             owns_redis=True,
+            token_key_id=token_key_id(config.token_key),
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -264,7 +271,11 @@ class Settlement:
         if self._backlog is not None:
             try:
                 status = await self._backlog.status()
-                local = {"local_backlog": status.local_backlog, "oldest_local_ms": status.oldest_local_ms}
+                local = {
+                    "local_backlog": status.local_backlog,
+                    "oldest_local_ms": status.oldest_local_ms,
+                    "local_by_pan_key": status.local_by_pan_key,
+                }
             except StandInError as exc:
                 local = {"local_backlog_error": str(exc)}
         await self._store.heartbeat(
@@ -278,6 +289,9 @@ class Settlement:
                 "rate_per_s": round(self.pacer.rate, 1),
                 "in_flight": self._dispatcher.in_flight,
                 "updated_ms": int(self._wall_clock() * 1000),
+                "token_key_id": self._token_key_id,
+                "pan_key_id": self._keyring.key_id,
+                "retired_pan_keys": list(self._keyring.retired_ids),
                 **dataclasses.asdict(self.stats),
                 **local,
             }
