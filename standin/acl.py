@@ -36,9 +36,11 @@ the script may then do with each key is the key family's own selector.
 SCAN cannot be limited to key patterns by an ACL (it lists every key name), so only the
 operator has it (`reconcile` lists settled buckets). Key names carry card tokens, never PANs.
 
-Redis Cluster (`--cluster`): redis-py's cluster client also sends CLUSTER SLOTS (topology),
-COMMAND and COMMAND GETKEYS (key positions), READONLY (replica reads) and ASKING (slot
-migration); every key family already carries its hash tag, so the key rules do not change.
+Redis Cluster (`--cluster`, for issue 18): redis-py 8.1's cluster client also sends CLUSTER
+SLOTS (its slot map) and COMMAND / COMMAND GETKEYS (key positions) before anything else, READONLY
+when it reads from replicas and ASKING while a slot migrates; every key family already carries
+its hash tag, so the key rules do not change. (That client builds redis-py's own TLS context,
+system CAs included: issue 18 should give it ours, as redis_secure.py does.)
 
 The `default` user is switched off: with TLS required, every certificate of the fleet's CA
 reaches Redis, and `default` would give any of them every command without a password.
@@ -146,7 +148,7 @@ _KEYLESS = {
     RedisRole.SETTLE: ("ping", "script|load"),
     RedisRole.OPERATOR: ("ping", "time", "script|load", "scan"),
 }
-_CLUSTER = ("cluster|slots", "cluster|shards", "command", "readonly", "asking")
+_CLUSTER = ("cluster|slots", "command", "readonly", "asking")
 
 ROLE_GRANTS: Mapping[RedisRole, tuple[Grant, ...]] = {
     RedisRole.GATEWAY: _STANDIN,

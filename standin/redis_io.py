@@ -139,16 +139,12 @@ def load_login_material(settings: RedisSettings) -> TlsMaterial:
     try:
         return load_tls_files(files)
     except CertificateError as exc:
-        key = next(
-            (
-                k
-                for k, p in (("cert", files.cert), ("key", files.key), ("ca", files.ca))
-                if str(p) == exc.path
-            ),
-            "cert",
-        )
+        names = {str(files.cert): "cert", str(files.key): "key", str(files.ca): "ca"}
         raise ConfigError(
-            settings.file or "<redis settings>", _login_key(settings, key), exc.problem, f"fix {exc.path}"
+            settings.file or "<redis settings>",
+            _login_key(settings, names.get(exc.path, "cert")),
+            f"{exc.path}: {exc.problem}",
+            "replace the file, or name a usable one",
         ) from exc
 
 
