@@ -42,8 +42,14 @@ when it reads from replicas and ASKING while a slot migrates; every key family a
 its hash tag, so the key rules do not change. (That client builds redis-py's own TLS context,
 system CAs included: issue 18 should give it ours, as redis_secure.py does.)
 
-The `default` user is switched off: with TLS required, every certificate of the fleet's CA
-reaches Redis, and `default` would give any of them every command without a password.
+The `default` user is switched off and has no password: with TLS required, every certificate
+of the fleet's CA reaches Redis, and an open `default` would give any of them every command.
+It keeps every *permission*, though: Redis up to 7.x replays the AOF's transactions as
+`default` and re-checks that user's ACL at EXEC (redis/redis#14541, fixed in #14545, not in
+Debian's 7.0), and every script's effects are written to the AOF as a MULTI/EXEC. With
+`default off -@all` a restart silently drops every journaled decision: the chaos experiment
+redis-down showed it (494 approvals never advised), tests/test_standin_redis_security.py keeps
+it from coming back. An `off` user cannot log in, whatever its permissions.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from standin.redis_config import RedisRole
 from standin.settlement import keys as skeys
 from standin.types import LimitKind
 
-__all__ = ["ROLE_GRANTS", "Grant", "acl_line", "acl_lines", "rules_for"]
+__all__ = ["DEFAULT_USER", "ROLE_GRANTS", "Grant", "acl_line", "acl_lines", "rules_for"]
 
 _T = "\x00"  # stands for any card token, acquirer id or request id in a key
 _P = 987_654_321  # stands for any partition or day
@@ -148,6 +154,9 @@ _KEYLESS = {
     RedisRole.SETTLE: ("ping", "script|load"),
     RedisRole.OPERATOR: ("ping", "time", "script|load", "scan"),
 }
+DEFAULT_USER = "user default off resetpass ~* &* +@all"
+"""No login as `default` (off, no password), every permission for the AOF replay (see above)."""
+
 _CLUSTER = ("cluster|slots", "command", "readonly", "asking")
 
 ROLE_GRANTS: Mapping[RedisRole, tuple[Grant, ...]] = {
@@ -184,12 +193,12 @@ def acl_line(username: str, password: str, rules: str) -> str:
 def acl_lines(
     users: Mapping[RedisRole, tuple[str, str]], *, select: bool = False, cluster: bool = False
 ) -> list[str]:
-    """The ACL file for `users` (role -> (username, password)), `default` switched off first.
+    """The ACL file for `users` (role -> (username, password)), `default` switched off first (DEFAULT_USER).
 
     Without a settle user the gateway's line also carries settlement's rules (its worker then
     logs in as the gateway). `select`: the URL names a database other than 0.
     """
-    lines = ["user default off resetkeys resetchannels -@all"]
+    lines = [DEFAULT_USER]
     for role, (username, password) in users.items():
         grants = ROLE_GRANTS[role]
         keyless = _KEYLESS[role]

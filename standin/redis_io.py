@@ -37,7 +37,7 @@ from authgw.config import ConfigError
 from authgw.security import CertificateError, TlsMaterial, load_tls_files
 from standin.errors import StoreUnavailableError
 from standin.redis_config import RedisRole, RedisSettings
-from standin.redis_secure import PasswordFile, TlsConnection, tls_context
+from standin.redis_secure import CancelSafeConnect, PasswordFile, TlsConnection, tls_context
 
 __all__ = ["RedisGate", "load_login_material", "make_redis_client", "password_file", "redis_pool"]
 
@@ -60,8 +60,12 @@ class _HiredisPacking:
         return packed
 
 
-class _HiredisPackingConnection(_HiredisPacking, Connection):
-    """redis.asyncio's TCP connection, packing with hiredis."""
+class _TcpConnection(CancelSafeConnect, Connection):
+    """redis.asyncio's TCP connection, closed if its log-in does not finish."""
+
+
+class _HiredisPackingConnection(_HiredisPacking, _TcpConnection):
+    """Our TCP connection, packing with hiredis."""
 
 
 class _HiredisTlsConnection(_HiredisPacking, TlsConnection):
@@ -109,8 +113,8 @@ def redis_pool(
             "connection_class": _HiredisTlsConnection if HIREDIS_AVAILABLE else TlsConnection,
             "tls_context": tls,
         }
-    elif default_class is Connection and HIREDIS_AVAILABLE:
-        connection = {"connection_class": _HiredisPackingConnection}
+    elif default_class is Connection:
+        connection = {"connection_class": _HiredisPackingConnection if HIREDIS_AVAILABLE else _TcpConnection}
     else:
         connection = {"connection_class": default_class}
     return ConnectionPool(

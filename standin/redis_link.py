@@ -15,6 +15,9 @@ the same, so the scripts registered on it (counters, journal, settlement) follow
 A rotation that does not load (half written, key of another certificate, expired) is logged
 and the working pool kept.
 
+The ACL user's password file is watched the same way: a new password is read (in a thread)
+and used by every connection opened after, without a restart.
+
 An insecure login logs a `PlaintextWarning` at start and every minute until close.
 """
 
@@ -29,6 +32,7 @@ from redis.asyncio import ConnectionPool
 from authgw.security import (
     CertificateError,
     CertificateWatcher,
+    FileWatcher,
     PlaintextWarning,
     TlsMaterial,
     check_certificate_expiry,
@@ -77,21 +81,35 @@ class RedisLink:
             if self._material is not None
             else None
         )
+        self._password_watcher = (
+            FileWatcher(
+                [self._credentials.path],
+                self._credentials.reload,
+                interval_s=watch_interval_s,
+                name=f"Redis password file {self._credentials.path}",
+            )
+            if self._credentials is not None
+            else None
+        )
         self._retired: list[ConnectionPool] = []
         self.rotations = 0
         """Pools swapped in after a certificate change (for tests and status)."""
 
     async def start(self) -> None:
-        """Warn if plaintext, check our certificate's expiry, follow its files."""
+        """Warn if plaintext, check our certificate's expiry, follow its files and the password file."""
         await self._warning.start()
         if self._material is not None:
             with contextlib.suppress(CertificateError):
                 await asyncio.to_thread(check_certificate_expiry, self._material.files.cert)
         if self._watcher is not None:
             await self._watcher.start()
+        if self._password_watcher is not None:
+            await self._password_watcher.start()
 
     async def close(self) -> None:
         """Stop following the files, close the client's pool and any pool still retiring; safe twice."""
+        if self._password_watcher is not None:
+            await self._password_watcher.close()
         if self._watcher is not None:
             await self._watcher.close()
         await self._warning.close()

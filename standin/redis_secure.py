@@ -12,8 +12,13 @@ Read in redis-py 8.1 (redis/asyncio/connection.py) before writing this:
 * `ConnectionPool.from_url("rediss://...")` forces its own `SSLConnection` class, so the
   pool is built from `parse_url` with our class.
 * Credentials go through a `CredentialProvider`, asked on every new connection
-  (`get_credentials_async`): `PasswordFile` re-reads its file then, so a new password
-  needs no restart.
+  (`get_credentials_async`). `PasswordFile` answers from memory at once; its owner
+  (redis_link.py) re-reads the file when it changes, so a new password needs no restart.
+* A connect cancelled half way (stand-in's 120 ms deadline cancels the call) is left
+  connected by redis-py unless a RedisError escaped: a socket that never sent AUTH then
+  goes back to the pool, and the next command on it is refused ("unauthenticated multibulk
+  length", NOAUTH). `CancelSafeConnect` closes it instead. Found by the chaos experiment
+  redis-down over TLS, where handshakes under load outlast the deadline.
 
 Blocking file reads (`tls_context`, `PasswordFile.read`) run before the loop serves, or in
 `asyncio.to_thread`.
@@ -34,7 +39,7 @@ from redis.credentials import CredentialProvider
 
 from authgw.security import CertificateError, TlsMaterial
 
-__all__ = ["PasswordFile", "TlsConnection", "tls_context"]
+__all__ = ["CancelSafeConnect", "PasswordFile", "TlsConnection", "tls_context"]
 
 log = logging.getLogger("standin.redis")
 
@@ -55,7 +60,19 @@ def tls_context(material: TlsMaterial) -> ssl.SSLContext:
     return context
 
 
-class TlsConnection(SSLConnection):
+class CancelSafeConnect:
+    """Closes a connection whose log-in (AUTH, SELECT...) did not finish, whatever stopped it."""
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        try:
+            await super().on_connect_check_health(check_health=check_health)  # type: ignore[misc]
+        except BaseException:
+            # Cancelled (our deadline) or failed: never pool a socket that skipped AUTH.
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise
+
+
+class TlsConnection(CancelSafeConnect, SSLConnection):
     """redis.asyncio's TLS connection, with the context given to its pool instead of one of its own."""
 
     def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:
@@ -68,10 +85,11 @@ class TlsConnection(SSLConnection):
 
 
 class PasswordFile(CredentialProvider):
-    """An ACL user and the password in a file, read again for every new connection.
+    """An ACL user and the password in a file, kept in memory; `reload()` reads the file again.
 
-    The file holds the password alone; one trailing newline is dropped. If a later read
-    fails (the file is being replaced), the last password read is used and the failure logged.
+    The file holds the password alone; one trailing newline is dropped. If a reload fails
+    (the file is being replaced), the last password read is kept and the failure logged.
+    New connections are never kept waiting on the disk: they get the password in memory.
     """
 
     def __init__(self, username: str, path: Path) -> None:
@@ -92,18 +110,20 @@ class PasswordFile(CredentialProvider):
             raise ValueError(f"{self.path} is empty")
         return text
 
-    def _current(self) -> str:
+    async def reload(self) -> None:
+        """Read the file again (in a thread); keep the last password if it cannot be read."""
         try:
-            self._password = self.read()
+            self._password = await asyncio.to_thread(self.read)
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            log.error("Redis password file not re-read, using the last password: %s", exc)  # noqa: TRY400
-        return self._password
+            log.error("Redis password file not re-read, keeping the last password: %s", exc)  # noqa: TRY400
+            return
+        log.info("Redis password file %s re-read: new connections use it", self.path)
 
     def get_credentials(self) -> tuple[str, str]:
-        return (self.username, self._current())
+        return (self.username, self._password)
 
     async def get_credentials_async(self) -> tuple[str, str]:
-        return (self.username, await asyncio.to_thread(self._current))
+        return (self.username, self._password)
 
     def __repr__(self) -> str:
         return f"PasswordFile(username={self.username!r}, path={str(self.path)!r})"

@@ -22,6 +22,7 @@ import redis.exceptions
 from helpers import PAN_MC, PAN_VISA, assert_eventually
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.credentials import CredentialProvider
 from test_security_support import copy_files, reissue
 from test_settlement_support import (
     assert_applied_exactly_once,
@@ -426,6 +427,34 @@ async def test_aof_and_rdb_stay_readable_by_the_harness(
         assert PAN_VISA.encode() not in data
 
 
+async def test_the_journal_survives_a_redis_restart(users: RedisUsers, tmp_path: Path) -> None:
+    """Decisions journaled as the gateway's user are all there after Redis restarts from its AOF
+    (Redis replays scripts' transactions as `default`, which therefore keeps its permissions)."""
+    proc = start_redis(tmp_path / "redis", tls=users.server_files(), aclfile=users.write_aclfile())
+    try:
+        settings = as_role(users, proc.port, GATEWAY)
+        async with engine(proc.port, tmp_path / "gw.sqlite3", redis_settings=settings) as e:
+            decided = [await e.decide(request(pan), Reason.ALL_POOLS_FAILED) for pan in new_pans(3)]
+        assert {d.journal for d in decided} == {JournalKind.REDIS}
+        proc.kill()
+        await asyncio.to_thread(proc.start)
+        admin = users.admin_client(proc.port)
+        try:
+
+            async def replayed() -> None:
+                try:
+                    assert await admin.xlen(k.stream_key(0)) == len(decided)
+                except redis.exceptions.BusyLoadingError as exc:
+                    raise AssertionError("still loading") from exc
+
+            await assert_eventually(replayed, timeout_s=10)
+            assert await admin.acl_log() == []
+        finally:
+            await admin.aclose()
+    finally:
+        proc.stop()
+
+
 # -- rotation --------------------------------------------------------------------------------------
 
 
@@ -483,26 +512,71 @@ async def test_rotating_the_client_certificate_keeps_deciding(
 
 
 async def test_a_new_password_is_used_without_a_restart(
-    users: RedisUsers, secure_redis: ManagedProcess, admin: Redis, tmp_path: Path
+    users: RedisUsers,
+    secure_redis: ManagedProcess,
+    admin: Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The password file is read again for each new connection: give the user a second password,
-    write it to the file, drop the first; after Redis dropped every connection stand-in logs in again."""
+    """The password file is watched: give the user a second password, write it to the file, drop the
+    first; once Redis dropped every connection stand-in logs in again with the new one."""
+    caplog.set_level(logging.INFO, logger="standin.redis")
     name, old = USERNAMES[GATEWAY], users.passwords[USERNAMES[GATEWAY]]
     secret = tmp_path / "gateway.password"
     secret.write_text(old + "\n")
-    settings = as_role(users, secure_redis.port, GATEWAY)
-    settings = dataclasses.replace(settings, login=dataclasses.replace(settings.login, password_file=secret))
+    path = standin_file(tmp_path, users, secure_redis.port, (GATEWAY,))
+    path.write_text(path.read_text().replace(str(users.password_file(name)), str(secret)))
     try:
-        async with engine(secure_redis.port, tmp_path / "gw.sqlite3", redis_settings=settings) as e:
+        async with StandIn.from_config(load_config(path, {})) as e:
             before = await e.decide(request(PAN_VISA), Reason.ALL_POOLS_FAILED)
             await admin.execute_command("ACL", "SETUSER", name, ">rotated-password")
             secret.write_text("rotated-password\n")
+
+            def reread() -> None:
+                assert "password file" in caplog.text and "re-read" in caplog.text
+
+            await assert_eventually(reread)
             await admin.execute_command("ACL", "SETUSER", name, f"<{old}")
             await admin.execute_command("CLIENT", "KILL", "USER", name)
             after = await e.decide(request(PAN_MC), Reason.ALL_POOLS_FAILED)
     finally:
         await admin.execute_command("ACL", "SETUSER", name, f">{old}", "<rotated-password")
     assert (before.journal, after.journal) == (JournalKind.REDIS, JournalKind.REDIS)
+
+
+class _StuckOnce(CredentialProvider):
+    """Credentials that hang the first time they are asked (until cancelled), then answer."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.asked = 0
+        self.credentials = (username, password)
+
+    async def get_credentials_async(self) -> tuple[str, str]:
+        self.asked += 1
+        if self.asked == 1:
+            await asyncio.Event().wait()
+        return self.credentials
+
+
+async def test_a_connect_cancelled_before_its_login_is_not_reused(
+    users: RedisUsers, secure_redis: ManagedProcess
+) -> None:
+    """A deadline that cancels a connect after the TLS handshake but before AUTH leaves no socket in
+    the pool that would send the next command unauthenticated (NOAUTH)."""
+    name = USERNAMES[GATEWAY]
+    credentials = _StuckOnce(name, users.passwords[name])
+    # No retry: redis-py would hide the unauthenticated socket by reconnecting after NOAUTH, but a
+    # script's reply ("unauthenticated multibulk length") is not retried, and fails the decision.
+    settings = users.settings(secure_redis.port, GATEWAY, retries=0)
+    r = make_redis_client(settings, credentials=credentials)
+    try:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await r.ping()
+        assert await r.ping() is True
+        assert credentials.asked == 2  # a new connection logged in
+    finally:
+        await r.aclose()
 
 
 # -- Redis Cluster (issue 18) ----------------------------------------------------------------------
