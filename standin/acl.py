@@ -44,12 +44,13 @@ system CAs included: issue 18 should give it ours, as redis_secure.py does.)
 
 The `default` user is switched off and has no password: with TLS required, every certificate
 of the fleet's CA reaches Redis, and an open `default` would give any of them every command.
-It keeps every *permission*, though: Redis up to 7.x replays the AOF's transactions as
-`default` and re-checks that user's ACL at EXEC (redis/redis#14541, fixed in #14545, not in
-Debian's 7.0), and every script's effects are written to the AOF as a MULTI/EXEC. With
+It keeps every *permission*, though: Redis replays the AOF's transactions as `default` and,
+until redis/redis#14545 (not in Debian's 7.0), re-checks that user's ACL at EXEC
+(redis/redis#14541), and every script's effects are written to the AOF as a MULTI/EXEC. With
 `default off -@all` a restart silently drops every journaled decision: the chaos experiment
-redis-down showed it (494 approvals never advised), tests/test_standin_redis_security.py keeps
-it from coming back. An `off` user cannot log in, whatever its permissions.
+redis-down over TLS showed it (494 stand-in decisions never advised);
+tests/test_standin_redis_security.py keeps it from coming back. An `off` user cannot log in,
+whatever its permissions.
 """
 
 from __future__ import annotations

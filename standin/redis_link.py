@@ -92,8 +92,6 @@ class RedisLink:
             else None
         )
         self._retired: list[ConnectionPool] = []
-        self.rotations = 0
-        """Pools swapped in after a certificate change (for tests and status)."""
 
     async def start(self) -> None:
         """Warn if plaintext, check our certificate's expiry, follow its files and the password file."""
@@ -135,7 +133,6 @@ class RedisLink:
         old = self.client.connection_pool
         self.client.connection_pool = redis_pool(self.settings, tls=context, credentials=self._credentials)
         self._material = material
-        self.rotations += 1
         self._retired.append(old)
         log.info(
             "Redis client certificate %s rotated (serial %x): new connections use it",

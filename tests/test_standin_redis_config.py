@@ -153,6 +153,8 @@ def test_rules_give_each_key_family_its_own_selector() -> None:
     """Card statuses are read-only with GET alone; EVALSHA reaches every key a script declares."""
     rules = rules_for(ROLE_GRANTS[RedisRole.GATEWAY], ("ping",), select=False, cluster=False)
     assert rules.startswith("resetkeys resetchannels -@all +ping (")
+    assert "+select" not in rules
+    assert " +ping +select (" in rules_for((), ("ping",), select=True, cluster=False) + " ("
     assert f"(%R~{STATUS} +get)" in rules
     assert f"(%R~{DEAD} +xlen)" in rules
     evalsha = next(part for part in rules.split(") (") if "+evalsha" in part)
