@@ -123,7 +123,7 @@ class RedisSettings:
                 raise ConfigError(
                     self.file or "<redis settings>",
                     "redis.url",
-                    f"{scheme}:// does not match the {name} login "
+                    f"{scheme}:// does not match the {name.value} login "
                     f"({'insecure' if login.security.insecure else 'TLS'}); the URL may come from a "
                     "gateway's [standin] redis_url",
                     fix,
