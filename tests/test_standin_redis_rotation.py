@@ -54,11 +54,8 @@ async def test_rotating_the_client_certificate_keeps_deciding(
     short = Authority.load(pki / "ca.crt", pki / "ca.key").issue(spec, now=expires - timedelta(days=825))
     write_file(mine.key, short.key_pem, 0o600)
     write_file(mine.cert, short.cert_pem, 0o644)
-    path = standin_file(tmp_path, redis_users, tls_redis.port, (GATEWAY,))
-    path.write_text(
-        path.read_text()
-        .replace(str(redis_users.pki.files("gateway-client").cert), str(mine.cert))
-        .replace(str(redis_users.pki.files("gateway-client").key), str(mine.key))
+    path = standin_file(
+        tmp_path, redis_users, tls_redis.port, (GATEWAY,), cert=str(mine.cert), key=str(mine.key)
     )
     decisions: list[StandInDecision] = []
     async with StandIn.from_config(load_config(path, {})) as e:
@@ -102,8 +99,7 @@ async def test_a_new_password_is_used_without_a_restart(
     name, old = USERNAMES[GATEWAY], redis_users.passwords[USERNAMES[GATEWAY]]
     secret = tmp_path / "gateway.password"
     secret.write_text(old + "\n")
-    path = standin_file(tmp_path, redis_users, tls_redis.port, (GATEWAY,))
-    path.write_text(path.read_text().replace(str(redis_users.password_file(name)), str(secret)))
+    path = standin_file(tmp_path, redis_users, tls_redis.port, (GATEWAY,), password_file=str(secret))
     try:
         async with StandIn.from_config(load_config(path, {})) as e:
             before = await e.decide(request(PAN_VISA), Reason.ALL_POOLS_FAILED)

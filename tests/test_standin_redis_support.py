@@ -24,10 +24,13 @@ def as_role(users: RedisUsers, port: int, role: RedisRole) -> RedisSettings:
     return dataclasses.replace(PATIENT, url=users.url(port), login=users.settings(port, role).login)
 
 
-def standin_file(tmp_path: Path, users: RedisUsers, port: int, roles: tuple[RedisRole, ...]) -> Path:
-    """A stand-in file on the secure Redis with the logins of `roles` (and the tests' keys)."""
+def standin_file(
+    tmp_path: Path, users: RedisUsers, port: int, roles: tuple[RedisRole, ...], **gateway: str
+) -> Path:
+    """A stand-in file on the secure Redis with the logins of `roles` (and the tests' keys);
+    `gateway` replaces keys of the gateway's login (cert, key, password_file...)."""
     path = tmp_path / "standin.toml"
-    section = {**users.redis_section(roles), **PATIENT_TOML}
+    section = {**users.redis_section(roles), **PATIENT_TOML, **gateway}
     path.write_text(standin_toml(users.url(port), redis=section, token_key=TOKEN_KEY, pan_key=PAN_KEY))
     return path
 
