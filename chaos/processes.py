@@ -157,11 +157,17 @@ def start_redis(
     appendonly: bool = True,
     cluster: bool = False,
     extra_args: tuple[str, ...] = (),
+    *,
+    tls: TlsFiles | None = None,
+    aclfile: Path | None = None,
 ) -> ManagedProcess:
     """Start a private redis-server on loopback (AOF with fsync always when appendonly).
 
     With `cluster`, the server runs in Redis Cluster mode, owning no slot yet (CLUSTER ADDSLOTSRANGE).
     `extra_args` go to redis-server as they are (e.g. "--enable-debug-command", "local" for DEBUG SLEEP).
+    With `tls` (Redis's server certificate, key, and the CA of its clients), `port` is a TLS port
+    only (no plaintext port) and clients must present a certificate of that CA; replication and
+    the cluster bus use TLS too. `aclfile`: the users (`authgw standin acl`), read at start.
     """
     port = port or free_port()
     cluster_args: list[str] = []
@@ -171,10 +177,24 @@ def start_redis(
             "--cluster-config-file", f"nodes-{port}.conf",
             "--cluster-port", str(free_port()),
         ]  # fmt: skip
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", str(tls.cert),
+            "--tls-key-file", str(tls.key),
+            "--tls-ca-cert-file", str(tls.ca),
+            "--tls-auth-clients", "yes",
+            "--tls-replication", "yes",
+            *(["--tls-cluster", "yes"] if cluster else []),
+        ]  # fmt: skip
+    if aclfile is not None:
+        listen += ["--aclfile", str(aclfile)]
     argv = [
         _require("redis-server"),
         "--bind", "127.0.0.1",
-        "--port", str(port),
+        *listen,
         "--dir", str(workdir),
         "--save", "",
         "--appendonly", "yes" if appendonly else "no",

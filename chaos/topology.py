@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaos.pki import plaintext_sections
+from redis.asyncio import Redis
+
+from chaos.pki import DevPki, plaintext_sections
 from chaos.processes import (
     ManagedProcess,
     ProcessError,
@@ -35,6 +37,7 @@ from chaos.processes import (
     start_etcd_cluster,
     start_redis,
 )
+from chaos.redis_users import RedisUsers
 
 __all__ = ["DEFAULT_POOLS", "Topology", "TopologySpec"]
 
@@ -49,6 +52,7 @@ class TopologySpec:
     etcd: bool = False  # membership from etcd via health agents (else static pools)
     etcd_nodes: int = 1
     redis: bool = False  # the gateways' Redis (stand-in counters and journal)
+    redis_tls: bool = False  # ... over TLS, with the ACL users of `authgw standin acl` (RedisUsers)
     gateways: int = 1
     gateway_workers: int = 1  # processes per gateway sharing its port (serve --workers)
     attempt_timeout_ms: int = 400
@@ -86,13 +90,26 @@ def to_toml(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def standin_toml(redis_url: str, *, token_key: bytes | None = None, pan_key: bytes | None = None) -> str:
-    """A stand-in config with the default policy; keys inline (harness only: production uses env)."""
+def standin_toml(
+    redis_url: str,
+    *,
+    token_key: bytes | None = None,
+    pan_key: bytes | None = None,
+    redis: Mapping[str, Any] | None = None,
+) -> str:
+    """A stand-in config with the default policy; keys inline (harness only: production uses env).
+
+    `redis`: the rest of `[redis]` for a rediss:// URL, its TLS files and ACL logins
+    (`RedisUsers.redis_section()`); without it a redis:// URL is written `insecure = true`.
+    """
     token = base64.b64encode(token_key or os.urandom(32)).decode()
     pan = base64.b64encode(pan_key or os.urandom(32)).decode()
+    section = dict(redis) if redis is not None else {}
+    if redis is None and not redis_url.startswith("rediss://"):
+        section["insecure"] = True
     return to_toml(
         {
-            "redis": {"url": redis_url},
+            "redis": {"url": redis_url, **section},
             "keys": {"token_key_b64": token, "pan_key_b64": pan, "token_key_env": "AUTHGW_TEST_UNSET_TOKEN"}
             | {"pan_key_env": "AUTHGW_TEST_UNSET_PAN"},
         }
@@ -108,6 +125,7 @@ class Topology:
         self.etcd: list[ManagedProcess] = []
         self.redis: ManagedProcess | None = None
         self.ledger: ManagedProcess | None = None
+        self.redis_users: RedisUsers | None = None
         self.sims: dict[str, ManagedProcess] = {}
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
@@ -120,7 +138,16 @@ class Topology:
     @property
     def redis_url(self) -> str:
         assert self.redis is not None
+        if self.redis_users is not None:
+            return self.redis_users.url(self.redis.port)
         return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def redis_admin(self) -> Redis:
+        """A client of the gateways' Redis with every right (the harness's checks, never the product)."""
+        assert self.redis is not None
+        if self.redis_users is not None:
+            return self.redis_users.admin_client(self.redis.port)
+        return Redis.from_url(self.redis_url)
 
     def processes(self) -> Iterator[ManagedProcess]:
         yield from self.gateways
@@ -142,7 +169,13 @@ class Topology:
 
     def _start(self) -> None:
         self.ledger = start_redis(self.workdir / "ledger")
-        if self.spec.redis:
+        if self.spec.redis and self.spec.redis_tls:
+            self.redis_users = RedisUsers(self.workdir / "redis-users", DevPki(self.workdir / "pki"))
+            users = self.redis_users
+            self.redis = start_redis(
+                self.workdir / "redis", tls=users.server_files(), aclfile=users.write_aclfile()
+            )
+        elif self.spec.redis:
             self.redis = start_redis(self.workdir / "redis")
         if self.spec.etcd:
             if self.spec.etcd_nodes == 1:
@@ -215,7 +248,8 @@ class Topology:
         if self.spec.redis:
             standin = self.workdir / "standin.toml"
             if not standin.exists():
-                standin.write_text(standin_toml(self.redis_url))
+                logins = self.redis_users.redis_section() if self.redis_users is not None else None
+                standin.write_text(standin_toml(self.redis_url, redis=logins))
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)

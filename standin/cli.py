@@ -11,6 +11,8 @@
     authgw standin replay                  move this host's local SQLite backlog to Redis now
     authgw standin replay --dead-letters   put dead letters back in the journal: the settlement
                                            workers send them again (all, or --decision-id ID ...)
+    authgw standin acl [--cluster]         print the Redis ACL file lines of the configured users
+                                           (gateway, settle, operator: see standin/acl.py)
 
 Every command takes the gateway's config file (--config, default $AUTHGW_CONFIG, else
 config/gateway.toml) and finds what that gateway uses: its Redis, its journal partitions
@@ -18,6 +20,9 @@ and its own local SQLite journal (`<instance>.sqlite3`). `authgw standin` resolv
 (gateway/standin_cmd.py); a stand-in file given directly works too. `replay
 --local-journal FILE` settles another host's local journal, e.g. a copy of the file of a
 gateway whose host never came back (exactly once: see standin/migrate.py).
+
+The commands that talk to Redis log in as `[redis.operator]` when the stand-in file has
+it (else as the gateway, whose ACL user may not write card statuses or dead letters).
 """
 
 from __future__ import annotations
@@ -33,14 +38,17 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 
 from authgw.observability import LogFormat, configure_logging
+from standin.acl import acl_lines
 from standin.cardstatus import load_card_statuses, read_card_status_file
 from standin.engine import StandIn
 from standin.errors import ConfigError, StandInError
 from standin.journal import StreamJournal
-from standin.redis_io import RedisGate, make_redis_client
+from standin.redis_config import RedisRole
+from standin.redis_io import RedisGate, password_file
+from standin.redis_link import RedisLink
 from standin.settings import StandInConfig, load_config
 from standin.settlement.deadletter import dead_letters, requeue
 from standin.settlement.reconcile import from_fields, reconcile
@@ -83,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--decision-id", action="append", default=None, help="with --dead-letters: only this one (repeatable)"
     )
+    acl = sub.add_parser("acl", parents=[common], help="print the Redis ACL lines of the configured users")
+    acl.add_argument(
+        "--cluster", action="store_true", help="also what redis-py's cluster client needs (CLUSTER SLOTS...)"
+    )
     replay.add_argument(
         "--local-journal",
         type=Path,
@@ -92,9 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _admin_client(config: StandInConfig) -> Redis:
-    return make_redis_client(
-        replace(config.redis, socket_timeout=_ADMIN_DEADLINE, connect_timeout=timedelta(seconds=1))
+def _admin_link(config: StandInConfig) -> RedisLink:
+    """The operator's Redis client, with deadlines for scans rather than decisions."""
+    return RedisLink(
+        replace(config.redis, socket_timeout=_ADMIN_DEADLINE, connect_timeout=timedelta(seconds=1)),
+        RedisRole.OPERATOR,
     )
 
 
@@ -118,25 +132,30 @@ def main(argv: list[str], load: ConfigLoader = load_config) -> int:
         return asyncio.run(_COMMANDS[args.command](config, args))
     except (StandInError, ConfigError) as exc:
         print(f"authgw standin {args.command}: {exc}", file=sys.stderr)
+        if "NOPERM" in str(exc) or "no permissions" in str(exc):
+            print(_NOPERM_HINT, file=sys.stderr)
         return 1
 
 
+_NOPERM_HINT = (
+    "Redis refused a command to this ACL user: operator commands need the operator's user "
+    "([redis.operator] in the stand-in file; its rules: `authgw standin acl`)"
+)
+
+
 async def _load_card_status(config: StandInConfig, args: argparse.Namespace) -> int:
-    redis = make_redis_client(config.redis)
-    try:
+    async with RedisLink(config.redis, RedisRole.OPERATOR) as link:
         # A bulk load may take seconds; the tight per-decision deadline does not apply.
-        gate = RedisGate(redis, deadline=config.redis.command_deadline * 50)
+        gate = RedisGate(link.client, deadline=config.redis.command_deadline * 50)
         report = await load_card_statuses(
             gate, CardTokenizer(config.token_key), read_card_status_file(args.file), batch=args.batch
         )
-    finally:
-        await redis.aclose()
     print(json.dumps({"file": str(args.file), "set": report.set, "cleared": report.cleared}))
     return 0
 
 
 async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
-    async with StandIn.from_config(config) as engine:
+    async with StandIn.from_config(config, role=RedisRole.OPERATOR) as engine:
         status = await engine.status()
         out: dict[str, object] = {
             "redis_up": status.redis_up,
@@ -145,8 +164,8 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
             "local_by_pan_key": status.local_by_pan_key,
         }
         if status.redis_up:
-            redis = _admin_client(config)
-            try:
+            async with _admin_link(config) as link:
+                redis = link.client
                 journal = StreamJournal(
                     RedisGate(redis, config.redis.command_deadline * 10),
                     partitions=config.journal.partitions,
@@ -167,8 +186,6 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
                 )
                 out["pan_keys"] = settlement.pop("pan_keys")
                 out["settlement"] = settlement
-            finally:
-                await redis.aclose()
     print(json.dumps(out))
     return 0
 
@@ -180,29 +197,23 @@ async def _reconcile(config: StandInConfig, args: argparse.Namespace) -> int:
         entries = await local.pending(10_000_000)
     finally:
         await local.close()
-    redis = _admin_client(config)
-    try:
+    async with _admin_link(config) as link:
         report = await reconcile(
-            RedisGate(redis, _ADMIN_DEADLINE),
+            RedisGate(link.client, _ADMIN_DEADLINE),
             config.journal,
             local=[from_fields(e.fields, "local") for e in entries],
             limit=args.limit,
         )
-    finally:
-        await redis.aclose()
     print(json.dumps(report))
     return 0
 
 
 async def _replay_dead_letters(config: StandInConfig, args: argparse.Namespace) -> int:
-    redis = _admin_client(config)
-    try:
-        gate = RedisGate(redis, _ADMIN_DEADLINE)
+    async with _admin_link(config) as link:
+        gate = RedisGate(link.client, _ADMIN_DEADLINE)
         chosen = set(args.decision_id) if args.decision_id else None
         moved = await requeue(gate, config.journal.partitions, chosen)
         left = len(await dead_letters(gate, config.journal.partitions))
-    finally:
-        await redis.aclose()
     print(json.dumps({"requeued": moved, "dead_letters": left}))
     return 0
 
@@ -210,14 +221,47 @@ async def _replay_dead_letters(config: StandInConfig, args: argparse.Namespace) 
 async def _replay(config: StandInConfig, args: argparse.Namespace) -> int:
     if args.dead_letters:
         return await _replay_dead_letters(config, args)
-    async with StandIn.from_config(config) as engine:
+    async with StandIn.from_config(config, role=RedisRole.OPERATOR) as engine:
         moved = await engine.move_backlog()
         status = await engine.status()
     print(json.dumps({"moved": moved, "local_backlog": status.local_backlog}))
     return 0
 
 
+async def _acl(config: StandInConfig, args: argparse.Namespace) -> int:
+    """Print the ACL lines; which user runs what goes to stderr, the file's lines alone to stdout."""
+    users: dict[RedisRole, tuple[str, str]] = {}
+    for role, login in config.redis.logins().items():
+        settings = config.redis.for_role(role)
+        section = "redis" if role is RedisRole.GATEWAY else f"redis.{role.value}"
+        if not login.username:
+            raise ConfigError(
+                config.file, f"{section}.username", "missing: an ACL line needs a user", "name the user"
+            )
+        if any(login.username == name for name, _ in users.values()):
+            raise ConfigError(
+                config.file, f"{section}.username", f"{login.username} is another role's user too",
+                "give each role its own user",
+            )  # fmt: skip
+        users[role] = (login.username, password_file(settings).get_credentials()[1])
+    db = int(parse_url(config.redis.url).get("db", 0) or 0)
+    for line in acl_lines(users, select=db != 0, cluster=args.cluster):
+        print(line)
+    for role, (name, _) in users.items():
+        print(f"# {name}: {_RUNS[role]}", file=sys.stderr)
+    print("# save the lines as Redis's aclfile (no comments allowed there), then ACL LOAD", file=sys.stderr)
+    return 0
+
+
+_RUNS = {
+    RedisRole.GATEWAY: "stand-in in every gateway (and settlement, when there is no [redis.settle])",
+    RedisRole.SETTLE: "every settlement worker (authgw settle, and the gateways' own)",
+    RedisRole.OPERATOR: "authgw standin load-card-status / status / reconcile / replay",
+}
+
+
 _COMMANDS = {
+    "acl": _acl,
     "load-card-status": _load_card_status,
     "status": _status,
     "reconcile": _reconcile,

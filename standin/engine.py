@@ -50,7 +50,9 @@ from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
 from standin.policy import StandInPolicy
 from standin.recovery import Recovery
-from standin.redis_io import RedisGate, make_redis_client
+from standin.redis_config import RedisRole
+from standin.redis_io import RedisGate
+from standin.redis_link import RedisLink
 from standin.reversing import Reverser
 from standin.rules import StaticDecline
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
@@ -107,7 +109,12 @@ class StandIn:
         local_settings: LocalSettings | None = None,
         owns_redis: bool = False,
         tracer: Tracer | None = None,
+        link: RedisLink | None = None,
     ) -> None:
+        """Args:
+        owns_redis: close `redis` on close().
+        link: the RedisLink `redis` belongs to, started and closed with the engine (from_config).
+        """
         self._policy = policy
         self._tracer = tracer
         self._tokenizer = tokenizer
@@ -119,6 +126,7 @@ class StandIn:
         journal_settings = journal_settings or JournalSettings()
         self._redis = redis
         self._owns_redis = owns_redis
+        self._link = link
         self._gate = RedisGate(
             redis, self._redis_settings.command_deadline, max_concurrency=self._redis_settings.max_connections
         )
@@ -175,10 +183,20 @@ class StandIn:
         redis: Redis | None = None,
         clock: Clock = time.time,
         tracer: Tracer | None = None,
+        role: RedisRole = RedisRole.GATEWAY,
     ) -> StandIn:
-        """Build from a loaded config; creates (and then owns) the Redis client unless one is given."""
+        """Build from a loaded config; creates (and then owns) the Redis client unless one is given.
+
+        The client it creates logs in as `role` (the gateway's `[redis]`; operator commands:
+        `[redis.operator]`), over TLS unless the file says insecure; it reads the certificate
+        and password files here: a bad one is a ConfigError.
+        """
+        link = None
+        if redis is None:
+            link = RedisLink(config.redis, role)
+            redis = link.client
         return cls(
-            redis=redis or make_redis_client(config.redis),
+            redis=redis,
             policy=config.policy,
             tokenizer=CardTokenizer(config.token_key),
             keyring=config.pan_keyring(),
@@ -188,8 +206,9 @@ class StandIn:
             redis_settings=config.redis,
             journal_settings=config.journal,
             local_settings=config.local,
-            owns_redis=redis is None,
+            owns_redis=link is not None,
             tracer=tracer,
+            link=link,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -199,6 +218,8 @@ class StandIn:
         if self._state is not _State.NEW:
             raise ClosedError(f"stand-in engine cannot start from state {self._state.value}")
         pending: set[str] = set()
+        if self._link is not None:
+            await self._link.start()
         try:
             await self._local.open()
             pending = await self._local.pending_tokens()
@@ -237,7 +258,9 @@ class StandIn:
                 await self._idle.wait()
         await self._recovery.close()
         await self._local.close()
-        if self._owns_redis:
+        if self._link is not None:
+            await self._link.close()
+        elif self._owns_redis:
             await self._redis.aclose()
         self._state = _State.CLOSED
 

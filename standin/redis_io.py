@@ -8,35 +8,45 @@ stale by a Redis restart fails instantly; a retry on a fresh one is cheap), no
 retry on a timeout (the time is already spent), and an overall asyncio deadline
 around every call. Retrying is safe because every script is idempotent (decision
 by request id, append by decision id).
+
+Over TLS the connections use our own context and log in as the login's ACL user
+(redis_secure.py); redis_link.py keeps a long-lived client current when its
+certificate rotates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import HiredisRespSerializer
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
+from authgw.config import ConfigError
+from authgw.security import CertificateError, TlsMaterial, load_tls_files
 from standin.errors import StoreUnavailableError
-from standin.settings import RedisSettings
+from standin.redis_config import RedisRole, RedisSettings
+from standin.redis_secure import CancelSafeConnect, PasswordFile, TlsConnection, tls_context
 
-__all__ = ["RedisGate", "make_redis_client"]
+__all__ = ["RedisGate", "load_login_material", "make_redis_client", "password_file", "redis_pool"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class _HiredisPackingConnection(Connection):
-    """redis.asyncio's TCP connection, packing commands in C with hiredis.
+class _HiredisPacking:
+    """Packs commands in C with hiredis.
 
     redis-py's sync client packs with hiredis when it is installed; its asyncio client always
     packs in Python, which was the largest own-time entry of a stand-in decision's profile.
@@ -50,15 +60,66 @@ class _HiredisPackingConnection(Connection):
         return packed
 
 
-def make_redis_client(settings: RedisSettings) -> Redis:
+class _TcpConnection(CancelSafeConnect, Connection):
+    """redis.asyncio's TCP connection, closed if its log-in does not finish."""
+
+
+class _HiredisPackingConnection(_HiredisPacking, _TcpConnection):
+    """Our TCP connection, packing with hiredis."""
+
+
+class _HiredisTlsConnection(_HiredisPacking, TlsConnection):
+    """Our TLS connection, packing with hiredis."""
+
+
+def make_redis_client(
+    settings: RedisSettings,
+    *,
+    tls: ssl.SSLContext | None = None,
+    credentials: CredentialProvider | None = None,
+) -> Redis:
     """A redis.asyncio client tuned to fail fast (see the module docstring).
 
     The pool itself is not capped: a capped redis-py pool raises at once when every connection is
     busy, which a burst would mistake for an outage. Each RedisGate bounds its own concurrency
     instead (callers beyond it wait for a slot within their deadline).
+
+    Args:
+        tls: the client context of a TLS login (redis_link.py rebuilds it on rotation); by default
+            built from the login's files now (blocking reads).
+        credentials: the login's user and password; by default its password file, read now.
+
+    Raises ConfigError naming the key when the login's certificate or password file is unusable.
     """
-    pool = ConnectionPool.from_url(
-        settings.url,
+    return Redis.from_pool(redis_pool(settings, tls=tls, credentials=credentials))
+
+
+def redis_pool(
+    settings: RedisSettings,
+    *,
+    tls: ssl.SSLContext | None = None,
+    credentials: CredentialProvider | None = None,
+) -> ConnectionPool:
+    """The connection pool of `make_redis_client` (a fresh one is swapped in when certificates rotate)."""
+    login = settings.login
+    if login.security.tls is not None and tls is None:
+        tls = tls_context(load_login_material(settings))
+    if login.username and credentials is None:
+        credentials = password_file(settings)
+    options = parse_url(settings.url)  # host, port, db (or path); the class is chosen below
+    default_class = options.pop("connection_class", Connection)
+    if tls is not None:
+        connection: dict[str, Any] = {
+            "connection_class": _HiredisTlsConnection if HIREDIS_AVAILABLE else TlsConnection,
+            "tls_context": tls,
+        }
+    elif default_class is Connection:
+        connection = {"connection_class": _HiredisPackingConnection if HIREDIS_AVAILABLE else _TcpConnection}
+    else:
+        connection = {"connection_class": default_class}
+    return ConnectionPool(
+        **options,
+        **connection,
         socket_connect_timeout=settings.connect_timeout.total_seconds(),
         socket_timeout=settings.socket_timeout.total_seconds(),
         retry=Retry(
@@ -68,10 +129,51 @@ def make_redis_client(settings: RedisSettings) -> Redis:
         ),
         health_check_interval=0,
         decode_responses=False,
-        # redis:// only: from_url sets its own class for rediss:// and unix://
-        **({"connection_class": _HiredisPackingConnection} if HIREDIS_AVAILABLE else {}),
+        credential_provider=credentials,
+        # No CLIENT SETINFO on connect: two round trips for a label, and a command our ACL users
+        # are not granted (Redis 7.0 does not know it; 7.2+ would log every connect as denied).
+        driver_info=None,
     )
-    return Redis.from_pool(pool)
+
+
+def load_login_material(settings: RedisSettings) -> TlsMaterial:
+    """The login's checked certificate, key and CA (blocking); ConfigError names the key."""
+    files = settings.login.security.tls
+    assert files is not None
+    try:
+        return load_tls_files(files)
+    except CertificateError as exc:
+        names = {str(files.cert): "cert", str(files.key): "key", str(files.ca): "ca"}
+        raise ConfigError(
+            settings.file or "<redis settings>",
+            _login_key(settings, names.get(exc.path, "cert")),
+            f"{exc.path}: {exc.problem}",
+            "replace the file, or name a usable one",
+        ) from exc
+
+
+def password_file(settings: RedisSettings) -> PasswordFile:
+    """The login's user and password file, read once now (blocking); ConfigError names the key."""
+    login = settings.login
+    assert login.password_file is not None
+    try:
+        return PasswordFile(login.username, login.password_file)
+    except (OSError, ValueError) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            settings.file or "<redis settings>",
+            _login_key(settings, "password_file"),
+            f"{login.password_file}: cannot read the password ({problem})",
+            "write the user's password in it (mode 0600)",
+        ) from exc
+
+
+def _login_key(settings: RedisSettings, name: str) -> str:
+    """The dotted key of `name` in the section the current login came from."""
+    for role, login in ((RedisRole.OPERATOR, settings.operator), (RedisRole.SETTLE, settings.settle)):
+        if login is settings.login:
+            return f"redis.{role.value}.{name}"
+    return f"redis.{name}"
 
 
 def _never_sent(exc: BaseException) -> bool:

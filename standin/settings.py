@@ -1,5 +1,7 @@
 """Stand-in configuration: one TOML file (policy, Redis, journal, local fallback) plus secrets.
 
+The `[redis]` section (TLS, ACL users and their password files) is read by redis_config.py.
+
 Secrets are base64 of random bytes, from the environment or files (keyconfig.py):
 AUTHGW_TOKEN_KEY (card tokens, >= 32 bytes) and AUTHGW_PAN_KEY (AES-256-GCM, exactly 32 bytes),
 plus the retired PAN keys of past rotations. The environment wins over the file; keys inline in
@@ -20,10 +22,13 @@ from standin.crypto import PanKeyring
 from standin.keyconfig import read_keys
 from standin.policy import StandInPolicy
 from standin.policy_load import policy_from_section
+from standin.redis_config import RedisLogin, RedisRole, RedisSettings, redis_settings
 
 __all__ = [
     "JournalSettings",
     "LocalSettings",
+    "RedisLogin",
+    "RedisRole",
     "RedisSettings",
     "StandInConfig",
     "load_config",
@@ -33,35 +38,6 @@ _MS = timedelta(milliseconds=1)
 _S = timedelta(seconds=1)
 _H = timedelta(hours=1)
 _YEAR = timedelta(days=365)
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    """How stand-in talks to Redis: tight deadlines so a dead Redis costs one short wait, not seconds."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL (redis:// or rediss://)."""
-    connect_timeout: timedelta = timedelta(milliseconds=100)
-    """TCP connect deadline."""
-    socket_timeout: timedelta = timedelta(milliseconds=100)
-    """Deadline for one reply once connected."""
-    command_deadline: timedelta = timedelta(milliseconds=120)
-    """Overall deadline of one call, retries included (asyncio.timeout around it)."""
-    retries: int = 1
-    """Retries after a connection error (stale pooled socket after a Redis restart); never after a timeout."""
-    retry_backoff_cap: timedelta = timedelta(milliseconds=20)
-    """Largest pause between retries (exponential with jitter from 5 ms)."""
-    max_connections: int = 16
-    """Redis calls in flight at once per engine (more wait for a slot within their deadline).
-
-    Small on purpose: Redis runs one script at a time, so more connections add no throughput,
-    and a burst on a cold pool opens one connection per slot at once (each a TCP handshake
-    and redis-py's CLIENT SETINFO round trips). On a loaded 2-core box the slowest call of a
-    burst of 100 decisions took 92-104 ms with 64 slots, close to the 120 ms deadline past which
-    a decision goes local, and 47-59 ms with 16. Little's law at 1,000 decisions/s and ~3 ms
-    per call: ~3 in flight."""
-    probe_interval: timedelta = timedelta(milliseconds=200)
-    """While Redis is down, how often one PING checks whether it is back."""
 
 
 @dataclass(frozen=True)
@@ -135,33 +111,13 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
         file=str(path),
         instance=instance or f"{socket.gethostname()}-{os.getpid()}",
         policy=policy_from_section(root.table("policy")),
-        redis=_redis(root.table("redis")),
+        redis=redis_settings(root.table("redis")),
         journal=_journal(root.table("journal")),
         sqlite_path=_sqlite_path(root.table("local"), base),
         local=_local(root.table("local")),
         token_key=keys.token_key,
         pan_key=keys.pan_key,
         retired_pan_keys=keys.retired_pan_keys,
-    )
-
-
-def _redis(s: Section) -> RedisSettings:
-    d = RedisSettings()
-    s.check_known(
-        [
-            "url", "connect_timeout", "socket_timeout", "command_deadline", "retries",
-            "retry_backoff_cap", "max_connections", "probe_interval",
-        ]
-    )  # fmt: skip
-    return RedisSettings(
-        url=s.string("url", d.url, pattern=r"(redis|rediss|unix)://.+", fix="write redis://host:port/db"),
-        connect_timeout=s.duration("connect_timeout", d.connect_timeout, minimum=_MS, maximum=5 * _S),
-        socket_timeout=s.duration("socket_timeout", d.socket_timeout, minimum=_MS, maximum=5 * _S),
-        command_deadline=s.duration("command_deadline", d.command_deadline, minimum=_MS, maximum=5 * _S),
-        retries=s.integer("retries", d.retries, maximum=5),
-        retry_backoff_cap=s.duration("retry_backoff_cap", d.retry_backoff_cap, maximum=_S),
-        max_connections=s.integer("max_connections", d.max_connections, minimum=1, maximum=10_000),
-        probe_interval=s.duration("probe_interval", d.probe_interval, minimum=10 * _MS, maximum=60 * _S),
     )
 
 

@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from test_standin_support import client, flush_standin_keys
 
+from chaos.pki import DevPki
 from chaos.processes import ManagedProcess, start_etcd, start_redis
+from chaos.redis_users import RedisUsers
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +43,33 @@ async def redis_port(redis_server: ManagedProcess) -> AsyncIterator[int]:
     await flush_standin_keys(r)
     await r.aclose()
     yield redis_server.port
+
+
+@pytest.fixture(scope="module")
+def redis_users(tmp_path_factory: pytest.TempPathFactory) -> RedisUsers:
+    """A development PKI and the harness's Redis users (passwords in files, mode 0600), per module."""
+    root = tmp_path_factory.mktemp("redis-users")
+    return RedisUsers(root / "users", DevPki(root / "pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_redis(redis_users: RedisUsers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    """A module's redis-server on a TLS port only (fleet client certificates required), with the ACL
+    file of every stand-in role plus the harness admin; stopped by its PID."""
+    proc = start_redis(
+        tmp_path_factory.mktemp("secure-redis"),
+        tls=redis_users.server_files(),
+        aclfile=redis_users.write_aclfile(),
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def tls_admin(redis_users: RedisUsers, tls_redis: ManagedProcess) -> AsyncIterator[Redis]:
+    """tls_redis's harness admin, with no stand-in key left and an empty ACL log."""
+    r = redis_users.admin_client(tls_redis.port)
+    await flush_standin_keys(r)
+    await r.acl_log_reset()
+    yield r
+    await r.aclose()

@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
-from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
+from test_standin_support import PAN_KEY, PATIENT, TOKEN_KEY, client, engine, luhn_pan, request
 
 from authgw.v1 import simulator_pb2
 from chaos.pki import PLAINTEXT
@@ -22,7 +22,7 @@ from chaos.sim_control import SimControl
 from chaos.topology import to_toml
 from gateway.router import Router
 from gateway.settlement.sender import GrpcAdviceSender
-from standin import JournalSettings, PanKeyring, Reason, StandInDecision
+from standin import JournalSettings, PanKeyring, Reason, RedisSettings, StandInDecision
 from standin.settlement import AdviceSender, Settlement
 from standin.settlement.settings import SettlementSettings
 from tests.gateway_fixtures import gateway_config
@@ -55,7 +55,7 @@ def standin_file(tmp_path: Path, redis_port: int, *, partitions: int = 1) -> Pat
     path = tmp_path / "standin.toml"
     doc = {
         "standin": {"instance": "gw-cli"},
-        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0"},
+        "redis": {"url": f"redis://127.0.0.1:{redis_port}/0", "insecure": True},
         "journal": {"partitions": partitions},
         "local": {"sqlite_path": "local.sqlite3"},
         "keys": {
@@ -95,12 +95,17 @@ async def journal_decisions(
     instance: str = "gw-test",
     partitions: int = 1,
     declines_every: int = 4,
+    redis_settings: RedisSettings = PATIENT,
 ) -> list[StandInDecision]:
     """Stand-in decisions journaled in Redis: every `declines_every`-th is a gambling MCC (declined 57)."""
     out: list[StandInDecision] = []
     n = 0
     async with engine(
-        redis_port, sqlite, instance=instance, journal=JournalSettings(partitions=partitions)
+        redis_port,
+        sqlite,
+        instance=instance,
+        journal=JournalSettings(partitions=partitions),
+        redis_settings=redis_settings,
     ) as e:
         for pan in pans:
             for _ in range(per_card):
@@ -129,6 +134,7 @@ async def worker(
     tracer: Tracer | None = None,
     keyring: PanKeyring | None = None,
     spy: Callable[[AdviceSender], AdviceSender] | None = None,
+    redis_settings: RedisSettings = PATIENT,
 ) -> AsyncIterator[Settlement]:
     """A started in-process worker advising the simulators through the gateway's gRPC sender.
 
@@ -140,7 +146,7 @@ async def worker(
     sender = GrpcAdviceSender(router)
     wrapped = spy(sender) if spy is not None else sender
     w = Settlement(
-        redis=client(redis_port),
+        redis=client(redis_port, redis_settings),
         keyring=keyring or PanKeyring.of(PAN_KEY),
         sender=wrapped,
         issuer_healthy=lambda: issuer_healthy() and sender.healthy(),

@@ -68,7 +68,8 @@ async def test_built_from_a_config_file(redis_server: ManagedProcess, tmp_path: 
     """StandIn.from_config(load_config(path, env)) decides with its own Redis client and closes it."""
     path = tmp_path / "standin.toml"
     path.write_text(
-        f'[redis]\nurl = "redis://127.0.0.1:{redis_server.port}/0"\n[standin]\ninstance = "gw-cfg"\n'
+        f'[redis]\nurl = "redis://127.0.0.1:{redis_server.port}/0"\ninsecure = true\n'
+        '[standin]\ninstance = "gw-cfg"\n'
     )
     config = await asyncio.to_thread(load_config, path, ENV)
     async with StandIn.from_config(config) as e:

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 def config_file(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "standin.toml"
     path.write_text(
-        f'[standin]\ninstance = "gw-cli"\n[redis]\nurl = "redis://127.0.0.1:{port}/0"\n'
+        f'[standin]\ninstance = "gw-cli"\n[redis]\nurl = "redis://127.0.0.1:{port}/0"\ninsecure = true\n'
         f'[local]\nsqlite_path = "local.sqlite3"\n'
     )
     return path
@@ -187,7 +187,7 @@ async def test_replay_command_moves_the_local_backlog(tmp_path: Path) -> None:
 async def test_bad_config_is_reported_with_its_key(tmp_path: Path) -> None:
     """A config error exits 1 and names the key."""
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("[journal]\npartitions = 0\n")
+    cfg.write_text("[redis]\ninsecure = true\n[journal]\npartitions = 0\n")
     code, _, err = await authgw("standin", "status", "--config", str(cfg))
     assert code == 1 and "journal.partitions" in err
 

@@ -31,6 +31,9 @@ def from_table(table: dict[str, Any]) -> StandInPolicy:
     return policy_from_section(Section("test.toml", "policy", table, PolicyError))
 
 
+PLAINTEXT_REDIS = "[redis]\ninsecure = true\n"  # the file's other errors are what these tests are about
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "standin.toml"
     path.write_text(text)
@@ -123,14 +126,14 @@ def test_mcc_ranges_expand(tmp_path: Path) -> None:
 def test_missing_secret_names_the_env_variable(tmp_path: Path) -> None:
     """Without AUTHGW_PAN_KEY the error says which variable to set and how to make a key."""
     with pytest.raises(ConfigError, match=r"\$AUTHGW_PAN_KEY.*urandom"):
-        load_config(write(tmp_path, ""), {"AUTHGW_TOKEN_KEY": ENV["AUTHGW_TOKEN_KEY"]})
+        load_config(write(tmp_path, PLAINTEXT_REDIS), {"AUTHGW_TOKEN_KEY": ENV["AUTHGW_TOKEN_KEY"]})
 
 
 def test_pan_key_must_be_32_bytes(tmp_path: Path) -> None:
     """An AES key of the wrong size is refused."""
     env = {**ENV, "AUTHGW_PAN_KEY": base64.b64encode(b"short").decode()}
     with pytest.raises(ConfigError, match="exactly 32"):
-        load_config(write(tmp_path, ""), env)
+        load_config(write(tmp_path, PLAINTEXT_REDIS), env)
 
 
 # -- properties ------------------------------------------------------------------------------------

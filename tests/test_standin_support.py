@@ -106,8 +106,14 @@ class FakeClock:
         self.now += delta.total_seconds()
 
 
+def at_port(port: int, settings: RedisSettings) -> RedisSettings:
+    """`settings` aimed at 127.0.0.1:`port` (rediss:// when its login is TLS)."""
+    scheme = "rediss" if settings.login.tls else "redis"
+    return RedisSettings(**{**settings.__dict__, "url": f"{scheme}://127.0.0.1:{port}/0"})
+
+
 def client(port: int, settings: RedisSettings = PATIENT) -> Redis:
-    return make_redis_client(RedisSettings(**{**settings.__dict__, "url": f"redis://127.0.0.1:{port}/0"}))
+    return make_redis_client(at_port(port, settings))
 
 
 async def flush_standin_keys(redis: Redis) -> None:
@@ -131,7 +137,7 @@ async def engine(
     keyring: PanKeyring | None = None,
 ) -> AsyncIterator[StandIn]:
     """A started engine on its own Redis client (closed on exit); PAN_KEY unless `keyring` is given."""
-    settings = RedisSettings(**{**redis_settings.__dict__, "url": f"redis://127.0.0.1:{port}/0"})
+    settings = at_port(port, redis_settings)
     extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
     async with StandIn(
         redis=make_redis_client(settings),

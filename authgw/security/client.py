@@ -22,17 +22,16 @@ host of another pool, or any server of the fleet, answer for this one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from authgw.security.errors import CertificateError, ClosedError
-from authgw.security.tls import TlsMaterial, load_tls_files
-from authgw.security.watcher import FileWatcher
+from authgw.security.errors import ClosedError
+from authgw.security.tls import TlsMaterial
+from authgw.security.watcher import CertificateWatcher  # here before; grpc-free, so it lives there
 
 __all__ = [
     "CertificateWatcher",
@@ -71,61 +70,6 @@ def secure_channel(
     return grpc.aio.secure_channel(
         target, channel_credentials(material), options=channel_options(server_name, options)
     )
-
-
-class CertificateWatcher:
-    """Awaits `on_change(new_material)` after our certificate, key or CA files changed and load.
-
-    A change that does not load (half written, key of another certificate,
-    expired) is logged as an error and not passed on: the owner keeps its
-    working channel, and the next change is tried again.
-    """
-
-    def __init__(
-        self,
-        initial: TlsMaterial,
-        on_change: Callable[[TlsMaterial], Awaitable[None]],
-        *,
-        interval_s: float = 1.0,
-    ) -> None:
-        self._files = initial.files
-        self._on_change = on_change
-        self._watcher = FileWatcher(
-            initial.files.paths(),
-            self._reload,
-            interval_s=interval_s,
-            initial=initial.stamps,
-            name=f"certificate watcher {initial.files.cert}",
-        )
-
-    async def start(self) -> None:
-        """Start polling the files."""
-        await self._watcher.start()
-
-    async def close(self) -> None:
-        """Stop polling; safe to call twice."""
-        await self._watcher.close()
-
-    async def check(self) -> bool:
-        """Stat the files now and reload if they changed; True when they had."""
-        return await self._watcher.check()
-
-    async def __aenter__(self) -> CertificateWatcher:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def _reload(self) -> None:
-        try:
-            material = await asyncio.to_thread(load_tls_files, self._files)
-        except CertificateError as exc:
-            # The message names the file and the problem; a traceback would add nothing.
-            log.error("client certificate not reloaded, keeping the current one: %s", exc)  # noqa: TRY400
-            return
-        log.info("client certificate %s changed: serial %x", self._files.cert, material.serial)
-        await self._on_change(material)
 
 
 class SwappableChannel:

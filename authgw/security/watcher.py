@@ -1,6 +1,7 @@
 """Poll some files' stamps on an interval and await a callback when any of them changed.
 
-The base of `CertificateWatcher` (client certificates) and `DenyList` (its file).
+The base of `CertificateWatcher` (client certificates, below) and `DenyList` (its file).
+Neither imports grpc, so a package without gRPC (stand-in's Redis link) can use them.
 Polling rather than inotify: it sees renames, symlink swaps and network file
 systems alike, and one stat per file per second costs nothing. The stats run in
 `asyncio.to_thread` so that a slow disk never stalls the event loop.
@@ -18,9 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from authgw.security._tasks import Periodic
+from authgw.security.errors import CertificateError
 from authgw.security.filestamp import FileStamp, stamp_files
+from authgw.security.tls import TlsMaterial, load_tls_files
 
-__all__ = ["FileWatcher"]
+__all__ = ["CertificateWatcher", "FileWatcher"]
 
 log = logging.getLogger("authgw.security")
 
@@ -75,3 +78,58 @@ class FileWatcher:
         except Exception:
             log.exception("%s: handling a change of %s failed; watching on", self._name, self._paths)
         return True
+
+
+class CertificateWatcher:
+    """Awaits `on_change(new_material)` after our certificate, key or CA files changed and load.
+
+    A change that does not load (half written, key of another certificate,
+    expired) is logged as an error and not passed on: the owner keeps its
+    working channel, and the next change is tried again.
+    """
+
+    def __init__(
+        self,
+        initial: TlsMaterial,
+        on_change: Callable[[TlsMaterial], Awaitable[None]],
+        *,
+        interval_s: float = 1.0,
+    ) -> None:
+        self._files = initial.files
+        self._on_change = on_change
+        self._watcher = FileWatcher(
+            initial.files.paths(),
+            self._reload,
+            interval_s=interval_s,
+            initial=initial.stamps,
+            name=f"certificate watcher {initial.files.cert}",
+        )
+
+    async def start(self) -> None:
+        """Start polling the files."""
+        await self._watcher.start()
+
+    async def close(self) -> None:
+        """Stop polling; safe to call twice."""
+        await self._watcher.close()
+
+    async def check(self) -> bool:
+        """Stat the files now and reload if they changed; True when they had."""
+        return await self._watcher.check()
+
+    async def __aenter__(self) -> CertificateWatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _reload(self) -> None:
+        try:
+            material = await asyncio.to_thread(load_tls_files, self._files)
+        except CertificateError as exc:
+            # The message names the file and the problem; a traceback would add nothing.
+            log.error("client certificate not reloaded, keeping the current one: %s", exc)  # noqa: TRY400
+            return
+        log.info("client certificate %s changed: serial %x", self._files.cert, material.serial)
+        await self._on_change(material)

@@ -46,7 +46,9 @@ from standin.counters import UnadvisedCounter
 from standin.crypto import PanKeyring
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
-from standin.redis_io import RedisGate, make_redis_client
+from standin.redis_config import RedisRole
+from standin.redis_io import RedisGate
+from standin.redis_link import RedisLink
 from standin.settings import JournalSettings, StandInConfig
 from standin.settlement.advice import AdviceSender, BacklogSource, IssuerHealth
 from standin.settlement.dispatch import BatchResult, Dispatcher, settled_record, sleep_unless
@@ -102,6 +104,7 @@ class Settlement:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         token_key_id: str = "",
+        link: RedisLink | None = None,
     ) -> None:
         self.instance = instance
         self._token_key_id = token_key_id
@@ -110,6 +113,7 @@ class Settlement:
         self._journal = journal or JournalSettings()
         self._redis = redis
         self._owns_redis = owns_redis
+        self._link = link  # started and closed with the worker (from_config)
         self._issuer_healthy = issuer_healthy
         self._backlog = backlog
         self._clock = clock
@@ -171,7 +175,11 @@ class Settlement:
         advice_counter: Counter | None = None,
         backlog: BacklogSource | None = None,
     ) -> Settlement:
-        """A worker with its own Redis client (settlement's deadlines, not the decision path's)."""
+        """A worker with its own Redis client (settlement's deadlines, not the decision path's).
+
+        It logs in as `[redis.settle]` when the file has one (in a gateway and in `authgw settle`
+        alike), else as the gateway; a bad certificate or password file is a ConfigError.
+        """
         deadline = settings.redis_deadline
         redis_settings = dataclasses.replace(
             config.redis,
@@ -179,8 +187,9 @@ class Settlement:
             connect_timeout=min(deadline, timedelta(seconds=1)),
             command_deadline=deadline,
         )
+        link = RedisLink(redis_settings, RedisRole.SETTLE)
         return cls(
-            redis=make_redis_client(redis_settings),
+            redis=link.client,
             keyring=config.pan_keyring(),
             sender=sender,
             issuer_healthy=issuer_healthy,
@@ -192,6 +201,7 @@ class Settlement:
             backlog=backlog,
             owns_redis=True,
             token_key_id=token_key_id(config.token_key),
+            link=link,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -201,6 +211,8 @@ class Settlement:
         if self.state is not WorkerState.NEW:
             raise ClosedError(f"settlement worker cannot start from state {self.state.value}")
         self.state = WorkerState.IDLE
+        if self._link is not None:
+            await self._link.start()
         self._main = asyncio.create_task(self._run(), name=f"settlement-{self.worker_id}")
         log.info("settlement worker %s started", self.worker_id)
 
@@ -216,7 +228,9 @@ class Settlement:
             await self._owner.release_all()
         with contextlib.suppress(StandInError):
             await self._store.forget_workers([self.worker_id])
-        if self._owns_redis:
+        if self._link is not None:
+            await self._link.close()
+        elif self._owns_redis:
             await self._redis.aclose()
         self.state = WorkerState.CLOSED
         self._closed.set()
