@@ -244,7 +244,7 @@ async def test_superseded_local_entry_under_a_dropped_key_waits_in_the_local_jou
 def _standin_toml(tmp_path: Path, port: int, keys: dict[str, object]) -> Path:
     path = tmp_path / "standin.toml"
     path.write_text(
-        f'[standin]\ninstance = "gw-keys"\n[redis]\nurl = "redis://127.0.0.1:{port}/0"\n'
+        f'[standin]\ninstance = "gw-keys"\n[redis]\nurl = "redis://127.0.0.1:{port}/0"\ninsecure = true\n'
         f'[local]\nsqlite_path = "local.sqlite3"\n[keys]\n'
         + "".join(
             f"{k} = {json.dumps(v) if not isinstance(v, list) else _inline(v)}\n" for k, v in keys.items()
