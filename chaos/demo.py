@@ -95,7 +95,7 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
     topo = await asyncio.to_thread(Topology(workdir, spec).start)
     try:
         mix = CardMix(cards=300)
-        async with Acquirer([topo.gateways[0].address]) as acquirer:
+        async with Acquirer([topo.gateways[0].address], credentials=topo.acquirer_credentials) as acquirer:
             t0 = time.monotonic()
             with Live(console=console, refresh_per_second=4, transient=True) as live:
 

@@ -216,7 +216,8 @@ async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Samp
     """The load and the fault script together, then the settle phase (reversals still delivered)."""
     mix = CardMix(cards=400, acquirer_ids=ACQUIRERS)
     targets = [g.address for g in run.topo.gateways]
-    async with Acquirer(targets, exp.behaviour, deadline_s=DEADLINE_S) as acquirer:
+    credentials = run.topo.acquirer_credentials
+    async with Acquirer(targets, exp.behaviour, deadline_s=DEADLINE_S, credentials=credentials) as acquirer:
         run.t0 = time.monotonic()
         with Live(console=console, refresh_per_second=4, transient=True) as live:
 

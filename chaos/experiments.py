@@ -20,7 +20,6 @@ from chaos.acquirer import AcquirerBehaviour
 from chaos.experiment import Criterion, Experiment, Run
 from chaos.report import Phase, summarize
 from chaos.samples import Sample
-from chaos.sim_control import SimControl
 from chaos.topology import TopologySpec
 
 __all__ = ["EXPERIMENTS", "build"]
@@ -41,7 +40,7 @@ def _signal(run: Run, members: Sequence[str], sig: signal.Signals) -> None:
 
 async def _faults(run: Run, members: Sequence[str], **faults: object) -> None:
     for m in members:
-        async with SimControl(run.topo.sims[m].address) as ctl:
+        async with run.topo.sim_control(m) as ctl:
             await ctl.set_faults(**faults)  # type: ignore[arg-type]
 
 

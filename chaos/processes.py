@@ -24,6 +24,7 @@ __all__ = [
     "ManagedProcess",
     "ProcessError",
     "free_port",
+    "run_authgw",
     "start_authgw",
     "start_etcd",
     "start_etcd_cluster",
@@ -276,19 +277,37 @@ def start_etcd_member(
     return ManagedProcess(name, argv, client_port, workdir).start(wait_port=wait_port)
 
 
-def start_etcd_cluster(workdir: Path, size: int = 3) -> list[ManagedProcess]:
-    """Start an etcd cluster of `size` members on loopback; returns them in order."""
+def start_etcd_cluster(
+    workdir: Path, size: int = 3, *, tls: TlsFiles | None = None, client_cert_auth: bool = False
+) -> list[ManagedProcess]:
+    """Start an etcd cluster of `size` members on loopback; returns them in order (TLS as start_etcd)."""
     names = [f"etcd{i}" for i in range(size)]
     client_ports = [free_port() for _ in names]
     peer_ports = [free_port() for _ in names]
     cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in zip(names, peer_ports, strict=True))
     members = [
-        start_etcd_member(workdir, n, client_port=c, peer_port=p, initial_cluster=cluster, wait_port=False)
+        start_etcd_member(
+            workdir,
+            n,
+            client_port=c,
+            peer_port=p,
+            initial_cluster=cluster,
+            wait_port=False,
+            tls=tls,
+            client_cert_auth=client_cert_auth,
+        )
         for n, c, p in zip(names, client_ports, peer_ports, strict=True)
     ]
     for m in members:
         wait_for_port(m.port, 15.0, m.proc)
     return members
+
+
+def run_authgw(args: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one `authgw <args>` command to completion (this checkout's code), capturing its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _CHECKOUT}
+    argv = [sys.executable, "-m", "gateway.cli", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
 
 
 def start_authgw(

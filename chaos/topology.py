@@ -25,19 +25,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from redis.asyncio import Redis
 
-from chaos.pki import DevPki, plaintext_sections
+from authgw.security import TlsFiles, TransportSecurity
+from chaos.gateway_stubs import Credentials
+from chaos.pki import ISSUER_SERVER_NAME, DevPki, plaintext_sections
 from chaos.processes import (
     ManagedProcess,
     ProcessError,
     free_port,
+    run_authgw,
     start_authgw,
     start_etcd,
     start_etcd_cluster,
     start_redis,
 )
 from chaos.redis_users import RedisUsers
+from chaos.sim_control import SimControl
+from health import EtcdClient, parse_endpoints
 
 __all__ = ["DEFAULT_POOLS", "Topology", "TopologySpec"]
 
@@ -52,13 +58,14 @@ class TopologySpec:
     etcd: bool = False  # membership from etcd via health agents (else static pools)
     etcd_nodes: int = 1
     redis: bool = False  # the gateways' Redis (stand-in counters and journal)
-    redis_tls: bool = False  # ... over TLS, with the ACL users of `authgw standin acl` (RedisUsers)
+    redis_tls: bool | None = None  # TLS + the ACL users of `authgw standin acl` (None: as `tls`)
     gateways: int = 1
     gateway_workers: int = 1  # processes per gateway sharing its port (serve --workers)
     attempt_timeout_ms: int = 400
     deadline_ms: int = 2000
     gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
     sim_args: tuple[str, ...] = ()
+    tls: bool = True  # mutual TLS on every link, etcd with auth and roles (False: plaintext, said)
 
 
 def _toml_value(value: Any) -> str:
@@ -126,6 +133,7 @@ class Topology:
         self.redis: ManagedProcess | None = None
         self.ledger: ManagedProcess | None = None
         self.redis_users: RedisUsers | None = None
+        self.pki = DevPki(workdir / "pki") if self.spec.tls else None
         self.sims: dict[str, ManagedProcess] = {}
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
@@ -133,7 +141,56 @@ class Topology:
 
     @property
     def etcd_endpoints(self) -> list[str]:
-        return [f"http://127.0.0.1:{e.port}" for e in self.etcd]
+        scheme = "https" if self.pki is not None else "http"
+        return [f"{scheme}://127.0.0.1:{e.port}" for e in self.etcd]
+
+    def etcd_args(self, identity: str = "operator") -> list[str]:
+        """`--etcd ...` and the TLS flags of an authgw command acting as `identity` (a devca leaf)."""
+        args = ["--etcd", ",".join(self.etcd_endpoints)]
+        if self.pki is None:
+            return [*args, "--etcd-insecure"]
+        f = self.pki.files(identity)
+        return [*args, "--etcd-cert", str(f.cert), "--etcd-key", str(f.key), "--etcd-ca", str(f.ca)]
+
+    def etcd_client(self, identity: str = "etcd-root", *, request_timeout_s: float = 2.0) -> EtcdClient:
+        """A client of the topology's etcd as `identity` (root by default: the harness's own checks)."""
+        endpoints = parse_endpoints(",".join(self.etcd_endpoints))
+        if self.pki is None:
+            return EtcdClient(endpoints, request_timeout_s=request_timeout_s)
+        security = TransportSecurity.mutual_tls(self.pki.files(identity))
+        return EtcdClient(endpoints, request_timeout_s=request_timeout_s, security=security)
+
+    @property
+    def control_tls(self) -> TlsFiles | None:
+        """What the harness presents to the issuer simulators' control service (None: plaintext)."""
+        return None if self.pki is None else self.pki.files("operator")
+
+    def sim_control(self, member: str, *, timeout_s: float = 5.0) -> SimControl:
+        """The control service of simulator `member` (faults, report, books)."""
+        return SimControl(self.sims[member].address, timeout_s=timeout_s, tls=self.control_tls)
+
+    def operator_env(self, identity: str = "operator") -> dict[str, str]:
+        """Environment an operator's `authgw` commands read etcd and its certificate from."""
+        env = {"AUTHGW_ETCD": ",".join(self.etcd_endpoints)}
+        if self.pki is not None:
+            f = self.pki.files(identity)
+            env |= {
+                "AUTHGW_ETCD_CERT": str(f.cert),
+                "AUTHGW_ETCD_KEY": str(f.key),
+                "AUTHGW_ETCD_CA": str(f.ca),
+            }
+        return env
+
+    def acquirer_channel(self, address: str, acquirer_id: str = "1001") -> grpc.aio.Channel:
+        """A channel to a gateway as acquirer `acquirer_id` (its certificate under TLS)."""
+        if self.pki is None:
+            return grpc.aio.insecure_channel(address)
+        return grpc.aio.secure_channel(address, self.pki.acquirer_credentials(acquirer_id))
+
+    @property
+    def acquirer_credentials(self) -> Credentials | None:
+        """What each acquirer presents to the gateways (None: plaintext gateways)."""
+        return None if self.pki is None else self.pki.acquirer_credentials
 
     @property
     def redis_url(self) -> str:
@@ -169,8 +226,10 @@ class Topology:
 
     def _start(self) -> None:
         self.ledger = start_redis(self.workdir / "ledger")
-        if self.spec.redis and self.spec.redis_tls:
-            self.redis_users = RedisUsers(self.workdir / "redis-users", DevPki(self.workdir / "pki"))
+        redis_tls = self.spec.tls if self.spec.redis_tls is None else self.spec.redis_tls
+        if self.spec.redis and redis_tls:
+            pki = self.pki or DevPki(self.workdir / "pki")
+            self.redis_users = RedisUsers(self.workdir / "redis-users", pki)
             users = self.redis_users
             self.redis = start_redis(
                 self.workdir / "redis", tls=users.server_files(), aclfile=users.write_aclfile()
@@ -178,10 +237,7 @@ class Topology:
         elif self.spec.redis:
             self.redis = start_redis(self.workdir / "redis")
         if self.spec.etcd:
-            if self.spec.etcd_nodes == 1:
-                self.etcd = [start_etcd(self.workdir / "etcd")]
-            else:
-                self.etcd = start_etcd_cluster(self.workdir / "etcd", self.spec.etcd_nodes)
+            self._start_etcd()
         for member, pool in self.pool_of.items():
             self.start_sim(member, pool)
         if self.spec.etcd:
@@ -191,11 +247,30 @@ class Topology:
         for i in range(self.spec.gateways):
             self.start_gateway(i)
 
+    def _start_etcd(self) -> None:
+        """etcd; under TLS with client-certificate auth, its users and roles made by `authgw etcd-auth`."""
+        tls = None if self.pki is None else self.pki.files("etcd")
+        workdir, nodes = self.workdir / "etcd", self.spec.etcd_nodes
+        if nodes == 1:
+            self.etcd = [start_etcd(workdir, tls=tls, client_cert_auth=tls is not None)]
+        else:
+            self.etcd = start_etcd_cluster(workdir, nodes, tls=tls, client_cert_auth=tls is not None)
+        if self.pki is None:
+            return
+        roles = [arg for pool in self.spec.pools for arg in ("--pool", pool)]
+        roles += [arg for i in range(3) for arg in ("--gateway", f"gw-{i + 1}")]
+        roles += ["--operator", "operator", "--operator", "operator2", "--reader", "authgw-settle"]
+        out = run_authgw(["etcd-auth", *self.etcd_args("etcd-root"), *roles])
+        if out.returncode != 0:
+            raise ProcessError(f"authgw etcd-auth failed: {out.stderr.strip()[-500:]}")
+
     def start_sim(self, member: str, pool: str, port: int | None = None) -> ManagedProcess:
         assert self.ledger is not None
         port = port or free_port()
         args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member]
         args += ["--ledger", f"redis://127.0.0.1:{self.ledger.port}/0", *self.spec.sim_args]
+        if self.pki is not None:
+            args += self.pki.issuer_sim_args(pool)
         self.sims[member] = start_authgw(self.workdir, f"sim-{member}", args, port)
         return self.sims[member]
 
@@ -205,11 +280,19 @@ class Topology:
         old.kill()
         return self.start_sim(member, self.pool_of[member], old.port)
 
-    def start_agent(self, member: str) -> ManagedProcess:
-        sim = self.sims[member]
-        args = ["health-agent", "--etcd", ",".join(self.etcd_endpoints), "--pool", self.pool_of[member]]
+    def agent_args(self, member: str, pool: str | None = None) -> list[str]:
+        """`authgw health-agent` arguments for `member` (its pool's etcd user and probe certificate)."""
+        sim, pool = self.sims[member], pool or self.pool_of[member]
+        args = ["health-agent", *self.etcd_args(f"agent-{pool}"), "--pool", pool]
         args += ["--member", member, "--address", sim.address, "--ttl", "3", "--probe-interval", "0.5"]
-        args += ["--etcd-insecure", "--probe-insecure"]  # the topology's etcd and simulators are plaintext
+        if self.pki is None:
+            return [*args, "--probe-insecure"]
+        f = self.pki.files(f"agent-{pool}")
+        args += ["--probe-cert", str(f.cert), "--probe-key", str(f.key), "--probe-ca", str(f.ca)]
+        return [*args, "--probe-server-name", ISSUER_SERVER_NAME.format(pool=pool)]
+
+    def start_agent(self, member: str) -> ManagedProcess:
+        args = self.agent_args(member)
         self.agents[member] = start_authgw(
             self.workdir, f"agent-{member}", args, self.etcd[0].port, wait_port=False
         )
@@ -217,8 +300,12 @@ class Topology:
 
     def registered_members(self) -> set[str]:
         """Members whose agent holds a key in etcd right now (asked with etcdctl)."""
+        tls: list[str] = []
+        if self.pki is not None:
+            f = self.pki.files("etcd-root")
+            tls = [f"--cacert={f.ca}", f"--cert={f.cert}", f"--key={f.key}"]
         out = subprocess.run(
-            ["etcdctl", "--endpoints", ",".join(self.etcd_endpoints), "--command-timeout=2s",
+            ["etcdctl", "--endpoints", ",".join(self.etcd_endpoints), "--command-timeout=2s", *tls,
              "get", "--prefix", "--keys-only", "/authgw/pools/"],
             capture_output=True, text=True, timeout=10, check=False,
         )  # fmt: skip
@@ -239,7 +326,7 @@ class Topology:
                 "instance": f"gw-{index + 1}",
                 "drain_timeout": "3s",
             },
-            **plaintext_sections(etcd_endpoints=self.etcd_endpoints if self.spec.etcd else None),
+            **self._security_sections(index),
             "routing": {
                 "attempt_timeout": f"{self.spec.attempt_timeout_ms}ms",
                 "deadline": f"{self.spec.deadline_ms}ms",
@@ -258,10 +345,17 @@ class Topology:
                 "name": pool,
                 "priority": i + 1,
                 "members": [{"name": m, "address": self.sims[m].address} for m in members],
+                **({"server_name": ISSUER_SERVER_NAME.format(pool=pool)} if self.pki is not None else {}),
             }
             for i, (pool, members) in enumerate(self.spec.pools.items())
         ]
         return doc
+
+    def _security_sections(self, index: int) -> dict[str, Any]:
+        etcd = self.etcd_endpoints if self.spec.etcd else None
+        if self.pki is None:
+            return plaintext_sections(etcd_endpoints=etcd)
+        return self.pki.gateway_sections(etcd_endpoints=etcd, instance=f"gw-{index + 1}")
 
     def start_gateway(self, index: int, port: int | None = None) -> ManagedProcess:
         port = port or free_port()

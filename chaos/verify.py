@@ -46,7 +46,7 @@ from rich.console import Console
 from authgw.v1 import simulator_pb2
 from chaos.request_key import RequestKey
 from chaos.samples import Outcome, Sample
-from chaos.sim_control import LedgerBooks, SimControl
+from chaos.sim_control import LedgerBooks
 from chaos.topology import Topology
 
 __all__ = [
@@ -247,11 +247,11 @@ def _journaled(samples: Iterable[Sample]) -> set[str]:
 
 async def issuer_books(topo: Topology) -> LedgerBooks | None:
     """Every book of the issuer's shared ledger (asked of any live simulator); None if none answers."""
-    for sim in topo.sims.values():
+    for member, sim in topo.sims.items():
         if not sim.alive():
             continue
         try:
-            async with SimControl(sim.address, timeout_s=5.0) as ctl:
+            async with topo.sim_control(member) as ctl:
                 return await ctl.books(timeout_s=60.0)
         except grpc.aio.AioRpcError:
             continue  # a hung or dying simulator: ask the next one

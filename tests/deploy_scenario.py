@@ -46,9 +46,9 @@ def _scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
-def authgw_cli(*args: str, etcd: str) -> str:
-    """Run `authgw ARGS` (this checkout's code) as an operator would; its stdout."""
-    env = {**os.environ, "PYTHONPATH": _CHECKOUT, "AUTHGW_ETCD": etcd}
+def authgw_cli(*args: str, topo: Topology) -> str:
+    """Run `authgw ARGS` (this checkout's code) as an operator would (its etcd certificate); its stdout."""
+    env = {**os.environ, "PYTHONPATH": _CHECKOUT, **topo.operator_env()}
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         env=env,
@@ -78,8 +78,7 @@ async def run_scenario(workdir: Path) -> str:
     topo = Topology(workdir, spec)
     await asyncio.to_thread(topo.start)
     try:
-        etcd = ",".join(topo.etcd_endpoints)
-        async with grpc.aio.insecure_channel(topo.gateways[0].address) as channel:
+        async with topo.acquirer_channel(topo.gateways[0].address) as channel:
             stub = pb_grpc.AuthorizationStub(channel)
             for i in range(3):
                 answer = await stub.Authorize(auth_request(request_id=f"iss-{i}"), timeout=5)
@@ -99,7 +98,7 @@ async def run_scenario(workdir: Path) -> str:
             )
             await stub.Reverse(reversal, timeout=5)
 
-            await asyncio.to_thread(authgw_cli, "mode", "force-standin", etcd=etcd)
+            await asyncio.to_thread(authgw_cli, "mode", "force-standin", topo=topo)
             tries = iter(range(1000))
 
             async def forced() -> str:
@@ -117,7 +116,7 @@ async def run_scenario(workdir: Path) -> str:
                 raise AssertionError("a reused request id with other content was answered")
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() is grpc.StatusCode.ALREADY_EXISTS
-            await asyncio.to_thread(authgw_cli, "mode", "auto", etcd=etcd)
+            await asyncio.to_thread(authgw_cli, "mode", "auto", topo=topo)
 
         async def complete() -> str:
             text = await asyncio.to_thread(_scrape, scrape_port)

@@ -35,7 +35,6 @@ RULES = ROOT / "deploy/prometheus/authgw-alerts.yml"
 COMING: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "authgw_standin_exposure": ("authgw.standin.exposure", "{minor_unit}", ("window",)),
     "authgw_standin_exposure_budget": ("authgw.standin.exposure_budget", "{minor_unit}", ("window",)),
-    "authgw_certificate_days_left_days": ("authgw.certificate.days_left", "d", ("certificate",)),
 }
 NOT_GATEWAY = {"up"}  # one series per scrape target, made by Prometheus itself
 

@@ -18,7 +18,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from authgw.v1 import authorization_pb2 as pb
@@ -128,7 +127,6 @@ async def test_gateway_settle_and_agent_run_under_their_units(topology: Topology
     settle_doc = doc | {"telemetry": {"exporter": "none", "prometheus_listen": f"127.0.0.1:{free_port()}"}}
     settle_toml = topology.workdir / "settle.toml"
     settle_toml.write_text(to_toml(settle_doc))
-    etcd = ",".join(topology.etcd_endpoints)
 
     gateway = _start(
         topology,
@@ -136,11 +134,11 @@ async def test_gateway_settle_and_agent_run_under_their_units(topology: Topology
         _under("authgw-gateway.service", _authgw("serve", "--config", str(gateway_toml))),
         port,
     )
-    async with grpc.aio.insecure_channel(gateway.address) as channel:
+    async with topology.acquirer_channel(gateway.address) as channel:
         stub = pb_grpc.AuthorizationStub(channel)
         answer = await stub.Authorize(auth_request(request_id="unit-iss"), timeout=5)
         assert answer.source == pb.ISSUER
-        await asyncio.to_thread(authgw_cli, "mode", "force-standin", etcd=etcd)
+        await asyncio.to_thread(authgw_cli, "mode", "force-standin", topo=topology)
         tries = iter(range(1000))
 
         async def standin() -> str:
@@ -150,7 +148,7 @@ async def test_gateway_settle_and_agent_run_under_their_units(topology: Topology
 
         decided: str = await assert_eventually(standin, timeout_s=10, interval_s=0.2)
         assert decided
-        await asyncio.to_thread(authgw_cli, "mode", "auto", etcd=etcd)
+        await asyncio.to_thread(authgw_cli, "mode", "auto", topo=topology)
 
     settle = _start(
         topology,
@@ -162,7 +160,7 @@ async def test_gateway_settle_and_agent_run_under_their_units(topology: Topology
 
     def balanced() -> int:
         """Decisions the issuer acknowledged, once every journaled one is."""
-        report = json.loads(authgw_cli("standin", "reconcile", "--config", str(gateway_toml), etcd=etcd))
+        report = json.loads(authgw_cli("standin", "reconcile", "--config", str(gateway_toml), topo=topology))
         assert report["balanced"] and report["acknowledged"]["count"] >= 1, report
         return int(report["acknowledged"]["count"])
 
@@ -172,18 +170,8 @@ async def test_gateway_settle_and_agent_run_under_their_units(topology: Topology
     acknowledged: int = await assert_eventually(settled, timeout_s=30, interval_s=1)
     assert acknowledged >= 1
 
-    sim = topology.start_sim("c1", "tertiary")
-    agent_args = [
-        "health-agent",
-        "--etcd",
-        etcd,
-        "--pool",
-        "tertiary",
-        "--member",
-        "c1",
-        "--address",
-        sim.address,
-    ]
+    topology.start_sim("c1", "primary")  # a new host of a pool etcd-auth knows (its agent's user)
+    agent_args = topology.agent_args("c1", "primary")
     agent = _start(
         topology,
         "agent-sandboxed",

@@ -6,19 +6,17 @@ import itertools
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from chaos.pki import plaintext_sections
-from chaos.processes import ManagedProcess, free_port, start_authgw
+from chaos.processes import ManagedProcess, free_port, run_authgw, start_authgw
 from chaos.sim_control import SimControl
 from chaos.topology import Topology, TopologySpec
 from gateway.app import Gateway
 from gateway.config import parse_config
-from health import EtcdClient, KeyLayout, MemberInfo, parse_endpoints
+from health import KeyLayout, MemberInfo
 from tests.gateway_fixtures import auth_request
 from tests.helpers import assert_eventually
 
@@ -39,16 +37,8 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 def _admin(topo: Topology, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        *args,
-        "--etcd",
-        ",".join(topo.etcd_endpoints),
-        "--etcd-insecure",
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    """An operator's command, with the operator's etcd certificate."""
+    return run_authgw([*args, *topo.etcd_args("operator")], timeout_s=30)
 
 
 def _addresses(topo: Topology, *members: str) -> list[str]:
@@ -60,11 +50,12 @@ async def gateway(topo: Topology) -> AsyncIterator[Gateway]:
     """An in-process gateway whose config lists pools and priorities but no member."""
     cfg = parse_config(
         {
-            "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-etcd"},
-            **plaintext_sections(etcd_endpoints=topo.etcd_endpoints),
+            "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-3"},  # its own etcd user
+            **topo.pki.gateway_sections(etcd_endpoints=topo.etcd_endpoints, instance="gw-3"),
             "pools": [  # members only from etcd, at the addresses the bank gave its issuer hosts
-                {"name": "primary", "priority": 1, "allowed": _addresses(topo, "a1", "a2")},
-                {"name": "secondary", "priority": 2, "allowed": _addresses(topo, "b1", "b2")},
+                {"name": pool, "priority": i + 1, "allowed": _addresses(topo, *members)}
+                | {"server_name": f"{pool}.issuer.authgw.test"}
+                for i, (pool, members) in enumerate((("primary", ("a1", "a2")), ("secondary", ("b1", "b2"))))
             ],
         },
         "<test>",
@@ -100,7 +91,7 @@ async def test_members_come_from_agents(gateway: Gateway, topo: Topology) -> Non
     async def registered() -> None:
         out = _admin(topo, "pools", "--json")
         assert out.returncode == 0, out.stderr
-        assert "gw-etcd" in json.loads(out.stdout)["gateways"]
+        assert "gw-3" in json.loads(out.stdout)["gateways"]
 
     await assert_eventually(registered, timeout_s=5)  # the registration is made in the background
     resp = await gateway.service.decide(auth_request(request_id=_rid("etcd")), None)
@@ -211,16 +202,13 @@ async def test_rogue_members_in_etcd_get_no_request(gateway: Gateway, topo: Topo
     rogue host answers no request."""
     await _all_members_live(gateway)
     port = free_port()
-    rogue = start_authgw(
-        tmp_path,
-        "rogue",
-        ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", "primary", "--member", "x"],
-        port,
-    )
+    assert topo.pki is not None  # a genuine primary certificate: only its address is wrong
+    args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", "primary", "--member", "x"]
+    rogue = start_authgw(tmp_path, "rogue", [*args, *topo.pki.issuer_sim_args("primary")], port)
     layout = KeyLayout()
     info = MemberInfo(address=rogue.address, weight=100).to_json()
     try:
-        async with EtcdClient(parse_endpoints(",".join(topo.etcd_endpoints))) as etcd:
+        async with topo.etcd_client() as etcd:
             await etcd.put(layout.member("primary", "rogue"), info)
             await etcd.put(layout.member("shadow", "rogue"), info)
 
@@ -236,7 +224,7 @@ async def test_rogue_members_in_etcd_get_no_request(gateway: Gateway, topo: Topo
                 assert resp.pool == "primary" and resp.member in {"a1", "a2"}
             await etcd.delete(layout.member("primary", "rogue"))
             await etcd.delete(layout.member("shadow", "rogue"))
-        async with SimControl(rogue.address) as ctl:
+        async with SimControl(rogue.address, tls=topo.control_tls) as ctl:
             assert (await ctl.report()).authorize_calls == 0
     finally:
         rogue.stop()

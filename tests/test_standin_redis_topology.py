@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from helpers import assert_eventually
 
@@ -34,7 +33,7 @@ async def test_gateway_stands_in_and_settles_over_tls_redis(topology: Topology) 
         await admin.acl_log_reset()
         for sim in topology.sims.values():
             sim.kill()
-        async with grpc.aio.insecure_channel(topology.gateways[0].address) as channel:
+        async with topology.acquirer_channel(topology.gateways[0].address) as channel:
             stub = pb_grpc.AuthorizationStub(channel)
             answer = await stub.Authorize(auth_request(request_id="tls-redis-1"), timeout=5)
         assert (answer.source, answer.decision) == (pb.STAND_IN, pb.APPROVED)
