@@ -10,8 +10,9 @@
     any link, plaintext    only with `insecure = true` in its section: a warning at start and
                            every minute (PlaintextWarning)
 
-Days to expiry of each certificate are checked at start and hourly: logged as a warning
-under 30 days, exported as `authgw.certificate.days_left{certificate}`.
+Days to expiry of each certificate (server, issuer_client, etcd_client, redis_client) are
+checked at start and hourly: logged as a warning under 30 days, exported as
+`authgw.certificate.days_left{certificate}`.
 
 grpc enforces TLS 1.2 as the minimum (its core's default; grpc Python cannot lower it).
 """
@@ -77,6 +78,8 @@ class Transport:
         if cfg.etcd_endpoints:
             self._warnings.append(PlaintextWarning(security.etcd, "etcd"))
         self._certificates = _certificate_files(security.server, security.issuers, security.etcd)
+        if cfg.standin is not None and cfg.standin.redis.login.security.tls is not None:
+            self._certificates["redis_client"] = cfg.standin.redis.login.security.tls.cert
         self.days_left: dict[str, float] = {}
         self._watcher: CertificateWatcher | None = None
         self._expiry: asyncio.Task[None] | None = None

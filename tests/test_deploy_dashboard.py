@@ -166,3 +166,10 @@ def test_dashboard_is_portable() -> None:
     assert all(t["datasource"] == source for p in graphs for t in p["targets"])
     ids = [p["id"] for p in panels(dashboard)]
     assert len(ids) == len(set(ids))
+
+
+def test_every_link_certificate_has_its_expiry(scrape: Scrape) -> None:
+    """The gateway of the TLS topology exports the days left of each certificate it holds: its server
+    certificate and its client certificates to issuers, etcd and Redis (the expiry alerts read them)."""
+    labels = scrape.series["authgw_certificate_days_left_days"]["certificate"]
+    assert labels == {"server", "issuer_client", "etcd_client", "redis_client"}
