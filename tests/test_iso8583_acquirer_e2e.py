@@ -210,3 +210,38 @@ async def test_with_every_issuer_host_stopped_standin_answers_39_and_38(
             assert (book.approval_advices, book.final_minor) == (1, int(f[4])), book
 
     await assert_eventually(advised_once, timeout_s=60.0, interval_s=0.5)
+
+
+def acquirer_advice(amount_minor: int, mti: str = "0120") -> dict[int, str | bytes]:
+    """A merchant's forced approval (39 = 00, the voice authorization's code in 38)."""
+    return authorization(amount_minor) | {38: "V12345", 39: "00"}
+
+
+async def test_an_acquirer_advice_is_answered_96_while_advices_cannot_be_recorded(link: Connection) -> None:
+    """Until the gateway has an Advise path, 0120 / 0220 get 39 = 96: nothing recorded, acquirers repeat."""
+    sent = [("0120", acquirer_advice(800)), ("0221", acquirer_advice(900))]
+    replies = await exchange(link, sent)
+    assert replies[key("0130", sent[0][1])][39] == "96"
+    assert replies[key("0230", sent[1][1])][39] == "96"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the gateway's Advise path (acquirer advices) is another helper's; the lead connects it",
+)
+async def test_an_acquirer_advice_is_recorded_answered_00_and_posted_once(
+    topo: tuple[Topology, int], link: Connection
+) -> None:
+    """0120 (and its repeat 0121) of a forced approval: 0130 with 39 = 00, and the issuer posts it once."""
+    topology, _ = topo
+    fields = acquirer_advice(700)
+    replies = await exchange(link, [("0120", fields)])
+    assert replies[key("0130", fields)][39] == "00"
+    repeat = await exchange(link, [("0121", fields)])
+    assert repeat[key("0130", fields)][39] == "00"
+
+    async def posted_once() -> None:
+        book = (await books(topology))[request_id(fields)]
+        assert (book.approval_advices, book.final_minor) == (1, 700), book
+
+    await assert_eventually(posted_once, timeout_s=30.0, interval_s=0.5)
