@@ -8,9 +8,11 @@ the issuer simulator's books, whose request ids are the README's derivation (32 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -19,7 +21,7 @@ from helpers import assert_eventually
 from iso8583_readme_client import Connection
 
 from authgw.v1 import simulator_pb2
-from chaos.processes import free_port, wait_for_port
+from chaos.processes import free_port, run_authgw, wait_for_port
 from chaos.topology import Topology, TopologySpec
 
 pytestmark = pytest.mark.timeout(120)
@@ -245,3 +247,40 @@ async def test_an_acquirer_advice_is_recorded_answered_00_and_posted_once(
         assert (book.approval_advices, book.final_minor) == (1, 700), book
 
     await assert_eventually(posted_once, timeout_s=30.0, interval_s=0.5)
+
+
+def cli_send(topology: Topology, port: int, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`authgw iso8583 send` as acquirer 1001 (its certificate), to the listener."""
+    assert topology.pki is not None
+    files = topology.pki.acquirer_files(ACQUIRER)
+    tls = ["--cert", str(files.cert), "--key", str(files.key), "--ca", str(files.ca)]
+    return run_authgw(["iso8583", "send", "--target", f"127.0.0.1:{port}", *tls, *flags])
+
+
+def printed(out: str) -> dict[str, str]:
+    """The reply's fields as the command prints them: number -> value."""
+    return {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.split()[0].isdigit()}
+
+
+async def test_the_command_line_client_sends_and_prints_the_reply(topo: tuple[Topology, int]) -> None:
+    """authgw iso8583 send: an echo, an authorization then its partial reversal, an expired card (54)."""
+    topology, port = topo
+    echo_out = await asyncio.to_thread(cli_send, topology, port, "--mti", "0800", "--network-code", "301")
+    assert echo_out.returncode == 0, echo_out.stderr
+    assert printed(echo_out.stdout)["39"] == "00" and "MTI  0810" in echo_out.stdout
+    flags = ["--pan", PAN, "--amount", "12.34", "--stan", "654321", "--expiry", "3012"]
+    approved = await asyncio.to_thread(cli_send, topology, port, "--mti", "0100", *flags)
+    fields = printed(approved.stdout)
+    assert (fields["39"], len(fields["38"]), fields["2"]) == ("00", 6, "****1111"), approved.stdout
+    partial = ["--original-stan", "654321", "--original-time", fields["7"], "--final-amount", "5.00"]
+    reversed_ = await asyncio.to_thread(cli_send, topology, port, "--mti", "0400", *flags[:4], *partial)
+    assert printed(reversed_.stdout)["39"] == "00", reversed_.stdout + reversed_.stderr
+    expired = await asyncio.to_thread(cli_send, topology, port, "--pan", PAN, "--expiry", "2001")
+    assert printed(expired.stdout)["39"] == "54"
+
+
+def test_the_command_line_client_requires_the_acquirer_certificate(topo: tuple[Topology, int]) -> None:
+    """Without --cert/--key/--ca (and without --insecure) it stops, naming the missing flags."""
+    _, port = topo
+    out = run_authgw(["iso8583", "send", "--target", f"127.0.0.1:{port}", "--mti", "0800"])
+    assert out.returncode != 0 and "--cert, --key, --ca missing" in out.stderr
