@@ -149,7 +149,7 @@ def gateway_process(
 
 
 async def drive(iso: int, sims: dict[str, ManagedProcess]) -> dict[str, int]:
-    """Issuer path, stand-in path, a reversal and a malformed message; then recovery and settlement."""
+    """Issuer path, stand-in path, a reversal, a malformed and an unmappable message; then settlement."""
     counts = {}
     replies = await exchange(iso, [authorization(100 + i) for i in range(3)])
     counts["issuer approvals"] = sum(r.text(39) == "00" for r in replies)
@@ -167,10 +167,11 @@ async def drive(iso: int, sims: dict[str, ManagedProcess]) -> dict[str, int]:
             90: OriginalData("0100", original.text(11), original.text(7)).encode(),
         }
         broken = authorization(301).encode(SPEC).replace(b"000000012345", b"00000001X345")
-        replies = await exchange(iso, [Message("0400", reverse), broken])
+        unmapped = authorization(302).with_fields({22: "991"})  # decodes; no channel has entry mode 99
+        replies = await exchange(iso, [Message("0400", reverse), broken, unmapped])
         answers = {(r.mti, r.text(11)): r.text(39) for r in replies}  # in any order
         counts["reversal"] = answers.get(("0410", "000300")) == "00"
-        counts["format errors"] = answers.get(("0110", "000301")) == "30"
+        counts["format errors"] = answers.get(("0110", "000301")) == answers.get(("0110", "000302")) == "30"
     finally:
         for sim in sims.values():
             sim.signal(signal.SIGCONT)
