@@ -20,6 +20,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Never
 
 import grpc
@@ -27,6 +28,7 @@ import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2
 
+from authgw.card_expiry import card_expired, expiry_problem
 from authgw.v1 import authorization_pb2 as apb
 from authgw.v1 import authorization_pb2_grpc, simulator_pb2, simulator_pb2_grpc
 from chaos.book import ContentConflict
@@ -88,6 +90,14 @@ def _reversal_problem(reversal: apb.ReverseRequest) -> str | None:
     return None
 
 
+def _expired(request: apb.AuthorizeRequest) -> bool:
+    """The card's expiry (sent, well-formed) is past at the transmission time (else now): as stand-in."""
+    if not request.card_expiry or expiry_problem(request.card_expiry) is not None:
+        return False
+    sent = request.transmitted_at.ToDatetime(tzinfo=UTC) if request.HasField("transmitted_at") else None
+    return card_expired(request.card_expiry, sent or datetime.now(UTC))
+
+
 def _micros(ts: Timestamp) -> int:
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
@@ -146,6 +156,8 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request_id and amount_minor > 0 required")
         if not luhn_valid(request.pan):
             return self._declined(request, "14")  # invalid card number
+        if _expired(request):
+            return self._declined(request, "54")  # expired card: nothing held, like any decline
         attempt = HoldAttempt(
             request.request_id, request.pan, request.amount_minor, self._decision_id(),
             host.gate.approval_code(), host.pool, host.member, request.acquirer_id, content_digest(request),

@@ -1,9 +1,11 @@
 """The gateway process: router, servicer, gRPC server and their ordered lifecycle.
 
 start(): build the router from config, bind the gRPC server (Authorization,
-grpc.health.v1.Health, reflection), mark SERVING.
-close(): mark NOT_SERVING, stop accepting, let in-flight requests finish within
-drain_timeout, then close channels, then flush telemetry. Safe to call twice.
+grpc.health.v1.Health, reflection), then the ISO 8583 listener when configured
+(`[iso8583_listen]`), mark SERVING.
+close(): mark NOT_SERVING, stop accepting on both ports, let in-flight requests
+of both finish within drain_timeout, then close channels, then flush telemetry.
+Safe to call twice.
 
 Telemetry (gateway.telemetry) is built from the config unless given; the
 gateway closes what it built, the caller what it gave.
@@ -25,6 +27,10 @@ from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import add_authorization_service
 from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
+from gateway.edges.iso8583_acquirer import AcquirerHandler, advice_not_implemented
+from gateway.edges.iso8583_listener import Iso8583Listener
+from gateway.edges.iso8583_metrics import Iso8583Counters
+from gateway.edges.validation import EdgeLimits
 from gateway.errors import ListenError
 from gateway.journal_sampler import JournalSampler
 from gateway.membership import MembershipLink
@@ -97,6 +103,7 @@ class Gateway:
             metrics=self.metrics,
             access=self.access,
         )
+        self.iso8583 = self._iso8583_listener()
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[
@@ -108,6 +115,26 @@ class Gateway:
         self.port = 0
         self._state = _State.NEW
         self._closed = asyncio.Event()
+
+    def _iso8583_listener(self) -> Iso8583Listener | None:
+        """The ISO 8583 acquirer listener of `[iso8583_listen]` (reads its certificates now), or None."""
+        listen = self.cfg.iso8583_listen
+        if listen is None:
+            return None
+        counters = Iso8583Counters()
+        if self.telemetry.metering:
+            counters.observe(self.telemetry.meter)
+        handler = AcquirerHandler(
+            self.service.authorizer,
+            self.service.reversals,
+            self.access,
+            EdgeLimits(self.cfg.max_amount_minor, self.cfg.transmitted_at_window_s),
+            counters,
+            advise=advice_not_implemented,  # the gRPC Advise path, once the gateway has one
+            metrics=self.metrics,
+            spans=self.telemetry.server_spans,
+        )
+        return Iso8583Listener(listen, handler, counters)
 
     def _metrics(self) -> GatewayMetrics:
         return GatewayMetrics(
@@ -150,6 +177,8 @@ class Gateway:
         if self.membership is not None:
             await self.membership.start()  # returns after the first etcd read, or its timeout
         await self.server.start()
+        if self.iso8583 is not None:
+            await self.iso8583.start()
         if self.settlement is not None:
             await self.settlement.start()  # returns at once, even with Redis down
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -185,7 +214,10 @@ class Gateway:
         self._state = _State.CLOSING
         log.info("gateway %s draining (%d in flight)", self.cfg.instance, self.service.in_flight)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace=self.cfg.drain_timeout_s)
+        drains = [self.server.stop(grace=self.cfg.drain_timeout_s)]
+        if self.iso8583 is not None:
+            drains.append(self.iso8583.close(self.cfg.drain_timeout_s))
+        await asyncio.gather(*drains)
         await self.standin_mode.close()
         if self.journal_sampler is not None:
             await self.journal_sampler.close()

@@ -15,6 +15,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gateway.serve", "run the gateway (gRPC Authorization service)"),
     "authorize": ("gateway.client", "send one authorization and print the answer as JSON"),
+    "iso8583": (
+        "gateway.iso8583_cmd",
+        "iso8583 send: one ISO 8583 message from flags, the reply field by field",
+    ),
     "health-agent": ("health.agent", "hold a pool member's etcd lease while its host is healthy"),
     "pools": ("health.admin", "print pools, members and live gateways from etcd"),
     "drain": ("health.admin", "stop routing new requests to a pool"),

@@ -24,23 +24,21 @@ from authgw.security import CertificateError, TlsFiles, channel_credentials, cha
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 
-__all__ = ["build_request", "main"]
+__all__ = ["build_request", "main", "minor_units"]
 
 
-def _minor_units(amount: str, currency: str) -> int:
-    """'12.34' EUR -> 1234, using the currency's ISO 4217 exponent (JPY has 0, KWD 3)."""
+def minor_units(amount: str, currency: str, prog: str = "authgw authorize") -> int:
+    """'12.34' EUR -> 1234, by the currency's ISO 4217 exponent (JPY 0, KWD 3); SystemExit names --amount."""
     exponent = 3 if currency in {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"} else 2
     if currency in {"JPY", "KRW", "ISK", "CLP", "VND", "XAF", "XOF", "XPF", "PYG", "UGX", "RWF", "KMF"}:
         exponent = 0
     try:
         value = Decimal(amount)
     except InvalidOperation as exc:
-        raise SystemExit(f"authgw authorize: --amount: not a number: {amount!r}") from exc
+        raise SystemExit(f"{prog}: --amount: not a number: {amount!r}") from exc
     minor = value.scaleb(exponent)
     if minor != minor.to_integral_value():
-        raise SystemExit(
-            f"authgw authorize: --amount: {amount} has more than {exponent} decimals for {currency}"
-        )
+        raise SystemExit(f"{prog}: --amount: {amount} has more than {exponent} decimals for {currency}")
     return int(minor)
 
 
@@ -52,7 +50,7 @@ def build_request(args: argparse.Namespace) -> pb.AuthorizeRequest:
         request_id=args.request_id or uuid.uuid4().hex,
         acquirer_id=args.acquirer_id,
         pan=args.pan,
-        amount_minor=_minor_units(args.amount, currency),
+        amount_minor=minor_units(args.amount, currency),
         currency=currency,
         mcc=args.mcc,
         channel=args.channel.upper(),

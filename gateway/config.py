@@ -27,6 +27,7 @@ from authgw.observability import TelemetrySettings
 from authgw.observability.settings import telemetry_from_section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS
+from gateway.config_iso8583 import Iso8583ListenConfig, iso8583_listen_config
 from gateway.config_security import SecurityConfig, security_config
 from standin import StandInConfig
 from standin import load_config as load_standin_config
@@ -163,6 +164,7 @@ class GatewayConfig:
     max_message_bytes: int = 16 * 1024  # a larger request is RESOURCE_EXHAUSTED
     # transmitted_at further than this from the gateway's clock (either way) is INVALID_ARGUMENT
     transmitted_at_window: timedelta = timedelta(days=1)
+    iso8583_listen: Iso8583ListenConfig | None = None  # [iso8583_listen]: None = no ISO 8583 listener
 
     @property
     def drain_timeout_s(self) -> float:
@@ -317,6 +319,7 @@ def parse_config(
             "tls",
             "acquirers",
             "issuer_tls",
+            "iso8583_listen",
         }
     )
     gw = root.table("gateway")
@@ -361,6 +364,7 @@ def parse_config(
         transmitted_at_window=gw.duration(
             "transmitted_at_window", timedelta(days=1), minimum=_S, maximum=timedelta(days=30)
         ),
+        iso8583_listen=iso8583_listen_config(root.table("iso8583_listen"), security.server),
     )
 
 

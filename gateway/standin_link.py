@@ -64,6 +64,7 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
         pin_verified=req.pin_verified,
         cardholder_authenticated=req.cardholder_authenticated,
         transmitted_at=sent,
+        card_expiry=req.card_expiry,
     )
 
 

@@ -4,6 +4,7 @@ Rules, in order (the first that matches decides; card status, checked in Redis,
 goes before all of them, and the cumulative limits after):
 
     card.invalid_pan        14  the PAN fails the Luhn check
+    card.expired            54  the card's expiry (YYMM, when sent) is before the transmission time
     mcc_group.blocked       57  the MCC group is never approved in stand-in
     risk_tier.no_stand_in   57  the transaction's risk tier has a zero limit scale
     currency.unsupported    57  no conversion rate to the limit currency
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from authgw.card_expiry import card_expired
 from authgw.codes import ResponseCode
 from standin.policy import RiskTier, StandInPolicy, WindowLimit
 from standin.tiers import classify
@@ -82,6 +84,8 @@ def _static_decline(
 ) -> StaticDecline | None:
     if not luhn_valid(request.pan):
         return StaticDecline("card.invalid_pan", ResponseCode.INVALID_CARD_NUMBER)
+    if request.card_expiry and card_expired(request.card_expiry, request.transmitted_at):
+        return StaticDecline("card.expired", ResponseCode.EXPIRED_CARD)
     if group in policy.blocked_mcc_groups:
         return StaticDecline("mcc_group.blocked", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
     if tier.limit_scale <= 0:

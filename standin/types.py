@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from authgw.card_expiry import expiry_problem
 from authgw.codes import ResponseCode
 from standin.errors import InvalidRequestError
 
@@ -139,6 +140,7 @@ class StandInRequest:
     pin_verified: bool
     cardholder_authenticated: bool
     transmitted_at: datetime
+    card_expiry: str = ""  # YYMM (ISO 8583 field 14); "" when the acquirer did not send it
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -158,6 +160,8 @@ class StandInRequest:
             problems.append("merchant_country must be ISO 3166 alpha-2 (e.g. FR)")
         if self.transmitted_at.tzinfo is None:
             problems.append("transmitted_at must be timezone-aware")
+        if self.card_expiry and expiry_problem(self.card_expiry) is not None:
+            problems.append("card_expiry must be YYMM")
         if problems:
             raise InvalidRequestError(f"request {self.request_id!r}: " + "; ".join(problems))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from authgw.security import AccessDecision, Allowlist, DenyList, PeerIdentityReader
+from authgw.security import AccessDecision, Allowlist, DenyList, PeerIdentity, PeerIdentityReader
 from authgw.security.identity import AuthContextSource
 from gateway.config_security import SecurityConfig
 
@@ -56,7 +56,26 @@ class AccessControl:
         """None when the caller may act as `acquirer_id`; else why not (for PERMISSION_DENIED)."""
         if self.plaintext:
             return None
-        identity = self._reader.from_context(context)
+        return self._check(self._reader.from_context(context), acquirer_id)
+
+    def check_certificate(self, pem: bytes | None, acquirer_id: str | None) -> str | None:
+        """As `check`, for a TLS connection outside gRPC (the ISO 8583 listener, field 32).
+
+        `pem`: the connection's verified client certificate (None: none presented). `acquirer_id`
+        None asks whether the certificate may act as any acquirer (network management carries no
+        field 32). The caller skips the check on a plaintext link of its own: there is no identity.
+        """
+        identity = self._reader.from_pem(pem) if pem is not None else None
+        if acquirer_id is not None:
+            return self._check(identity, acquirer_id)
+        if identity is None:
+            return self._check(None, "")
+        known = self._allowlist.acquirer_for(identity)
+        if not known.allowed or known.acquirer_id is None:
+            return self._verdict(known)
+        return self._check(identity, known.acquirer_id)
+
+    def _check(self, identity: PeerIdentity | None, acquirer_id: str) -> str | None:
         decision = self._allowlist.check(identity, acquirer_id)
         if decision.allowed and self._deny is not None and identity is not None:
             decision = self._deny.check(identity)

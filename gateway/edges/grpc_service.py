@@ -74,6 +74,16 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         self.idle = asyncio.Event()
         self.idle.set()
 
+    @property
+    def authorizer(self) -> Authorizer:
+        """The flow every edge's authorizations go through (the ISO 8583 listener's too)."""
+        return self._authorizer
+
+    @property
+    def reversals(self) -> ReversalDesk:
+        """The flow every edge's reversals go through."""
+        return self._reversals
+
     async def Authorize(
         self,
         request: pb.AuthorizeRequest | Undecodable,
