@@ -22,7 +22,8 @@ journal sample taken off the hot path every few seconds.
                                                                    decline_storm), 0 for the others
     authgw.pool.drained               gauge      {pool}            1 while an operator drains the pool
     authgw.certificate.days_left      gauge      d {certificate}   days until each certificate expires
-                                                                   (server, issuer_client, etcd_client, redis_client)
+                                                                   (server, issuer_client, etcd_client,
+                                                                   redis_client)
     authgw.members.rejected           counter    {pool, reason}    etcd members ignored: unknown_pool,
                                                                    address_not_allowed (MemberFilter)
     authgw.fleet.gateways             gauge                        gateways registered in etcd (this one
