@@ -57,6 +57,7 @@ class Sample:
     approved: bool = False
     decision_id: str = ""
     target: int = 0  # index of the gateway that answered
+    deadline_s: float = 0.0  # the deadline its first send was given
     acquirer_id: str = ""
     digest: str = ""  # chaos.request_key.content_digest of its content
     answers: list[Answer] = field(default_factory=list)  # every answer received, in order

@@ -44,6 +44,7 @@ import grpc
 from rich.console import Console
 
 from authgw.v1 import simulator_pb2
+from chaos.book import own_or_advice
 from chaos.request_key import RequestKey
 from chaos.samples import Outcome, Sample
 from chaos.sim_control import LedgerBooks
@@ -116,12 +117,11 @@ def held(sample: Sample) -> Held:
 
 
 def explained_minor(book: simulator_pb2.RequestBook) -> int:
-    """What one posting explains: the latest advice's outcome, else the own hold, capped by reversals."""
+    """What one posting explains: the issuer's rule (`chaos.book.own_or_advice`), capped by reversals."""
+    latest = None
     if book.advices:
         latest = max(enumerate(book.advices), key=lambda pair: (pair[1].answered_at_us, pair[0]))[1]
-        base = latest.amount_minor if latest.approved else 0
-    else:
-        base = book.own.held_minor
+    base = own_or_advice(book.own.held_minor, book.own.forwarded_at_us, latest)
     return min([base, *(r.final_amount_minor for r in book.reversals)])
 
 

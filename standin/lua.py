@@ -132,7 +132,8 @@ return record
 #   'replaced'   another decision of the same request, told earlier: this one wins (advise it)
 #   {'superseded', RECORD_FIELDS...}  another decision of the same request wins (told later, or
 #                the same outcome): advise that one instead (it may never have been journaled: a
-#                lost reply), built from this one's content
+#                lost reply), built from this one's content; with the same outcome told later
+#                than the record says, the record's answered_at moves to this one's (as a replay)
 ABSORB = """
 -- KEYS[1] record  KEYS[2] spend zset of the kind  KEYS[3] unadvised counter
 -- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] spend member ('' = declined)
@@ -179,7 +180,15 @@ local this_approved = ARGV[13] == '00'
 -- The record was last "answered" by the very call whose reply this gateway lost: nobody was told
 -- it (its script may even have run after this decision was answered), so this decision is later.
 local lost = ARGV[21] ~= '' and e[7] == ARGV[21]
-if earlier_approved == this_approved or (not lost and tonumber(ARGV[6]) <= tonumber(e[4] or '0')) then
+local later = lost or tonumber(ARGV[6]) > tonumber(e[4] or '0')
+if earlier_approved == this_approved then
+  -- The same outcome: the record's decision stands for both; told as late as this one was, so a
+  -- decision told in between (another gateway's) does not win over what the acquirer heard last.
+  if later then
+    redis.call('HSET', KEYS[1], 'answered_at_ms', ARGV[6], 'answered_by', ARGV[12])
+  end
+end
+if earlier_approved == this_approved or not later then
   local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
   table.insert(kept, 1, 'superseded')
   return kept
