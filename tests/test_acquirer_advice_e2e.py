@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from helpers import assert_eventually
+from test_standin_support import luhn_pan
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
@@ -112,6 +113,32 @@ async def test_during_a_total_outage_an_advice_is_stored_then_posted_once(topolo
     finally:
         topology.sims["a1"].signal(signal.SIGCONT)
     assert ack.decision_id and stored
+    await posted_once(topology, message, pb.ACQUIRER_OFFLINE)
+
+
+async def _authorize(topology: Topology, pan: str, amount_minor: int) -> pb.AuthorizeResponse:
+    request = advice(amount_minor, pan=pan, pin_verified=True).request  # chip and PIN: the full tier
+    async with topology.acquirer_channel(topology.gateways[0].address) as channel:
+        stub = pb_grpc.AuthorizationStub(channel)
+        answer: pb.AuthorizeResponse = await stub.Authorize(request, timeout=10.0)
+        return answer
+
+
+async def test_an_offline_advice_leaves_the_card_less_in_stand_in(topology: Topology) -> None:
+    """Every issuer host stopped: 1,400.00 spent offline on a card (the default window: 1,500.00), then a
+    200.00 stand-in request of that card is declined 61, while the same request of a fresh card passes;
+    after recovery the advice is posted once."""
+    spent, fresh = luhn_pan("5412"), luhn_pan("5413")
+    message = advice(140_000, pb.OFFLINE_APPROVED, pan=spent)
+    topology.sims["a1"].signal(signal.SIGSTOP)
+    try:
+        await send(topology, message)
+        after = await _authorize(topology, spent, 20_000)
+        control = await _authorize(topology, fresh, 20_000)
+    finally:
+        topology.sims["a1"].signal(signal.SIGCONT)
+    assert (control.source, control.response_code) == (pb.STAND_IN, "00")
+    assert (after.source, after.response_code, after.rule) == (pb.STAND_IN, "61", "limit.amount.purchase")
     await posted_once(topology, message, pb.ACQUIRER_OFFLINE)
 
 
