@@ -22,6 +22,8 @@ from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from authgw.v1 import simulator_pb2
 from chaos.topology import Topology, TopologySpec
+from gateway.app import Gateway
+from tests.gateway_fixtures import gateway_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,3 +185,18 @@ async def test_an_advice_for_another_acquirer_is_permission_denied(topology: Top
         await send(topology, message)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert await book_of(topology, message.request.request_id) is None
+
+
+async def test_a_gateway_without_a_journal_answers_unavailable() -> None:
+    """No [standin]: nothing can record an advice, so it is UNAVAILABLE (the acquirer repeats it), never
+    acknowledged."""
+    gw = Gateway(gateway_config([("primary", ["127.0.0.1:1"])]))
+    await gw.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await pb_grpc.AuthorizationStub(channel).Advise(advice(500), timeout=10.0)
+    finally:
+        await gw.close()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no stand-in journal" in (refused.value.details() or "")
