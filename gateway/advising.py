@@ -34,6 +34,7 @@ from typing import Protocol, runtime_checkable
 from authgw.observability import current_traceparent
 from authgw.v1 import authorization_pb2 as pb
 from gateway.errors import AdviceUnavailable
+from gateway.metrics import GatewayMetrics
 from standin.types import StandInDecision
 
 __all__ = ["AdviceDesk", "AdviceRecorder"]
@@ -51,13 +52,16 @@ class AdviceRecorder(Protocol):
 class AdviceDesk:
     """Takes acquirer advices (see the module docstring)."""
 
-    def __init__(self, recorder: AdviceRecorder | None, *, traced: bool = False) -> None:
+    def __init__(
+        self, recorder: AdviceRecorder | None, *, traced: bool = False, metrics: GatewayMetrics | None = None
+    ) -> None:
         """Args:
         recorder: None for a gateway without `[standin]`: it has no journal, every advice is
             AdviceUnavailable.
         """
         self._recorder = recorder
         self._traced = traced
+        self._metrics = metrics
 
     async def advise(self, advice: pb.AcquirerAdvice) -> pb.AdviceAck:
         """Record a valid advice; raises RequestRefused or AdviceUnavailable."""
@@ -68,4 +72,6 @@ class AdviceDesk:
         decision = await self._recorder.advise(advice, trace_context)
         if decision is None:
             raise AdviceUnavailable(f"advice {request_id!r}: neither Redis nor the local journal recorded it")
+        if self._metrics is not None:
+            self._metrics.record_acquirer_advice(pb.AcquirerAdviceKind.Name(advice.kind), decision.repeated)
         return pb.AdviceAck(decision_id=decision.decision_id, duplicate=decision.repeated)

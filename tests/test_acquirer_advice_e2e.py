@@ -7,9 +7,11 @@ the advice's amount and origin.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import grpc
@@ -21,6 +23,7 @@ from test_standin_support import luhn_pan
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from authgw.v1 import simulator_pb2
+from chaos.processes import free_port
 from chaos.topology import Topology, TopologySpec
 from gateway.app import Gateway
 from tests.gateway_fixtures import gateway_config
@@ -32,11 +35,14 @@ ACQUIRER = "1001"
 _ids = itertools.count()
 
 
+SCRAPE_PORT = free_port()
+
+
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    topo = Topology(
-        tmp_path_factory.mktemp("advice-e2e"), TopologySpec(pools={"primary": ("a1",)}, redis=True)
-    ).start()
+    telemetry = {"exporter": "none", "prometheus_listen": f"127.0.0.1:{SCRAPE_PORT}"}
+    spec = TopologySpec(pools={"primary": ("a1",)}, redis=True, gateway_extra={"telemetry": telemetry})
+    topo = Topology(tmp_path_factory.mktemp("advice-e2e"), spec).start()
     try:
         yield topo
     finally:
@@ -142,6 +148,26 @@ async def test_an_offline_advice_leaves_the_card_less_in_stand_in(topology: Topo
     assert (control.source, control.response_code) == (pb.STAND_IN, "00")
     assert (after.source, after.response_code, after.rule) == (pb.STAND_IN, "61", "limit.amount.purchase")
     await posted_once(topology, message, pb.ACQUIRER_OFFLINE)
+
+
+def _scrape() -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{SCRAPE_PORT}/metrics", timeout=5) as resp:
+        text: str = resp.read().decode()
+        return text
+
+
+async def test_advices_are_counted_by_kind_and_repeat(topology: Topology) -> None:
+    """authgw.acquirer_advices counts a new advice and its repeat apart (duplicate true / false)."""
+    message = advice(300)
+    await send(topology, message)
+    await send(topology, message)
+
+    def counted(line: str) -> bool:
+        return line.startswith("authgw_acquirer_advices_total{") and 'kind="forced_post"' in line
+
+    lines = [line for line in (await asyncio.to_thread(_scrape)).splitlines() if counted(line)]
+    by_repeat = {('duplicate="true"' in line): float(line.rsplit(" ", 1)[1]) for line in lines}
+    assert by_repeat.get(True, 0) >= 1 and by_repeat.get(False, 0) >= 1, lines
 
 
 async def test_a_reused_request_id_with_other_content_is_refused(topology: Topology) -> None:

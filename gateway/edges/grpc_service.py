@@ -75,7 +75,7 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         self._authorizer = Authorizer(cfg, router, fallback, **flow)  # type: ignore[arg-type]
         self._reversals = ReversalDesk(cfg, router, fallback, **flow)  # type: ignore[arg-type]
         recorder = fallback if isinstance(fallback, AdviceRecorder) else None
-        self._advices = AdviceDesk(recorder, traced=spans is not None)
+        self._advices = AdviceDesk(recorder, traced=spans is not None, metrics=metrics)
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
