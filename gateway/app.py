@@ -27,7 +27,7 @@ from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import add_authorization_service
 from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
-from gateway.edges.iso8583_acquirer import AcquirerHandler, advice_not_implemented
+from gateway.edges.iso8583_acquirer import AcquirerHandler
 from gateway.edges.iso8583_listener import Iso8583Listener
 from gateway.edges.iso8583_metrics import Iso8583Counters
 from gateway.edges.validation import EdgeLimits
@@ -130,7 +130,7 @@ class Gateway:
             self.access,
             EdgeLimits(self.cfg.max_amount_minor, self.cfg.transmitted_at_window_s),
             counters,
-            advise=advice_not_implemented,  # the gRPC Advise path, once the gateway has one
+            advise=self.service.advices.advise,  # the gRPC Advise path
             metrics=self.metrics,
             spans=self.telemetry.server_spans,
         )

@@ -53,6 +53,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # One decision, atomically: replay an earlier decision of the same request (refuse a reused id
 # with another digest), decline an original whose reversal came first, or check card status, the
 # static decline, the amount and count in the window; count the approval; record the result.
+# An acquirer advice (ARGV[17]) goes the same way: recorded approved and counted, never refused
+# but for a reused id; a repeat (or any approved record of the request) is replayed.
 # Returns {status, RECORD_FIELDS...}: status 1 fresh, 0 replay, 2 reused id (nothing changed).
 DECIDE = (
     """
@@ -63,23 +65,35 @@ DECIDE = (
 -- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
 -- ARGV[13] record ttl ms  ARGV[14] digest  ARGV[15] amount (transaction currency)
 -- ARGV[16] unadvised ttl ms  (ARGV[8], the proposed decision id, also names this call: answered_by)
+-- ARGV[17] rule of an acquirer advice ('' = a stand-in decision): approved and counted whatever the
+--          card status, a held reversal, the static rule or the window say; it supersedes an earlier
+--          decline of the same request (the merchant forced it after that answer)
 """
     + _NOW
     + """
 local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
                 'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
+local advice = ARGV[17] ~= ''
 local earlier = redis.call('HMGET', KEYS[1], 'digest', unpack(FIELDS))
 if earlier[2] then
   if earlier[1] and earlier[1] ~= ARGV[14] then return {2} end  -- no digest: a record from before
-  redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
-  earlier[10] = tostring(now)
-  earlier[1] = 0
-  return earlier
+  if not advice or earlier[3] == '00' then
+    redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
+    earlier[10] = tostring(now)
+    earlier[1] = 0
+    return earlier
+  end
 end
 local code, rule
 local member = ''
 local status = redis.call('GET', KEYS[2])
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if advice then
+  code, rule = '00', ARGV[17]
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
+  member = ARGV[8] .. ':' .. ARGV[2]
+  redis.call('ZADD', KEYS[3], now, member)
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+elseif redis.call('EXISTS', KEYS[4]) == 1 then
   code, rule = '05', 'reversal.before_original'
 elseif status == 'blocked' then
   code, rule = '05', 'card_status.blocked'
