@@ -26,16 +26,21 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from authgw.iso8583 import (
+    APPROVED,
     BitmapEncoding,
     ConnectionClosed,
     EchoConfig,
     Framing,
+    Iso8583Error,
     Message,
     Mux,
+    NetworkCode,
     Spec,
     StanSequence,
+    network_request,
     open_channel,
 )
 from authgw.tasks import cancel_and_wait
@@ -109,6 +114,15 @@ class IssuerLink:
             raise ConnectionClosed(f"failed to connect to {self.address}: no connection open")
         mux = min(open_muxes, key=lambda m: m.in_flight)
         return await mux.request(message, timeout_s)
+
+    async def echo(self, timeout_s: float) -> bool:
+        """Whether the host answers an 0800/301 echo with 00 within `timeout_s` (never raises for it)."""
+        probe = network_request(NetworkCode.ECHO, self.stans.next(), datetime.now(UTC))
+        try:
+            reply = await self.request(probe, timeout_s)
+        except Iso8583Error:
+            return False
+        return reply.fields.get(39) == APPROVED
 
     async def reconnect(self) -> None:
         """Close every connection; each is reopened (with the current TLS material) by its keeper."""
