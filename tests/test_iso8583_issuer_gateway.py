@@ -1,12 +1,14 @@
 """A gateway process whose issuer pools are ISO 8583 hosts: answers, failover, reversals, over mutual TLS.
 
-One topology for the module: a gateway (`authgw serve`) with two pools (primary a1, secondary b1)
-whose members have `protocol = "iso8583"`, each an issuer simulator's ISO 8583 port; the acquirer
-calls the gateway over gRPC. Money is checked per request in the simulators' books.
+One topology for the module: a gateway (`authgw serve`, stand-in on Redis, its settlement worker)
+with two pools (primary a1, secondary b1) whose members have `protocol = "iso8583"`, each an issuer
+simulator's ISO 8583 port sharing one issuer ledger; the acquirer calls the gateway over gRPC.
+Money is checked per request in the issuer's books.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +21,7 @@ from authgw.v1 import simulator_pb2
 from chaos.card_profiles import PAN_BLOCKED
 from chaos.topology import Topology, TopologySpec
 from tests.gateway_fixtures import auth_request
-from tests.helpers import PAN_VISA
+from tests.helpers import PAN_VISA, assert_eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +32,7 @@ _ids = itertools.count(1)
 def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     spec = TopologySpec(
         pools={"primary": ("a1",), "secondary": ("b1",)},
+        redis=True,
         iso8583_issuers=True,
         iso8583_pool={"connections": 2, "echo_interval": "1s", "echo_timeout": "500ms"},
     )
@@ -109,3 +112,42 @@ async def test_hung_iso8583_member_fails_over_to_the_next_pool(
         books = {b.request_id: b for b in (await control.books()).books}
     for r in requests:
         assert (books[r.request_id].own.held_minor, books[r.request_id].final_minor) == (r.amount_minor,) * 2
+
+
+async def test_outage_decisions_are_advised_over_iso8583_once(
+    topo: Topology, acquirer: pb_grpc.AuthorizationStub
+) -> None:
+    """Every host stopped: stand-in approves; one approval is reversed. Hosts back: each approval is
+    posted once through 0120 advices and the reversal (0420, behind its original) ends that book at 0."""
+    for member in ("a1", "b1"):
+        topo.sims[member].signal(signal.SIGSTOP)
+    try:
+        requests = [request(amount_minor=700 + i) for i in range(4)]
+        answers = await asyncio.gather(*(acquirer.Authorize(r, timeout=5) for r in requests))
+        reversed_one = requests[0]
+        reversal = pb.ReverseRequest(
+            acquirer_id=reversed_one.acquirer_id, reversal_id=f"rev-{reversed_one.request_id}",
+            original_request_id=reversed_one.request_id, pan=reversed_one.pan, reason=pb.CARDHOLDER_CANCEL,
+            currency="EUR", original_amount_minor=reversed_one.amount_minor,
+        )  # fmt: skip
+        reversal.transmitted_at.GetCurrentTime()
+        reversed_answer = await acquirer.Reverse(reversal, timeout=5)
+    finally:
+        for member in ("a1", "b1"):
+            topo.sims[member].signal(signal.SIGCONT)
+    assert {(a.response_code, a.source) for a in answers} == {("00", pb.STAND_IN)}
+    assert (reversed_answer.status, reversed_answer.source) == (pb.APPLIED, pb.STAND_IN)
+    expected = {r.request_id: r.amount_minor for r in requests} | {reversed_one.request_id: 0}
+    decisions = {a.request_id: a.decision_id for a in answers}
+
+    async def settled() -> None:
+        async with topo.sim_control("a1") as control:
+            books = {b.request_id: b for b in (await control.books()).books}
+        for request_id, final in expected.items():
+            book = books.get(request_id)
+            assert book is not None, request_id
+            assert [a.decision_id for a in book.advices if a.approved] == [decisions[request_id]]
+            assert (book.approval_advices, book.final_minor) == (1, final), request_id
+        assert [r.reversal_id for r in books[reversed_one.request_id].reversals] == [reversal.reversal_id]
+
+    await assert_eventually(settled, timeout_s=30)
