@@ -41,6 +41,7 @@ from authgw.security import (
     load_tls_files,
 )
 from authgw.security import channel_credentials as credentials_of
+from authgw.security.server_ssl import client_ssl_context
 from authgw.tasks import cancel_and_wait
 from gateway.config import GatewayConfig
 from gateway.edges.iso8583_issuer import IsoLinks, SentMessages
@@ -167,8 +168,5 @@ def _certificate_files(
 
 
 def _client_ssl(material: TlsMaterial) -> ssl.SSLContext:
-    """The client context of ISO 8583 issuer links: our certificate, the issuers' CA, TLS 1.2 at least."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=material.ca_pem.decode("ascii"))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(material.files.cert, material.files.key)
-    return context
+    """The client context of ISO 8583 issuer links (files as just checked by the watcher)."""
+    return client_ssl_context(material.files)
