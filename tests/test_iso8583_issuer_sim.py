@@ -130,3 +130,14 @@ async def test_reversal_over_iso8583_releases_the_hold(
     assert answer.response_code == "00"
     book = await book_of(sim[0], request.request_id)
     assert book.final_minor == 0
+
+
+async def test_first_request_waits_for_the_link_to_connect(sim: tuple[ManagedProcess, int]) -> None:
+    """A request sent as the link starts waits for its first connection (as a gRPC call waits for its
+    channel) instead of failing as not sent: a gateway that just started does not fail over or stand in."""
+    link, stub = IsoLinks().open(f"127.0.0.1:{sim[1]}", lambda _reason: None)
+    try:
+        _, response = await authorize(stub)
+    finally:
+        await link.close()
+    assert response.response_code == "00"

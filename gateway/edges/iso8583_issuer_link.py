@@ -10,8 +10,10 @@ What it promises:
 - An idle connection is probed with 0800/301 (`echo`); one whose echo goes unanswered is
   closed and `on_failed` is called: the member counts as failed (gateway/member.py ejects it)
   and the connection is reopened.
-- `request()` sends on the open connection with the fewest requests in flight; with none
-  open it fails at once with ConnectionClosed(request_sent=False) ("failed to connect").
+- `request()` sends on the open connection with the fewest requests in flight. With none
+  open it waits (within its timeout) for the first attempt to connect, as a gRPC call waits
+  for its channel at start; afterwards (host down, reconnecting) it fails at once. Either
+  way nothing was sent: ConnectionClosed(request_sent=False) ("failed to connect").
 - STANs come from one sequence per host (`stans`), shared with the echoes.
 
 Lifecycle: `start()` (needs a running loop; idempotent), `close()` (idempotent: stops
@@ -91,6 +93,7 @@ class IssuerLink:
         self._muxes: list[Mux | None] = [None] * settings.connections
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._tried = asyncio.Event()  # a first attempt to connect has ended (either way)
 
     @property
     def open_connections(self) -> int:
@@ -109,11 +112,19 @@ class IssuerLink:
     async def request(self, message: Message, timeout_s: float) -> Message:
         """Send on the least busy open connection; see Mux.request for what it raises."""
         self.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        if not self._tried.is_set():  # the connections are being opened: wait for the first
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._tried.wait()
+            except TimeoutError:
+                pass
         open_muxes = [m for m in self._muxes if m is not None]
         if not open_muxes:
             raise ConnectionClosed(f"failed to connect to {self.address}: no connection open")
         mux = min(open_muxes, key=lambda m: m.in_flight)
-        return await mux.request(message, timeout_s)
+        return await mux.request(message, max(0.0, deadline - loop.time()))
 
     async def echo(self, timeout_s: float) -> bool:
         """Whether the host answers an 0800/301 echo with 00 within `timeout_s` (never raises for it)."""
@@ -141,6 +152,7 @@ class IssuerLink:
         delay = self.settings.backoff_initial_s
         while not self._closed:
             mux = await self._open()
+            self._tried.set()
             if mux is None:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.backoff_max_s)
