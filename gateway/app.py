@@ -72,7 +72,7 @@ class Gateway:
         tracer = self.telemetry.tracer
         self.transport = Transport(cfg)  # reads the certificates: a bad file stops here, naming it
         self.standin = build_standin(cfg, self.telemetry.standin_tracer) if fallback is None else None
-        self.router = Router(cfg, tracer=tracer, connect=self.transport.connect)
+        self.router = Router(cfg, tracer=tracer, connect=self.transport.connect, iso=self.transport.iso)
         self.mode = Mode.AUTO
         self.membership = (
             MembershipLink(cfg, self.router, self._set_mode, tracer) if cfg.etcd_endpoints else None
