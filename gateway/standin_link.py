@@ -35,7 +35,7 @@ from gateway.errors import RequestRefused
 from gateway.fallback import decline_91
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin.errors import ReusedRequestIdError
-from standin.types import Channel, Reason, ReversalOutcome, ReversalReason, StandInReversal
+from standin.types import Channel, CheckResult, Reason, ReversalOutcome, ReversalReason, StandInReversal
 
 __all__ = ["STANDIN_SPAN", "StandInFallback", "build_standin", "to_response", "to_standin_request"]
 
@@ -45,6 +45,11 @@ T = TypeVar("T")
 
 STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
+_CHECK_RESULT = {
+    pb.NOT_CHECKED: CheckResult.ABSENT,
+    pb.PASSED: CheckResult.VERIFIED,
+    pb.FAILED: CheckResult.FAILED,
+}
 
 
 def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
@@ -65,6 +70,9 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
         cardholder_authenticated=req.cardholder_authenticated,
         transmitted_at=sent,
         card_expiry=req.card_expiry,
+        cvv=_CHECK_RESULT[req.verification.card_verification_value],
+        cryptogram=_CHECK_RESULT[req.verification.chip_cryptogram],
+        pin=_CHECK_RESULT[req.verification.pin],
     )
 
 

@@ -46,6 +46,8 @@ from standin.counters import RedisCounters
 from standin.crypto import PanKeyring
 from standin.deciding import UNRECORDED_RULE, Decider
 from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
+from standin.exposure import BudgetExposure, ExposureBudgets
+from standin.fleet_risk import FleetRisk
 from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
 from standin.policy import StandInPolicy
@@ -59,6 +61,7 @@ from standin.settings import JournalSettings, LocalSettings, RedisSettings, Stan
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
 from standin.types import Reason, ReversalOutcome, StandInDecision, StandInRequest, StandInReversal
+from standin.velocity import VelocityWindows
 
 __all__ = ["UNRECORDED_RULE", "Clock", "EngineStatus", "StandIn"]
 
@@ -147,9 +150,11 @@ class StandIn:
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
         common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
         common["instance"] = instance
+        self._budgets = ExposureBudgets(self._gate, policy.exposure_budgets)
+        risk = FleetRisk(VelocityWindows(self._gate, policy.velocity), self._budgets)
         self._decider = Decider(
             policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
-            **stores, **common,  # type: ignore[arg-type]
+            risk=risk, **stores, **common,  # type: ignore[arg-type]
         )  # fmt: skip
         self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
         self._state = _State.NEW
@@ -278,6 +283,10 @@ class StandIn:
         count, oldest = await self._local.backlog()
         by_key = await self._local.pending_by_pan_key() if count else {}
         return EngineStatus(self._recovery.redis_up, count, oldest, by_key)
+
+    async def exposure(self) -> list[BudgetExposure]:
+        """Each exposure budget's approved amount in its period, fleet-wide (raises StoreUnavailableError)."""
+        return await self._budgets.exposure()
 
     async def stream_backlog(self) -> StreamBacklog:
         """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""

@@ -1,0 +1,162 @@
+"""The exposure budget against a real Redis: a fleet-wide ceiling, sharded, that lost replies never leak."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import PAN_MC, assert_eventually
+from test_standin_cluster import cluster_port, cluster_redis  # noqa: F401 (fixtures)
+from test_standin_money import QUICK, _stall, debug_redis  # noqa: F401 (a fixture)
+from test_standin_support import (
+    IMPATIENT,
+    TOKEN_KEY,
+    client,
+    engine,
+    flush_standin_keys,
+    luhn_pan,
+    policy,
+    request,
+)
+
+from chaos.processes import ManagedProcess, free_port
+from gateway.journal_sampler import JournalSampler
+from standin import (
+    JournalKind,
+    LocalSettings,
+    Reason,
+    ResponseCode,
+    StandIn,
+    StandInDecision,
+    StandInRequest,
+    WindowLimit,
+)
+from standin.keys import budget_keys, budget_shard_of
+from standin.policy import ExposureBudget
+from standin.tokens import CardTokenizer
+
+BUDGET = ExposureBudget("test", max_amount_minor=10_000, period=timedelta(hours=1), shards=2)
+POLICY = policy(exposure_budgets=(BUDGET,))
+_cards = itertools.count()
+
+
+def card() -> str:
+    return luhn_pan(f"49{next(_cards):08d}")
+
+
+async def exposure(e: StandIn) -> int:
+    [b] = await e.exposure()
+    assert b.name == "test" and b.budget_minor == 10_000
+    return b.exposure_minor
+
+
+async def test_a_spent_budget_declines_with_its_rule_and_exposure_is_the_approved_sum(
+    redis_port: int, tmp_path: Path
+) -> None:
+    """30 cards x 1,000 against a 10,000 budget: 10 approved, 20 declined 91 by exposure_budget.test."""
+    async with engine(redis_port, tmp_path / "l.db", pol=POLICY) as e:
+        decisions = [await e.decide(request(card()), Reason.ALL_POOLS_FAILED) for _ in range(30)]
+        approved = [d for d in decisions if d.approved]
+        declined = {(d.response_code, d.rule) for d in decisions if not d.approved}
+        assert len(approved) == 10
+        assert declined == {(ResponseCode.ISSUER_UNAVAILABLE, "exposure_budget.test")}
+        assert await exposure(e) == 1_000 * len(approved)
+        sampler = JournalSampler(e)
+        await sampler.sample()
+        assert sampler.exposure == {"test": (10_000, 10_000)}  # what the metrics export
+
+
+async def test_a_declined_decision_gives_its_reservation_back(redis_port: int, tmp_path: Path) -> None:
+    """Declines by the card's own limit or a replay hold nothing: exposure counts approvals only."""
+    pol = policy(exposure_budgets=(BUDGET,), purchase=WindowLimit(max_amount_minor=2_500, max_count=10))
+    pan = card()
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+        first = request(pan, amount_minor=2_000)
+        decisions = [
+            await e.decide(first, Reason.ALL_POOLS_FAILED),
+            await e.decide(request(pan, amount_minor=2_000), Reason.ALL_POOLS_FAILED),  # 61: card limit
+            await e.decide(first, Reason.ALL_POOLS_FAILED),  # the same request: its decision again
+        ]
+        assert [d.response_code.value for d in decisions] == ["00", "61", "00"]
+        assert await exposure(e) == 2_000
+
+
+async def test_budgets_keep_to_their_own_slots_on_a_cluster_node(
+    tmp_path: Path,
+    cluster_port: int,  # noqa: F811
+) -> None:
+    """On a one-node Cluster every budget step runs (a CROSSSLOT would send it to the local journal)."""
+    async with engine(cluster_port, tmp_path / "l.db", pol=POLICY) as e:
+        decisions = [await e.decide(request(card()), Reason.ALL_POOLS_FAILED) for _ in range(14)]
+        assert {d.journal for d in decisions} == {JournalKind.REDIS}
+        assert sum(d.approved for d in decisions) == 10
+        assert await exposure(e) == 10_000
+
+
+async def decide_with_a_lost_reserve(e: StandIn, port: int, req: StandInRequest) -> StandInDecision:
+    """Decide `req` while Redis sleeps (its reserve runs after the engine gave up), then wait for Redis."""
+    stall = asyncio.create_task(_stall(port, 0.5))
+    await asyncio.sleep(0.05)
+    lost = await e.decide(req, Reason.ALL_POOLS_FAILED)
+    await stall
+    assert lost.journal is JournalKind.SQLITE  # decided locally: Redis counted as down
+
+    async def back() -> None:
+        assert (await e.status()).redis_up
+
+    await assert_eventually(back, timeout_s=10)
+    return lost
+
+
+@pytest.fixture
+async def sleepy_port(debug_redis: ManagedProcess) -> AsyncIterator[int]:  # noqa: F811
+    """The Redis that accepts DEBUG SLEEP, without stand-in keys (budgets are fleet-wide)."""
+    r = client(debug_redis.port)
+    await flush_standin_keys(r)
+    await r.aclose()
+    yield debug_redis.port
+
+
+async def test_a_lost_reserve_reply_is_released_once_redis_answers(sleepy_port: int, tmp_path: Path) -> None:
+    """A reserve that ran after its caller gave up (declined locally) is released by the next budget call."""
+    port = sleepy_port
+    r = client(port)
+    lost_pan = card()
+    async with engine(port, tmp_path / "l.db", pol=POLICY, redis_settings=QUICK) as e:
+        warm = await e.decide(request(PAN_MC), Reason.ALL_POOLS_FAILED)  # a warm connection, scripts loaded
+        # 3,000 fits a shard (5,000) but not this gateway's local share (25 %: 2,500)
+        lost = await decide_with_a_lost_reserve(e, port, request(lost_pan, amount_minor=3_000))
+        assert lost.rule == "exposure_budget.test"
+        token = CardTokenizer(TOKEN_KEY).token(lost_pan)
+        shard_set = budget_keys("test", budget_shard_of(token, 2))[0]
+        assert await r.zscore(shard_set, f"{lost.decision_id}:3000") is not None  # the lost reserve ran
+        after = await e.decide(request(card(), amount_minor=500), Reason.ALL_POOLS_FAILED)
+        assert after.journal is JournalKind.REDIS and after.approved
+        assert warm.approved and await exposure(e) == 1_000 + 500  # the lost reservation is gone
+    await r.aclose()
+
+
+async def test_a_lost_reserve_of_a_local_approval_counts_it(sleepy_port: int, tmp_path: Path) -> None:
+    """Approved locally after its reserve reply was lost: the reservation stays, the fleet counts it."""
+    port = sleepy_port
+    async with engine(port, tmp_path / "l.db", pol=POLICY, redis_settings=QUICK) as e:
+        warm = await e.decide(request(PAN_MC), Reason.ALL_POOLS_FAILED)
+        lost = await decide_with_a_lost_reserve(e, port, request(card(), amount_minor=2_000))
+        after = await e.decide(request(card(), amount_minor=500), Reason.ALL_POOLS_FAILED)
+        assert warm.approved and lost.approved and after.approved and after.journal is JournalKind.REDIS
+        assert await exposure(e) == 1_000 + 2_000 + 500
+
+
+async def test_without_redis_each_gateway_approves_its_share_of_the_budget(tmp_path: Path) -> None:
+    """Local mode: at most limit_fraction of the budget per gateway, declined by the budget's rule after."""
+    async with engine(
+        free_port(), tmp_path / "l.db", pol=POLICY, redis_settings=IMPATIENT,
+        local=LocalSettings(limit_fraction=0.3),
+    ) as e:  # fmt: skip
+        decisions = [await e.decide(request(card()), Reason.ALL_POOLS_FAILED) for _ in range(6)]
+    assert [d.approved for d in decisions] == [True, True, True, False, False, False]
+    assert {d.rule for d in decisions if not d.approved} == {"exposure_budget.test"}
