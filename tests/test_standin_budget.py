@@ -160,3 +160,19 @@ async def test_without_redis_each_gateway_approves_its_share_of_the_budget(tmp_p
         decisions = [await e.decide(request(card()), Reason.ALL_POOLS_FAILED) for _ in range(6)]
     assert [d.approved for d in decisions] == [True, True, True, False, False, False]
     assert {d.rule for d in decisions if not d.approved} == {"exposure_budget.test"}
+
+
+async def test_approvals_older_than_the_period_leave_the_budget(redis_port: int, tmp_path: Path) -> None:
+    """A shard holding 4,000 approved long ago (still alive: TTL refreshed) takes 3,000 more of 5,000."""
+    one_shard = ExposureBudget("slide", max_amount_minor=5_000, period=timedelta(hours=1), shards=1)
+    spend, total = budget_keys("slide", 0)
+    r = client(redis_port)
+    await r.delete(spend, total)
+    await r.zadd(spend, {"old-decision:4000": 1})  # scored at 1 ms after the epoch: long out of the period
+    await r.set(total, 4_000)
+    async with engine(redis_port, tmp_path / "l.db", pol=policy(exposure_budgets=(one_shard,))) as e:
+        decision = await e.decide(request(card(), amount_minor=3_000), Reason.ALL_POOLS_FAILED)
+        [b] = await e.exposure()
+    assert decision.approved and b.exposure_minor == 3_000
+    assert await r.zrange(spend, 0, -1) == [f"{decision.decision_id}:3000".encode()]
+    await r.aclose()
