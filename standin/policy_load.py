@@ -64,7 +64,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         window=window,
         purchase=_window_limit(windows.table("purchase"), _DEFAULTS.purchase),
         cash=_window_limit(windows.table("cash"), _DEFAULTS.cash),
-        txn_max_minor_by_channel=_txn_max_by_channel(txn_max.table("channel")),
+        txn_max_minor_by_channel=(by_channel := _txn_max_by_channel(txn_max.table("channel"))),
         txn_max_minor_by_mcc_group=_txn_max_by_group(txn_max.table("mcc_group"), known_groups),
         mcc_group_by_mcc=MappingProxyType({mcc: g for g, mccs in groups.items() for mcc in mccs}),
         blocked_mcc_groups=_group_set(s, "blocked_mcc_groups", _DEFAULTS.blocked_mcc_groups, known_groups),
@@ -74,7 +74,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         foreign_merchant_points=foreign_points,
         mcc_group_points=group_points,
         verification_absent_points=verification_absent_points(risk_points.table("verification_absent")),
-        exposure_budgets=exposure_budgets(s, known_groups),
+        exposure_budgets=exposure_budgets(s, known_groups, by_channel),
         velocity=velocity(s.table("velocity")),
     )  # fmt: skip
 

@@ -47,8 +47,10 @@ def _channels(s: Section, name: str) -> frozenset[Channel]:
     return frozenset(Channel(v) for v in values)
 
 
-def exposure_budgets(s: Section, known_groups: frozenset[str]) -> tuple[ExposureBudget, ...]:
-    """The `[[policy.exposure_budgets]]` array."""
+def exposure_budgets(
+    s: Section, known_groups: frozenset[str], txn_max: Mapping[Channel, int]
+) -> tuple[ExposureBudget, ...]:
+    """The `[[policy.exposure_budgets]]` array (`txn_max`: the per-transaction maxima by channel)."""
     budgets: list[ExposureBudget] = []
     for b in s.tables("exposure_budgets"):
         b.check_known(["name", "period", "max_amount_minor", "shards", "mcc_groups", "channels"])
@@ -69,17 +71,30 @@ def exposure_budgets(s: Section, known_groups: frozenset[str]) -> tuple[Exposure
         for group in groups:
             if group not in known_groups:
                 b.fail("mcc_groups", f"unknown MCC group {group!r}", f"use some of {sorted(known_groups)}")
-        budgets.append(
-            ExposureBudget(
-                name=name,
-                max_amount_minor=b.integer("max_amount_minor", 0, maximum=_MAX_AMOUNT_MINOR),
-                period=period,
-                shards=b.integer("shards", ExposureBudget.shards, minimum=1, maximum=256),
-                mcc_groups=frozenset(groups),
-                channels=_channels(b, "channels"),
-            )
+        budget = ExposureBudget(
+            name=name,
+            max_amount_minor=b.integer("max_amount_minor", 0, maximum=_MAX_AMOUNT_MINOR),
+            period=period,
+            shards=b.integer("shards", ExposureBudget.shards, minimum=1, maximum=256),
+            mcc_groups=frozenset(groups),
+            channels=_channels(b, "channels"),
         )
+        _check_shard_fits(b, budget, txn_max)
+        budgets.append(budget)
     return tuple(budgets)
+
+
+def _check_shard_fits(b: Section, budget: ExposureBudget, txn_max: Mapping[Channel, int]) -> None:
+    """A shard smaller than the largest transaction could never approve it: say so at load (one shard
+    is the whole budget: a budget below a transaction simply declines it)."""
+    largest = max(v for c, v in txn_max.items() if not budget.channels or c in budget.channels)
+    if budget.shards > 1 and budget.shard_cap() < largest:
+        b.fail(
+            "shards",
+            f"a shard holds {budget.shard_cap()} (max_amount_minor / shards), less than the largest"
+            f" transaction the policy allows on its channels ({largest})",
+            f"use at most {max(1, budget.max_amount_minor // largest)} shards or a larger budget",
+        )
 
 
 def velocity(s: Section) -> Velocity:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import PAN_MC, assert_eventually
+from test_standin_cli import authgw, config_file
 from test_standin_cluster import cluster_port, cluster_redis  # noqa: F401 (fixtures)
 from test_standin_money import QUICK, _stall, debug_redis  # noqa: F401 (a fixture)
 from test_standin_support import (
@@ -176,3 +178,21 @@ async def test_approvals_older_than_the_period_leave_the_budget(redis_port: int,
     assert decision.approved and b.exposure_minor == 3_000
     assert await r.zrange(spend, 0, -1) == [f"{decision.decision_id}:3000".encode()]
     await r.aclose()
+
+
+async def test_status_command_shows_exposure_against_the_budget(redis_port: int, tmp_path: Path) -> None:
+    """`authgw standin status` prints each budget's fleet-wide approved amount and its ceiling."""
+    cfg = config_file(tmp_path, redis_port)
+    cfg.write_text(
+        cfg.read_text()
+        + '[[policy.exposure_budgets]]\nname = "cli"\nperiod = "1h"\nmax_amount_minor = 9000\nshards = 1\n'
+    )
+    pol = policy(exposure_budgets=(ExposureBudget("cli", 9_000, period=timedelta(hours=1), shards=1),))
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+        approved = [await e.decide(request(card(), amount_minor=4_000), Reason.FORCED) for _ in range(3)]
+    code, out, err = await authgw("standin", "status", "--config", str(cfg))
+    assert code == 0, err
+    assert [d.approved for d in approved].count(True) == 2  # the third passes 9,000
+    assert json.loads(out)["exposure"] == [
+        {"budget": "cli", "exposure_minor": 8_000, "budget_minor": 9_000, "period_s": 3600.0}
+    ]

@@ -81,7 +81,7 @@ def test_the_defaults_have_no_budget_no_velocity_and_no_absent_points() -> None:
          "policy.exposure_budgets[0].channels"),
         ('[[policy.exposure_budgets]]\nperiod = "1h"\nmax_amount_minor = 1\nmcc_groups = ["nope"]\n',
          "policy.exposure_budgets[0].mcc_groups"),
-        ('[[policy.exposure_budgets]]\nperiod = "1h"\nmax_amount_minor = 1\n' * 2,
+        ('[[policy.exposure_budgets]]\nperiod = "1h"\nmax_amount_minor = 1\nshards = 1\n' * 2,
          "policy.exposure_budgets[1].name"),
         ("[policy.velocity.terminal]\nmax_count = 0\n", "policy.velocity.terminal.max_count"),
         ("[policy.velocity.merchant.channel.POS]\nmax_count = 3\n", "policy.velocity.merchant.channel.POS"),
@@ -94,3 +94,15 @@ def test_a_bad_risk_key_is_named_with_its_fix(text: str, key: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse(text)
     assert key in str(info.value)
+
+
+def test_a_shard_smaller_than_the_largest_transaction_is_refused() -> None:
+    """8 shards of a 100,000 budget hold 12,500: a POS_CHIP transaction of up to 100,000 could never fit."""
+    with pytest.raises(PolicyError) as info:
+        parse('[[policy.exposure_budgets]]\nperiod = "1h"\nmax_amount_minor = 100_000\n')
+    assert "policy.exposure_budgets[0].shards" in str(info.value) and "use at most 1 shards" in str(
+        info.value
+    )
+    scoped = parse('[[policy.exposure_budgets]]\nperiod = "1h"\nmax_amount_minor = 40_000\nshards = 8\n'
+                   'channels = ["POS_CONTACTLESS"]\n')  # fmt: skip
+    assert scoped.exposure_budgets[0].shard_cap() == 5_000  # contactless: at most 5,000 a transaction
