@@ -1,8 +1,9 @@
 """The stand-in engine: decide authorizations and apply reversals when the issuer cannot, never losing one.
 
-    decide(request, reason)     deciding.py: fleet counters in Redis (one script), the journal
-                                (Redis stream, local SQLite when Redis is away), 91 when nothing
-                                can record; a reused request id is refused
+    decide(request, reason)     deciding.py: fleet-wide steps in their own slots (velocity.py,
+                                exposure.py), the card's counters in Redis (one script), the
+                                journal (Redis stream, local SQLite when Redis is away), 91 when
+                                nothing can record; a reused request id is refused
     decline(request, rule)      the same path with a forced 91: the gateway's own decline after an
                                 attempt that may have reached an issuer, recorded so the issuer is
                                 told (its late approval must not stand)
@@ -21,6 +22,8 @@ What holds while Redis is down (and what does not):
   - each gateway grants a card at most limit_fraction of each limit on its own, on top
     of what Redis had counted: a card's exposure is bounded by
     limit x (1 + limit_fraction x number of gateways deciding for it locally);
+  - likewise each gateway approves at most limit_fraction of each exposure budget on its own;
+    velocity windows are not kept (they live in Redis only);
   - a request decided elsewhere through Redis may be decided again here; when Redis is
     back the decision the acquirer was told last wins and only it is advised (migrate.py).
 """
