@@ -149,11 +149,11 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
+        self._budgets = ExposureBudgets(self._gate, policy)
         self._recovery = self._recovery_task(keyring)
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
         common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
         common["instance"] = instance
-        self._budgets = ExposureBudgets(self._gate, policy.exposure_budgets)
         risk = FleetRisk(VelocityWindows(self._gate, policy.velocity), self._budgets)
         self._decider = Decider(
             policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
@@ -173,6 +173,7 @@ class StandIn:
             keyring,
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
+            budgets=self._budgets,
         )
         return Recovery(
             self._gate,

@@ -31,7 +31,12 @@ Lost replies (a timeout, a connection broken after sending) never under-count:
 
 Local mode (Redis away): each gateway approves at most LocalSettings.limit_fraction of each
 budget on its own, counting all of its local approvals of the period (sqlite_rules.py), like
-the card limits.
+the card limits. When the local journal is moved to Redis (migrate.py), each local approval
+still in its period is counted on its card's shard at its own time (absorb; idempotent by
+decision id: one whose lost reservation was kept is not counted twice, unless that
+reservation had spilled to the next shard: an over-count, the safe side).
+
+A reversal gives nothing back to a budget: the exposure counts what was approved.
 """
 
 from __future__ import annotations
@@ -43,9 +48,10 @@ from redis.commands.core import AsyncScript
 
 from standin import keys, lua_risk
 from standin.errors import StoreUnavailableError
-from standin.policy import ExposureBudget
+from standin.policy import ExposureBudget, StandInPolicy
 from standin.redis_io import RedisGate
 from standin.rules import BUDGET_CODE, Assessment, StaticDecline, budget_rule
+from standin.types import Channel
 
 __all__ = ["BudgetExposure", "ExposureBudgets", "Reservation"]
 
@@ -81,12 +87,14 @@ class BudgetExposure:
 class ExposureBudgets:
     """Reserves and releases on the budgets' shards (see the module docstring)."""
 
-    def __init__(self, gate: RedisGate, budgets: tuple[ExposureBudget, ...]) -> None:
+    def __init__(self, gate: RedisGate, policy: StandInPolicy) -> None:
         self._gate = gate
-        self._budgets = budgets
+        self._policy = policy
+        self._budgets = policy.exposure_budgets
         self._reserve: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_RESERVE)
         self._release: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_RELEASE)
         self._total: AsyncScript = gate.redis.register_script(lua_risk.WINDOW_TOTAL)
+        self._absorb: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_ABSORB)
         self.orphans: set[Reservation] = set()
         """Reservations whose reply (reserve or release) was lost: released once Redis answers."""
 
@@ -159,6 +167,30 @@ class ExposureBudgets:
             await self.release([reservation])
             if reservation in self.orphans:
                 raise StoreUnavailableError("redis budget release: still unavailable", maybe_applied=False)
+
+    async def absorb(self, token: str, fields: dict[str, str], amount_minor: int, decided_at_ms: int) -> None:
+        """Count a local approval being moved to Redis (its journal `fields`) on its card's shards.
+
+        Raises StoreUnavailableError (the move is retried, and counting is idempotent).
+        """
+        channel, group = Channel(fields["channel"]), self._policy.mcc_group(fields["mcc"])
+        member = f"{fields['decision_id']}:{amount_minor}"
+        for budget in self._budgets:
+            if not budget.applies(channel, group):
+                continue
+            shard_keys = list(keys.budget_keys(budget.name, keys.budget_shard_of(token, budget.shards)))
+            args: list[int | str] = [
+                int(budget.period.total_seconds() * 1000),
+                member,
+                amount_minor,
+                decided_at_ms,
+            ]
+
+            async def op(k: list[str] = shard_keys, a: list[int | str] = args) -> int:
+                reply: int = await self._absorb(keys=k, args=a)
+                return reply
+
+            await self._gate.call("budget absorb", op)
 
     async def exposure(self) -> list[BudgetExposure]:
         """Every budget's approved amount in its period, over its shards (raises StoreUnavailableError)."""

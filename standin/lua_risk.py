@@ -9,7 +9,7 @@ members, which summing on every call (as the card's tiny windows do) could not a
 
 from __future__ import annotations
 
-__all__ = ["BUDGET_RELEASE", "BUDGET_RESERVE", "VELOCITY", "WINDOW_TOTAL"]
+__all__ = ["BUDGET_ABSORB", "BUDGET_RELEASE", "BUDGET_RESERVE", "VELOCITY", "WINDOW_TOTAL"]
 
 # Redis time in ms, and a function that drops a window's members older than `cutoff` from the
 # set and their amounts from its total.
@@ -46,6 +46,26 @@ if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
 local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 if total + tonumber(ARGV[3]) > tonumber(ARGV[4]) then return 0 end
 add(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[1])
+return 1
+"""
+)
+
+# Count an approval made locally (Redis was away) once it is moved: at its own time, whatever the
+# cap (it was given), unless already there or out of the period. Returns 1 counted, 0 not.
+BUDGET_ABSORB = (
+    """
+-- KEYS[1] shard set  KEYS[2] shard sum
+-- ARGV[1] period ms  ARGV[2] member <decision_id>:<amount>  ARGV[3] amount  ARGV[4] decided_at ms
+"""
+    + _PRELUDE
+    + """
+expire(KEYS[1], KEYS[2], now - tonumber(ARGV[1]))
+if tonumber(ARGV[4]) <= now - tonumber(ARGV[1]) then return 0 end
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+redis.call('INCRBY', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 )

@@ -25,7 +25,7 @@ from test_standin_support import (
     request,
 )
 
-from chaos.processes import ManagedProcess, free_port
+from chaos.processes import ManagedProcess, free_port, start_redis
 from gateway.journal_sampler import JournalSampler
 from standin import (
     JournalKind,
@@ -196,3 +196,20 @@ async def test_status_command_shows_exposure_against_the_budget(redis_port: int,
     assert json.loads(out)["exposure"] == [
         {"budget": "cli", "exposure_minor": 8_000, "budget_minor": 9_000, "period_s": 3600.0}
     ]
+
+
+async def test_local_approvals_count_in_the_budget_once_moved(tmp_path: Path) -> None:
+    """Approved while Redis was away, moved when it is back: the fleet's exposure includes them."""
+    port = free_port()
+    async with engine(port, tmp_path / "l.db", pol=POLICY, redis_settings=IMPATIENT) as away:
+        local = [await away.decide(request(card()), Reason.ALL_POOLS_FAILED) for _ in range(3)]
+    assert [d.journal for d in local] == [JournalKind.SQLITE] * 3
+    assert [d.approved for d in local] == [True, True, False]  # the local share: 25 % of 10,000
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+    try:
+        async with engine(port, tmp_path / "l.db", pol=POLICY) as back:
+            await back.move_backlog()
+            assert (await back.status()).local_backlog == 0
+            assert await exposure(back) == 2_000
+    finally:
+        await asyncio.to_thread(redis.stop)
