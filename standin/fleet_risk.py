@@ -32,8 +32,8 @@ class FleetRisk:
         self, token: str, request: StandInRequest, digest: str, assessment: Assessment, decision_id: str
     ) -> tuple[Assessment, list[Reservation]]:
         """The assessment DECIDE should use, and what was reserved for it (raises StoreUnavailableError)."""
-        if assessment.decline is not None:
-            return assessment, []
+        if assessment.decline is not None or assessment.advised:
+            return assessment, []  # an acquirer advice is an approval already given: nothing can refuse it
         if self.velocity.applies(request):
             decline = await self.velocity.check(request, digest, assessment.amount_minor)
             if decline is not None:

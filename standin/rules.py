@@ -79,6 +79,9 @@ class Assessment:
     """The exposure budgets this transaction draws on."""
     budget_fraction: float = 1.0
     """The share of each budget this decision may see (local mode: LocalSettings.limit_fraction)."""
+    advised: str = ""
+    """The rule of an acquirer advice (an approval already given: recorded and counted whatever the
+    limits, card status or static rules say); "" for a stand-in decision."""
 
     def with_limit_fraction(self, fraction: float) -> Assessment:
         """The same assessment with the cumulative limit and the budgets scaled (local, Redis-less mode)."""
