@@ -4,6 +4,8 @@ admit    velocity.py (1 round trip when the channel has a window), then exposure
          reserve (1 per budget the transaction draws on); a request already declined by a
          static rule skips both. A decline here becomes the assessment's static decline,
          which DECIDE records (the card's record, replay and journal stay as they are).
+         An acquirer advice (an approval already given) passes the windows; its amount is
+         reserved on the budgets that have room for it (a spent budget cannot refuse it).
 settle   after DECIDE: release the reservations unless DECIDE recorded a fresh approval
          under this decision id.
 """
@@ -32,8 +34,11 @@ class FleetRisk:
         self, token: str, request: StandInRequest, digest: str, assessment: Assessment, decision_id: str
     ) -> tuple[Assessment, list[Reservation]]:
         """The assessment DECIDE should use, and what was reserved for it (raises StoreUnavailableError)."""
-        if assessment.decline is not None or assessment.advised:
-            return assessment, []  # an acquirer advice is an approval already given: nothing can refuse it
+        if assessment.decline is not None:
+            return assessment, []
+        if assessment.advised:  # an approval already given: counted in the budget if there is room
+            held, _ = await self.budgets.reserve(token, assessment, decision_id)
+            return assessment, held
         if self.velocity.applies(request):
             decline = await self.velocity.check(request, digest, assessment.amount_minor)
             if decline is not None:

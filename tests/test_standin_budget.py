@@ -40,6 +40,7 @@ from standin import (
 from standin.keys import budget_keys, budget_shard_of
 from standin.policy import ExposureBudget
 from standin.tokens import CardTokenizer
+from standin.types import AcquirerAdviceKind
 
 BUDGET = ExposureBudget("test", max_amount_minor=10_000, period=timedelta(hours=1), shards=2)
 POLICY = policy(exposure_budgets=(BUDGET,))
@@ -213,3 +214,20 @@ async def test_local_approvals_count_in_the_budget_once_moved(tmp_path: Path) ->
             assert await exposure(back) == 2_000
     finally:
         await asyncio.to_thread(redis.stop)
+
+
+async def test_an_acquirer_advice_is_counted_but_never_refused(redis_port: int, tmp_path: Path) -> None:
+    """Offline approvals already given: counted while the budget has room, approved once it is spent."""
+    one_shard = ExposureBudget("advices", max_amount_minor=5_000, period=timedelta(hours=1), shards=1)
+    spend, total = budget_keys("advices", 0)
+    r = client(redis_port)
+    await r.delete(spend, total)
+    await r.aclose()
+    async with engine(redis_port, tmp_path / "l.db", pol=policy(exposure_budgets=(one_shard,))) as e:
+        advised = [
+            await e.advise(request(card(), amount_minor=2_000), AcquirerAdviceKind.OFFLINE_APPROVED)
+            for _ in range(3)
+        ]
+        [b] = await e.exposure()
+    assert all(d.approved for d in advised)
+    assert b.exposure_minor == 4_000  # the third did not fit: approved, not counted

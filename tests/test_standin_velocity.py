@@ -12,6 +12,7 @@ from test_standin_support import engine, luhn_pan, policy, request
 
 from standin import Channel, JournalKind, Reason, ResponseCode, StandIn, StandInDecision
 from standin.policy import Velocity, VelocityLimit
+from standin.types import AcquirerAdviceKind
 
 _cards = itertools.count()
 _places = itertools.count()
@@ -108,3 +109,15 @@ async def test_velocity_keeps_to_the_merchants_slot_on_a_cluster_node(
         decisions = await at(e, place(), "T-1", 12)
     assert {d.journal for d in decisions} == {JournalKind.REDIS}
     assert [d.approved for d in decisions] == [True] * 10 + [False] * 2
+
+
+async def test_an_acquirer_advice_passes_a_full_terminal_window(redis_port: int, tmp_path: Path) -> None:
+    """An offline approval already given is recorded approved even where the window stops requests."""
+    pol = policy(velocity=Velocity(terminal={Channel.POS_CHIP: VelocityLimit(1, 10**9)}))
+    merchant = place()
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+        first, stopped = await at(e, merchant, "T-1", 2)
+        advice = request(card(), merchant_id=merchant, terminal_id="T-1")
+        advised = await e.advise(advice, AcquirerAdviceKind.OFFLINE_APPROVED, approval_code="OFF123")
+    assert first.approved and stopped.rule == "velocity.terminal.count"
+    assert advised.approved and advised.journal is JournalKind.REDIS
