@@ -231,3 +231,19 @@ async def test_an_acquirer_advice_is_counted_but_never_refused(redis_port: int, 
         [b] = await e.exposure()
     assert all(d.approved for d in advised)
     assert b.exposure_minor == 4_000  # the third did not fit: approved, not counted
+
+
+async def test_a_full_shard_spills_to_the_next(redis_port: int, tmp_path: Path) -> None:
+    """Ten cards whose tokens all pick shard 0 of 2: five fill it, five more spill to shard 1."""
+    tokenizer = CardTokenizer(TOKEN_KEY)
+    homed = [pan for pan in (card() for _ in range(200)) if budget_shard_of(tokenizer.token(pan), 2) == 0][
+        :10
+    ]
+    pol = policy(exposure_budgets=(ExposureBudget("spill", 10_000, period=timedelta(hours=1), shards=2),))
+    r = client(redis_port)
+    await r.delete(*budget_keys("spill", 0), *budget_keys("spill", 1))
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+        decisions = [await e.decide(request(pan), Reason.ALL_POOLS_FAILED) for pan in homed]
+    assert len(homed) == 10 and all(d.approved for d in decisions)
+    assert [await r.zcard(budget_keys("spill", s)[0]) for s in (0, 1)] == [5, 5]
+    await r.aclose()
