@@ -67,6 +67,7 @@ class TopologySpec:
     gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
     sim_args: tuple[str, ...] = ()
     tls: bool = True  # mutual TLS on every link, etcd with auth and roles (False: plaintext, said)
+    standin_policy_toml: str = ""  # TOML appended to the stand-in file: its [policy] tables
     # Issuer hosts speak ISO 8583 to the gateways (the simulators' --iso8583-listen port, members
     # with protocol = "iso8583"); their control port stays gRPC. `iso8583_pool`: [pools.iso8583].
     iso8583_issuers: bool = False
@@ -356,7 +357,7 @@ class Topology:
             standin = self.workdir / "standin.toml"
             if not standin.exists():
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
-                standin.write_text(standin_toml(self.redis_url, redis=logins))
+                standin.write_text(standin_toml(self.redis_url, redis=logins) + self.spec.standin_policy_toml)
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)

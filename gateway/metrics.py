@@ -35,6 +35,9 @@ journal sample taken off the hot path every few seconds.
     authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
                                                            (delivered, not acked), local (SQLite backlog)
     authgw.journal.oldest_age         gauge      s {store} age of the oldest unsettled decision
+    authgw.standin.exposure           gauge      {minor_unit} {window}  approved in stand-in in the budget's
+                                                           period, fleet-wide (window: the budget's name)
+    authgw.standin.exposure_budget    gauge      {minor_unit} {window}  the budget's ceiling
     authgw.settlement.advices         counter    {outcome} incremented by the settlement worker (given
                                                            this counter; the gateway itself never adds)
 """
@@ -172,6 +175,10 @@ class GatewayMetrics:
              "Stand-in decisions not yet settled"),
             (gauge, journal, "authgw.journal.oldest_age", self._journal_age, "s",
              "Age of the oldest unsettled stand-in decision"),
+            (gauge, journal, "authgw.standin.exposure", self._exposure, "{minor_unit}",
+             "Amount approved in stand-in in each exposure budget's period, fleet-wide"),
+            (gauge, journal, "authgw.standin.exposure_budget", self._exposure_budget, "{minor_unit}",
+             "Each exposure budget's ceiling"),
         ]  # fmt: skip
         for create, enabled, name, callback, unit, description in instruments:
             if enabled:
@@ -272,3 +279,13 @@ class GatewayMetrics:
     def _journal_age(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._journal is not None
         return [Observation(age, {"store": store}) for store, age in self._journal.oldest_age_s().items()]
+
+    def _exposure(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [
+            Observation(used, {"window": name}) for name, (used, _) in dict(self._journal.exposure).items()
+        ]
+
+    def _exposure_budget(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [Observation(cap, {"window": name}) for name, (_, cap) in dict(self._journal.exposure).items()]

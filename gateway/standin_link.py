@@ -38,6 +38,7 @@ from standin.errors import ReusedRequestIdError
 from standin.types import (
     AcquirerAdviceKind,
     Channel,
+    CheckResult,
     JournalKind,
     Reason,
     ReversalOutcome,
@@ -53,6 +54,11 @@ T = TypeVar("T")
 
 STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
+_CHECK_RESULT = {
+    pb.NOT_CHECKED: CheckResult.ABSENT,
+    pb.PASSED: CheckResult.VERIFIED,
+    pb.FAILED: CheckResult.FAILED,
+}
 
 
 def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
@@ -73,6 +79,9 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
         cardholder_authenticated=req.cardholder_authenticated,
         transmitted_at=sent,
         card_expiry=req.card_expiry,
+        cvv=_CHECK_RESULT[req.verification.card_verification_value],
+        cryptogram=_CHECK_RESULT[req.verification.chip_cryptogram],
+        pin=_CHECK_RESULT[req.verification.pin],
     )
 
 

@@ -1,7 +1,10 @@
 """One stand-in decision: decide where the fleet's state is, record it durably, answer what was recorded.
 
     decide(request, reason)
-      ├─ static rules (rules.py): MCC group, risk tier, per-transaction maxima
+      ├─ static rules (rules.py): MCC group, risk tier, verification results, per-transaction maxima
+      ├─ Redis up:   fleet steps (fleet_risk.py), each in its own slot: merchant/terminal velocity,
+      │              exposure budget reserve; then the card's DECIDE; then the release of the
+      │              reservation (unless a fresh approval) beside the APPEND
       ├─ Redis up:   DECIDE script (reused id, reversal first, card status, window limits, record)
       │              ──► APPEND to the stream; append failed: record in the local SQLite journal
       ├─ DECIDE's reply lost (a timeout, a broken connection after sending): Redis may hold a
@@ -33,6 +36,7 @@ authgw.journal.kind: redis | sqlite), a child of the caller's current span.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,7 +48,14 @@ from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
 from standin.crypto import PanKeyring
 from standin.entry import encode_entry
-from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
+from standin.errors import (
+    ClosedError,
+    LocalJournalError,
+    ReusedRequestIdError,
+    StandInError,
+    StoreUnavailableError,
+)
+from standin.fleet_risk import FleetRisk
 from standin.journal import StreamJournal
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
 from standin.policy import StandInPolicy
@@ -77,6 +88,7 @@ class Decider:
     local: SqliteJournal
     recovery: Recovery
     local_settings: LocalSettings
+    risk: FleetRisk
     instance: str
     now_ms: Callable[[], int]
     tracer: Tracer | None = None
@@ -121,21 +133,57 @@ class Decider:
         key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
         proposal = self._proposal(assessment, reason, approval_code)
         if self.recovery.redis_up:
-            try:
-                await self.recovery.before_redis_decision(token)
-                outcome = await self.counters.decide(token, request, digest, assessment, proposal)
-            except StoreUnavailableError as exc:
-                self.recovery.mark_down(exc)
-                if exc.maybe_applied:
-                    if not assessment.advised:  # an advice stays an approval: it is already spent
-                        lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
-                        assessment = replace(assessment, decline=lost)
-                    # a new id: Redis may hold the old one, which told nobody
-                    fresh = self._proposal(assessment, reason, approval_code)
-                    proposal = replace(fresh, supersedes=proposal.decision_id)
-            else:
-                return await self._journal(request, key, assessment, outcome, trace_context)
-        return await self._decide_locally(request, key, assessment, proposal, trace_context)
+            decided = await self._decide_in_redis(request, key, assessment, proposal, trace_context)
+            if isinstance(decided, StandInDecision):
+                return decided
+            assessment, proposal = decided
+        decision = await self._decide_locally(request, key, assessment, proposal, trace_context)
+        if decision.approved:
+            self.risk.budgets.keep(decision.decision_id)
+        return decision
+
+    async def _decide_in_redis(
+        self,
+        request: StandInRequest,
+        key: RequestKey,
+        assessment: Assessment,
+        proposal: Proposal,
+        trace_context: str,
+    ) -> StandInDecision | tuple[Assessment, Proposal]:
+        """The fleet's decision, or (after a Redis failure) what the local decision should use."""
+        token = key.card_token
+        try:
+            await self.recovery.before_redis_decision(token)
+            admitted, held = await self.risk.admit(
+                token, request, key.digest, assessment, proposal.decision_id
+            )
+        except StoreUnavailableError as exc:
+            self.recovery.mark_down(exc)  # no card decision was asked: decide locally as planned
+            return assessment, proposal
+        try:
+            outcome = await self.counters.decide(token, request, key.digest, admitted, proposal)
+        except ReusedRequestIdError:
+            await self.risk.budgets.release(held)
+            raise
+        except StoreUnavailableError as exc:
+            self.recovery.mark_down(exc)
+            if not exc.maybe_applied:
+                self.risk.budgets.orphans.update(held)
+                return admitted, proposal
+            # Redis may hold an approval nobody was told: its reservation stays (exposure.py).
+            lost = admitted
+            if not admitted.advised:  # an advice stays an approval: it is already spent
+                lost = replace(
+                    admitted, decline=StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
+                )
+            # a new id: Redis may hold the old one, which told nobody
+            fresh = self._proposal(lost, proposal.reason, proposal.approval_code if lost.advised else "")
+            return lost, replace(fresh, supersedes=proposal.decision_id)
+        decision, _ = await asyncio.gather(
+            self._journal(request, key, admitted, outcome, trace_context),
+            self.risk.settle(held, outcome, proposal.decision_id),
+        )
+        return decision
 
     def _proposal(self, assessment: Assessment, reason: Reason, approval_code: str = "") -> Proposal:
         return Proposal(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from authgw.codes import ResponseCode
 from standin.errors import ReusedRequestIdError
 from standin.outcome import Outcome, Proposal
-from standin.rules import APPROVED_RULE, Assessment
+from standin.rules import APPROVED_RULE, BUDGET_CODE, Assessment, budget_rule
 from standin.types import CardStatus, LimitKind, Reason, ReversalStatus, StandInReversal
 
 __all__ = ["Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
@@ -94,6 +94,15 @@ def _check(
         return _STATUS_RULES[CardStatus(status[0])]
     if assessment.decline is not None:
         return assessment.decline.code, assessment.decline.rule
+    for budget in assessment.budgets:
+        # Every approval of this gateway in the period, whatever its scope: a share is a ceiling.
+        (spent,) = db.execute(
+            "SELECT COALESCE(SUM(limit_amount_minor), 0) FROM decisions WHERE approved = 1"
+            " AND entry_kind = 'decision' AND released = 0 AND decided_at_ms > ?",
+            (now_ms - int(budget.period.total_seconds() * 1000),),
+        ).fetchone()
+        if spent + assessment.amount_minor > int(budget.max_amount_minor * assessment.budget_fraction):
+            return BUDGET_CODE, budget_rule(budget)
     total, count = db.execute(
         "SELECT COALESCE(SUM(limit_amount_minor), 0), COUNT(*) FROM decisions WHERE card_token = ?"
         " AND entry_kind = 'decision' AND limit_kind = ? AND approved = 1 AND released = 0"

@@ -19,6 +19,8 @@ __all__ = [
     "AcquirerAdviceKind",
     "CardStatus",
     "Channel",
+    "Check",
+    "CheckResult",
     "JournalKind",
     "LimitKind",
     "Reason",
@@ -48,6 +50,22 @@ class Channel(enum.StrEnum):
     ECOMMERCE = "ECOMMERCE"
     MOTO = "MOTO"
     ATM = "ATM"
+
+
+class Check(enum.StrEnum):
+    """A verification the acquirer or its front end made before sending the request."""
+
+    CVV = "cvv"  # card verification value (CVV2 / CVC2, card not present)
+    CRYPTOGRAM = "cryptogram"  # EMV chip cryptogram (ARQC)
+    PIN = "pin"
+
+
+class CheckResult(enum.StrEnum):
+    """What a check found; ABSENT when the request does not say (most terminal traffic)."""
+
+    ABSENT = "absent"
+    VERIFIED = "verified"
+    FAILED = "failed"
 
 
 class Reason(enum.StrEnum):
@@ -169,6 +187,9 @@ class StandInRequest:
     cardholder_authenticated: bool
     transmitted_at: datetime
     card_expiry: str = ""  # YYMM (ISO 8583 field 14); "" when the acquirer did not send it
+    cvv: CheckResult = CheckResult.ABSENT
+    cryptogram: CheckResult = CheckResult.ABSENT
+    pin: CheckResult = CheckResult.ABSENT
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -196,6 +217,10 @@ class StandInRequest:
     @property
     def pan_last4(self) -> str:
         return self.pan[-4:]
+
+    def check(self, check: Check) -> CheckResult:
+        """The result the request carries for `check`."""
+        return {Check.CVV: self.cvv, Check.CRYPTOGRAM: self.cryptogram, Check.PIN: self.pin}[check]
 
     def content(self) -> str:
         """What makes a repeat the same transaction (not transmitted_at, which a retransmission changes)."""
