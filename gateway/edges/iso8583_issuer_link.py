@@ -111,6 +111,8 @@ class IssuerLink:
 
     async def request(self, message: Message, timeout_s: float) -> Message:
         """Send on the least busy open connection; see Mux.request for what it raises."""
+        if self._closed:
+            raise ConnectionClosed(f"failed to connect to {self.address}: the link is closed")
         self.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
