@@ -167,7 +167,7 @@ def total_outage(scale: float, *, iso8583: bool = False) -> Experiment:
         # 150/s: pyiso8583 and Python TLS on both ends of every issuer link cost several times
         # gRPC's C core per answer, and this runs on 2 shared cores (README, issuer-side ISO 8583).
         behaviour = AcquirerBehaviour(reverse_share=0.1, reverse_first_share=0.02)
-        spec = _spec(iso8583_issuers=True)
+        spec = _spec(iso8583_issuers=True, sim_args=("--uvloop",))  # uvloop: its TLS is in Cython
         return Experiment(
             "iso8583", "every ISO 8583 issuer host stops answering", spec, end, phases, script,
             rate_per_s=150.0, more_criteria=extra, settle_timeout_s=120.0, behaviour=behaviour,
