@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
+CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash iso8583
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 

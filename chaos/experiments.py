@@ -13,6 +13,7 @@ client cancels, reversals, and `money` combining them) are in
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Callable, Sequence
 
@@ -116,7 +117,8 @@ def pool_hang(scale: float) -> Experiment:
     )
 
 
-def total_outage(scale: float) -> Experiment:
+def total_outage(scale: float, *, iso8583: bool = False) -> Experiment:
+    """The 30 August case; with `iso8583`, issuer hosts speak ISO 8583 and acquirers also reverse."""
     t_fault, t_back, end = 5 * scale, 20 * scale, 28 * scale
 
     async def script(run: Run) -> None:
@@ -151,6 +153,15 @@ def total_outage(scale: float) -> Experiment:
     )
     # A small share of forced posts and offline approvals (acquirer advices), before, during and after.
     behaviour = AcquirerBehaviour(advice_share=0.03)
+    if iso8583:  # gRPC acquirers (the load generator's), ISO 8583 issuer hosts; reversals before and after
+        # 150/s: pyiso8583 and Python TLS on both ends of every issuer link cost several times
+        # gRPC's C core per answer, and this runs on 2 shared cores (README, issuer-side ISO 8583).
+        behaviour = AcquirerBehaviour(reverse_share=0.1, reverse_first_share=0.02, advice_share=0.03)
+        spec = _spec(iso8583_issuers=True, sim_args=("--uvloop",))  # uvloop: its TLS is in Cython
+        return Experiment(
+            "iso8583", "every ISO 8583 issuer host stops answering", spec, end, phases, script,
+            rate_per_s=150.0, more_criteria=extra, settle_timeout_s=120.0, behaviour=behaviour,
+        )  # fmt: skip
     return Experiment(
         "total-outage", "every issuer host stops answering", _spec(), end, phases, script,
         more_criteria=extra, behaviour=behaviour,
@@ -315,6 +326,7 @@ EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "etcd-down": etcd_down,
     "redis-down": redis_down,
     "gateway-crash": gateway_crash,
+    "iso8583": functools.partial(total_outage, iso8583=True),
 }
 EXPERIMENTS.update(MONEY_EXPERIMENTS)
 

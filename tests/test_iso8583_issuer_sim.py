@@ -19,6 +19,7 @@ from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2
 from chaos.card_profiles import PAN_BLOCKED
 from chaos.processes import ManagedProcess, free_port, start_authgw, wait_for_port
+from chaos.request_key import content_digest
 from chaos.sim_control import SimControl
 from gateway.edges.iso8583_issuer import IsoIssuerStub, IsoLinks
 from gateway.edges.iso8583_issuer_link import IssuerLink
@@ -141,3 +142,16 @@ async def test_first_request_waits_for_the_link_to_connect(sim: tuple[ManagedPro
     finally:
         await link.close()
     assert response.response_code == "00"
+
+
+async def test_long_merchant_and_terminal_ids_keep_the_request_content(
+    sim: tuple[ManagedProcess, int], host: tuple[IssuerLink, IsoIssuerStub]
+) -> None:
+    """Ids longer than 41 / 42 hold are cut there and whole in 48: the issuer books the request's own
+    content (the digest the oracle looks it up by), not a truncated one."""
+    request, response = await authorize(
+        host[1], merchant_id="MERCHANT-0123456789-ABCDEFGHIJ", terminal_id="TERMINAL-0123456789"
+    )
+    assert response.response_code == "00"
+    book = await book_of(sim[0], request.request_id)
+    assert book.digest == content_digest(request)

@@ -111,6 +111,8 @@ class IssuerLink:
 
     async def request(self, message: Message, timeout_s: float) -> Message:
         """Send on the least busy open connection; see Mux.request for what it raises."""
+        if self._closed:
+            raise ConnectionClosed(f"failed to connect to {self.address}: the link is closed")
         self.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -177,19 +179,29 @@ class IssuerLink:
             log.info("issuer host %s: connection closed (%s), reconnecting", self.address, reason)
 
     async def _open(self) -> Mux | None:
-        settings = self.settings
+        """A started mux on a new connection, or None (logged) when it cannot be had now."""
         try:
-            channel = await open_channel(
-                self._host,
-                self._port,
-                settings.framing,
-                connect_timeout_s=settings.connect_timeout_s,
-                ssl=self._ssl_context(),
-                server_hostname=settings.server_name or None,
-            )
+            return await self._connect()
         except ConnectionClosed as exc:
             log.debug("issuer host %s: %s", self.address, exc)
-            return None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The keeper must outlive anything one attempt throws (an SSL transport torn down
+            # mid-handshake under load, say): a dead keeper is a connection never reopened.
+            log.exception("issuer host %s: connecting failed unexpectedly; retrying", self.address)
+        return None
+
+    async def _connect(self) -> Mux:
+        settings = self.settings
+        channel = await open_channel(
+            self._host,
+            self._port,
+            settings.framing,
+            connect_timeout_s=settings.connect_timeout_s,
+            ssl=self._ssl_context(),
+            server_hostname=settings.server_name or None,
+        )
         mux = Mux(channel, self.spec, echo=settings.echo, stans=self.stans)
         await mux.start()
         return mux

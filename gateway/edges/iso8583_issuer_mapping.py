@@ -73,13 +73,21 @@ _ENTRY_MODE = {
     pb.ECOMMERCE: "810", pb.MOTO: "010", pb.ATM: "051",
 }  # fmt: skip
 _SENSITIVE = ((52, "pin_block"), (35, "track2"), (45, "track1"), (55, "chip_data"))
-_BLANK_TERMINAL, _BLANK_MERCHANT = " " * 8, " " * 15
+_TERMINAL, _MERCHANT = 8, 15  # the fixed lengths of 41 and 42
+_BLANK_TERMINAL, _BLANK_MERCHANT = " " * _TERMINAL, " " * _MERCHANT
 
 
-def _padded(value: str, size: int, field: int, name: str) -> str:
-    if len(value) > size:
-        raise MappingError(str(field), f"{name} is {len(value)} characters; ISO 8583 carries {size}")
-    return f"{value:<{size}}"
+def _fitted(value: str, size: int) -> str:
+    """A terminal or merchant id in its fixed field: space-padded, or cut (48 then has it whole)."""
+    return f"{value[:size]:<{size}}"
+
+
+def _long_ids(req: pb.AuthorizeRequest) -> dict[str, str]:
+    """48's TI / MI: the terminal and merchant ids too long for 41 (8) and 42 (15), whole."""
+    return {
+        "TI": req.terminal_id if len(req.terminal_id) > _TERMINAL else "",
+        "MI": req.merchant_id if len(req.merchant_id) > _MERCHANT else "",
+    }
 
 
 def _common(req: pb.AuthorizeRequest, stan: str, now: datetime) -> dict[int, str | bytes]:
@@ -92,8 +100,8 @@ def _common(req: pb.AuthorizeRequest, stan: str, now: datetime) -> dict[int, str
             13: req.local_date or sent.strftime("%m%d"), 18: req.mcc,
             22: req.pos_entry_mode or _ENTRY_MODE.get(req.channel, "051"), 32: req.acquirer_id,
             37: req.rrn or derived_rrn(req.acquirer_id, req.request_id),
-            41: _padded(req.terminal_id, 8, 41, "terminal_id"),
-            42: _padded(req.merchant_id, 15, 42, "merchant_id"), 49: currency_numeric(req.currency),
+            41: _fitted(req.terminal_id, _TERMINAL), 42: _fitted(req.merchant_id, _MERCHANT),
+            49: currency_numeric(req.currency),
         }  # fmt: skip
         if req.merchant_country:
             location = MerchantLocation(req.merchant_name, req.merchant_city, req.merchant_country)
@@ -114,7 +122,7 @@ def authorization_message(req: pb.AuthorizeRequest, *, mti: str, stan: str, now:
             if value:
                 fields[number] = value
     private = {"RI": req.request_id, "FA": micros(req.forwarded_at), "CH": str(int(req.channel))}
-    fields[PRIVATE_FIELD] = format_private(private)
+    fields[PRIVATE_FIELD] = format_private(private | _long_ids(req))
     return _checked(Message(mti, fields))
 
 
@@ -129,7 +137,7 @@ def advice_message(advice: pb.StandInAdvice, *, mti: str, stan: str, now: dateti
         "RI": req.request_id, "DI": advice.decision_id, "AA": micros(advice.answered_at),
         "OG": str(int(advice.origin)), "CH": str(int(req.channel)),
     }  # fmt: skip
-    fields[PRIVATE_FIELD] = format_private(private)
+    fields[PRIVATE_FIELD] = format_private(private | _long_ids(req))
     return _checked(Message(mti, fields))
 
 
@@ -216,6 +224,8 @@ def host_authorize_request(message: Message, now: datetime) -> pb.AuthorizeReque
     channel = private.get("CH", "")
     if channel.isdigit() and int(channel) in pb.Channel.values():
         request.channel = int(channel)  # type: ignore[assignment]  # a Channel value
+    request.terminal_id = private.get("TI") or request.terminal_id
+    request.merchant_id = private.get("MI") or request.merchant_id
     return request
 
 

@@ -11,6 +11,7 @@ by (`forwarded_at`, `answered_at`). They travel in field 48 as tag-length-value 
     AA answered_at (µs)    OG advice origin (AdviceOrigin number)    CH channel (Channel number)
     VI reversal id         OI original request id                    ST reversal status (number)
     DU 1: a duplicate advice, acknowledged again
+    TI / MI the terminal / merchant id, whole, when longer than 41 (8) / 42 (15) carry
 
 A host that does not know field 48 ignores it: it still has every standard field. Field 48 is
 pyiso8583's default definition (LLLVAR ans..999); it never carries card data.
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 PRIVATE_FIELD = 48
-_TAGS = frozenset({"RI", "DI", "FA", "AA", "OG", "CH", "VI", "OI", "ST", "DU"})
+_TAGS = frozenset({"RI", "DI", "FA", "AA", "OG", "CH", "VI", "OI", "ST", "DU", "TI", "MI"})
 _MAX = 999
 
 
