@@ -33,7 +33,7 @@ from gateway.edges.grpc_codec import Undecodable
 from gateway.edges.validation import EdgeLimits, validate, validate_reversal
 from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.fallback import DeclineFallback, Fallback, decline_91
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import EDGE_GRPC, GatewayMetrics
 from gateway.reversing import ReversalDesk
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
@@ -89,6 +89,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AuthorizeRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
     ) -> pb.AuthorizeResponse:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         if self._spans is None:
@@ -163,6 +165,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.ReverseRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.ReverseRequest, pb.ReverseResponse],
     ) -> pb.ReverseResponse:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         try:
@@ -183,4 +187,6 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AcquirerAdvice | Undecodable,
         context: grpc.aio.ServicerContext[pb.AcquirerAdvice, pb.AdviceAck],
     ) -> pb.AdviceAck:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "acquirer advices: not yet")
