@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
+	@echo "make demo-top - authgw top on the running demo's gateway (another terminal or tmux pane)"
 	@echo "make test   - lint, then the whole test suite (real etcd/redis/processes)"
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
@@ -89,7 +90,12 @@ test: lint package-check sysdeps deploy-check
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps
-	$(PY) -m chaos.demo
+	$(PY) -m chaos.demo $(DEMO_ARGS)
+
+# `authgw top` on the gateway of a running `make demo` (another terminal or tmux pane): waits for it
+demo-top: $(STAMP)
+	@echo "waiting for make demo's gateway (chaos/reports/demo-top.sh)..."
+	@while [ ! -f chaos/reports/demo-top.sh ]; do sleep 0.5; done; sh chaos/reports/demo-top.sh
 
 bench: $(STAMP) sysdeps
 	./scripts/ensure-system-deps.sh nghttp2-client nginx haproxy

@@ -124,8 +124,12 @@ async def test_every_issuer_hung_shows_standin_and_a_growing_journal(rig: Rig) -
         assert re.search(approvals, first)
         assert "no budget metric exported yet" in first
         await rig.authorize(10)
-        _, after = await asyncio.to_thread(frame_with_journal)
+        frame = asyncio.create_task(asyncio.to_thread(frame_with_journal))
+        while not frame.done():  # traffic during top's interval: answers per second to show
+            await rig.authorize(1)
+        screen, after = await frame
         assert after >= before + 10
+        assert re.search(r"STAND_IN\W+[0-9.]*[1-9][0-9.]*\W+\d\d: [0-9.]*[1-9]", screen), screen  # answers/s
     finally:
         for sim in rig.topo.sims.values():
             sim.signal(signal.SIGCONT)

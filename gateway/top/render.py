@@ -96,16 +96,19 @@ def _pools(frame: Frame) -> Table:
 
 
 def _answers(frame: Frame) -> Table:
-    table = Table(title="answers/s by source and response code (fleet)", title_justify="left")
+    """One row per source: its total and each response code seen in the interval (fleet sums)."""
+    table = Table(title="answers/s by source and response code (fleet)", title_justify="left", expand=True)
     table.add_column("source")
-    table.add_column("code")
     table.add_column("per s", justify="right")
-    fleet: dict[tuple[str, str], float] = {}
+    table.add_column("by response code")
+    fleet: dict[str, dict[str, float]] = {}
     for g in frame.gateways:
-        for key, per_s in g.answers.items():
-            fleet[key] = fleet.get(key, 0.0) + per_s
-    for (source, code), per_s in sorted(fleet.items()):
-        table.add_row(source, code, f"{per_s:.1f}")
+        for (source, code), per_s in g.answers.items():
+            codes = fleet.setdefault(source, {})
+            codes[code] = codes.get(code, 0.0) + per_s
+    for source, codes in sorted(fleet.items()):
+        shown = "  ".join(f"{code}: {per_s:.1f}" for code, per_s in sorted(codes.items()) if per_s > 0)
+        table.add_row(source, f"{sum(codes.values()):.1f}", shown or "-")
     return table
 
 
@@ -116,10 +119,12 @@ def _exposure_lines(frame: Frame) -> Iterable[str]:
             budget = g.exposure_budget.get(window)
             used = "" if not budget else f" of budget {budget:.0f} ({amount / budget:.0%})"
             yield f"exposure {window} ({g.instance}): {amount:.0f} minor units{used}"
-    if not exported:
-        yield "no exposure metric exported (authgw.standin.exposure): exposure from the journal below"
     if not any(g.exposure_budget for g in frame.gateways):
-        yield "no budget metric exported yet (authgw.standin.exposure_budget): exposure alone, no budget"
+        exposure = "no exposure metric" if not exported else "exposure"
+        yield (
+            f"{exposure} exported, no budget metric exported yet (authgw.standin.exposure, .exposure_budget):"
+            " exposure alone" + ("" if exported else ", from the journal")
+        )
     journal = frame.journal
     if journal is not None and journal.error is None:
         amounts = ", ".join(f"{c} {a} minor units" for c, a in sorted(journal.approved_hour.items()))
@@ -149,8 +154,9 @@ def _standin(frame: Frame) -> Table:
 
 
 def _header(frame: Frame) -> Text:
-    modes = sorted({_shown(g.mode) for g in frame.gateways if g.error is None}) or ["no gateway answered"]
-    text = f"authgw top  {frame.at:%H:%M:%S}  {len(frame.gateways)} gateway(s)  mode {', '.join(modes)}"
+    modes = sorted({_shown(g.mode) for g in frame.gateways if g.error is None})
+    shown = f"mode {', '.join(modes)}" if modes else "no gateway answered"
+    text = f"authgw top  {frame.at:%H:%M:%S}  {len(frame.gateways)} gateway(s)  {shown}"
     if frame.etcd is not None:
         etcd = frame.etcd
         text += (
@@ -163,4 +169,4 @@ def _header(frame: Frame) -> Text:
 
 def render(frame: Frame) -> RenderableType:
     """The whole frame."""
-    return Group(_header(frame), _gateways(frame), _pools(frame), _answers(frame), _standin(frame))
+    return Group(_header(frame), _gateways(frame), _standin(frame), _answers(frame), _pools(frame))

@@ -57,7 +57,7 @@ class EtcdSource:
         try:
             result = await self.client.get_prefix(self._layout.prefix)
         except EtcdError as exc:
-            return EtcdView(error=f"etcd: {exc}")
+            return EtcdView(error=str(exc))
         membership = self._layout.fold(
             {kv.key: kv.value for kv in result.kvs}, revision=result.revision, etcd_connected=True
         )
