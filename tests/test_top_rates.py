@@ -116,3 +116,17 @@ def test_an_unreadable_gateway_is_shown_with_its_error() -> None:
     failed = Scrape(URL, 1.0, error="ConnectionRefusedError: refused")
     view = gateway_view(_scrape(0.0, ""), failed)
     assert view.error == "ConnectionRefusedError: refused"
+
+
+def test_exposure_is_read_by_its_own_labels() -> None:
+    """Exposure and budget series keep each label set apart (one window, two currencies)."""
+    body = "\n".join(
+        [
+            'authgw_standin_exposure{currency="EUR",otel_scope_name="authgw",window="1h"} 500',
+            'authgw_standin_exposure{currency="GBP",otel_scope_name="authgw",window="1h"} 70',
+            'authgw_standin_exposure_budget{currency="EUR",otel_scope_name="authgw",window="1h"} 1000',
+        ]
+    )
+    view = gateway_view(_scrape(0.0, body), _scrape(1.0, body))
+    assert view.exposure == {"currency=EUR window=1h": 500, "currency=GBP window=1h": 70}
+    assert view.exposure_budget == {"currency=EUR window=1h": 1000}

@@ -55,9 +55,9 @@ def test_fleet_rows_sums_and_a_gateway_down() -> None:
 
 def test_exposure_against_its_budget_when_exported() -> None:
     """A gateway exporting exposure and budget: the share of the budget used, and no 'not exported'."""
-    view = _view("gw-1", "stand-in", 1.0, exposure={"1h": 500.0}, exposure_budget={"1h": 1000.0})
+    view = _view("gw-1", "stand-in", 1.0, exposure={"window=1h": 500.0}, exposure_budget={"window=1h": 1e3})
     screen = _screen(Frame(datetime.now(UTC), [view]))
-    assert "exposure 1h (gw-1): 500 minor units of budget 1000 (50%)" in screen
+    assert "exposure window=1h (gw-1): 500 minor units of budget 1000 (50%)" in screen
     assert "no budget metric" not in screen
 
 

@@ -29,7 +29,7 @@ from rich.live import Live
 
 from authgw.config import ConfigError
 from authgw.observability import LogFormat, configure_logging
-from authgw.security import SecurityError
+from authgw.security import PlaintextWarning, SecurityError
 from gateway.standin_cmd import load_standin_for_operator
 from gateway.top.model import gateway_view
 from gateway.top.render import Frame, render
@@ -134,6 +134,7 @@ async def _run(args: argparse.Namespace, urls: list[str], console: Console) -> i
     async with contextlib.AsyncExitStack() as stack:
         if etcd is not None:
             await stack.enter_async_context(etcd.client)
+            await stack.enter_async_context(PlaintextWarning(etcd.client.security, "etcd (top)"))
         if redis is not None:
             await redis.start()
             stack.push_async_callback(redis.close)

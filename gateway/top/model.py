@@ -47,7 +47,7 @@ class GatewayView:
     journal_depth: dict[str, float] = field(default_factory=dict)  # store -> entries
     journal_oldest_s: dict[str, float] = field(default_factory=dict)  # store -> age of the oldest
     settlement: dict[str, float] = field(default_factory=dict)  # outcome -> advices per s
-    exposure: dict[str, float] = field(default_factory=dict)  # window -> amount (minor units)
+    exposure: dict[str, float] = field(default_factory=dict)  # "window=1h ..." -> amount (minor units)
     exposure_budget: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -88,6 +88,15 @@ def _by(cur: Scrape, name: str, label: str) -> dict[str, float]:
     return {labels.get(label, ""): v for labels, v in cur.series(name)}
 
 
+def _keyed(cur: Scrape, name: str) -> dict[str, float]:
+    """Series of `name` by all their own labels ("window=1h currency=EUR"), the exporter's left out."""
+    out = {}
+    for labels, value in cur.series(name):
+        own = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if not k.startswith("otel_"))
+        out[own or "all"] = value
+    return out
+
+
 def gateway_view(prev: Scrape, cur: Scrape) -> GatewayView:
     """The view of one gateway between two of its scrapes."""
     if cur.error is not None or prev.error is not None:
@@ -112,6 +121,6 @@ def gateway_view(prev: Scrape, cur: Scrape) -> GatewayView:
         settlement={
             k[0]: v for k, v in rates(prev, cur, "authgw_settlement_advices_total", ("outcome",)).items()
         },
-        exposure=_by(cur, "authgw_standin_exposure", "window"),
-        exposure_budget=_by(cur, "authgw_standin_exposure_budget", "window"),
+        exposure=_keyed(cur, "authgw_standin_exposure"),
+        exposure_budget=_keyed(cur, "authgw_standin_exposure_budget"),
     )

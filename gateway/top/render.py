@@ -115,10 +115,10 @@ def _answers(frame: Frame) -> Table:
 def _exposure_lines(frame: Frame) -> Iterable[str]:
     exported = [g for g in frame.gateways if g.exposure]
     for g in exported:
-        for window, amount in sorted(g.exposure.items()):
-            budget = g.exposure_budget.get(window)
+        for key, amount in sorted(g.exposure.items()):
+            budget = g.exposure_budget.get(key)
             used = "" if not budget else f" of budget {budget:.0f} ({amount / budget:.0%})"
-            yield f"exposure {window} ({g.instance}): {amount:.0f} minor units{used}"
+            yield f"exposure {key} ({g.instance}): {amount:.0f} minor units{used}"
     if not any(g.exposure_budget for g in frame.gateways):
         exposure = "no exposure metric" if not exported else "exposure"
         yield (

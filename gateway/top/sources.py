@@ -4,7 +4,8 @@
                   flag, the gateways registered (the fleet), from one read of the key prefix
     RedisSource   the fleet-wide journal (unsettled entries, delivered not acknowledged, dead
                   letters, oldest age) and the stand-in approvals of the last hour: entries are read
-                  incrementally from where the previous refresh stopped, so an approval settled
+                  incrementally from where the previous refresh stopped (at most 5,000 a partition
+                  per refresh: a larger backlog is caught up over several), so an approval settled
                   (deleted) before top saw it is missed; top says "as seen since it started"
 
 Each read returns its error as text rather than raising: a view with etcd or Redis down is the
