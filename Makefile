@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-settle bench-tracing bench-metrics chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -118,6 +118,10 @@ bench-settle: $(STAMP) sysdeps
 bench-tracing: $(STAMP)
 	./scripts/ensure-system-deps.sh nghttp2-client
 	$(PY) -m chaos.bench_tracing --rounds 3 --requests 15000
+
+# What the operator metrics cost: per request (requests counter) and per scrape (collection)
+bench-metrics: $(STAMP)
+	$(PY) -m chaos.bench_metrics
 
 # One experiment per target; `make chaos` runs them all and ends with one summary table.
 $(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps
