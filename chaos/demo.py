@@ -39,7 +39,6 @@ from rich.table import Table
 
 from chaos.acquirer import Acquirer
 from chaos.load import CardMix
-from chaos.processes import free_port
 from chaos.report import Phase, live_line, plot_timeline, summarize, summary_table
 from chaos.samples import Sample
 from chaos.topology import Topology, TopologySpec
@@ -51,16 +50,16 @@ REPORTS = Path(__file__).resolve().parent / "reports"
 TOP_SCRIPT = REPORTS / "demo-top.sh"  # what `make demo-top` runs
 
 
-def top_command(topo: Topology, metrics_port: int) -> list[str]:
-    """`authgw top` on the demo's gateway: its metrics, etcd as the operator, the Redis journal."""
+def top_command(topo: Topology) -> list[str]:
+    """`authgw top` on the demo's gateways: their metrics, etcd as the operator, the Redis journal."""
     authgw = Path(sys.executable).with_name("authgw")
     command = [str(authgw)] if authgw.exists() else [sys.executable, "-m", "gateway.cli"]
-    command += ["top", "--metrics", f"http://127.0.0.1:{metrics_port}/metrics", *topo.etcd_args("operator")]
-    return [*command, "--config", str(topo.workdir / "gateway-1.toml")]
+    command += ["top", *(arg for url in topo.metrics_urls for arg in ("--metrics", url))]
+    return [*command, *topo.etcd_args("operator"), "--config", str(topo.workdir / "gateway-1.toml")]
 
 
-def _announce_top(topo: Topology, metrics_port: int, console: Console) -> None:
-    line = shlex.join(top_command(topo, metrics_port))
+def _announce_top(topo: Topology, console: Console) -> None:
+    line = shlex.join(top_command(topo))
     REPORTS.mkdir(exist_ok=True)
     TOP_SCRIPT.write_text(f"#!/bin/sh\n# written by make demo: watch its gateway live\nexec {line}\n")
     console.log("watch it live from another terminal or tmux pane: make demo-top, which runs")
@@ -116,12 +115,10 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console, h
     console.log(
         f"starting topology in {workdir}: etcd, Redis, 2 pools x 2 issuer hosts with health agents, 1 gateway"
     )
-    metrics_port = free_port()
-    telemetry = {"exporter": "none", "prometheus_listen": f"127.0.0.1:{metrics_port}"}
-    spec = TopologySpec(etcd=True, redis=True, gateway_extra={"telemetry": telemetry})
+    spec = TopologySpec(etcd=True, redis=True, metrics=True)
     topo = await asyncio.to_thread(Topology(workdir, spec).start)
     try:
-        _announce_top(topo, metrics_port, console)
+        _announce_top(topo, console)
         if hold_s > 0:
             console.log(f"holding {hold_s:.0f} s before the traffic starts (--hold)")
             await asyncio.sleep(hold_s)

@@ -66,6 +66,7 @@ class TopologySpec:
     gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
     sim_args: tuple[str, ...] = ()
     tls: bool = True  # mutual TLS on every link, etcd with auth and roles (False: plaintext, said)
+    metrics: bool = False  # each gateway exports Prometheus metrics on a port of its own (metrics_urls)
 
 
 def _toml_value(value: Any) -> str:
@@ -137,7 +138,13 @@ class Topology:
         self.sims: dict[str, ManagedProcess] = {}
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
+        self.metrics_ports: dict[int, int] = {}  # gateway index -> its Prometheus port (spec.metrics)
         self.pool_of: dict[str, str] = {m: p for p, ms in self.spec.pools.items() for m in ms}
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """Each gateway's Prometheus endpoint, in gateway order (spec.metrics)."""
+        return [f"http://127.0.0.1:{port}/metrics" for _, port in sorted(self.metrics_ports.items())]
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -338,6 +345,9 @@ class Topology:
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
                 standin.write_text(standin_toml(self.redis_url, redis=logins))
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
+        if self.spec.metrics:
+            port = self.metrics_ports.setdefault(index, free_port())
+            doc["telemetry"] = {"exporter": "none", "prometheus_listen": f"127.0.0.1:{port}"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)
         doc["pools"] = [

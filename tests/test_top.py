@@ -12,12 +12,12 @@ import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
-from chaos.processes import free_port
 from chaos.topology import Topology, TopologySpec
 from tests.deploy_scenario import authgw_cli
 from tests.gateway_fixtures import auth_request
@@ -25,16 +25,16 @@ from tests.helpers import assert_eventually
 
 
 class Rig:
-    """A topology whose gateway exports Prometheus metrics on `metrics_url`."""
+    """A topology whose gateways export Prometheus metrics (topo.metrics_urls)."""
 
-    def __init__(self, topo: Topology, metrics_url: str) -> None:
+    def __init__(self, topo: Topology) -> None:
         self.topo = topo
-        self.metrics_url = metrics_url
         self.sent = 0
 
     def top(self, *extra: str) -> str:
         """One frame of `authgw top --once` (this checkout's code), wide enough not to wrap."""
-        args = ["top", "--once", "--metrics", self.metrics_url, "--interval", "0.5", *extra]
+        urls = [arg for url in self.topo.metrics_urls for arg in ("--metrics", url)]
+        args = ["top", "--once", *urls, "--interval", "0.5", *extra]
         return authgw_cli(*args, topo=self.topo, env={"COLUMNS": "240"})
 
     def top_with_journal(self) -> str:
@@ -50,26 +50,25 @@ class Rig:
             return out
 
 
+def _spec(**overrides: Any) -> TopologySpec:
+    """primary (a1, a2) and secondary (b1) with agents in etcd, Redis, gateways with metrics."""
+    fields: dict[str, Any] = {
+        "pools": {"primary": ("a1", "a2"), "secondary": ("b1",)},
+        "etcd": True,
+        "redis": True,
+        "metrics": True,
+        "gateway_extra": {"telemetry": {"metric_export_interval": "300ms"}},  # journal sampled often
+    }
+    return TopologySpec(**(fields | overrides))
+
+
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    """primary (a1, a2) and secondary (b1) with agents in etcd, Redis, one gateway with metrics."""
-    port = free_port()
-    spec = TopologySpec(
-        pools={"primary": ("a1", "a2"), "secondary": ("b1",)},
-        etcd=True,
-        redis=True,
-        gateway_extra={
-            "telemetry": {
-                "exporter": "none",
-                "prometheus_listen": f"127.0.0.1:{port}",
-                "metric_export_interval": "300ms",
-            },
-        },
-    )
-    topo = Topology(tmp_path, spec)
+    """One gateway."""
+    topo = Topology(tmp_path, _spec())
     await asyncio.to_thread(topo.start)
     try:
-        yield Rig(topo, f"http://127.0.0.1:{port}/metrics")
+        yield Rig(topo)
     finally:
         await asyncio.to_thread(topo.stop)
 
@@ -146,3 +145,32 @@ async def test_a_pool_with_no_member_left_shows_zero(rig: Rig) -> None:
 
     screen = await assert_eventually(lambda: asyncio.to_thread(empty), timeout_s=30, interval_s=0.5)
     assert "2 healthy" in _row(screen, "gw-1", "primary")
+
+
+async def test_a_fleet_in_one_frame_and_the_forced_mode(tmp_path: Path) -> None:
+    """Two gateways, each its row; `authgw mode force-standin` shows as FORCED-STANDIN on both and as
+    etcd's mode; a gateway stopped stays on screen as DOWN."""
+    topo = Topology(tmp_path, _spec(gateways=2))
+    await asyncio.to_thread(topo.start)
+    try:
+        rig = Rig(topo)
+        screen = await asyncio.to_thread(rig.top)
+        assert "2 gateway(s)  mode issuer" in screen
+        assert "etcd mode auto, 2 gateway(s) registered" in screen
+        await asyncio.to_thread(authgw_cli, "mode", "force-standin", topo=topo)
+
+        def forced() -> str:
+            screen = rig.top()
+            assert "mode FORCED-STANDIN" in _row(screen, "authgw top"), screen
+            assert "etcd mode force-standin" in screen
+            return screen
+
+        screen = await assert_eventually(lambda: asyncio.to_thread(forced), timeout_s=20, interval_s=0.5)
+        for gateway in ("gw-1", "gw-2"):
+            _row(screen, gateway, "FORCED-STANDIN")
+        topo.gateways[1].stop()
+        screen = await asyncio.to_thread(rig.top)
+        assert "Connection refused" in _row(screen, topo.metrics_urls[1], "DOWN")
+        _row(screen, "gw-1", "FORCED-STANDIN")
+    finally:
+        await asyncio.to_thread(topo.stop)
