@@ -37,12 +37,13 @@ def _line(screen: str, *words: str) -> str:
 
 def test_fleet_rows_sums_and_a_gateway_down() -> None:
     """Each gateway has its row, a gateway whose endpoint failed says DOWN with the error, answers
-    per second are summed over the fleet, and the header lists every mode seen."""
+    per second are summed over the fleet, the header lists every mode seen; no oldest age for an
+    empty journal."""
     frame = Frame(
         datetime.now(UTC),
         [
             _view("gw-1", "stand-in", 40.0),
-            _view("gw-2", "issuer", 10.0),
+            _view("gw-2", "issuer", 10.0, journal_depth={"redis": 0.0}, journal_oldest_s={"redis": 12.0}),
             GatewayView("http://gw-3/metrics", "http://gw-3/metrics", error="URLError: refused"),
         ],
     )
@@ -51,6 +52,7 @@ def test_fleet_rows_sums_and_a_gateway_down() -> None:
     assert "URLError: refused" in _line(screen, "gw-3", "DOWN")
     assert "00: 50.0  51: 2.0" in _line(screen, "STAND_IN", "52.0")
     assert "a1:ejected" in _line(screen, "gw-2", "primary", "failing")
+    assert "12 s" not in _line(screen, "gw-2", "issuer")  # the age of an empty journal is no age
 
 
 def test_exposure_against_its_budget_when_exported() -> None:

@@ -62,7 +62,8 @@ def _gateways(frame: Frame) -> Table:
             continue
         by_source = g.answers_by_source
         journal = " ".join(f"{store} {int(n)}" for store, n in sorted(g.journal_depth.items()) if n) or "0"
-        oldest = max(g.journal_oldest_s.values(), default=None)
+        ages = [age for store, age in g.journal_oldest_s.items() if g.journal_depth.get(store)]
+        oldest = max(ages, default=None)  # an empty store's age is of nothing
         table.add_row(
             g.instance,
             _mode(g.mode),
