@@ -129,6 +129,8 @@ async def test_every_issuer_hung_shows_standin_and_a_growing_journal(rig: Rig) -
         screen, after = await frame
         assert after >= before + 10
         assert re.search(r"STAND_IN\W+[0-9.]*[1-9][0-9.]*\W+\d\d: [0-9.]*[1-9]", screen), screen  # answers/s
+        cells = [cell.strip() for cell in _row(screen, "gw-1", "STAND-IN").split("│")]
+        assert float(cells[3]) > 0, screen  # requests/s received by the gRPC edge
     finally:
         for sim in rig.topo.sims.values():
             sim.signal(signal.SIGCONT)
