@@ -8,6 +8,7 @@ with the operator's certificate ($AUTHGW_ETCD_*), the Redis journal through the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import signal
 from collections.abc import AsyncIterator
@@ -18,10 +19,13 @@ import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from chaos.processes import free_port
 from chaos.topology import Topology, TopologySpec
 from tests.deploy_scenario import authgw_cli
 from tests.gateway_fixtures import auth_request
 from tests.helpers import assert_eventually
+from tests.iso8583_readme_client import Connection
+from tests.test_iso8583_acquirer_e2e import acquirer_tls, echo
 
 
 class Rig:
@@ -80,11 +84,33 @@ def _row(screen: str, *words: str) -> str:
     return lines[0]
 
 
-async def test_healthy_pools_show_members_and_mode_issuer(rig: Rig) -> None:
-    """Pools with every member healthy, as the gateway routes and as etcd registers them; mode issuer."""
+async def test_healthy_pools_show_members_and_mode_issuer(tmp_path: Path) -> None:
+    """Pools with every member healthy, as the gateway routes and as etcd registers them; mode issuer;
+    requests per second by edge (gRPC and ISO 8583 echoes sent while top reads)."""
+    iso_port = free_port()
+    spec = _spec()
+    extra = {**spec.gateway_extra, "iso8583_listen": {"listen": f"127.0.0.1:{iso_port}"}}
+    topo = Topology(tmp_path, dataclasses.replace(spec, gateway_extra=extra))
+    await asyncio.to_thread(topo.start)
+    try:
+        await _healthy(Rig(topo), iso_port)
+    finally:
+        await asyncio.to_thread(topo.stop)
+
+
+async def _healthy(rig: Rig, iso_port: int) -> None:
     answers = await rig.authorize(3)
     assert {a.source for a in answers} == {pb.ISSUER}
-    screen = await asyncio.to_thread(rig.top)
+    link = await Connection.open(iso_port, acquirer_tls(rig.topo))
+    try:
+        frame = asyncio.create_task(asyncio.to_thread(rig.top))
+        while not frame.done():  # ISO 8583 echoes during top's interval
+            await link.send("0800", echo())
+            await link.receive()
+        screen = await frame
+    finally:
+        await link.close()
+    assert re.search(r"iso8583 [0-9.]*[1-9]", _row(screen, "gw-1", "issuer")), screen
     assert "mode issuer" in _row(screen, "authgw top")
     assert "etcd mode auto, 1 gateway(s) registered" in screen
     gateway = _row(screen, "gw-1", "issuer")

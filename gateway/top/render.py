@@ -51,6 +51,14 @@ def _mode(mode: str | None) -> Text:
     return Text(_shown(mode), style=_MODE_STYLE.get(mode or "", "yellow"))
 
 
+def _requests(by_edge: dict[str, float]) -> str:
+    """Requests per second, and per edge when more than one edge has received any."""
+    total = f"{sum(by_edge.values()):.1f}"
+    if len(by_edge) < 2:
+        return total
+    return total + " (" + ", ".join(f"{edge} {per_s:.1f}" for edge, per_s in sorted(by_edge.items())) + ")"
+
+
 def _gateways(frame: Frame) -> Table:
     table = Table(title="gateways", title_justify="left", expand=True)
     for column in ("gateway", "mode", "requests/s", "issuer/s", "stand-in/s", "p99 ms", "journal", "oldest",
@@ -67,7 +75,7 @@ def _gateways(frame: Frame) -> Table:
         table.add_row(
             g.instance,
             _mode(g.mode),
-            f"{sum(g.requests.values()):.1f}",
+            _requests(g.requests),
             f"{by_source.get('ISSUER', 0.0):.1f}",
             f"{by_source.get('STAND_IN', 0.0):.1f}",
             _ms(g.p99_ms.get("all")),
