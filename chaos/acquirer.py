@@ -75,13 +75,17 @@ class AcquirerBehaviour:
     """Sends the client cancels at a random point before their deadline (a timeout reversal follows)."""
     deadline_range_s: tuple[float, float] | None = None
     """Each send's deadline drawn uniformly from this range; None: the run's deadline."""
+    deadline_range_share: float = 1.0
+    """Of the sends, those whose deadline is drawn from deadline_range_s (the others: the run's)."""
+    reverse_elsewhere_share: float = 0.0
+    """Of the reversals of approvals, those sent first to another gateway than the one that answered."""
     timeout_reversals: bool = True
     """Send a timeout reversal for a request left without an answer."""
     seed: int = 11
 
     def __post_init__(self) -> None:
         shares = ("repeat_share", "reuse_share", "reverse_share", "partial_share", "reverse_first_share")
-        for name in (*shares, "cancel_share"):
+        for name in (*shares, "cancel_share", "deadline_range_share", "reverse_elsewhere_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AcquirerBehaviour.{name} must be within 0..1")
         low, high = self.deadline_range_s or (0.001, 0.001)
@@ -185,7 +189,8 @@ class Acquirer:
             )
         if sample.last_outcome == Outcome.ANSWERED and sample.approved and self._draw(b.reverse_share):
             await self._pause()
-            self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, target)
+            via = sample.target + 1 if self._draw(b.reverse_elsewhere_share) else sample.target
+            self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, via)
 
     def _final_amount(self, req: pb.AuthorizeRequest) -> int:
         partial = req.amount_minor > 1 and self._draw(self._behaviour.partial_share)
@@ -207,6 +212,7 @@ class Acquirer:
             final,
             pb.ReversalReason.Name(reason),
             first,
+            gateway=target % len(self._stubs),
         )
         sample.reversals.append(record)
         request = pb.ReverseRequest(
@@ -221,14 +227,16 @@ class Acquirer:
     ) -> None:
         """Send once (moving on to other gateways as allowed) and record the outcome on `sample`."""
         b = self._behaviour
-        deadline_s = self._rng.uniform(*b.deadline_range_s) if b.deadline_range_s else self._deadline_s
+        deadline_s = self._deadline_s
+        if b.deadline_range_s and (b.deadline_range_share >= 1.0 or self._draw(b.deadline_range_share)):
+            deadline_s = self._rng.uniform(*b.deadline_range_s)
         cancel_after_s = self._rng.uniform(0.0, deadline_s) if self._draw(b.cancel_share) else None
         req.transmitted_at.FromNanoseconds(time.time_ns())
         started = time.monotonic()
         response, code, index = await self._attempts(req, target, deadline_s, cancel_after_s)
         sample.sends += 1
         if first:
-            sample.status, sample.target = code, index
+            sample.status, sample.target, sample.deadline_s = code, index, deadline_s
             if response is not None:
                 sample.latency_s = time.monotonic() - started
         if response is not None:

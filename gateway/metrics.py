@@ -13,6 +13,8 @@ journal sample taken off the hot path every few seconds.
                                                                    acquirer_mismatch, revoked)
     authgw.reversals                  counter    {source, status}  reversals taken (issuer: its answer;
                                                                    stand_in: applied / stored / no_effect)
+    authgw.acquirer_advices           counter    {kind, duplicate} acquirer advices recorded (kind:
+                                                                   forced_post / offline_approved)
     authgw.authorization.duration     histogram  ms {source}
     authgw.attempts                   counter    {pool, outcome}   outcome: gateway.attempt.AttemptKind
     authgw.retries                    counter    {pool, reason}    reason: the previous attempt's outcome
@@ -164,6 +166,11 @@ class GatewayMetrics:
         self.reversals = meter.create_counter(
             "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
         )
+        self.acquirer_advices = meter.create_counter(
+            "authgw.acquirer_advices",
+            unit="{advice}",
+            description="Acquirer advices recorded (forced posts, offline approvals), by kind and repeat",
+        )
         self._observe(meter)
 
     def _observe(self, meter: Meter) -> None:
@@ -229,6 +236,9 @@ class GatewayMetrics:
             "status": pb.ReversalStatus.Name(response.status).lower(),
         }
         self.reversals.add(1, attrs)
+
+    def record_acquirer_advice(self, kind: str, duplicate: bool) -> None:
+        self.acquirer_advices.add(1, {"kind": kind.lower(), "duplicate": duplicate})
 
     # -- observed at collection, in the reader's thread ----------------------------------------
 

@@ -50,7 +50,7 @@ from standin.sqlite_journal import SqliteJournal
 from standin.sqlite_rules import Local, RequestKey
 from standin.tokens import CardTokenizer
 from standin.tracing import journal_span, span_failed
-from standin.types import JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
+from standin.types import AcquirerAdviceKind, JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
 
 __all__ = ["REPLY_LOST_RULE", "UNRECORDED_RULE", "Decider"]
 
@@ -87,13 +87,34 @@ class Decider:
 
         Raises ReusedRequestIdError.
         """
-        token = self.tokenizer.token(request.pan)
-        digest = self.tokenizer.digest(request.content())
-        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
         assessment = assess(self.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
-        proposal = self._proposal(assessment, reason)
+        return await self._decide(request, reason, trace_context, assessment, "")
+
+    async def advise(
+        self, request: StandInRequest, kind: AcquirerAdviceKind, approval_code: str, trace_context: str
+    ) -> StandInDecision:
+        """Record an acquirer advice: approved and counted whatever the limits (lua.DECIDE's ARGV[17]).
+
+        A repeat, or an approval of the same request already on record, is that decision again.
+        Raises ReusedRequestIdError; a 91 decline comes back only when nothing could record it.
+        """
+        assessment = replace(assess(self.policy, request), decline=None, advised=kind.rule)
+        return await self._decide(request, Reason.ACQUIRER_ADVICE, trace_context, assessment, approval_code)
+
+    async def _decide(
+        self,
+        request: StandInRequest,
+        reason: Reason,
+        trace_context: str,
+        assessment: Assessment,
+        approval_code: str,
+    ) -> StandInDecision:
+        token = self.tokenizer.token(request.pan)
+        digest = self.tokenizer.digest(request.content())
+        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
+        proposal = self._proposal(assessment, reason, approval_code)
         if self.recovery.redis_up:
             try:
                 await self.recovery.before_redis_decision(token)
@@ -101,18 +122,20 @@ class Decider:
             except StoreUnavailableError as exc:
                 self.recovery.mark_down(exc)
                 if exc.maybe_applied:
-                    lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
-                    assessment = replace(assessment, decline=lost)
+                    if not assessment.advised:  # an advice stays an approval: it is already spent
+                        lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
+                        assessment = replace(assessment, decline=lost)
                     # a new id: Redis may hold the old one, which told nobody
-                    proposal = replace(self._proposal(assessment, reason), supersedes=proposal.decision_id)
+                    fresh = self._proposal(assessment, reason, approval_code)
+                    proposal = replace(fresh, supersedes=proposal.decision_id)
             else:
                 return await self._journal(request, key, assessment, outcome, trace_context)
         return await self._decide_locally(request, key, assessment, proposal, trace_context)
 
-    def _proposal(self, assessment: Assessment, reason: Reason) -> Proposal:
+    def _proposal(self, assessment: Assessment, reason: Reason, approval_code: str = "") -> Proposal:
         return Proposal(
             decision_id=new_decision_id(),
-            approval_code=new_approval_code(),
+            approval_code=approval_code or new_approval_code(),
             risk_tier=assessment.tier.name,
             reason=reason,
             gateway_instance=self.instance,

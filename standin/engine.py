@@ -6,6 +6,8 @@
     decline(request, rule)      the same path with a forced 91: the gateway's own decline after an
                                 attempt that may have reached an issuer, recorded so the issuer is
                                 told (its late approval must not stand)
+    advise(request, kind)       an acquirer advice: the same path, approved and counted whatever the
+                                limits (money already spent), journaled in the card's partition
     reverse(reversal, store)    reversing.py: release a stand-in approval, or record the reversal
                                 for the issuer, in the card's order
 
@@ -58,7 +60,14 @@ from standin.rules import StaticDecline
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
-from standin.types import Reason, ReversalOutcome, StandInDecision, StandInRequest, StandInReversal
+from standin.types import (
+    AcquirerAdviceKind,
+    Reason,
+    ReversalOutcome,
+    StandInDecision,
+    StandInRequest,
+    StandInReversal,
+)
 
 __all__ = ["UNRECORDED_RULE", "Clock", "EngineStatus", "StandIn"]
 
@@ -319,6 +328,23 @@ class StandIn:
         forced = StaticDecline(rule, ResponseCode.ISSUER_UNAVAILABLE)
         async with self._running():
             return await self._decider.decide(request, reason, trace_context, forced=forced)
+
+    async def advise(
+        self,
+        request: StandInRequest,
+        kind: AcquirerAdviceKind,
+        approval_code: str = "",
+        trace_context: str = "",
+    ) -> StandInDecision:
+        """Record an acquirer advice (an approval already given) in the card's journal partition.
+
+        It is approved and counted against the card's windows whatever the limits; settlement
+        forwards it to the issuer (origin from its rule). A repeat is the recorded decision again.
+        Raises ClosedError and ReusedRequestIdError; when nothing could record it the decision is a
+        91 decline with journal NONE (the caller must not acknowledge it).
+        """
+        async with self._running():
+            return await self._decider.advise(request, kind, approval_code, trace_context)
 
     async def reverse(
         self, reversal: StandInReversal, *, store: bool, trace_context: str = ""

@@ -18,7 +18,7 @@ amount in limit currency and the tier-scaled cumulative limit.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from authgw.card_expiry import card_expired
 from authgw.codes import ResponseCode
@@ -51,12 +51,13 @@ class Assessment:
     limit: WindowLimit
     """The cumulative limit scaled by the tier."""
     decline: StaticDecline | None
+    advised: str = ""
+    """The rule of an acquirer advice (an approval already given: recorded and counted whatever the
+    limits, card status or static rules say); "" for a stand-in decision."""
 
     def with_limit_fraction(self, fraction: float) -> Assessment:
         """The same assessment with the cumulative limit further scaled (local, Redis-less mode)."""
-        return Assessment(
-            self.kind, self.mcc_group, self.tier, self.amount_minor, self.limit.scaled(fraction), self.decline
-        )
+        return replace(self, limit=self.limit.scaled(fraction))
 
 
 def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:

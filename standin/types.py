@@ -16,6 +16,7 @@ from authgw.codes import ResponseCode
 from standin.errors import InvalidRequestError
 
 __all__ = [
+    "AcquirerAdviceKind",
     "CardStatus",
     "Channel",
     "JournalKind",
@@ -57,6 +58,33 @@ class Reason(enum.StrEnum):
     DECLINE_STORM = "DECLINE_STORM"
     FORCED = "FORCED"
     CLIENT_DEADLINE = "CLIENT_DEADLINE"  # not a stand-in decision: the gateway's 91, recorded as such
+    ACQUIRER_ADVICE = "ACQUIRER_ADVICE"  # not a stand-in decision: an approval the acquirer gave (advice)
+
+
+class AcquirerAdviceKind(enum.StrEnum):
+    """How an acquirer approved without the issuer (names as in the proto's AcquirerAdviceKind)."""
+
+    FORCED_POST = "FORCED_POST"  # the merchant overrode the terminal and validated by hand
+    OFFLINE_APPROVED = "OFFLINE_APPROVED"  # the terminal approved offline, within its floor limit
+
+    @property
+    def rule(self) -> str:
+        """The rule an advice of this kind is recorded under (journal, request record)."""
+        return _ADVICE_RULES[self]
+
+    @classmethod
+    def of_rule(cls, rule: str) -> AcquirerAdviceKind | None:
+        """The kind a recorded rule stands for; None for a stand-in decision's rule."""
+        for kind, name in _ADVICE_RULES.items():
+            if name == rule:
+                return kind
+        return None
+
+
+_ADVICE_RULES = {
+    AcquirerAdviceKind.FORCED_POST: "acquirer.forced_post",
+    AcquirerAdviceKind.OFFLINE_APPROVED: "acquirer.offline",
+}
 
 
 class ReversalReason(enum.StrEnum):
@@ -237,6 +265,7 @@ class StandInDecision:
     gateway_instance: str
     journal: JournalKind  # where it is durably recorded
     answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
+    repeated: bool = field(default=False, compare=False)  # the request's recorded decision, given again
 
     @property
     def answered(self) -> datetime:
