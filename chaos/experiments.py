@@ -16,6 +16,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Sequence
 
+from chaos.acquirer import AcquirerBehaviour
 from chaos.experiment import Criterion, Experiment, Run
 from chaos.experiment_kit import ATTEMPT_TIMEOUT_MS, PRIMARY, SECONDARY
 from chaos.experiment_kit import set_faults as _faults
@@ -128,10 +129,13 @@ def total_outage(scale: float) -> Experiment:
 
     def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
         standin = sum(1 for s in samples if s.source == "STAND_IN" and t_fault + 1 <= s.sent_at < t_back)
-        tail = [s for s in samples if s.sent_at >= end - 3 * scale]
+        tail = [s for s in samples if s.sent_at >= end - 3 * scale and not s.advice]
         issuer_tail = sum(1 for s in tail if s.source == "ISSUER")
+        advices = [s for s in samples if s.advice]
+        acked = sum(1 for s in advices if s.answers)
         return [
             Criterion("stand-in answers during the outage", "> 0", str(standin), standin > 0),
+            Criterion("acquirer advices acknowledged", str(len(advices)), str(acked), acked == len(advices)),
             Criterion(
                 "issuer answers again at the end",
                 "> 90 %",
@@ -145,9 +149,12 @@ def total_outage(scale: float) -> Experiment:
         Phase("every pool hung", t_fault, t_back, True),
         Phase("back", t_back, end),
     )
+    # A small share of forced posts and offline approvals (acquirer advices), before, during and after.
+    behaviour = AcquirerBehaviour(advice_share=0.03)
     return Experiment(
-        "total-outage", "every issuer host stops answering", _spec(), end, phases, script, more_criteria=extra
-    )
+        "total-outage", "every issuer host stops answering", _spec(), end, phases, script,
+        more_criteria=extra, behaviour=behaviour,
+    )  # fmt: skip
 
 
 def decline_storm(scale: float) -> Experiment:

@@ -209,7 +209,7 @@ def compare(
             counts[figure] += 1
             examples.setdefault(figure.value, [])
             if len(examples[figure.value]) < _EXAMPLES:
-                examples[figure.value].append(str(key))
+                examples[figure.value].append(str(key) + (" (advice)" if acquirer.why is Why.ADVISED else ""))
     unknown = [k for k in by_key if k not in helds]
     stray = [k for k in unknown if by_key[k].final_minor > 0]
     known_content = {(k.request_id, k.digest) for k in helds}

@@ -11,6 +11,11 @@
       ├─ Redis down: decide and record locally (SQLite), limits scaled by LocalSettings.limit_fraction
       └─ nothing could record: decline 91 ("journal.unavailable"); never an approval without a record
 
+    advise(request, kind)       an acquirer advice (money already spent) takes the same path with the
+                                static rules, card status and limits switched off: recorded approved
+                                under acquirer.forced_post / acquirer.offline and counted in the window;
+                                its reply lost, it stays an approval (a new id, the lost one superseded)
+
 A reused request id (same acquirer and id, other content) raises ReusedRequestIdError:
 nothing is counted or journaled, the gateway refuses it.
 

@@ -112,6 +112,15 @@ async def books(topology: Topology) -> dict[str, simulator_pb2.RequestBook]:
     return {book.request_id: book for book in ledger.books if book.acquirer_id == ACQUIRER}
 
 
+def booked(
+    ledger: dict[str, simulator_pb2.RequestBook], fields: dict[int, str | bytes]
+) -> simulator_pb2.RequestBook:
+    """The issuer's book of a request; an AssertionError (retried by assert_eventually) until it exists."""
+    book = ledger.get(request_id(fields))
+    assert book is not None, f"no book yet for {request_id(fields)}"
+    return book
+
+
 async def exchange(link: Connection, messages: list[tuple[str, dict[int, str | bytes]]]) -> dict:
     """Write every message before reading any reply; return the replies by their match key."""
     for mti, fields in messages:
@@ -147,9 +156,9 @@ async def test_fifty_in_flight_on_one_connection_every_reply_matches(
     async def books_match() -> None:  # a reversal recorded by stand-in (STORED) reaches the issuer later
         ledger = await books(topology)
         for i, fields in enumerate(earlier):
-            assert ledger[request_id(fields)].final_minor == (0 if i < 5 else 600)
+            assert booked(ledger, fields).final_minor == (0 if i < 5 else 600)
         for _, fields in sent[:25]:
-            assert ledger[request_id(fields)].final_minor == int(fields[4])
+            assert booked(ledger, fields).final_minor == int(fields[4])
 
     await assert_eventually(books_match, timeout_s=30.0, interval_s=0.5)
 
@@ -209,7 +218,7 @@ async def test_with_every_issuer_host_stopped_standin_answers_39_and_38(
     async def advised_once() -> None:
         ledger = await books(topology)
         for f in sent:
-            book = ledger[request_id(f)]
+            book = booked(ledger, f)
             assert (book.approval_advices, book.final_minor) == (1, int(f[4])), book
 
     await assert_eventually(advised_once, timeout_s=60.0, interval_s=0.5)
@@ -233,7 +242,7 @@ async def test_an_acquirer_advice_reusing_a_request_id_for_other_content_gets_94
     assert replies[key("0230", other)][39] == "94"
 
     async def posted_once() -> None:
-        book = (await books(topology))[request_id(fields)]
+        book = booked(await books(topology), fields)
         assert (book.approval_advices, book.final_minor) == (1, 800), book
 
     await assert_eventually(posted_once, timeout_s=30.0, interval_s=0.5)
@@ -254,7 +263,7 @@ async def test_an_acquirer_advice_is_recorded_answered_00_and_posted_once(
     async def posted_once() -> None:
         ledger = await books(topology)
         for fields, origin in ((forced, pb.ACQUIRER_FORCED_POST), (offline, pb.ACQUIRER_OFFLINE)):
-            book = ledger[request_id(fields)]
+            book = booked(ledger, fields)
             assert (book.approval_advices, book.final_minor) == (1, int(fields[4])), book
             assert [a.origin for a in book.advices] == [origin], book
 
