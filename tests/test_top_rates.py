@@ -130,3 +130,22 @@ def test_exposure_is_read_by_its_own_labels() -> None:
     view = gateway_view(_scrape(0.0, body), _scrape(1.0, body))
     assert view.exposure == {"currency=EUR window=1h": 500, "currency=GBP window=1h": 70}
     assert view.exposure_budget == {"currency=EUR window=1h": 1000}
+
+
+def test_settlement_and_requests_rates_in_the_view() -> None:
+    """Advices settled per second by outcome, requests per second by edge, answers by (source, code)."""
+
+    def body(settled: int, grpc: int) -> str:
+        return "\n".join(
+            [
+                "# TYPE authgw_settlement_advices counter",
+                f'authgw_settlement_advices_total{{outcome="acknowledged"}} {settled}',
+                f'authgw_requests_total{{edge="grpc"}} {grpc}',
+                _decisions(grpc, 0, 0),
+            ]
+        )
+
+    view = gateway_view(_scrape(0.0, body(10, 100)), _scrape(0.5, body(60, 150)))
+    assert view.settlement == {"acknowledged": 100.0}
+    assert view.requests == {"grpc": 100.0}
+    assert view.answers_by_source == {"ISSUER": 100.0, "STAND_IN": 0.0}
