@@ -10,10 +10,11 @@ CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-do
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
+	@echo "make demo-top - authgw top on the running demo's gateway (another terminal or tmux pane)"
 	@echo "make test   - lint, then the whole test suite (real etcd/redis/processes)"
 	@echo "make proto  - regenerate authgw/v1 from proto/"
 	@echo "make lint   - ruff + mypy (strict)"
@@ -90,7 +91,12 @@ test: lint package-check sysdeps deploy-check
 	$(BIN)/pytest -q
 
 demo: $(STAMP) sysdeps
-	$(PY) -m chaos.demo
+	$(PY) -m chaos.demo $(DEMO_ARGS)
+
+# `authgw top` on the gateway of a running `make demo` (another terminal or tmux pane): waits for it
+demo-top: $(STAMP)
+	@echo "waiting for make demo's gateway (chaos/reports/demo-top.sh)..."
+	@while [ ! -f chaos/reports/demo-top.sh ]; do sleep 0.5; done; sh chaos/reports/demo-top.sh
 
 bench: $(STAMP) sysdeps
 	./scripts/ensure-system-deps.sh nghttp2-client nginx haproxy
@@ -116,6 +122,10 @@ bench-settle: $(STAMP) sysdeps
 bench-tracing: $(STAMP)
 	./scripts/ensure-system-deps.sh nghttp2-client
 	$(PY) -m chaos.bench_tracing --rounds 3 --requests 15000
+
+# What the operator metrics cost: per request (requests counter) and per scrape (collection)
+bench-metrics: $(STAMP)
+	$(PY) -m chaos.bench_metrics
 
 # One experiment per target; `make chaos` runs them all and ends with one summary table.
 $(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps

@@ -12,13 +12,20 @@ request's book at the issuer is checked against what the acquirer holds
 it runs; a summary table per phase, the money table and a timeline picture at
 the end. Everything started is stopped by PID, whatever happens.
 
-    python -m chaos.demo [--rate 100] [--scale 1.0] [--keep]
+The gateway exports Prometheus metrics: once the topology is up the demo prints
+the `authgw top` command line that watches it (its endpoint, etcd with the
+operator's certificate, the Redis journal through the gateway's config) and
+writes it to chaos/reports/demo-top.sh, which `make demo-top` runs from another
+terminal or tmux pane. `--hold S` waits S seconds before the traffic starts.
+
+    python -m chaos.demo [--rate 100] [--scale 1.0] [--hold 0] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import shutil
 import signal
 import sys
@@ -42,6 +49,23 @@ __all__ = ["main"]
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 REVERSE_SHARE = 0.05  # approvals the acquirer reverses afterwards (half of them partially), outage or not
+TOP_SCRIPT = REPORTS / "demo-top.sh"  # what `make demo-top` runs
+
+
+def top_command(topo: Topology) -> list[str]:
+    """`authgw top` on the demo's gateways: their metrics, etcd as the operator, the Redis journal."""
+    authgw = Path(sys.executable).with_name("authgw")
+    command = [str(authgw)] if authgw.exists() else [sys.executable, "-m", "gateway.cli"]
+    command += ["top", *(arg for url in topo.metrics_urls for arg in ("--metrics", url))]
+    return [*command, *topo.etcd_args("operator"), "--config", str(topo.workdir / "gateway-1.toml")]
+
+
+def _announce_top(topo: Topology, console: Console) -> None:
+    line = shlex.join(top_command(topo))
+    REPORTS.mkdir(exist_ok=True)
+    TOP_SCRIPT.write_text(f"#!/bin/sh\n# written by make demo: watch its gateway live\nexec {line}\n")
+    console.log("watch it live from another terminal or tmux pane: make demo-top, which runs")
+    console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _phases(scale: float) -> list[Phase]:
@@ -86,16 +110,20 @@ def money_table(check: MoneyCheck) -> Table:
     return table
 
 
-async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -> int:
+async def run_demo(rate: float, scale: float, workdir: Path, console: Console, hold_s: float = 0.0) -> int:
     phases = _phases(scale)
     duration = phases[-1].end_s
     console.rule("authgw demo: an issuer outage, replayed")
     console.log(
         f"starting topology in {workdir}: etcd, Redis, 2 pools x 2 issuer hosts with health agents, 1 gateway"
     )
-    spec = TopologySpec(etcd=True, redis=True)
+    spec = TopologySpec(etcd=True, redis=True, metrics=True)
     topo = await asyncio.to_thread(Topology(workdir, spec).start)
     try:
+        _announce_top(topo, console)
+        if hold_s > 0:
+            console.log(f"holding {hold_s:.0f} s before the traffic starts (--hold)")
+            await asyncio.sleep(hold_s)
         mix = CardMix(cards=300)
         behaviour = AcquirerBehaviour(reverse_share=REVERSE_SHARE)
         gateway = [topo.gateways[0].address]
@@ -130,6 +158,7 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
         )
         return 0 if total.failed == 0 and check.ok else 1
     finally:
+        TOP_SCRIPT.unlink(missing_ok=True)
         console.log("stopping every process started by the demo")
         await asyncio.to_thread(topo.stop)
 
@@ -139,11 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="authorizations per second")
     parser.add_argument("--scale", type=float, default=1.0, help="stretch (>1) or compress (<1) the timeline")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="seconds to wait before the traffic (start authgw top)"
+    )
     args = parser.parse_args(argv)
     console = Console(width=max(130, shutil.get_terminal_size().columns))
     workdir = Path(tempfile.mkdtemp(prefix="authgw-demo-"))
     try:
-        return asyncio.run(run_demo(args.rate, args.scale, workdir, console))
+        return asyncio.run(run_demo(args.rate, args.scale, workdir, console, args.hold))
     finally:
         if args.keep:
             console.print(f"logs kept in {workdir}")

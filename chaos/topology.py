@@ -72,6 +72,7 @@ class TopologySpec:
     # with protocol = "iso8583"); their control port stays gRPC. `iso8583_pool`: [pools.iso8583].
     iso8583_issuers: bool = False
     iso8583_pool: Mapping[str, Any] = field(default_factory=dict)
+    metrics: bool = False  # each gateway exports Prometheus metrics on a port of its own (metrics_urls)
 
 
 def _toml_value(value: Any) -> str:
@@ -144,7 +145,13 @@ class Topology:
         self.iso_ports: dict[str, int] = {}  # member -> its ISO 8583 port (iso8583_issuers)
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
+        self.metrics_ports: dict[int, int] = {}  # gateway index -> its Prometheus port (spec.metrics)
         self.pool_of: dict[str, str] = {m: p for p, ms in self.spec.pools.items() for m in ms}
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        """Each gateway's Prometheus endpoint, in gateway order (spec.metrics)."""
+        return [f"http://127.0.0.1:{port}/metrics" for _, port in sorted(self.metrics_ports.items())]
 
     @property
     def etcd_endpoints(self) -> list[str]:
@@ -359,6 +366,9 @@ class Topology:
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
                 standin.write_text(standin_toml(self.redis_url, redis=logins) + self.spec.standin_policy_toml)
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
+        if self.spec.metrics:
+            port = self.metrics_ports.setdefault(index, free_port())
+            doc["telemetry"] = {"exporter": "none", "prometheus_listen": f"127.0.0.1:{port}"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)
         doc["pools"] = [

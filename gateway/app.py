@@ -146,6 +146,8 @@ class Gateway:
             certificates=self.transport.days_left,
             rejected_members=self.membership.filter.rejected if self.membership else None,
             denied=self.access.denied,
+            mode=lambda: self.mode,
+            configured_pools=[p.name for p in self.cfg.pools],
         )
 
     async def start(self) -> None:

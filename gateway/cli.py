@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "etcd-auth": ("health.admin", "create etcd users and roles from the key layout, enable auth (as root)"),
     "standin": ("gateway.standin_cmd", "stand-in tools: load-card-status, status, reconcile, replay"),
     "settle": ("gateway.settlement.command", "run a settlement worker alone"),
+    "top": ("gateway.top.command", "live view of gateways: mode, pools, answers/s, p99, stand-in, journal"),
 }
 
 

@@ -32,6 +32,15 @@ journal sample taken off the hot path every few seconds.
                                                                    included; absent without etcd)
     authgw.late_answers               counter                      issuer answers after the gateway gave up
     authgw.standin.mode               gauge      0 | 1
+    authgw.routing.mode               gauge      {mode}    1 for how requests are routed now, 0 for
+                                                           the others: issuer, stand-in (every pool failed),
+                                                           forced-standin, forced-issuer (`authgw mode`)
+    authgw.requests                   counter    {edge}    calls and messages received (grpc, iso8583),
+                                                           valid or not, before any decision
+    authgw.pool.members               gauge      {pool, state}  members routed to now by ejection state
+                                                           (healthy, ejected, half_open); a configured
+                                                           pool with no member left reports 0s
+    authgw.member.state               gauge      {pool, member, state}  1 for each member's state now
     authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
                                                            (delivered, not acked), local (SQLite backlog)
     authgw.journal.oldest_age         gauge      s {store} age of the oldest unsettled decision
@@ -56,17 +65,30 @@ from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
 from gateway.journal_sampler import JournalSampler
+from gateway.outlier import EjectionState
 from gateway.pool_health import PoolVerdict
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
+from health import Mode
 
-__all__ = ["LATENCY_BUCKETS_MS", "GatewayMetrics", "settlement_counter"]
+__all__ = [
+    "EDGE_GRPC",
+    "EDGE_ISO8583",
+    "LATENCY_BUCKETS_MS",
+    "ROUTING_MODES",
+    "GatewayMetrics",
+    "settlement_counter",
+]
 
 log = logging.getLogger("authgw.metrics")
 
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 400, 800, 1200, 1600, 2000, 3000, 5000)
 
 _SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
+EDGE_GRPC, EDGE_ISO8583 = "grpc", "iso8583"
+# authgw.routing.mode's values: an operator's forced mode wins over the gateway's own stand-in mode
+ROUTING_MODES = ("issuer", "stand-in", "forced-standin", "forced-issuer")
+_FORCED = {Mode.FORCE_STANDIN: "forced-standin", Mode.FORCE_ISSUER: "forced-issuer"}
 K = TypeVar("K")
 
 
@@ -104,12 +126,16 @@ class GatewayMetrics:
         certificates: Mapping[str, float] | None = None,
         rejected_members: Mapping[tuple[str, str], int] | None = None,
         denied: Mapping[str, int] | None = None,
+        mode: Callable[[], Mode] = lambda: Mode.AUTO,
+        configured_pools: Iterable[str] = (),
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
         certificates: certificate label -> days left (gateway/transport.py refreshes it hourly).
         rejected_members: (pool, reason) -> etcd members ignored (gateway/membership.py MemberFilter).
         denied: reason -> calls refused PERMISSION_DENIED (gateway/edges/access.py AccessControl).
+        mode: the operator's routing mode from etcd (/authgw/mode).
+        configured_pools: pools of the config, exported with 0s while no member of theirs is known.
         """
         self._router = router
         self._standin_mode = standin_mode
@@ -119,6 +145,10 @@ class GatewayMetrics:
         self._certificates = certificates
         self._rejected_members = rejected_members
         self._denied = denied
+        self._routing = mode
+        self._configured = tuple(configured_pools)
+        # requests received per edge: a plain dict add on the hot path, exported at collection
+        self.received: Tally[str] = Tally()
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -161,7 +191,15 @@ class GatewayMetrics:
             (counter, self._rejected_members is not None, "authgw.members.rejected", self._rejected,
              "{member}",
              "Members seen in etcd but not allowed for their pool (or in an unknown pool)"),
+            (counter, True, "authgw.requests", self._received, "{request}",
+             "Calls and messages received, by edge"),
             (gauge, True, "authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
+            (gauge, True, "authgw.pool.members", self._pool_members, "{member}",
+             "Members routed to now, by ejection state"),
+            (gauge, True, "authgw.member.state", self._member_states, "",
+             "1 for each member's ejection state now"),
+            (gauge, True, "authgw.routing.mode", self._routing_mode, "",
+             "1 for how requests are routed now (issuer, stand-in, forced-standin, forced-issuer)"),
             (gauge, True, "authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
             (gauge, True, "authgw.pool.verdict", self._verdicts, "",
              "1 for each pool's verdict now (ok, failing, decline_storm)"),
@@ -223,16 +261,47 @@ class GatewayMetrics:
         for pool, n in _snapshot(self._router.ejections):
             yield Observation(n, {"pool": pool})
 
-    def _ejected_now(self, options: CallbackOptions) -> Iterable[Observation]:
+    def _received(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"edge": edge}) for edge, n in _snapshot(self.received)]
+
+    def _states(self) -> dict[str, dict[str, EjectionState]] | None:
+        """pool -> member -> ejection state now, configured pools without members included (None:
+        membership changed during the copy, skip this collection)."""
         now = self._clock()
-        counts: Tally[str] = Tally()
+        out: dict[str, dict[str, EjectionState]] = {name: {} for name in self._configured}
         try:
             for pool in list(self._router.pools):
                 members = list(pool.members.values())
-                counts[pool.name] = sum(1 for m in members if m.ejection.ejected_until > now)
-        except RuntimeError:  # membership changed during the copy: skip this collection
-            return []
-        return [Observation(n, {"pool": pool}) for pool, n in counts.items()]
+                out[pool.name] = {m.name: m.ejection.state(now) for m in members}
+        except RuntimeError:
+            return None
+        return out
+
+    def _ejected_now(self, options: CallbackOptions) -> Iterable[Observation]:
+        states = self._states() or {}
+        return [
+            Observation(sum(s is EjectionState.EJECTED for s in members.values()), {"pool": pool})
+            for pool, members in states.items()
+        ]
+
+    def _pool_members(self, options: CallbackOptions) -> Iterable[Observation]:
+        out = []
+        for pool, members in (self._states() or {}).items():
+            counts = Tally(members.values())
+            out += [Observation(counts[s], {"pool": pool, "state": s.value}) for s in EjectionState]
+        return out
+
+    def _member_states(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(int(s is state), {"pool": pool, "member": member, "state": s.value})
+            for pool, members in (self._states() or {}).items()
+            for member, state in members.items()
+            for s in EjectionState
+        ]
+
+    def _routing_mode(self, options: CallbackOptions) -> Iterable[Observation]:
+        now = _FORCED.get(self._routing()) or ("stand-in" if self._standin_mode.active else "issuer")
+        return [Observation(int(m == now), {"mode": m}) for m in ROUTING_MODES]
 
     def _late_answers(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(self._router.late.total)]
@@ -247,7 +316,9 @@ class GatewayMetrics:
         return out
 
     def _drained(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(int(pool.drained), {"pool": pool.name}) for pool in list(self._router.pools)]
+        drained = {name: False for name in self._configured}
+        drained |= {pool.name: pool.drained for pool in list(self._router.pools)}
+        return [Observation(int(d), {"pool": pool}) for pool, d in drained.items()]
 
     def _days_left(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._certificates is not None

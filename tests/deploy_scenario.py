@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -54,9 +55,10 @@ def _scrape(port: int) -> str:
         return str(resp.read().decode())
 
 
-def authgw_cli(*args: str, topo: Topology) -> str:
-    """Run `authgw ARGS` (this checkout's code) as an operator would (its etcd certificate); its stdout."""
-    env = {**os.environ, "PYTHONPATH": _CHECKOUT, **topo.operator_env()}
+def authgw_cli(*args: str, topo: Topology, env: Mapping[str, str] | None = None) -> str:
+    """Run `authgw ARGS` (this checkout's code) as an operator would (its etcd certificate); its stdout.
+    `env`: more environment variables (e.g. COLUMNS for a wide `authgw top`)."""
+    env = {**os.environ, "PYTHONPATH": _CHECKOUT, **topo.operator_env(), **(env or {})}
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", *args],
         env=env,

@@ -130,7 +130,8 @@ def test_rules_are_all_read() -> None:
 
 
 def test_dashboard_answers_what_operators_ask() -> None:
-    """Panels for answers, latency, pools, stand-in, journal, dead letters, advices, reversals, refusals."""
+    """Panels for answers, latency, pools, stand-in, journal, dead letters, advices, reversals, refusals,
+    routing mode, requests by edge, members by state."""
     dashboard = read(DASHBOARD)
     used = {m for q in dashboard_queries(dashboard) for m in q.metrics}
     assert {
@@ -145,6 +146,9 @@ def test_dashboard_answers_what_operators_ask() -> None:
         "authgw_settlement_advices_total",
         "authgw_reversals_total",
         "authgw_refusals_total",
+        "authgw_routing_mode",
+        "authgw_requests_total",
+        "authgw_pool_members",
     } <= used
     quantiles = {q.expr.split(",")[0] for q in dashboard_queries(dashboard) if "histogram_quantile" in q.expr}
     assert quantiles == {f"histogram_quantile({q}" for q in ("0.5", "0.95", "0.99")}

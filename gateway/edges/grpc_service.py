@@ -35,7 +35,7 @@ from gateway.edges.grpc_codec import Undecodable
 from gateway.edges.validation import EdgeLimits, validate, validate_advice, validate_reversal
 from gateway.errors import AdviceUnavailable, InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.fallback import DeclineFallback, Fallback, decline_91
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import EDGE_GRPC, GatewayMetrics
 from gateway.reversing import ReversalDesk
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
@@ -100,6 +100,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AuthorizeRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
     ) -> pb.AuthorizeResponse:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         if self._spans is None:
@@ -189,6 +191,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.ReverseRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.ReverseRequest, pb.ReverseResponse],
     ) -> pb.ReverseResponse:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         reversal = await self._checked(request, context, validate_reversal)
         await self._authorized(context, reversal.acquirer_id)
         try:
@@ -204,6 +208,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AcquirerAdvice | Undecodable,
         context: grpc.aio.ServicerContext[pb.AcquirerAdvice, pb.AdviceAck],
     ) -> pb.AdviceAck:
+        if self._metrics is not None:
+            self._metrics.received[EDGE_GRPC] += 1
         advice = await self._checked(request, context, validate_advice)
         await self._authorized(context, advice.request.acquirer_id)
         try:

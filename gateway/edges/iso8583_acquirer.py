@@ -55,7 +55,7 @@ from gateway.edges.iso8583_mapping import (
 from gateway.edges.iso8583_metrics import Iso8583Counters
 from gateway.edges.validation import EdgeLimits, validate, validate_reversal
 from gateway.errors import AdviceUnavailable, InvalidRequest, RequestRefused, ReversalUnavailable
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import EDGE_ISO8583, GatewayMetrics
 from gateway.reversing import ReversalDesk
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
 
@@ -135,6 +135,8 @@ class AcquirerHandler:
         """The request handler of one connection."""
 
         async def handle(message: Message) -> Message | None:
+            if self._metrics is not None:
+                self._metrics.received[EDGE_ISO8583] += 1
             reply = await self.handle(link, message)
             self._counters.messages[message.mti, reply.text(39) if reply is not None else "none"] += 1
             return reply
@@ -143,6 +145,8 @@ class AcquirerHandler:
 
     async def on_format_error(self, error: FormatError) -> Message | None:
         """A frame that does not decode: 30 when its MTI and keys could be read, else a log line (above)."""
+        if self._metrics is not None:
+            self._metrics.received[EDGE_ISO8583] += 1
         reply = reply_to_format_error(error)
         self._counters.format_errors[reply is not None] += 1
         return reply
