@@ -1,9 +1,10 @@
-"""`make bench`: authgw against the floor and two proxies, in front of the same issuer hosts.
+"""`make bench`: authgw against the Python floor and two proxies, in front of the same issuer hosts.
 
-Targets (chaos.bench_rig): direct to the primary issuer host (the floor), the
-authgw gateway (pools primary + secondary), nginx `grpc_pass` and HAProxy h2,
-both with a backup server. For each run, targets in turn (A B C D, A B C D,
-...):
+Targets (chaos.bench_rig): direct to the primary issuer host (no hop), the
+Python floor (chaos.bench_floor: request bytes to the primary, the backup on
+error, nothing else), the authgw gateway (pools primary + secondary), nginx
+`grpc_pass` and HAProxy h2, both with a backup server. For each run, targets
+in turn (A B C D E, A B C D E, ...):
 
 - throughput: h2load, closed loop (-c 8 -m 32 by default), one gRPC-framed
   AuthorizeRequest; CPU of the target's own processes per 1,000 requests over
@@ -11,9 +12,11 @@ both with a backup server. For each run, targets in turn (A B C D, A B C D,
 - latency: open loop at fixed rates (500, 1,000, 2,000/s by default), p50/p99
   of requests answered within the deadline, over worker processes.
 
-Reported numbers are medians over the runs. Then, once per target, the
-failover comparison (chaos.bench_outage). Results: a table on stdout and
-bench/results.json. Benchmarks print numbers; they never assert timings.
+Reported numbers are medians over the runs. Then authgw's CPU per answer as a
+ratio to the floor's (chaos.bench_ratio: interleaved h2load rounds, median
+and spread). Then, once per target, the failover comparison
+(chaos.bench_outage). Results: a table on stdout and bench/results.json.
+Benchmarks print numbers; they never assert timings.
 
     python -m chaos.bench [--runs 3] [--rates 500,1000,2000] [--quick] [--output PATH] [--keep]
 
@@ -42,6 +45,7 @@ from rich.console import Console
 from chaos.bench_h2load import bench_request, grpc_frame, run_h2load
 from chaos.bench_openloop import LoadPool, LoadSpec
 from chaos.bench_outage import OutageResult, OutageSchedule, run_outage
+from chaos.bench_ratio import CpuRatio, measure_ratio
 from chaos.bench_rig import TARGETS, BenchRig, Target
 from chaos.bench_tables import LatencyPoint, RunRecord, Throughput, results_table, runs_table
 from chaos.report import summarize
@@ -66,6 +70,8 @@ class BenchOptions:
     outage: OutageSchedule = field(default_factory=OutageSchedule)
     rate_per_process: float = 1000.0
     gateway_workers: int = 1  # authgw serve --workers
+    cpu_rounds: int = 5  # interleaved floor/authgw h2load rounds for the CPU ratio
+    cpu_h2load_s: float = 5.0  # h2load duration of each target in each ratio round
     output: Path = RESULTS
 
 
@@ -112,9 +118,13 @@ async def _latency(pool: LoadPool, target: Target, rate: int, opts: BenchOptions
 
 
 def results_document(
-    machine: str, runs: int, records: Sequence[RunRecord], outages: dict[str, OutageResult]
+    machine: str,
+    runs: int,
+    records: Sequence[RunRecord],
+    outages: dict[str, OutageResult],
+    ratio: CpuRatio | None = None,
 ) -> dict[str, Any]:
-    """bench/results.json: medians over runs per target, and each target's outage shares."""
+    """bench/results.json: medians over runs per target, each target's outage shares, the floor ratio."""
     targets: dict[str, Any] = {}
     for name in TARGETS:
         mine = [r for r in records if r.target == name]
@@ -137,7 +147,10 @@ def results_document(
                 "all_hung": round(outage.all_hung.availability, 4) if outage else 0.0,
             },
         }
-    return {"machine": machine, "runs": runs, "targets": targets}
+    doc: dict[str, Any] = {"machine": machine, "runs": runs, "targets": targets}
+    if ratio is not None:
+        doc["authgw_cpu_over_floor"] = ratio.document()
+    return doc
 
 
 async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict[str, Any]:
@@ -164,6 +177,14 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
                 record = RunRecord(name, run, throughput, latency)
                 records.append(record)
                 console.log(record.line())
+        ratio_opts = replace(opts, h2load_s=opts.cpu_h2load_s)
+        ratio = await measure_ratio(
+            rig.targets["floor"],
+            rig.targets["authgw"],
+            opts.cpu_rounds,
+            lambda target: _throughput(rig, target, body, ratio_opts),
+        )
+        console.log(ratio.line())
         outages: dict[str, OutageResult] = {}
         for name in TARGETS:
             outages[name] = await run_outage(rig, pool, rig.targets[name], opts.outage)
@@ -177,8 +198,9 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
         await asyncio.to_thread(rig.stop)
     console.log(f"load average at end: {_loadavg()}")
     console.print(runs_table(records, opts.rates))
-    doc = results_document(machine, opts.runs, records, outages)
+    doc = results_document(machine, opts.runs, records, outages, ratio)
     console.print(results_table(doc, opts.rates, outages, opts.outage))
+    console.print(ratio.line())
     return doc
 
 
@@ -205,10 +227,14 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--deadline", type=float, default=2.0, help="client deadline in seconds")
     p.add_argument("--clients", type=int, default=8, help="h2load connections")
     p.add_argument("--streams", type=int, default=32, help="h2load concurrent streams per connection")
+    p.add_argument("--cpu-rounds", type=int, default=5, help="interleaved rounds of the floor ratio")
+    p.add_argument("--cpu-seconds", type=float, help="h2load duration per target per ratio round (default 5)")
     p.add_argument("--gateway-workers", type=int, default=1, help="authgw serve --workers N")
     p.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
     a = p.parse_args(argv)
+    if a.cpu_rounds < 1:
+        p.error("--cpu-rounds must be at least 1")
     quick = a.quick
     opts = BenchOptions(
         runs=1 if quick and a.runs == 3 else a.runs,
@@ -220,6 +246,8 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
         latency_warmup_s=a.warmup_seconds if a.warmup_seconds is not None else 1.0,
         deadline_s=a.deadline,
         gateway_workers=a.gateway_workers,
+        cpu_rounds=a.cpu_rounds,
+        cpu_h2load_s=a.cpu_seconds or (2.0 if quick else 5.0),
         output=a.output,
     )
     fault_s = a.fault_seconds or (4.0 if quick else 10.0)

@@ -1,7 +1,8 @@
 """The benchmark's processes: two issuer hosts and the four targets in front of them.
 
-    primary sim ─┬─ direct            (IssuerHost/Authorize straight to the host: the floor)
-    backup sim  ─┼─ authgw gateway    (pools primary + secondary; Authorization/Authorize)
+    primary sim ─┬─ direct            (IssuerHost/Authorize straight to the host: no hop at all)
+    backup sim  ─┼─ floor             (chaos.bench_floor: bytes to primary, backup on error; Python's least)
+                 ├─ authgw gateway    (pools primary + secondary; Authorization/Authorize)
                  ├─ nginx grpc_pass   (upstream primary + backup; IssuerHost/Authorize)
                  └─ HAProxy h2        (server primary + backup; IssuerHost/Authorize)
 
@@ -35,7 +36,7 @@ from chaos.topology import to_toml
 
 __all__ = ["TARGETS", "BenchRig", "Target"]
 
-TARGETS = ("direct", "authgw", "nginx", "haproxy")
+TARGETS = ("direct", "floor", "authgw", "nginx", "haproxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +97,16 @@ class BenchRig:
         self.backup = self._sim("secondary", "s1")
         primary, backup = self.primary.address, self.backup.address
         self._wait(self.primary, self.backup)
-        gateway = self._gateway()
+        gateway, floor = self._gateway(), self._floor()
         self.targets["direct"] = Target("direct", primary, METHOD_ISSUER, None)
+        self.targets["floor"] = Target("floor", floor.address, METHOD_GATEWAY, floor)
         self.targets["authgw"] = Target("authgw", gateway.address, METHOD_GATEWAY, gateway)
         if self.proxies:
             nginx = self._own(start_nginx(self.workdir / "nginx", free_port(), primary, backup))
             self.targets["nginx"] = Target("nginx", nginx.address, METHOD_ISSUER, nginx)
             haproxy = self._own(start_haproxy(self.workdir / "haproxy", free_port(), primary, backup))
             self.targets["haproxy"] = Target("haproxy", haproxy.address, METHOD_ISSUER, haproxy)
-        self._wait(gateway)
+        self._wait(gateway, floor)
 
     def _own(self, proc: ManagedProcess) -> ManagedProcess:
         self._procs.append(proc)
@@ -142,6 +144,13 @@ class BenchRig:
         path.write_text(to_toml(doc))
         args = ["serve", "--config", str(path), "--workers", str(self.gateway_workers)]
         return self._own(start_authgw(self.workdir, "gw-bench", args, port, wait_port=False))
+
+    def _floor(self) -> ManagedProcess:
+        primary, backup = self.sims
+        port = free_port()
+        args = ["bench-floor", "--listen", f"127.0.0.1:{port}", "--primary", primary.address]
+        args += ["--backup", backup.address, "--attempt-timeout-ms", str(self.attempt_timeout_ms)]
+        return self._own(start_authgw(self.workdir, "floor", args, port, wait_port=False))
 
     def processes(self) -> Iterator[ManagedProcess]:
         yield from reversed(self._procs)  # proxies and gateway before the hosts they call
