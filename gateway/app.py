@@ -107,7 +107,8 @@ class Gateway:
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 1),
+                # grpcio turns SO_REUSEPORT on by default: a stale gateway would silently share the port
+                ("grpc.so_reuseport", 1 if cfg.share_port else 0),
                 ("grpc.max_concurrent_streams", 1000),
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),  # larger: RESOURCE_EXHAUSTED
             ],
@@ -134,7 +135,7 @@ class Gateway:
             metrics=self.metrics,
             spans=self.telemetry.server_spans,
         )
-        return Iso8583Listener(listen, handler, counters)
+        return Iso8583Listener(listen, handler, counters, share_port=self.cfg.share_port)
 
     def _metrics(self) -> GatewayMetrics:
         return GatewayMetrics(

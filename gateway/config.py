@@ -165,6 +165,9 @@ class GatewayConfig:
     # transmitted_at further than this from the gateway's clock (either way) is INVALID_ARGUMENT
     transmitted_at_window: timedelta = timedelta(days=1)
     iso8583_listen: Iso8583ListenConfig | None = None  # [iso8583_listen]: None = no ISO 8583 listener
+    # SO_REUSEPORT on the listening ports: set by `authgw serve --workers N` only, never from a file.
+    # Off, a second gateway (a stale one, a typo in a unit file) on the same port fails to bind.
+    share_port: bool = False
 
     @property
     def drain_timeout_s(self) -> float:
