@@ -27,6 +27,7 @@ from authgw.observability import TelemetrySettings
 from authgw.observability.settings import telemetry_from_section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS
+from gateway.admission import AdmissionConfig, admission_config
 from gateway.config_iso8583 import Iso8583ListenConfig, iso8583_listen_config
 from gateway.config_security import SecurityConfig, security_config
 from standin import StandInConfig
@@ -168,6 +169,7 @@ class GatewayConfig:
     # SO_REUSEPORT on the listening ports: set by `authgw serve --workers N` only, never from a file.
     # Off, a second gateway (a stale one, a typo in a unit file) on the same port fails to bind.
     share_port: bool = False
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # [admission]: overload refusals
 
     @property
     def drain_timeout_s(self) -> float:
@@ -323,6 +325,7 @@ def parse_config(
             "acquirers",
             "issuer_tls",
             "iso8583_listen",
+            "admission",
         }
     )
     gw = root.table("gateway")
@@ -368,6 +371,7 @@ def parse_config(
             "transmitted_at_window", timedelta(days=1), minimum=_S, maximum=timedelta(days=30)
         ),
         iso8583_listen=iso8583_listen_config(root.table("iso8583_listen"), security.server),
+        admission=admission_config(root.table("admission")),
     )
 
 

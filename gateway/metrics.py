@@ -8,6 +8,9 @@ journal sample taken off the hot path every few seconds.
 
     authgw.decisions                  counter    {source, response_code}
     authgw.refusals                   counter    {reason}          requests refused (reused_request_id)
+    authgw.admission.refused          counter                      authorizations refused RESOURCE_EXHAUSTED
+                                                                   past the adaptive limit (overload)
+    authgw.admission.limit            gauge                        the adaptive concurrency limit now
     authgw.access.denied              counter    {reason}          calls refused PERMISSION_DENIED (reason:
                                                                    no_certificate, not_allowed,
                                                                    acquirer_mismatch, revoked)
@@ -50,6 +53,7 @@ from opentelemetry.metrics import CallbackT as Callback
 from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
+from gateway.admission import AdaptiveLimit
 from gateway.journal_sampler import JournalSampler
 from gateway.pool_health import PoolVerdict
 from gateway.router import Router
@@ -99,6 +103,7 @@ class GatewayMetrics:
         certificates: Mapping[str, float] | None = None,
         rejected_members: Mapping[tuple[str, str], int] | None = None,
         denied: Mapping[str, int] | None = None,
+        admission: AdaptiveLimit | None = None,
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
@@ -114,6 +119,7 @@ class GatewayMetrics:
         self._certificates = certificates
         self._rejected_members = rejected_members
         self._denied = denied
+        self._admission = admission
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -151,6 +157,10 @@ class GatewayMetrics:
             (counter, self._rejected_members is not None, "authgw.members.rejected", self._rejected,
              "{member}",
              "Members seen in etcd but not allowed for their pool (or in an unknown pool)"),
+            (counter, self._admission is not None, "authgw.admission.refused", self._admission_refused,
+             "{request}", "Authorizations refused RESOURCE_EXHAUSTED: overload"),
+            (gauge, self._admission is not None, "authgw.admission.limit", self._admission_limit,
+             "{request}", "Adaptive concurrency limit of authorizations"),
             (gauge, True, "authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
             (gauge, True, "authgw.standin.mode", self._mode, "", "1 while in stand-in mode"),
             (gauge, True, "authgw.pool.verdict", self._verdicts, "",
@@ -239,6 +249,14 @@ class GatewayMetrics:
     def _denials(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._denied is not None
         return [Observation(n, {"reason": reason}) for reason, n in dict(self._denied).items()]
+
+    def _admission_refused(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._admission is not None
+        return [Observation(self._admission.refused)]
+
+    def _admission_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._admission is not None
+        return [Observation(int(self._admission.limit))]
 
     def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._rejected_members is not None

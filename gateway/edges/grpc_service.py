@@ -2,8 +2,10 @@
 
 This is the only place where gateway errors become gRPC status codes: invalid
 input is INVALID_ARGUMENT naming the field; a request id reused with other content
-is ALREADY_EXISTS; every other valid request gets an answer (an issuer's,
-stand-in's, or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
+is ALREADY_EXISTS; an authorization past the adaptive concurrency limit is
+RESOURCE_EXHAUSTED at once (gateway/admission.py: overload, retried on another
+gateway); every other valid request gets an answer (an issuer's, stand-in's,
+or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
 when no issuer answered and nothing could record it (the acquirer repeats it).
 
 With tracing on (`spans`), each call runs in a server span continuing the
@@ -26,6 +28,7 @@ from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.admission import AdaptiveLimit
 from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
@@ -44,6 +47,8 @@ __all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "decline_91"]
 
 log = logging.getLogger("authgw.service")
 
+OVERLOADED = "gateway overloaded: authorization refused before any processing; retry on another gateway"
+
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
     """authgw.v1.Authorization."""
@@ -60,8 +65,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         spans: ServerSpans | None = None,
         metrics: GatewayMetrics | None = None,
         access: AccessControl | None = None,
+        admission: AdaptiveLimit | None = None,
     ) -> None:
         self._cfg = cfg
+        self._admission = admission
         self._limits = EdgeLimits(cfg.max_amount_minor, cfg.transmitted_at_window_s)
         self._access = access or AccessControl(cfg.security)
         self._spans = spans
@@ -85,6 +92,21 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         return self._reversals
 
     async def Authorize(
+        self,
+        request: pb.AuthorizeRequest | Undecodable,
+        context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
+    ) -> pb.AuthorizeResponse:
+        admission = self._admission
+        if admission is None:
+            return await self._traced(request, context)
+        if not admission.try_acquire():  # before decoding checks, spans, metrics: a refusal is cheap
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
+        try:
+            return await self._traced(request, context)
+        finally:
+            admission.release()
+
+    async def _traced(
         self,
         request: pb.AuthorizeRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
