@@ -14,7 +14,9 @@ in turn (A B C D E, A B C D E, ...):
 
 Reported numbers are medians over the runs. Then authgw's CPU per answer as a
 ratio to the floor's (chaos.bench_ratio: interleaved h2load rounds, median
-and spread). Then, once per target, the failover comparison
+and spread). Then the overload run (chaos.bench_overload: open loop at 2x
+authgw's h2load throughput, with and without admission control: goodput
+within the deadline, refusals, admitted p99). Then, once per target, the failover comparison
 (chaos.bench_outage). Results: a table on stdout and bench/results.json.
 Benchmarks print numbers; they never assert timings.
 
@@ -45,8 +47,9 @@ from rich.console import Console
 from chaos.bench_h2load import bench_request, grpc_frame, run_h2load
 from chaos.bench_openloop import LoadPool, LoadSpec
 from chaos.bench_outage import OutageResult, OutageSchedule, run_outage
+from chaos.bench_overload import OverloadSchedule, overload_document, overload_lines, run_overload
 from chaos.bench_ratio import CpuRatio, measure_ratio
-from chaos.bench_rig import TARGETS, BenchRig, Target
+from chaos.bench_rig import ADMISSION, TARGETS, BenchRig, Target
 from chaos.bench_tables import LatencyPoint, RunRecord, Throughput, results_table, runs_table
 from chaos.report import summarize
 
@@ -68,6 +71,7 @@ class BenchOptions:
     latency_warmup_s: float = 1.0  # first requests of each open loop (new connection) are not scored
     deadline_s: float = 2.0
     outage: OutageSchedule = field(default_factory=OutageSchedule)
+    overload: OverloadSchedule = field(default_factory=OverloadSchedule)
     rate_per_process: float = 1000.0
     gateway_workers: int = 1  # authgw serve --workers
     cpu_rounds: int = 5  # interleaved floor/authgw h2load rounds for the CPU ratio
@@ -162,7 +166,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     )
     body = workdir / "authorize.grpc"
     body.write_bytes(grpc_frame(bench_request().SerializeToString()))
-    rig = BenchRig(workdir / "rig", gateway_workers=opts.gateway_workers)
+    rig = BenchRig(workdir / "rig", gateway_workers=opts.gateway_workers, admission=opts.overload.rounds > 0)
     pool = LoadPool(workers=2, rate_per_process=opts.rate_per_process)
     try:
         await asyncio.to_thread(rig.start)  # blocking port waits: off the loop
@@ -185,6 +189,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
             lambda target: _throughput(rig, target, body, ratio_opts),
         )
         console.log(ratio.line())
+        overload = await _overload(rig, pool, records, opts, console)
         outages: dict[str, OutageResult] = {}
         for name in TARGETS:
             outages[name] = await run_outage(rig, pool, rig.targets[name], opts.outage)
@@ -201,7 +206,27 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     doc = results_document(machine, opts.runs, records, outages, ratio)
     console.print(results_table(doc, opts.rates, outages, opts.outage))
     console.print(ratio.line())
+    if overload:
+        doc["overload"] = overload
+        for line in overload_lines(overload):
+            console.print(line)
     return doc
+
+
+async def _overload(
+    rig: BenchRig, pool: LoadPool, records: Sequence[RunRecord], opts: BenchOptions, console: Console
+) -> dict[str, Any]:
+    """The overload rounds at opts.overload.factor x authgw's median h2load throughput; {} when off."""
+    if opts.overload.rounds <= 0:
+        return {}
+    saturation = statistics.median(r.throughput.rps for r in records if r.target == "authgw")
+    targets = [rig.targets[ADMISSION], rig.targets["authgw"]]
+    for target in targets:
+        await rig.wait_ready(target)
+    rounds = await run_overload(pool, targets, saturation, opts.overload)
+    for r in rounds:
+        console.log(r.line(saturation))
+    return overload_document(rounds, saturation)
 
 
 def _rates(text: str) -> tuple[int, ...]:
@@ -229,6 +254,9 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--streams", type=int, default=32, help="h2load concurrent streams per connection")
     p.add_argument("--cpu-rounds", type=int, default=5, help="interleaved rounds of the floor ratio")
     p.add_argument("--cpu-seconds", type=float, help="h2load duration per target per ratio round (default 5)")
+    p.add_argument("--overload-rounds", type=int, default=3, help="overload rounds (0: no overload run)")
+    p.add_argument("--overload-factor", type=float, default=2.0, help="offered rate / saturation")
+    p.add_argument("--overload-seconds", type=float, help="scored open loop per overload round (default 10)")
     p.add_argument("--gateway-workers", type=int, default=1, help="authgw serve --workers N")
     p.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
@@ -258,7 +286,14 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
         all_hung_s=fault_s,
         deadline_s=a.deadline,
     )
-    return replace(opts, outage=outage), a.keep
+    overload = OverloadSchedule(
+        factor=a.overload_factor,
+        duration_s=a.overload_seconds or (3.0 if quick else 10.0),
+        warmup_s=opts.latency_warmup_s,
+        deadline_s=a.deadline,
+        rounds=1 if quick and a.overload_rounds == 3 else a.overload_rounds,
+    )
+    return replace(opts, outage=outage, overload=overload), a.keep
 
 
 def main(argv: Sequence[str] | None = None) -> int:

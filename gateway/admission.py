@@ -47,9 +47,9 @@ class AdmissionConfig:
 
     enabled: bool = True  # false: no adaptive limit (grpc's hard_limit still applies)
     initial_limit: int = 200  # authorizations in flight admitted at start
-    min_limit: int = 16  # never below: a slow loop must not refuse everything
+    min_limit: int = 32  # never below: a loop slowed by a noisy neighbour must not refuse everything
     max_limit: int = 2000  # never above
-    lag_target: timedelta = 20 * _MS  # event-loop lag above which the limit shrinks
+    lag_target: timedelta = 50 * _MS  # event-loop lag above which the limit shrinks
     sample_interval: timedelta = 25 * _MS  # how often the loop's lag is sampled
     backoff: float = 0.8  # multiplicative decrease per sample over lag_target
     increase: int = 2  # additive increase per sample under lag_target with the limit half used

@@ -48,11 +48,12 @@ def test_bench_runs_end_to_end_and_writes_results(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "chaos.bench", "--runs", "1", "--rates", "100", "--h2load-seconds", "1"]
     argv += ["--latency-seconds", "1", "--warmup-seconds", "0.2", "--fault-seconds", "1"]
     argv += ["--failover-rate", "100", "--cpu-rounds", "2", "--cpu-seconds", "1", "--output", str(output)]
+    argv += ["--overload-rounds", "1", "--overload-seconds", "1", "--overload-factor", "0.2"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     doc = json.loads(output.read_text())
-    assert set(doc) == {"machine", "runs", "targets", "authgw_cpu_over_floor"}
+    assert set(doc) == {"machine", "runs", "targets", "authgw_cpu_over_floor", "overload"}
     assert isinstance(doc["machine"], str) and doc["machine"]
     assert doc["runs"] == 1
     assert set(doc["targets"]) == {"direct", "floor", "authgw", "nginx", "haproxy"}
@@ -71,8 +72,13 @@ def test_bench_runs_end_to_end_and_writes_results(tmp_path: Path) -> None:
     ratio = doc["authgw_cpu_over_floor"]
     assert len(ratio["rounds"]) == 2
     ratios = sorted(r["authgw_cpu_us"] / r["floor_cpu_us"] for r in ratio["rounds"])
-    assert ratio["min"] == round(ratios[0], 3) and ratio["max"] == round(ratios[-1], 3)
+    assert (ratio["min"], ratio["max"]) == pytest.approx((ratios[0], ratios[-1]), abs=0.01)  # us rounded
     assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    overload = doc["overload"]
+    assert set(overload) == {"saturation_rps", "authgw", "authgw-admission"}
+    for name in ("authgw", "authgw-admission"):
+        assert overload[name]["rate_per_s"] == round(0.2 * overload["saturation_rps"], 1), name
+        assert set(overload[name]["goodput_rps"]) == {"median", "min", "max"}, name
 
 
 def test_cpu_ratio_is_the_median_of_per_round_ratios() -> None:
