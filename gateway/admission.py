@@ -81,7 +81,7 @@ def admission_config(s: Section) -> AdmissionConfig:
         increase=s.integer("increase", d.increase, minimum=1),
         hard_limit=s.integer("hard_limit", d.hard_limit, minimum=0),
     )
-    if cfg.hard_limit and cfg.hard_limit <= cfg.max_limit:
+    if cfg.enabled and cfg.hard_limit and cfg.hard_limit <= cfg.max_limit:
         s.fail("hard_limit", f"{cfg.hard_limit} is not above max_limit ({cfg.max_limit})", "raise it or 0")
     return cfg
 

@@ -77,6 +77,12 @@ def test_admission_defaults_and_section() -> None:
     assert (cfg.admission.max_limit, cfg.admission.lag_target_s) == (50, 0.005)
 
 
+def test_hard_limit_alone_when_the_adaptive_limit_is_off() -> None:
+    """With enabled = false, grpc's hard cap may be anything: there is no max_limit to stay above."""
+    cfg = gateway_config([("p", ["127.0.0.1:1"])], extra={"admission": {"enabled": False, "hard_limit": 10}})
+    assert (cfg.admission.enabled, cfg.admission.hard_limit) == (False, 10)
+
+
 @pytest.mark.parametrize(
     ("section", "key"),
     [
