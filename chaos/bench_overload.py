@@ -2,9 +2,10 @@
 
 Saturation throughput is authgw's closed-loop (h2load) answers per second in
 the same bench run. The open loop then offers `factor` times that (2x by
-default) for a while, once to a gateway with its default admission control
-(gateway/admission.py) and once to the bench's `authgw` (`[admission]
-enabled = false`), interleaved over rounds. Scored per round:
+default) for a while, once to a gateway with admission control
+(gateway/admission.py; min_limit 32, chaos.bench_rig.TIGHT_ADMISSION) and
+once to the bench's `authgw` (`[admission] enabled = false`), interleaved
+over rounds. Scored per round:
 
 - goodput: answers (gRPC OK) within the deadline, per second of the run;
 - refused: RESOURCE_EXHAUSTED (admission control said no at once);

@@ -30,6 +30,7 @@ not an RPC: settlement keeps running; stand-in answers what is admitted.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -38,22 +39,30 @@ from authgw.tasks import cancel_and_wait
 
 __all__ = ["AdaptiveLimit", "AdmissionConfig", "LoopLagSampler", "admission_config"]
 
+log = logging.getLogger("authgw.admission")
+
 _MS = timedelta(milliseconds=1)
+_LOG_EVERY_S = 5.0  # at most one overload warning per this many seconds
 
 
 @dataclass(frozen=True, slots=True)
 class AdmissionConfig:
     """[admission]: the adaptive concurrency limit of authorizations."""
 
-    enabled: bool = True  # false: no adaptive limit (grpc's hard_limit still applies)
-    initial_limit: int = 200  # authorizations in flight admitted at start
-    min_limit: int = 32  # never below: a loop slowed by a noisy neighbour must not refuse everything
-    max_limit: int = 2000  # never above
+    # Off unless configured: see the README ("Overload"); grpc's hard_limit applies either way.
+    enabled: bool = False
+    # The floor must hold what an outage needs in flight: requests wait on a hung pool's attempt
+    # timeouts before failover (rate x ~0.8 s: 240 at 300/s). Below it, a loop slowed by a noisy
+    # neighbour refused outage traffic (chaos-total-outage at 300/s on a machine at load 15:
+    # thousands refused with a floor of 32, hundreds with 500).
+    initial_limit: int = 500  # authorizations in flight admitted at start
+    min_limit: int = 500  # never below (lower it only knowing the rate x attempt timeouts)
+    max_limit: int = 5000  # never above
     lag_target: timedelta = 50 * _MS  # event-loop lag above which the limit shrinks
     sample_interval: timedelta = 25 * _MS  # how often the loop's lag is sampled
     backoff: float = 0.8  # multiplicative decrease per sample over lag_target
     increase: int = 2  # additive increase per sample under lag_target with the limit half used
-    hard_limit: int = 4000  # grpc maximum_concurrent_rpcs, every method; 0: none
+    hard_limit: int = 10000  # grpc maximum_concurrent_rpcs, every method; 0: none
 
     @property
     def lag_target_s(self) -> float:
@@ -126,6 +135,8 @@ class LoopLagSampler:
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self.last_lag_s = 0.0
+        self._logged_refused = 0
+        self._logged_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -138,6 +149,20 @@ class LoopLagSampler:
             await asyncio.sleep(self._interval_s)
             self.last_lag_s = max(0.0, loop.time() - due)
             self._limit.on_lag(self.last_lag_s)
+            self._warn(loop.time())
+
+    def _warn(self, now: float) -> None:
+        """One warning per _LOG_EVERY_S while authorizations are being refused."""
+        refused = self._limit.refused - self._logged_refused
+        if refused and now - self._logged_at >= _LOG_EVERY_S:
+            log.warning(
+                "overload: %d authorizations refused RESOURCE_EXHAUSTED since the last warning "
+                "(limit %d in flight, event-loop lag %.0f ms)",
+                refused,
+                int(self._limit.limit),
+                self.last_lag_s * 1000.0,
+            )
+            self._logged_refused, self._logged_at = self._limit.refused, now
 
     async def close(self) -> None:
         """Stop sampling; safe to call twice."""

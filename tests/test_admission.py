@@ -72,9 +72,9 @@ def test_admission_defaults_and_section() -> None:
     assert gateway_config([("p", ["127.0.0.1:1"])]).admission == AdmissionConfig()
     cfg = gateway_config(
         [("p", ["127.0.0.1:1"])],
-        extra={"admission": {"max_limit": 50, "min_limit": 5, "initial_limit": 20, "lag_target": "5ms"}},
+        extra={"admission": {"enabled": True, "max_limit": 50, "min_limit": 5, "initial_limit": 20}},
     )
-    assert (cfg.admission.max_limit, cfg.admission.lag_target_s) == (50, 0.005)
+    assert (cfg.admission.enabled, cfg.admission.max_limit, cfg.admission.initial_limit) == (True, 50, 20)
 
 
 def test_hard_limit_alone_when_the_adaptive_limit_is_off() -> None:
@@ -86,7 +86,7 @@ def test_hard_limit_alone_when_the_adaptive_limit_is_off() -> None:
 @pytest.mark.parametrize(
     ("section", "key"),
     [
-        ({"hard_limit": 100}, "admission.hard_limit"),  # not above max_limit (2000)
+        ({"enabled": True, "hard_limit": 100}, "admission.hard_limit"),  # not above max_limit (5000)
         ({"backoff": 1.5}, "admission.backoff"),
         ({"initial_limit": 1}, "admission.initial_limit"),  # below min_limit
         ({"lag_target": 20}, "admission.lag_target"),  # no unit

@@ -35,7 +35,13 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
 @pytest.fixture
 async def gateway(sim: ManagedProcess) -> AsyncIterator[Gateway]:
     """A gateway whose limit stays at LIMIT (min = max), in front of one simulator."""
-    fixed = {"initial_limit": LIMIT, "min_limit": LIMIT, "max_limit": LIMIT, "hard_limit": 1000}
+    fixed = {
+        "enabled": True,
+        "initial_limit": LIMIT,
+        "min_limit": LIMIT,
+        "max_limit": LIMIT,
+        "hard_limit": 1000,
+    }
     cfg = gateway_config(
         [("primary", [sim.address])], extra={"admission": fixed, "routing": {"attempt_timeout": "1500ms"}}
     )
