@@ -17,7 +17,7 @@ from chaos.processes import ManagedProcess, free_port, start_authgw
 from chaos.sim_control import SimControl
 from gateway.app import Gateway
 from tests.gateway_fixtures import auth_request, gateway_config
-from tests.helpers import PAN_VISA
+from tests.helpers import PAN_VISA, assert_eventually
 
 LIMIT = 4
 FLOOD = 30
@@ -85,8 +85,11 @@ async def test_a_flood_past_the_limit_is_refused_at_once_and_the_admitted_are_an
                 return next(order), exc.code()
             return next(order), answer
 
+        def limit_full() -> None:
+            assert gateway.admission is not None and gateway.admission.in_flight == LIMIT
+
         flood = [asyncio.create_task(authorize(rid)) for rid in ids]
-        await asyncio.sleep(0)
+        await assert_eventually(limit_full)
         reversal = await stub.Reverse(_reversal(original), timeout=5)  # while the limit is full
         health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         results = dict(zip(ids, await asyncio.gather(*flood), strict=True))
