@@ -7,9 +7,10 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
+CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -105,6 +106,9 @@ bench-failover: $(STAMP) sysdeps
 
 bench-standin: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin
+
+bench-standin-trips: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_standin_trips
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle

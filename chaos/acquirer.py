@@ -24,7 +24,9 @@ refusal expected; no reversal is sent for such a probe left unanswered, since
 a reversal names only the request_id and would reverse the original),
 approvals reversed afterwards (full or partial), reversals sent before their
 original, sends cancelled at a random point, per-request deadlines drawn from
-a range. Every RPC error becomes an outcome on the sample: nothing is raised.
+a range, requests sent as acquirer advices (forced or offline approvals,
+repeated until acknowledged; what the acquirer holds whatever the gateway
+says: the money is spent). Every RPC error becomes an outcome on the sample: nothing is raised.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ _REFUSALS = frozenset({
 })  # fmt: skip
 _ELSEWHERE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _FOLLOW_UP_S = (0.02, 0.2)  # delay before a repeat, a reused id, a reversal or a late original
+_ADVICE_ATTEMPTS = 50  # sends of one acquirer advice before the acquirer gives up (it never should)
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,26 @@ class AcquirerBehaviour:
     """Sends the client cancels at a random point before their deadline (a timeout reversal follows)."""
     deadline_range_s: tuple[float, float] | None = None
     """Each send's deadline drawn uniformly from this range; None: the run's deadline."""
+    deadline_range_share: float = 1.0
+    """Of the sends, those whose deadline is drawn from deadline_range_s (the others: the run's)."""
+    reverse_elsewhere_share: float = 0.0
+    """Of the reversals of approvals, those sent first to another gateway than the one that answered."""
     timeout_reversals: bool = True
     """Send a timeout reversal for a request left without an answer."""
+    advice_share: float = 0.0
+    """Requests sent as acquirer advices instead (Advise: half forced posts, half offline approvals),
+    repeated until acknowledged."""
     seed: int = 11
 
     def __post_init__(self) -> None:
         shares = ("repeat_share", "reuse_share", "reverse_share", "partial_share", "reverse_first_share")
-        for name in (*shares, "cancel_share"):
+        for name in (
+            *shares,
+            "cancel_share",
+            "deadline_range_share",
+            "reverse_elsewhere_share",
+            "advice_share",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AcquirerBehaviour.{name} must be within 0..1")
         low, high = self.deadline_range_s or (0.001, 0.001)
@@ -167,6 +183,12 @@ class Acquirer:
     async def _flow(self, req: pb.AuthorizeRequest, sample: Sample) -> None:
         """One request's life: (reversal first), the original, (repeat), (reused id), (reversal)."""
         b, target = self._behaviour, sample.target
+        if self._draw(b.advice_share):
+            await self._advise(req, sample, target)
+            if sample.approved and self._draw(b.reverse_share):
+                await self._pause()
+                self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, target)
+            return
         if self._draw(b.reverse_first_share):
             self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, target, first=True)
             await self._pause()
@@ -185,7 +207,8 @@ class Acquirer:
             )
         if sample.last_outcome == Outcome.ANSWERED and sample.approved and self._draw(b.reverse_share):
             await self._pause()
-            self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, target)
+            via = sample.target + 1 if self._draw(b.reverse_elsewhere_share) else sample.target
+            self._reverse(req, sample, self._final_amount(req), pb.CARDHOLDER_CANCEL, via)
 
     def _final_amount(self, req: pb.AuthorizeRequest) -> int:
         partial = req.amount_minor > 1 and self._draw(self._behaviour.partial_share)
@@ -207,6 +230,7 @@ class Acquirer:
             final,
             pb.ReversalReason.Name(reason),
             first,
+            gateway=target % len(self._stubs),
         )
         sample.reversals.append(record)
         request = pb.ReverseRequest(
@@ -221,14 +245,16 @@ class Acquirer:
     ) -> None:
         """Send once (moving on to other gateways as allowed) and record the outcome on `sample`."""
         b = self._behaviour
-        deadline_s = self._rng.uniform(*b.deadline_range_s) if b.deadline_range_s else self._deadline_s
+        deadline_s = self._deadline_s
+        if b.deadline_range_s and (b.deadline_range_share >= 1.0 or self._draw(b.deadline_range_share)):
+            deadline_s = self._rng.uniform(*b.deadline_range_s)
         cancel_after_s = self._rng.uniform(0.0, deadline_s) if self._draw(b.cancel_share) else None
         req.transmitted_at.FromNanoseconds(time.time_ns())
         started = time.monotonic()
         response, code, index = await self._attempts(req, target, deadline_s, cancel_after_s)
         sample.sends += 1
         if first:
-            sample.status, sample.target = code, index
+            sample.status, sample.target, sample.deadline_s = code, index, deadline_s
             if response is not None:
                 sample.latency_s = time.monotonic() - started
         if response is not None:
@@ -242,6 +268,31 @@ class Acquirer:
             already = any(r.final_amount_minor == 0 for r in sample.reversals)
             if b.timeout_reversals and not sample.reused and not already:
                 self._reverse(req, sample, 0, pb.TERMINAL_TIMEOUT, index)
+
+    async def _advise(self, req: pb.AuthorizeRequest, sample: Sample, target: int) -> None:
+        """The request as an acquirer advice, sent (same content) until a gateway acknowledges it."""
+        kind = pb.FORCED_POST if self._rng.random() < 0.5 else pb.OFFLINE_APPROVED
+        sample.advice = pb.AcquirerAdviceKind.Name(kind)
+        advice = pb.AcquirerAdvice(request=req, kind=kind, approval_code="V00001")
+        code = grpc.StatusCode.UNAVAILABLE
+        for attempt in range(_ADVICE_ATTEMPTS):
+            index = (target + attempt) % len(self._stubs)
+            advice.request.transmitted_at.FromNanoseconds(time.time_ns())
+            started = time.monotonic()
+            sample.sends += 1
+            try:
+                ack = await self._stubs.of(req.acquirer_id)[index].Advise(advice, timeout=self._deadline_s)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code in _REFUSALS and code not in _ELSEWHERE:
+                    break  # the money is spent all the same: the oracle will find it missing
+                await self._pause()
+                continue
+            sample.status, sample.target, sample.latency_s = "OK", index, time.monotonic() - started
+            sample.record_advice(ack, time.monotonic() - self._t0)
+            return
+        sample.status = code.name
+        sample.last_outcome = Outcome.REFUSED if code in _REFUSALS else Outcome.NO_ANSWER
 
     async def _attempts(
         self, req: pb.AuthorizeRequest, first: int, deadline_s: float, cancel_after_s: float | None

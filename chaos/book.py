@@ -13,8 +13,11 @@ issuer's side of it, as the simulator keeps it:
   advice with other content gets a book of its own (a different request).
 - What a book holds: the outcome of its latest advice (by answered_at, then
   arrival), approved -> the advice's amount, declined -> 0, replacing the
-  issuer's own hold; with no advice, the issuer's own hold (its approval's
-  amount). On the claimed book, every reversal of the record then caps it:
+  issuer's own hold; with no advice, or when the issuer's own answer went to
+  an Authorize forwarded (AuthorizeRequest.forwarded_at) after that advice's
+  answered_at (a repeat the issuer answered after stand-in decided: the
+  acquirer's last answer), the issuer's own hold (its approval's amount).
+  On the claimed book, every reversal of the record then caps it:
   min(amount, final_amount_minor). A reversal whose request is unknown is held
   (STORED) and caps whatever arrives later; an Authorize of such a request is
   declined 05 and holds nothing.
@@ -37,10 +40,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "AdviceBooked",
+    "AdviceOutcome",
     "Book",
     "ContentConflict",
     "HoldAttempt",
@@ -49,6 +53,7 @@ __all__ = [
     "ReversalBooked",
     "ReversalState",
     "book_amount",
+    "own_or_advice",
 ]
 
 DECLINE_REVERSED_FIRST = "05"  # do not honour: the acquirer reversed this request before it arrived
@@ -79,6 +84,7 @@ class HoldAttempt:
     member: str
     acquirer_id: str = ""
     digest: str = ""  # chaos.request_key.content_digest of the request
+    forwarded_at_us: int = 0  # AuthorizeRequest.forwarded_at (0: not carried)
 
 
 class Posting(NamedTuple):
@@ -120,6 +126,7 @@ class Book:
     amount_minor: int
     own_code: str = ""  # the issuer's answer to Authorize; "" while none arrived
     own_held_minor: int = 0  # what that answer held: the amount when approved, else 0
+    own_forwarded_us: int = 0  # latest forwarded_at of the Authorizes answered with it (0: none)
     approval_code: str = ""
     decision_id: str = ""
     pool: str = ""
@@ -132,13 +139,28 @@ class Book:
         return sum(1 for a in self.advices if a.approved)
 
 
+class AdviceOutcome(Protocol):
+    """What decides a book in an advice: AdviceBooked here, simulator_pb2.AdviceBooked in a report."""
+
+    @property
+    def answered_at_us(self) -> int: ...
+    @property
+    def approved(self) -> bool: ...
+    @property
+    def amount_minor(self) -> int: ...
+
+
+def own_or_advice(own_held_minor: int, own_forwarded_us: int, latest: AdviceOutcome | None) -> int:
+    """The base of a book: its latest advice's outcome, unless the own answer went out after it."""
+    if latest is None or own_forwarded_us > latest.answered_at_us:
+        return own_held_minor
+    return latest.amount_minor if latest.approved else 0
+
+
 def book_amount(book: Book, reversals: Sequence[ReversalBooked]) -> int:
-    """What the book holds: its latest advice's outcome, else its own hold, capped by `reversals`."""
-    if book.advices:
-        latest = max(book.advices, key=lambda a: (a.answered_at_us, a.seq))
-        base = latest.amount_minor if latest.approved else 0
-    else:
-        base = book.own_held_minor
+    """What the book holds (`own_or_advice`), capped by `reversals`."""
+    latest = max(book.advices, key=lambda a: (a.answered_at_us, a.seq)) if book.advices else None
+    base = own_or_advice(book.own_held_minor, book.own_forwarded_us, latest)
     return min([base, *(r.final_amount_minor for r in reversals)])
 
 
@@ -178,7 +200,11 @@ class RequestRecord:
             raise ContentConflict(f"{self.acquirer_id}/{self.request_id} is known with other content")
         book = self._book(attempt.digest, card, attempt.amount_minor)
         if book.own_code:
-            return book, True, NO_POSTING
+            if attempt.forwarded_at_us <= book.own_forwarded_us:
+                return book, True, NO_POSTING
+            book.own_forwarded_us = attempt.forwarded_at_us  # the stored answer goes out again, later
+            return book, True, self._settle(book)
+        book.own_forwarded_us = attempt.forwarded_at_us
         # Reversals present before the original's first Authorize: it was reversed before it arrived.
         book.own_code = DECLINE_REVERSED_FIRST if self.reversals else decide()
         approved = book.own_code == "00"
@@ -243,7 +269,7 @@ class RequestRecord:
 
 _BOOK_SCALARS = (
     "digest", "card", "amount_minor", "own_code", "own_held_minor", "approval_code", "decision_id",
-    "pool", "member", "held_minor",
+    "pool", "member", "held_minor", "own_forwarded_us",
 )  # fmt: skip
 _ADVICE_FIELDS = (
     "decision_id", "approved", "amount_minor", "answered_at_us", "origin", "response_code", "seq", "received",

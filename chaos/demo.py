@@ -3,13 +3,14 @@
 Normal traffic; the primary pool goes down (one host SIGKILLed, one
 SIGSTOPped); then every issuer host hangs (stand-in takes over, decisions
 journaled in Redis); then every host comes back, the issuer answers again and
-settlement replays every stand-in decision to it. The acquirer sends a
-timeout reversal for every request left unanswered, until acknowledged. At
-the end every request's book at the issuer is checked against what the
-acquirer holds (`chaos.verify`: six money figures, each must be 0). A live
-status line while it runs; a summary table per phase, the money table and a
-timeline picture at the end. Everything started is stopped by PID, whatever
-happens.
+settlement replays every stand-in decision to it. The acquirer reverses one
+approval in twenty (half of them partially; stored during the outage and
+forwarded behind the card's stand-in decisions) and sends a timeout reversal
+for every request left unanswered, until acknowledged. At the end every
+request's book at the issuer is checked against what the acquirer holds
+(`chaos.verify`: six money figures, each must be 0). A live status line while
+it runs; a summary table per phase, the money table and a timeline picture at
+the end. Everything started is stopped by PID, whatever happens.
 
     python -m chaos.demo [--rate 100] [--scale 1.0] [--keep]
 """
@@ -30,7 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from chaos.acquirer import Acquirer
+from chaos.acquirer import Acquirer, AcquirerBehaviour
 from chaos.load import CardMix
 from chaos.report import Phase, live_line, plot_timeline, summarize, summary_table
 from chaos.samples import Sample
@@ -40,6 +41,7 @@ from chaos.verify import MoneyCheck, verify_settlement
 __all__ = ["main"]
 
 REPORTS = Path(__file__).resolve().parent / "reports"
+REVERSE_SHARE = 0.05  # approvals the acquirer reverses afterwards (half of them partially), outage or not
 
 
 def _phases(scale: float) -> list[Phase]:
@@ -95,7 +97,9 @@ async def run_demo(rate: float, scale: float, workdir: Path, console: Console) -
     topo = await asyncio.to_thread(Topology(workdir, spec).start)
     try:
         mix = CardMix(cards=300)
-        async with Acquirer([topo.gateways[0].address], credentials=topo.acquirer_credentials) as acquirer:
+        behaviour = AcquirerBehaviour(reverse_share=REVERSE_SHARE)
+        gateway = [topo.gateways[0].address]
+        async with Acquirer(gateway, behaviour, credentials=topo.acquirer_credentials) as acquirer:
             t0 = time.monotonic()
             with Live(console=console, refresh_per_second=4, transient=True) as live:
 

@@ -4,44 +4,29 @@ Every experiment runs etcd with a health agent per issuer host, the gateways'
 Redis (stand-in counters and journal), two pools of two issuer hosts sharing
 an issuer ledger, and one or two gateways. `scale` compresses the timeline
 (the short versions inside `make test` use scale < 1). Every one is judged on
-the money oracle's six figures; `money` also turns on the acquirers' own
-behaviours (repeats, reused ids, reversals after and before their original,
-cancels, deadlines from 50 ms) through late issuer approvals and an outage.
+the money oracle's six figures; the experiments whose fault is aimed at
+money itself (lost Redis replies, short deadlines, replays, late approvals,
+client cancels, reversals, and `money` combining them) are in
+`chaos.experiments_money`, registered here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from chaos.acquirer import AcquirerBehaviour
 from chaos.experiment import Criterion, Experiment, Run
+from chaos.experiment_kit import ATTEMPT_TIMEOUT_MS, PRIMARY, SECONDARY
+from chaos.experiment_kit import set_faults as _faults
+from chaos.experiment_kit import signal_members as _signal
+from chaos.experiment_kit import spec as _spec
+from chaos.experiments_money import MONEY_EXPERIMENTS
 from chaos.report import Phase, summarize
 from chaos.samples import Sample
-from chaos.topology import TopologySpec
 
 __all__ = ["EXPERIMENTS", "build"]
-
-PRIMARY = ("a1", "a2")
-SECONDARY = ("b1", "b2")
-ATTEMPT_TIMEOUT_MS = 400
-
-
-def _spec(**kw: object) -> TopologySpec:
-    return TopologySpec(etcd=True, redis=True, attempt_timeout_ms=ATTEMPT_TIMEOUT_MS, **kw)  # type: ignore[arg-type]
-
-
-def _signal(run: Run, members: Sequence[str], sig: signal.Signals) -> None:
-    for m in members:
-        run.topo.sims[m].signal(sig)
-
-
-async def _faults(run: Run, members: Sequence[str], **faults: object) -> None:
-    for m in members:
-        async with run.topo.sim_control(m) as ctl:
-            await ctl.set_faults(**faults)  # type: ignore[arg-type]
 
 
 def _no_failure(samples: Sequence[Sample], run: Run) -> list[Criterion]:
@@ -144,10 +129,13 @@ def total_outage(scale: float) -> Experiment:
 
     def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
         standin = sum(1 for s in samples if s.source == "STAND_IN" and t_fault + 1 <= s.sent_at < t_back)
-        tail = [s for s in samples if s.sent_at >= end - 3 * scale]
+        tail = [s for s in samples if s.sent_at >= end - 3 * scale and not s.advice]
         issuer_tail = sum(1 for s in tail if s.source == "ISSUER")
+        advices = [s for s in samples if s.advice]
+        acked = sum(1 for s in advices if s.answers)
         return [
             Criterion("stand-in answers during the outage", "> 0", str(standin), standin > 0),
+            Criterion("acquirer advices acknowledged", str(len(advices)), str(acked), acked == len(advices)),
             Criterion(
                 "issuer answers again at the end",
                 "> 90 %",
@@ -161,9 +149,12 @@ def total_outage(scale: float) -> Experiment:
         Phase("every pool hung", t_fault, t_back, True),
         Phase("back", t_back, end),
     )
+    # A small share of forced posts and offline approvals (acquirer advices), before, during and after.
+    behaviour = AcquirerBehaviour(advice_share=0.03)
     return Experiment(
-        "total-outage", "every issuer host stops answering", _spec(), end, phases, script, more_criteria=extra
-    )
+        "total-outage", "every issuer host stops answering", _spec(), end, phases, script,
+        more_criteria=extra, behaviour=behaviour,
+    )  # fmt: skip
 
 
 def decline_storm(scale: float) -> Experiment:
@@ -315,46 +306,6 @@ def gateway_crash(scale: float) -> Experiment:
     )
 
 
-def money(scale: float) -> Experiment:
-    t_slow, t_out, t_back, end = 4 * scale, 12 * scale, 20 * scale, 28 * scale
-
-    async def script(run: Run) -> None:
-        await run.at(t_slow)
-        run.fault("every issuer host answers in ~450 ms: attempts time out, the issuer approves late")
-        await _faults(run, PRIMARY + SECONDARY, latency_ms=450)
-        await run.at(t_out)
-        run.fault("every issuer host SIGSTOPped: stand-in, with acquirers timing out and reversing")
-        _signal(run, PRIMARY + SECONDARY, signal.SIGSTOP)
-        await run.at(t_back)
-        run.note("every issuer host resumed, latency gone: settlement")
-        _signal(run, PRIMARY + SECONDARY, signal.SIGCONT)
-        await _faults(run, PRIMARY + SECONDARY)
-
-    def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
-        reused = [s for s in samples if s.reused]
-        refused = sum(1 for s in reused if s.refusals == ["ALREADY_EXISTS"])
-        otherwise = Counter(f"{s.source or s.status}:{s.response_code}" for s in reused if not s.refusals)
-        seen = str(refused) + (f" (others: {dict(otherwise)})" if otherwise else "")
-        name = "reused request_ids refused ALREADY_EXISTS"
-        return [Criterion(name, str(len(reused)), seen, refused == len(reused))]
-
-    phases = (
-        Phase("normal", 0, t_slow),
-        Phase("slow issuers", t_slow, t_out, True),
-        Phase("every pool hung", t_out, t_back, True),
-        Phase("back", t_back, end),
-    )
-    behaviour = AcquirerBehaviour(
-        repeat_share=0.05, reuse_share=0.03, reverse_share=0.1, reverse_first_share=0.02, cancel_share=0.02,
-        deadline_range_s=(0.05, 2.0),
-    )  # fmt: skip
-    return Experiment(
-        "money", "acquirers time out, repeat, reuse ids and reverse through slow issuers and an outage",
-        _spec(gateways=2), end, phases, script, more_criteria=extra, behaviour=behaviour,
-        judge_availability=False,
-    )  # fmt: skip
-
-
 EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "pool-crash": pool_crash,
     "pool-hang": pool_hang,
@@ -364,8 +315,8 @@ EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "etcd-down": etcd_down,
     "redis-down": redis_down,
     "gateway-crash": gateway_crash,
-    "money": money,
 }
+EXPERIMENTS.update(MONEY_EXPERIMENTS)
 
 
 def build(name: str, scale: float = 1.0) -> Experiment:

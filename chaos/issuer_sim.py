@@ -13,6 +13,8 @@ One process is one issuer host. It serves, on one port:
   latest advice's outcome, replacing the issuer's own hold. A reversal (once
   per reversal_id) caps the request's book, or is held until it arrives. The
   rules, and the money invariant they serve, are in `chaos.book`.
+- ISO 8583, with `--iso8583-listen HOST:PORT`: the same host (books, accounts, faults)
+  on a second port, 0100/0200, advices, reversals and 0800 echo (`chaos.sim_iso8583`).
 - `grpc.health.v1.Health`: SERVING for "" and "authgw.v1.IssuerHost".
 - `authgw.v1.IssuerSimControl`: SetFaults (replaces every fault at once),
   Report (this host's counters, current faults, the ledger's advices) and
@@ -77,6 +79,7 @@ from chaos.memory_ledger import MemoryLedger
 from chaos.otel_env import server_interceptors, sim_telemetry
 from chaos.redis_ledger import RedisLedger
 from chaos.sim_faults import FaultGate, faults_problem
+from chaos.sim_iso8583 import IsoHost
 from chaos.sim_servicers import (
     ControlServicer,
     HangingHealth,
@@ -109,11 +112,17 @@ class IssuerSim:
         rng: random.Random | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         tls: TlsFiles | None = None,
+        iso8583_listen: str = "",
     ) -> None:
         """Args:
         tls: serve mutual TLS with this certificate, requiring client certificates that chain
             to `tls.ca` (the gateway's, an agent's, the harness's); None: plaintext.
+        iso8583_listen: HOST:PORT of an ISO 8583 port serving the same host (chaos.sim_iso8583),
+            with the same TLS; "": none.
         """
+        self._iso_listen = iso8583_listen
+        self._iso: IsoHost | None = None
+        self.iso_port = 0
         self.listen = listen
         self._tls = tls
         self._interceptors = list(interceptors)
@@ -132,7 +141,8 @@ class IssuerSim:
         """Bind and serve; raises OSError when the address cannot be bound."""
         server = grpc.aio.server(options=_SERVER_OPTIONS, interceptors=self._interceptors or None)
         host = HostState(self.pool, self.member, self._ledger, self.gate, self.counters)
-        authorization_pb2_grpc.add_IssuerHostServicer_to_server(IssuerHostServicer(host), server)
+        servicer = IssuerHostServicer(host)
+        authorization_pb2_grpc.add_IssuerHostServicer_to_server(servicer, server)
         simulator_pb2_grpc.add_IssuerSimControlServicer_to_server(ControlServicer(host), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for service in ("", ISSUER_HOST_SERVICE):
@@ -148,6 +158,10 @@ class IssuerSim:
         await server.start()
         self._server = server
         self.port = port
+        if self._iso_listen:
+            self._iso = IsoHost(self._iso_listen, servicer, self.gate, tls=self._tls)
+            await self._iso.start()
+            self.iso_port = self._iso.port
         log.info(
             "issuer-sim pool=%s member=%s listening on %s (port %d)",
             self.pool,
@@ -168,6 +182,8 @@ class IssuerSim:
         await self._health.enter_graceful_shutdown()
         grace = 0.0 if self.gate.current.hang else self._grace_s
         log.info("issuer-sim stopping (grace %.1fs)", grace)
+        if self._iso is not None:
+            await self._iso.close()
         await self._server.stop(grace)
         log.info("issuer-sim stopped")
 
@@ -212,6 +228,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tls-cert", default="", help="serve mutual TLS: our certificate (PEM) ...")
     p.add_argument("--tls-key", default="", help="... its key ...")
     p.add_argument("--tls-ca", default="", help="... and the CA client certificates must chain to")
+    p.add_argument(
+        "--iso8583-listen", default="", help="HOST:PORT: also serve ISO 8583 (same host, same TLS)"
+    )
     return p.parse_args(argv)
 
 
@@ -236,6 +255,7 @@ async def _serve(
         grace_s=args.grace_s,
         interceptors=interceptors,
         tls=_tls_files(args),
+        iso8583_listen=args.iso8583_listen,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

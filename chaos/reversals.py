@@ -43,6 +43,7 @@ class SentReversal:
     final_amount_minor: int
     reason: str  # ReversalReason name: TERMINAL_TIMEOUT for a timeout reversal
     before_original: bool = False  # sent before the original request (on purpose)
+    gateway: int = -1  # index of the gateway it was first sent to
     attempts: int = 0
     acked: bool = False
     status: str = ""  # ReversalStatus name, once acknowledged

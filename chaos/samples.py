@@ -31,7 +31,7 @@ class Answer:
 
     response_code: str
     approved: bool
-    source: str  # ISSUER | STAND_IN
+    source: str  # ISSUER | STAND_IN | ACQUIRER (an acquirer advice, acknowledged)
     decision_id: str
     standin_reason: str = ""
     at_s: float = 0.0  # seconds since the start of the run
@@ -57,6 +57,7 @@ class Sample:
     approved: bool = False
     decision_id: str = ""
     target: int = 0  # index of the gateway that answered
+    deadline_s: float = 0.0  # the deadline its first send was given
     acquirer_id: str = ""
     digest: str = ""  # chaos.request_key.content_digest of its content
     answers: list[Answer] = field(default_factory=list)  # every answer received, in order
@@ -66,6 +67,7 @@ class Sample:
     sends: int = 0
     reused: bool = False  # its request_id was reused on purpose with other content (refusal expected)
     cancelled: bool = False  # its acquirer cancelled a send on purpose
+    advice: str = ""  # AcquirerAdviceKind name when sent as an acquirer advice (money already spent)
 
     @property
     def answered(self) -> bool:
@@ -73,8 +75,17 @@ class Sample:
 
     @property
     def judged(self) -> bool:
-        """Counts for availability: not a probe expected to be refused, not cancelled by its client."""
-        return not (self.reused or self.cancelled)
+        """Counts for availability: not a probe expected to be refused, not cancelled by its client,
+        not an acquirer advice (no decision asked)."""
+        return not (self.reused or self.cancelled or self.advice)
+
+    def record_advice(self, ack: pb.AdviceAck, at_s: float) -> None:
+        """Note the acknowledgement of an acquirer advice: an approval the acquirer gave itself."""
+        answer = Answer("00", True, "ACQUIRER", ack.decision_id, "", at_s)
+        self.answers.append(answer)
+        self.last_outcome = Outcome.ANSWERED
+        self.response_code, self.approved, self.source = "00", True, "ACQUIRER"
+        self.decision_id = ack.decision_id
 
     def record_answer(self, response: pb.AuthorizeResponse, at_s: float) -> None:
         """Note an answer: it becomes what the acquirer holds (the last one wins)."""

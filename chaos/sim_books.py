@@ -74,7 +74,10 @@ def book_messages(record: RequestRecord) -> list[simulator_pb2.RequestBook]:
                 claimed=claimed,
                 amount_minor=book.amount_minor,
                 own=simulator_pb2.OwnAnswer(
-                    arrived=bool(book.own_code), response_code=book.own_code, held_minor=book.own_held_minor
+                    arrived=bool(book.own_code),
+                    response_code=book.own_code,
+                    held_minor=book.own_held_minor,
+                    forwarded_at_us=book.own_forwarded_us,
                 ),
                 advices=[_advice(a) for a in book.advices],
                 reversals=_reversals(record.caps(book)),

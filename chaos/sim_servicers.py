@@ -161,6 +161,7 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
         attempt = HoldAttempt(
             request.request_id, request.pan, request.amount_minor, self._decision_id(),
             host.gate.approval_code(), host.pool, host.member, request.acquirer_id, content_digest(request),
+            _micros(request.forwarded_at) if request.HasField("forwarded_at") else 0,
         )  # fmt: skip
         try:
             answer = await host.ledger.authorize(attempt)

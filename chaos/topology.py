@@ -40,6 +40,7 @@ from chaos.processes import (
     start_etcd,
     start_etcd_cluster,
     start_redis,
+    wait_for_port,
 )
 from chaos.redis_users import RedisUsers
 from chaos.sim_control import SimControl
@@ -66,6 +67,11 @@ class TopologySpec:
     gateway_extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # more TOML sections
     sim_args: tuple[str, ...] = ()
     tls: bool = True  # mutual TLS on every link, etcd with auth and roles (False: plaintext, said)
+    standin_policy_toml: str = ""  # TOML appended to the stand-in file: its [policy] tables
+    # Issuer hosts speak ISO 8583 to the gateways (the simulators' --iso8583-listen port, members
+    # with protocol = "iso8583"); their control port stays gRPC. `iso8583_pool`: [pools.iso8583].
+    iso8583_issuers: bool = False
+    iso8583_pool: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _toml_value(value: Any) -> str:
@@ -135,6 +141,7 @@ class Topology:
         self.redis_users: RedisUsers | None = None
         self.pki = DevPki(workdir / "pki") if self.spec.tls else None
         self.sims: dict[str, ManagedProcess] = {}
+        self.iso_ports: dict[str, int] = {}  # member -> its ISO 8583 port (iso8583_issuers)
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
         self.pool_of: dict[str, str] = {m: p for p, ms in self.spec.pools.items() for m in ms}
@@ -271,8 +278,19 @@ class Topology:
         args += ["--ledger", f"redis://127.0.0.1:{self.ledger.port}/0", *self.spec.sim_args]
         if self.pki is not None:
             args += self.pki.issuer_sim_args(pool)
+        if self.spec.iso8583_issuers:
+            iso_port = self.iso_ports.setdefault(member, free_port())
+            args += ["--iso8583-listen", f"127.0.0.1:{iso_port}"]
         self.sims[member] = start_authgw(self.workdir, f"sim-{member}", args, port)
+        if self.spec.iso8583_issuers:
+            wait_for_port(self.iso_ports[member])
         return self.sims[member]
+
+    def member_address(self, member: str) -> str:
+        """Where gateways reach `member`: its ISO 8583 port (iso8583_issuers) or its gRPC one."""
+        if self.spec.iso8583_issuers:
+            return f"127.0.0.1:{self.iso_ports[member]}"
+        return self.sims[member].address
 
     def restart_sim(self, member: str) -> ManagedProcess:
         """Start a killed simulator again on its old port (its agent re-registers it)."""
@@ -282,9 +300,12 @@ class Topology:
 
     def agent_args(self, member: str, pool: str | None = None) -> list[str]:
         """`authgw health-agent` arguments for `member` (its pool's etcd user and probe certificate)."""
-        sim, pool = self.sims[member], pool or self.pool_of[member]
+        pool = pool or self.pool_of[member]
         args = ["health-agent", *self.etcd_args(f"agent-{pool}"), "--pool", pool]
-        args += ["--member", member, "--address", sim.address, "--ttl", "3", "--probe-interval", "0.5"]
+        address = self.member_address(member)
+        args += ["--member", member, "--address", address, "--ttl", "3", "--probe-interval", "0.5"]
+        if self.spec.iso8583_issuers:
+            args += ["--protocol", "iso8583"]
         if self.pki is None:
             return [*args, "--probe-insecure"]
         f = self.pki.files(f"agent-{pool}")
@@ -336,7 +357,7 @@ class Topology:
             standin = self.workdir / "standin.toml"
             if not standin.exists():
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
-                standin.write_text(standin_toml(self.redis_url, redis=logins))
+                standin.write_text(standin_toml(self.redis_url, redis=logins) + self.spec.standin_policy_toml)
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)
@@ -344,12 +365,17 @@ class Topology:
             {
                 "name": pool,
                 "priority": i + 1,
-                "members": [{"name": m, "address": self.sims[m].address} for m in members],
+                "members": [self._member_entry(m) for m in members],
                 **({"server_name": ISSUER_SERVER_NAME.format(pool=pool)} if self.pki is not None else {}),
+                **({"iso8583": dict(self.spec.iso8583_pool)} if self.spec.iso8583_pool else {}),
             }
             for i, (pool, members) in enumerate(self.spec.pools.items())
         ]
         return doc
+
+    def _member_entry(self, member: str) -> dict[str, Any]:
+        entry = {"name": member, "address": self.member_address(member)}
+        return entry | {"protocol": "iso8583"} if self.spec.iso8583_issuers else entry
 
     def _security_sections(self, index: int) -> dict[str, Any]:
         etcd = self.etcd_endpoints if self.spec.etcd else None

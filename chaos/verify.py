@@ -4,7 +4,11 @@ The money invariant (DESIGN.md): for every request an acquirer sent, let A be
 what the acquirer finally holds the card to: the approved amount of its LAST
 answer for that request, reduced by every reversal it sent (0 after a full
 reversal, the final amount after a partial one), or 0 if it was declined,
-refused, or got no answer (it then sent a timeout reversal). The issuer's book
+refused, or got no answer (it then sent a timeout reversal). A request sent as
+an acquirer advice (a forced post, an offline approval) is money already spent:
+A is its amount (reduced by its reversals) whatever the gateway answered, and
+it must be posted once, by one approval advice of an acquirer origin
+(`advices_posted`). The issuer's book
 for that request must end at A, posted once; at most one approval per request
 is ever advised. A request is (acquirer_id, request_id) and its content
 (`chaos.request_key`), so a request_id reused with other content is another
@@ -43,7 +47,9 @@ from enum import StrEnum
 import grpc
 from rich.console import Console
 
+from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2
+from chaos.book import own_or_advice
 from chaos.request_key import RequestKey
 from chaos.samples import Outcome, Sample
 from chaos.sim_control import LedgerBooks
@@ -85,6 +91,7 @@ class Why(StrEnum):
     STANDIN_DECLINED = "standin_declined"  # by the gateway itself (stand-in, or its own 91)
     REFUSED = "refused"
     NO_ANSWER = "no_answer"
+    ADVISED = "advised"  # an acquirer advice: approved by the acquirer itself, whatever the gateway said
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +105,11 @@ class Held:
 
 
 def held(sample: Sample) -> Held:
-    """A for one sample: its last answer's approved amount, capped by every reversal sent."""
+    """A for one sample: its last answer's approved amount (an advice's amount), capped by every reversal."""
     why = Why.NO_ANSWER
-    if sample.last_outcome == Outcome.REFUSED:
+    if sample.advice:
+        why = Why.ADVISED
+    elif sample.last_outcome == Outcome.REFUSED:
         why = Why.REFUSED
     elif sample.last_outcome == Outcome.ANSWERED and sample.answers:
         last = sample.answers[-1]
@@ -108,7 +117,7 @@ def held(sample: Sample) -> Held:
             why = Why.APPROVED
         else:
             why = Why.STANDIN_DECLINED if last.source == "STAND_IN" else Why.DECLINED
-    amount = sample.amount_minor if why is Why.APPROVED else 0
+    amount = sample.amount_minor if why in (Why.APPROVED, Why.ADVISED) else 0
     amount = min([amount, *(r.final_amount_minor for r in sample.reversals)])
     acked = [r.final_amount_minor for r in sample.reversals if r.acked]
     key = RequestKey(sample.acquirer_id, sample.request_id, sample.digest)
@@ -116,12 +125,11 @@ def held(sample: Sample) -> Held:
 
 
 def explained_minor(book: simulator_pb2.RequestBook) -> int:
-    """What one posting explains: the latest advice's outcome, else the own hold, capped by reversals."""
+    """What one posting explains: the issuer's rule (`chaos.book.own_or_advice`), capped by reversals."""
+    latest = None
     if book.advices:
         latest = max(enumerate(book.advices), key=lambda pair: (pair[1].answered_at_us, pair[0]))[1]
-        base = latest.amount_minor if latest.approved else 0
-    else:
-        base = book.own.held_minor
+    base = own_or_advice(book.own.held_minor, book.own.forwarded_at_us, latest)
     return min([base, *(r.final_amount_minor for r in book.reversals)])
 
 
@@ -167,6 +175,9 @@ class MoneyCheck:
     reversals_acked: int
     reversals_applied: int  # booked by the issuer: applied, held for their original, or of no effect
     waited_s: float
+    advices: int = 0  # requests the acquirers sent as acquirer advices (A = their amount)
+    advices_acked: int = 0  # of those, acknowledged by a gateway
+    advices_posted: int = 0  # of those, books holding one approval advice of an acquirer origin
     examples: dict[str, list[str]] = field(default_factory=dict)  # failing figure -> a few requests
 
     def figures(self) -> dict[str, int]:
@@ -198,7 +209,7 @@ def compare(
             counts[figure] += 1
             examples.setdefault(figure.value, [])
             if len(examples[figure.value]) < _EXAMPLES:
-                examples[figure.value].append(str(key))
+                examples[figure.value].append(str(key) + (" (advice)" if acquirer.why is Why.ADVISED else ""))
     unknown = [k for k in by_key if k not in helds]
     stray = [k for k in unknown if by_key[k].final_minor > 0]
     known_content = {(k.request_id, k.digest) for k in helds}
@@ -229,17 +240,36 @@ def compare(
         reversals_acked=sum(1 for r in sent if r.acked),
         reversals_applied=sum(1 for r in sent if r.reversal_id in booked_reversals),
         waited_s=round(waited_s, 1),
+        **_advice_counts(samples, by_key),
         examples=examples,
     )
 
 
+_ACQUIRER_ORIGINS = frozenset({pb.ACQUIRER_FORCED_POST, pb.ACQUIRER_OFFLINE})
+
+
+def _advice_counts(
+    samples: Sequence[Sample], by_key: dict[RequestKey, simulator_pb2.RequestBook]
+) -> dict[str, int]:
+    """advices, advices_acked, advices_posted (see MoneyCheck)."""
+    advices = [s for s in samples if s.advice]
+    posted = 0
+    for s in advices:
+        book = by_key.get(RequestKey(s.acquirer_id, s.request_id, s.digest))
+        origins = [a.origin for a in book.advices if a.approved] if book is not None else []
+        posted += len(origins) == 1 and origins[0] in _ACQUIRER_ORIGINS
+    acked = sum(1 for s in advices if s.answers)
+    return {"advices": len(advices), "advices_acked": acked, "advices_posted": posted}
+
+
 def _journaled(samples: Iterable[Sample]) -> set[str]:
-    """decision_ids of the stand-in answers acquirers received that stand-in had to record."""
+    """decision_ids of the stand-in answers (and acquirer advices) acquirers received that stand-in had
+    to record."""
     return {
         a.decision_id
         for s in samples
         for a in s.answers
-        if a.source == "STAND_IN"
+        if a.source in ("STAND_IN", "ACQUIRER")
         and a.decision_id
         and (a.approved or a.response_code != UNRECORDED_RULE_CODE)
     }

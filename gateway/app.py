@@ -28,7 +28,7 @@ from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import add_authorization_service
 from gateway.edges.grpc_service import AuthorizationService, DeclineFallback, Fallback
-from gateway.edges.iso8583_acquirer import AcquirerHandler, advice_not_implemented
+from gateway.edges.iso8583_acquirer import AcquirerHandler
 from gateway.edges.iso8583_listener import Iso8583Listener
 from gateway.edges.iso8583_metrics import Iso8583Counters
 from gateway.edges.validation import EdgeLimits
@@ -73,7 +73,7 @@ class Gateway:
         tracer = self.telemetry.tracer
         self.transport = Transport(cfg)  # reads the certificates: a bad file stops here, naming it
         self.standin = build_standin(cfg, self.telemetry.standin_tracer) if fallback is None else None
-        self.router = Router(cfg, tracer=tracer, connect=self.transport.connect)
+        self.router = Router(cfg, tracer=tracer, connect=self.transport.connect, iso=self.transport.iso)
         self.mode = Mode.AUTO
         self.membership = (
             MembershipLink(cfg, self.router, self._set_mode, tracer) if cfg.etcd_endpoints else None
@@ -138,7 +138,7 @@ class Gateway:
             self.access,
             EdgeLimits(self.cfg.max_amount_minor, self.cfg.transmitted_at_window_s),
             counters,
-            advise=advice_not_implemented,  # the gRPC Advise path, once the gateway has one
+            advise=self.service.advices.advise,  # the gRPC Advise path
             metrics=self.metrics,
             spans=self.telemetry.server_spans,
         )

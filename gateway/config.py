@@ -28,8 +28,9 @@ from authgw.observability.settings import telemetry_from_section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS
 from gateway.admission import AdmissionConfig, admission_config
-from gateway.config_iso8583 import Iso8583ListenConfig, iso8583_listen_config
+from gateway.config_iso8583 import Iso8583ListenConfig, iso8583_listen_config, issuer_link_settings
 from gateway.config_security import SecurityConfig, security_config
+from gateway.edges.iso8583_issuer_link import LinkSettings
 from standin import StandInConfig
 from standin import load_config as load_standin_config
 from standin.settlement import SettlementSettings, load_settlement_settings
@@ -48,6 +49,7 @@ __all__ = [
 
 _S = timedelta(seconds=1)
 _MS = timedelta(milliseconds=1)
+GRPC, ISO8583 = "grpc", "iso8583"  # a pool member's protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +57,9 @@ class MemberConfig:
     """A static pool member (a seed when etcd is configured)."""
 
     name: str
-    address: str  # host:port of the issuer host's gRPC server
+    address: str  # host:port of the issuer host's gRPC server (or ISO 8583 port)
     weight: int = 1  # relative share of the pool's traffic
+    protocol: str = GRPC  # "grpc" (authgw.v1.IssuerHost) or "iso8583" (config_iso8583.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class PoolConfig:
     members: tuple[MemberConfig, ...] = ()
     server_name: str = ""  # the name its hosts' certificates carry (TLS); "": the address's host
     allowed: tuple[str, ...] = ()  # host:port patterns (fnmatch) a member from etcd may have
+    iso8583: LinkSettings = field(default_factory=LinkSettings)  # [pools.iso8583]: its ISO 8583 members
 
     @property
     def attempt_timeout_s(self) -> float:
@@ -199,12 +203,16 @@ def _address(section: Section, name: str, default: str = "") -> str:
 def _members(pool: Section) -> tuple[MemberConfig, ...]:
     members = []
     for m in pool.tables("members"):
-        m.check_known({"name", "address", "weight"})
+        m.check_known({"name", "address", "weight", "protocol"})
+        protocol = m.string("protocol", GRPC)
+        if protocol not in (GRPC, ISO8583):
+            m.fail("protocol", f"must be {GRPC!r} or {ISO8583!r}, got {protocol!r}", f"write {ISO8583!r}")
         members.append(
             MemberConfig(
                 name=m.string("name", "", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -"),
                 address=_address(m, "address"),
                 weight=m.integer("weight", 1, minimum=1),
+                protocol=protocol,
             )
         )
     names = [m.name for m in members]
@@ -216,17 +224,19 @@ def _members(pool: Section) -> tuple[MemberConfig, ...]:
 def _pools(root: Section, routing: RoutingConfig) -> tuple[PoolConfig, ...]:
     pools = []
     for i, p in enumerate(root.tables("pools")):
-        p.check_known({"name", "priority", "attempt_timeout", "members", "server_name", "allowed"})
+        p.check_known({"name", "priority", "attempt_timeout", "members", "server_name", "allowed", "iso8583"})
         members = _members(p)
+        server_name = p.string("server_name", "", pattern=r"[A-Za-z0-9.*-]{0,253}", fix="a DNS name")
         pools.append(
             PoolConfig(
                 name=p.string("name", "", pattern=r"[A-Za-z0-9._-]{1,64}", fix="letters, digits, . _ -"),
                 priority=p.integer("priority", i + 1, minimum=0),
                 attempt_timeout=p.duration("attempt_timeout", routing.attempt_timeout, minimum=_MS),
                 members=members,
-                server_name=p.string("server_name", "", pattern=r"[A-Za-z0-9.*-]{0,253}", fix="a DNS name"),
+                server_name=server_name,
                 # by default only the addresses written here: etcd cannot add a host nobody listed
                 allowed=p.strings("allowed", [m.address for m in members]),
+                iso8583=issuer_link_settings(p.table("iso8583"), server_name),
             )
         )
         room = routing.deadline - routing.standin_reserve

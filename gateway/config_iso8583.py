@@ -20,6 +20,27 @@
     max_connections = 256            # connections at once; more are closed at accept, logged
 
 Without the section there is no listener. Every error names the file, the key and the fix.
+
+Issuer hosts that speak ISO 8583 are pool members with `protocol = "iso8583"`; how the
+gateway talks to them is the pool's `[pools.iso8583]` table (all optional):
+
+    [[pools]]
+    name = "primary"
+    members = [{ name = "a1", address = "10.0.0.1:8583", protocol = "iso8583" }]
+    [pools.iso8583]
+    connections = 2                  # persistent connections per host, requests multiplexed on them
+    connect_timeout = "1s"
+    echo_interval = "5s"             # an idle connection is probed with 0800/301 after this long
+    echo_timeout = "2s"              # an unanswered echo: connection closed, member ejected, reconnect
+    reconnect_backoff = "100ms"      # first wait before reconnecting, doubled per failure ...
+    reconnect_backoff_max = "2s"     # ... up to this
+    messages = "authorization"       # 0100 / 0120 (dual message); "financial": 0200 / 0220
+    length_header = "binary2"        # as [iso8583_listen]; no TPDU on issuer links
+    bitmap = "ascii-hex"
+    max_frame_bytes = 4096
+
+TLS is `[issuer_tls]` (our client certificate, the issuers' CA) and the pool's `server_name`,
+as for gRPC members; `[issuer_tls] insecure = true` makes every issuer link plaintext.
 """
 
 from __future__ import annotations
@@ -28,12 +49,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from authgw.config import Section
-from authgw.iso8583 import BitmapEncoding, Framing, LengthHeader
+from authgw.iso8583 import BitmapEncoding, EchoConfig, Framing, LengthHeader
 from authgw.iso8583 import ConfigError as WireConfigError
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS, transport_security
+from gateway.edges.iso8583_issuer_link import LinkSettings
 
-__all__ = ["Iso8583ListenConfig", "iso8583_listen_config"]
+__all__ = ["Iso8583ListenConfig", "iso8583_listen_config", "issuer_link_settings"]
 
 _S = timedelta(seconds=1)
 _MS = timedelta(milliseconds=1)
@@ -122,4 +144,39 @@ def iso8583_listen_config(s: Section, server: TransportSecurity) -> Iso8583Liste
         handshake_timeout=s.duration("handshake_timeout", 5 * _S, minimum=_MS),
         max_in_flight=s.integer("max_in_flight", 256, minimum=1, maximum=10_000),
         max_connections=s.integer("max_connections", 256, minimum=1, maximum=100_000),
+    )
+
+
+_ISSUER_KEYS = {
+    "connections", "connect_timeout", "echo_interval", "echo_timeout", "reconnect_backoff",
+    "reconnect_backoff_max", "messages", "length_header", "bitmap", "max_frame_bytes",
+}  # fmt: skip
+
+
+def issuer_link_settings(s: Section, server_name: str) -> LinkSettings:
+    """A pool's `[pools.iso8583]` (defaults when absent): how its ISO 8583 members are reached."""
+    s.check_known(_ISSUER_KEYS)
+    d = LinkSettings()
+    try:
+        echo = EchoConfig(
+            idle_s=s.duration("echo_interval", d.echo.idle_s * _S, minimum=100 * _MS) / _S,
+            timeout_s=s.duration("echo_timeout", d.echo.timeout_s * _S, minimum=10 * _MS) / _S,
+        )
+        framing = Framing(
+            header=LengthHeader(_choice(s, "length_header", "binary2", tuple(h.value for h in LengthHeader))),
+            max_frame_bytes=s.integer("max_frame_bytes", 4096, minimum=1),
+        )
+    except WireConfigError as exc:
+        s.fail(exc.key, exc.problem, exc.fix)
+    backoff = s.duration("reconnect_backoff", d.backoff_initial_s * _S, minimum=_MS)
+    return LinkSettings(
+        connections=s.integer("connections", d.connections, minimum=1, maximum=64),
+        connect_timeout_s=s.duration("connect_timeout", d.connect_timeout_s * _S, minimum=_MS) / _S,
+        echo=echo,
+        backoff_initial_s=backoff / _S,
+        backoff_max_s=s.duration("reconnect_backoff_max", d.backoff_max_s * _S, minimum=backoff) / _S,
+        financial=_choice(s, "messages", "authorization", ("authorization", "financial")) == "financial",
+        framing=framing,
+        bitmap=BitmapEncoding(_choice(s, "bitmap", "ascii-hex", tuple(b.value for b in BitmapEncoding))),
+        server_name=server_name,
     )

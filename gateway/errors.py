@@ -4,6 +4,7 @@
     ├── InvalidRequest            an AuthorizeRequest field breaks a rule (names field, rule)
     ├── RequestRefused            a request id reused with other content (ALREADY_EXISTS / 94)
     ├── ReversalUnavailable       a reversal nothing could record and no issuer answered (UNAVAILABLE)
+    ├── AdviceUnavailable         an acquirer advice nothing could record (UNAVAILABLE / 96: repeat it)
     └── ListenError               a listening address cannot be bound (names it)
 
     authgw.config.ConfigError     a config file is wrong (names file, key, problem, fix): the one
@@ -19,6 +20,7 @@ from __future__ import annotations
 from authgw.config import ConfigError
 
 __all__ = [
+    "AdviceUnavailable",
     "ConfigError",
     "GatewayError",
     "InvalidRequest",
@@ -58,3 +60,7 @@ class RequestRefused(GatewayError):
 
 class ReversalUnavailable(GatewayError):
     """No issuer answered a reversal and nothing could record it: the acquirer must repeat it."""
+
+
+class AdviceUnavailable(GatewayError):
+    """An acquirer advice was not recorded (no stand-in journal could take it): the acquirer repeats it."""

@@ -16,7 +16,7 @@ from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from standin.types import Reason, ReversalOutcome
 
-__all__ = ["DeclineFallback", "Fallback", "decline_91"]
+__all__ = ["DeclineFallback", "Fallback", "decline_91", "proto_reason"]
 
 log = logging.getLogger("authgw.fallback")
 
@@ -42,6 +42,12 @@ class Fallback(Protocol):
     ) -> ReversalOutcome | None:
         """Apply or record a reversal; None when nothing can record it."""
         ...
+
+
+def proto_reason(reason: Reason) -> str:
+    """The proto's StandInReason name of `reason` (names match, but an acquirer advice's: stand-in
+    did not decide it, NONE)."""
+    return "NONE" if reason is Reason.ACQUIRER_ADVICE else reason.value
 
 
 def decline_91(request: pb.AuthorizeRequest, cause: Reason, rule: str = "") -> pb.AuthorizeResponse:

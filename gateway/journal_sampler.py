@@ -10,6 +10,8 @@ of the next collection rather than reported with a stale number.
     redis_pending  delivered to settlement, not acknowledged  -
     dead_letters   entries settlement gave up on for now      -
     local          SQLite decisions not yet moved to Redis    decided_at of the oldest
+
+It also reads each exposure budget's fleet-wide total against its ceiling (exposure.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class JournalSampler:
         self._wall_clock = wall_clock
         self.depth: dict[str, int] = {}
         self.oldest_ms: dict[str, int] = {}
+        self.exposure: dict[str, tuple[int, int]] = {}
+        """Budget name -> (approved in its period fleet-wide, the budget); kept while Redis is away."""
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -65,6 +69,9 @@ class JournalSampler:
                 depth["dead_letters"] = stream.dead_letters
                 if stream.oldest_ms is not None:
                     oldest["redis"] = stream.oldest_ms
+                self.exposure = {
+                    b.name: (b.exposure_minor, b.budget_minor) for b in await self._engine.exposure()
+                }
         except StandInError as exc:
             if not self._failing:
                 log.warning("cannot read the journal depth for metrics: %s", exc)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from opentelemetry.trace import Tracer
 
 from gateway.config import GatewayConfig
+from gateway.pool import MemberSpec
 from gateway.router import PoolSpec, Router
 from health import (
     EtcdClient,
@@ -70,7 +71,7 @@ def pool_specs(membership: Membership, allowed: MemberFilter | None = None) -> d
     specs: dict[str, PoolSpec] = {}
     for name, view in membership.pools.items():
         members = tuple(
-            (m, info.address, info.weight)
+            MemberSpec(m, info.address, info.weight, info.protocol)
             for m, info in view.members.items()
             if info.weight > 0 and (allowed is None or allowed.admits(name, m, info.address))
         )
@@ -83,7 +84,9 @@ def seed_membership(cfg: GatewayConfig) -> Membership:
     """The config's static pools, used until etcd first answers."""
     return Membership.seed(
         {
-            p.name: {m.name: MemberInfo(address=m.address, weight=m.weight) for m in p.members}
+            p.name: {
+                m.name: MemberInfo(address=m.address, weight=m.weight, protocol=m.protocol) for m in p.members
+            }
             for p in cfg.pools
         }
     )

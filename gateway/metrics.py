@@ -16,6 +16,8 @@ journal sample taken off the hot path every few seconds.
                                                                    acquirer_mismatch, revoked)
     authgw.reversals                  counter    {source, status}  reversals taken (issuer: its answer;
                                                                    stand_in: applied / stored / no_effect)
+    authgw.acquirer_advices           counter    {kind, duplicate} acquirer advices recorded (kind:
+                                                                   forced_post / offline_approved)
     authgw.authorization.duration     histogram  ms {source}
     authgw.attempts                   counter    {pool, outcome}   outcome: gateway.attempt.AttemptKind
     authgw.retries                    counter    {pool, reason}    reason: the previous attempt's outcome
@@ -36,6 +38,9 @@ journal sample taken off the hot path every few seconds.
     authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
                                                            (delivered, not acked), local (SQLite backlog)
     authgw.journal.oldest_age         gauge      s {store} age of the oldest unsettled decision
+    authgw.standin.exposure           gauge      {minor_unit} {window}  approved in stand-in in the budget's
+                                                           period, fleet-wide (window: the budget's name)
+    authgw.standin.exposure_budget    gauge      {minor_unit} {window}  the budget's ceiling
     authgw.settlement.advices         counter    {outcome} incremented by the settlement worker (given
                                                            this counter; the gateway itself never adds)
 """
@@ -140,6 +145,11 @@ class GatewayMetrics:
         self.reversals = meter.create_counter(
             "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
         )
+        self.acquirer_advices = meter.create_counter(
+            "authgw.acquirer_advices",
+            unit="{advice}",
+            description="Acquirer advices recorded (forced posts, offline approvals), by kind and repeat",
+        )
         self._observe(meter)
 
     def _observe(self, meter: Meter) -> None:
@@ -175,6 +185,10 @@ class GatewayMetrics:
              "Stand-in decisions not yet settled"),
             (gauge, journal, "authgw.journal.oldest_age", self._journal_age, "s",
              "Age of the oldest unsettled stand-in decision"),
+            (gauge, journal, "authgw.standin.exposure", self._exposure, "{minor_unit}",
+             "Amount approved in stand-in in each exposure budget's period, fleet-wide"),
+            (gauge, journal, "authgw.standin.exposure_budget", self._exposure_budget, "{minor_unit}",
+             "Each exposure budget's ceiling"),
         ]  # fmt: skip
         for create, enabled, name, callback, unit, description in instruments:
             if enabled:
@@ -201,6 +215,9 @@ class GatewayMetrics:
             "status": pb.ReversalStatus.Name(response.status).lower(),
         }
         self.reversals.add(1, attrs)
+
+    def record_acquirer_advice(self, kind: str, duplicate: bool) -> None:
+        self.acquirer_advices.add(1, {"kind": kind.lower(), "duplicate": duplicate})
 
     # -- observed at collection, in the reader's thread ----------------------------------------
 
@@ -280,3 +297,13 @@ class GatewayMetrics:
     def _journal_age(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._journal is not None
         return [Observation(age, {"store": store}) for store, age in self._journal.oldest_age_s().items()]
+
+    def _exposure(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [
+            Observation(used, {"window": name}) for name, (used, _) in dict(self._journal.exposure).items()
+        ]
+
+    def _exposure_budget(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._journal is not None
+        return [Observation(cap, {"window": name}) for name, (_, cap) in dict(self._journal.exposure).items()]

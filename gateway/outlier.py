@@ -77,6 +77,16 @@ class Ejection:
         self.ejected_until = now + duration
         return True
 
+    def eject(self, now: float) -> bool:
+        """An outside verdict that the member failed (it left an ISO 8583 echo unanswered): eject it now.
+
+        Returns True when this ejected it (False when it already was).
+        """
+        if now < self.ejected_until:
+            return False
+        self.consecutive = max(self.consecutive, self._cfg.consecutive_failures - 1)
+        return self.on_failure(now, True)
+
     def reset(self) -> None:
         """Healthy again by an outside verdict (health probes); the doubling memory is kept."""
         self.consecutive = 0

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
-from gateway.config import DeclineStormConfig, OutlierConfig
+from gateway.config import GRPC, DeclineStormConfig, OutlierConfig
+from gateway.edges.iso8583_issuer import IsoLinks
 from gateway.member import Connect, Member, plaintext_channel
-from gateway.pool_health import PoolHealth
+from gateway.pool_health import Outcome, PoolHealth
 
 __all__ = ["MemberSpec", "Pool"]
 
-MemberSpec = tuple[str, str, int]  # (name, address, weight)
+log = logging.getLogger("authgw.pool")
+
+
+class MemberSpec(NamedTuple):
+    """One member as membership gives it."""
+
+    name: str
+    address: str
+    weight: int
+    protocol: str = GRPC
 
 
 class Pool:
@@ -26,9 +39,15 @@ class Pool:
         storm: DeclineStormConfig,
         *,
         connect: Connect = plaintext_channel,
+        iso: IsoLinks | None = None,
+        on_ejected: Callable[[Member], None] = lambda _member: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.connect = connect
+        self.iso = iso or IsoLinks()
+        self._on_ejected = on_ejected
+        self._clock = clock
         self.priority = priority
         self.attempt_timeout_s = attempt_timeout_s
         self.drained = False
@@ -39,20 +58,31 @@ class Pool:
 
     def set_members(self, specs: Iterable[MemberSpec]) -> list[Member]:
         """Apply a membership: keep unchanged members (channel, ejection state); return removed ones."""
-        wanted = {name: (address, weight) for name, address, weight in specs}
+        wanted = {spec[0]: MemberSpec(*spec) for spec in specs}
         removed = []
         for name, member in list(self.members.items()):
             spec = wanted.get(name)
-            if spec is None or spec[0] != member.address:
+            if spec is None or (spec.address, spec.protocol) != (member.address, member.protocol):
                 removed.append(self.members.pop(name))
             else:
-                member.weight = max(1, spec[1])
-        for name, (address, weight) in wanted.items():
+                member.weight = max(1, spec.weight)
+        for name, spec in wanted.items():
             if name not in self.members:
                 self.members[name] = Member(
-                    self.name, name, address, weight, self._outlier, connect=self.connect
-                )
+                    self.name, name, spec.address, spec.weight, self._outlier, connect=self.connect,
+                    protocol=spec.protocol, iso=self.iso, on_failed=self._member_failed,
+                )  # fmt: skip
         return removed
+
+    def _member_failed(self, member: Member, reason: str) -> None:
+        """A member's own link says it failed (an unanswered ISO 8583 echo): counted like a failed attempt."""
+        if self.members.get(member.name) is not member:
+            return  # it left the pool meanwhile
+        now = self._clock()
+        self.health.record(now, Outcome.ERROR)
+        if self.may_eject(now) and member.ejection.eject(now):
+            log.warning("member %s/%s ejected: %s", self.name, member.name, reason)
+            self._on_ejected(member)
 
     def usable(self, now: float) -> list[Member]:
         return [m for m in self.members.values() if m.ejection.usable(now)]

@@ -30,6 +30,7 @@ from authgw.codes import ResponseCode
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import AUTHORIZE, Attempt, AttemptKind, LateAnswers, Method, run_attempt
 from gateway.config import GatewayConfig
+from gateway.edges.iso8583_issuer import IsoLinks
 from gateway.member import Connect, Member, plaintext_channel
 from gateway.pool import MemberSpec, Pool
 from gateway.pool_health import Outcome, PoolVerdict
@@ -123,11 +124,16 @@ class Router:
         *,
         tracer: trace.Tracer | None = None,
         connect: Callable[[str], Connect] | None = None,
+        iso: Callable[[str], IsoLinks] | None = None,
     ) -> None:
         """Args:
         connect: pool name -> how its members' channels are opened (TLS, the pool's server name);
             default plaintext.
+        iso: pool name -> how its ISO 8583 members' connections are opened; default plaintext
+            with the pool's `[pools.iso8583]` settings.
         """
+        settings = {p.name: p.iso8583 for p in cfg.pools}
+        self._iso = iso or (lambda pool: IsoLinks(settings.get(pool)))
         self._cfg = cfg
         self._clock = clock
         self._tracer = tracer
@@ -148,7 +154,12 @@ class Router:
         self.ejections: Counter[str] = Counter()  # pool -> members ejected so far
         self._retired: list[Member] = []
         self.apply(
-            {p.name: PoolSpec(tuple((m.name, m.address, m.weight) for m in p.members)) for p in cfg.pools}
+            {
+                p.name: PoolSpec(
+                    tuple(MemberSpec(m.name, m.address, m.weight, m.protocol) for m in p.members)
+                )
+                for p in cfg.pools
+            }
         )
 
     def apply(self, membership: Mapping[str, PoolSpec]) -> None:
@@ -165,6 +176,9 @@ class Router:
                     self._cfg.outlier,
                     self._cfg.decline_storm,
                     connect=self._connect(name),
+                    iso=self._iso(name),
+                    on_ejected=lambda member: self.ejections.update([member.pool]),
+                    clock=self._clock,
                 )
             pool.drained = spec.drained
             self._retired += pool.set_members(spec.members)

@@ -32,10 +32,19 @@ from opentelemetry.trace import Status, StatusCode, Tracer
 from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
 from gateway.errors import RequestRefused
-from gateway.fallback import decline_91
+from gateway.fallback import decline_91, proto_reason
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin.errors import ReusedRequestIdError
-from standin.types import Channel, Reason, ReversalOutcome, ReversalReason, StandInReversal
+from standin.types import (
+    AcquirerAdviceKind,
+    Channel,
+    CheckResult,
+    JournalKind,
+    Reason,
+    ReversalOutcome,
+    ReversalReason,
+    StandInReversal,
+)
 
 __all__ = ["STANDIN_SPAN", "StandInFallback", "build_standin", "to_response", "to_standin_request"]
 
@@ -45,6 +54,11 @@ T = TypeVar("T")
 
 STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
+_CHECK_RESULT = {
+    pb.NOT_CHECKED: CheckResult.ABSENT,
+    pb.PASSED: CheckResult.VERIFIED,
+    pb.FAILED: CheckResult.FAILED,
+}
 
 
 def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
@@ -65,6 +79,9 @@ def to_standin_request(req: pb.AuthorizeRequest) -> StandInRequest:
         cardholder_authenticated=req.cardholder_authenticated,
         transmitted_at=sent,
         card_expiry=req.card_expiry,
+        cvv=_CHECK_RESULT[req.verification.card_verification_value],
+        cryptogram=_CHECK_RESULT[req.verification.chip_cryptogram],
+        pin=_CHECK_RESULT[req.verification.pin],
     )
 
 
@@ -91,7 +108,7 @@ def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
         response_code=decision.response_code.value,
         approval_code=decision.approval_code,
         source=pb.STAND_IN,
-        standin_reason=decision.reason.value,  # enum names match the proto's
+        standin_reason=proto_reason(decision.reason),
         decision_id=decision.decision_id,
         rule=decision.rule,
     )
@@ -167,6 +184,26 @@ class StandInFallback:
         except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
             log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)
             return None
+
+    async def advise(self, advice: pb.AcquirerAdvice, trace_context: str = "") -> StandInDecision | None:
+        """Record a validated acquirer advice (gateway/advising.py); None when nothing could record it.
+
+        Raises RequestRefused for a request id reused with other content.
+        """
+        kind = AcquirerAdviceKind(pb.AcquirerAdviceKind.Name(advice.kind))
+        work = self.engine.advise(
+            to_standin_request(advice.request), kind, advice.approval_code, trace_context
+        )
+        try:
+            decision = await self._shielded(work)
+        except ReusedRequestIdError as exc:
+            raise RequestRefused(advice.request.request_id) from exc
+        except StandInError as exc:  # closed engine (shutdown)
+            log.warning("stand-in could not record advice request_id=%s: %s", advice.request.request_id, exc)
+            return None
+        if decision.journal is JournalKind.NONE or not decision.approved:
+            return None  # recorded nowhere: never acknowledged
+        return decision
 
     async def reverse(
         self, request: pb.ReverseRequest, *, store: bool, trace_context: str = ""

@@ -110,6 +110,8 @@ class StandInMode:
         return [m for m, ok in zip(members, results, strict=True) if ok]
 
     async def _probe(self, member: Member) -> bool:
+        if member.link is not None:  # an ISO 8583 host: an 0800 echo
+            return await member.link.echo(self._timeout)
         stub = health_pb2_grpc.HealthStub(member.channel)
         try:
             resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout)

@@ -6,7 +6,8 @@
     gateway -> issuers     `[issuer_tls]`: our client certificate, the issuers' CA, and each
                            pool's `server_name` checked; when the files change, every member's
                            channel is rebuilt (grpc Python has no dynamic client credentials),
-                           calls in flight finishing on the old one
+                           calls in flight finishing on the old one; ISO 8583 members
+                           (`iso`) reopen their connections with the new certificate
     any link, plaintext    only with `insecure = true` in its section: a warning at start and
                            every minute (PlaintextWarning)
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -39,8 +41,10 @@ from authgw.security import (
     load_tls_files,
 )
 from authgw.security import channel_credentials as credentials_of
+from authgw.security.server_ssl import client_ssl_context
 from authgw.tasks import cancel_and_wait
 from gateway.config import GatewayConfig
+from gateway.edges.iso8583_issuer import IsoLinks, SentMessages
 from gateway.member import CHANNEL_OPTIONS, Connect, plaintext_channel
 
 __all__ = ["Transport"]
@@ -64,12 +68,16 @@ class Transport:
         if not serving:
             security = replace(security, server=TransportSecurity.plaintext())
         self._server_names = {p.name: p.server_name for p in cfg.pools}
+        self._iso_settings = {p.name: p.iso8583 for p in cfg.pools}
+        self._sent = SentMessages()  # one per process: a repeat is a repeat whichever host gets it
         self._server: ServerCertificateReloader | None = None
         if security.server.tls is not None:
             self._server = ServerCertificateReloader(load_tls_files(security.server.tls))
         self._issuers: TlsMaterial | None = None
+        self._iso_ssl: ssl.SSLContext | None = None
         if security.issuers.tls is not None:
             self._issuers = load_tls_files(security.issuers.tls)
+            self._iso_ssl = _client_ssl(self._issuers)
         self._warnings = [PlaintextWarning(security.issuers, "issuer hosts (gateway -> issuers)")]
         if serving:
             self._warnings.append(
@@ -104,6 +112,10 @@ class Transport:
 
         return open_channel
 
+    def iso(self, pool: str) -> IsoLinks:
+        """How the ISO 8583 members of `pool` are reached (`[pools.iso8583]`, our current certificate)."""
+        return IsoLinks(self._iso_settings.get(pool), lambda: self._iso_ssl, self._sent)
+
     async def start(self, on_issuer_certificate: Callable[[], object] | None = None) -> None:
         """Warn about plaintext links, follow our client certificate, check expiries hourly."""
         for warning in self._warnings:
@@ -112,6 +124,7 @@ class Transport:
 
             async def changed(material: TlsMaterial) -> None:
                 self._issuers = material
+                self._iso_ssl = await asyncio.to_thread(_client_ssl, material)
                 log.info(
                     "issuer client certificate changed (serial %x): reconnecting members", material.serial
                 )
@@ -152,3 +165,8 @@ def _certificate_files(
         if security.tls is not None:
             files[label] = security.tls.cert
     return files
+
+
+def _client_ssl(material: TlsMaterial) -> ssl.SSLContext:
+    """The client context of ISO 8583 issuer links (files as just checked by the watcher)."""
+    return client_ssl_context(material.files)

@@ -43,6 +43,7 @@ from authgw.observability import (
     configure_logging,
 )
 from authgw.security import PlaintextWarning, SecurityError
+from health.echo_probe import EchoProbe
 from health.endpoints import DEFAULT_ETCD, parse_endpoints
 from health.errors import HealthError, InvalidName
 from health.etcd import EtcdClient
@@ -87,11 +88,13 @@ class AgentConfig:
     """Consecutive good probes that put it back."""
     key_root: str = DEFAULT_ROOT
     """etcd key root (tests use their own)."""
+    protocol: str = "grpc"
+    """What the host speaks (registered for the gateways, and how it is probed): grpc or iso8583."""
 
     def __post_init__(self) -> None:
         check_name("pool", self.pool)
         check_name("member", self.member)
-        MemberInfo(address=self.address, weight=self.weight)  # validates address and weight
+        MemberInfo(address=self.address, weight=self.weight, protocol=self.protocol)  # validates them
         for name in ("ttl_s", "probe_interval_s", "probe_timeout_s", "fall", "rise"):
             if getattr(self, name) <= 0:
                 raise InvalidName(f"{name} must be > 0, got {getattr(self, name)}")
@@ -113,7 +116,7 @@ class HealthAgent:
         client: EtcdClient,
         config: AgentConfig,
         *,
-        probe: HealthProbe | None = None,
+        probe: HealthProbe | EchoProbe | None = None,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._config = config
@@ -214,7 +217,7 @@ class HealthAgent:
     def _member_value(self) -> bytes:
         cfg = self._config
         return MemberInfo(
-            address=cfg.address, zone=cfg.zone, weight=cfg.weight, version=cfg.version
+            address=cfg.address, zone=cfg.zone, weight=cfg.weight, version=cfg.version, protocol=cfg.protocol
         ).to_json()
 
 
@@ -259,6 +262,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--etcd-timeout", type=float, default=1.0, help="deadline of one etcd call (default: 1.0)"
     )
     parser.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
+    parser.add_argument(
+        "--protocol",
+        choices=["grpc", "iso8583"],
+        default="grpc",
+        help="what the host speaks: grpc (probed with Health/Check) or iso8583 (0800 echo)",
+    )
     add_tls_flags(parser, "etcd", "etcd", env="AUTHGW_ETCD")
     add_tls_flags(parser, "probe", "the issuer host")
     parser.add_argument("--log-level", default=os.environ.get("AUTHGW_LOG_LEVEL", "INFO"))
@@ -293,7 +302,7 @@ def main(argv: list[str]) -> int:
         telemetry.shutdown()
 
 
-def _build(args: argparse.Namespace) -> tuple[AgentConfig, EtcdClient, HealthProbe]:
+def _build(args: argparse.Namespace) -> tuple[AgentConfig, EtcdClient, HealthProbe | EchoProbe]:
     """The agent's settings and its two links, checked (certificate files read) before the loop runs."""
     endpoints = parse_endpoints(args.etcd)
     etcd_security = transport_security(args, "etcd")
@@ -312,6 +321,7 @@ def _build(args: argparse.Namespace) -> tuple[AgentConfig, EtcdClient, HealthPro
         fall=args.fall,
         rise=args.rise,
         key_root=args.key_root,
+        protocol=args.protocol,
     )
     client = EtcdClient(
         endpoints,
@@ -319,18 +329,30 @@ def _build(args: argparse.Namespace) -> tuple[AgentConfig, EtcdClient, HealthPro
         security=etcd_security,
         server_name=server_name(args, "etcd"),
     )
-    probe = HealthProbe(
-        config.address,
-        timeout_s=config.probe_timeout_s,
-        service=config.service,
-        security=probe_security,
-        server_name=server_name(args, "probe"),
-    )
+    probe: HealthProbe | EchoProbe
+    if config.protocol == "iso8583":  # an 0800 echo, as the gateways' links send
+        probe = EchoProbe(
+            config.address,
+            timeout_s=config.probe_timeout_s,
+            security=probe_security,
+            server_name=server_name(args, "probe"),
+        )
+    else:
+        probe = HealthProbe(
+            config.address,
+            timeout_s=config.probe_timeout_s,
+            service=config.service,
+            security=probe_security,
+            server_name=server_name(args, "probe"),
+        )
     return config, client, probe
 
 
 async def _serve(
-    client: EtcdClient, config: AgentConfig, probe: HealthProbe, tracer: trace.Tracer | None = None
+    client: EtcdClient,
+    config: AgentConfig,
+    probe: HealthProbe | EchoProbe,
+    tracer: trace.Tracer | None = None,
 ) -> int:
     stop = asyncio.Event()
     main_task = asyncio.current_task()

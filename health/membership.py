@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from health.errors import InvalidName, MalformedRecord
 
 __all__ = [
+    "PROTOCOLS",
     "GatewayInfo",
     "MemberInfo",
     "Membership",
@@ -50,6 +51,8 @@ class Mode(enum.StrEnum):
             accepted = ", ".join(m.value for m in cls)
             raise InvalidName(f"invalid mode {value!r}: expected one of {accepted}") from None
 
+
+PROTOCOLS = ("grpc", "iso8583")  # what a member may speak
 
 _EPOCH = "1970-01-01T00:00:00+00:00"  # registered_at of a record written without one (by hand)
 
@@ -92,8 +95,14 @@ class MemberInfo:
     """Software version label of the issuer host, as the operator gave it to the agent."""
     registered_at: datetime = field(default_factory=_utc_now)
     """When the agent (re-)registered the member: a recent value means a recent recovery."""
+    protocol: str = "grpc"
+    """How gateways talk to it: "grpc" (authgw.v1.IssuerHost) or "iso8583" (absent in a record: grpc)."""
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise MalformedRecord(
+                f"member protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}"
+            )
         host, sep, port = self.address.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise MalformedRecord(f"member address {self.address!r}: expected host:port")
@@ -109,6 +118,7 @@ class MemberInfo:
                 "weight": self.weight,
                 "version": self.version,
                 "registered_at": self.registered_at.isoformat(),
+                "protocol": self.protocol,
             },
             separators=(",", ":"),
         ).encode()
@@ -128,6 +138,7 @@ class MemberInfo:
             weight=weight,
             version=str(obj.get("version", "")),
             registered_at=_parse_time(obj.get("registered_at", _EPOCH), "member registered_at"),
+            protocol=str(obj.get("protocol", "grpc")),
         )
 
 

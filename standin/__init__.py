@@ -33,7 +33,16 @@ from standin.errors import (
     StoreUnavailableError,
     UnknownPanKeyError,
 )
-from standin.policy import ChannelRisk, RiskTier, StandInPolicy, WindowLimit
+from standin.exposure import BudgetExposure
+from standin.policy import (
+    ChannelRisk,
+    ExposureBudget,
+    RiskTier,
+    StandInPolicy,
+    Velocity,
+    VelocityLimit,
+    WindowLimit,
+)
 from standin.policy_load import load_policy
 from standin.redis_io import make_redis_client
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig, load_config
@@ -43,6 +52,8 @@ from standin.tokens import CardTokenizer
 from standin.types import (
     CardStatus,
     Channel,
+    Check,
+    CheckResult,
     JournalKind,
     LimitKind,
     Reason,
@@ -53,15 +64,19 @@ from standin.types import (
 __all__ = [
     "Advice",
     "AdviceSender",
+    "BudgetExposure",
     "CardStatus",
     "CardStatusFileError",
     "CardTokenizer",
     "Channel",
     "ChannelRisk",
+    "Check",
+    "CheckResult",
     "ClosedError",
     "ConfigError",
     "EngineStatus",
     "EntryFormatError",
+    "ExposureBudget",
     "InvalidRequestError",
     "JournalEntry",
     "JournalKind",
@@ -88,6 +103,8 @@ __all__ = [
     "StandInRequest",
     "StoreUnavailableError",
     "UnknownPanKeyError",
+    "Velocity",
+    "VelocityLimit",
     "WindowLimit",
     "WorkerState",
     "decode_decision",

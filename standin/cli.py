@@ -5,7 +5,8 @@
                                            and settlement: unsettled, oldest, dead letters, per gateway
                                            settled counts and amounts, workers (settlement/status.py);
                                            pan_keys: entries per PAN key id, and whether a retired key
-                                           may be dropped (settlement/pankeys.py)
+                                           may be dropped (settlement/pankeys.py); exposure: each
+                                           budget's fleet-wide approved amount against its ceiling
     authgw standin reconcile               decisions journaled vs advices the issuer acknowledged,
                                            by count and amount; differences by decision id
     authgw standin replay                  move this host's local SQLite backlog to Redis now
@@ -186,6 +187,11 @@ async def _status(config: StandInConfig, args: argparse.Namespace) -> int:
                 )
                 out["pan_keys"] = settlement.pop("pan_keys")
                 out["settlement"] = settlement
+            out["exposure"] = [
+                {"budget": b.name, "exposure_minor": b.exposure_minor, "budget_minor": b.budget_minor,
+                 "period_s": b.period_s}
+                for b in await engine.exposure()
+            ]  # fmt: skip
     print(json.dumps(out))
     return 0
 

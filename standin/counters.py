@@ -107,6 +107,7 @@ class RedisCounters:
             digest,
             request.amount_minor,
             self._idem_ttl_ms,
+            assessment.advised,
         ]
 
         async def op() -> list[int | bytes]:

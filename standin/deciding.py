@@ -1,7 +1,10 @@
 """One stand-in decision: decide where the fleet's state is, record it durably, answer what was recorded.
 
     decide(request, reason)
-      ├─ static rules (rules.py): MCC group, risk tier, per-transaction maxima
+      ├─ static rules (rules.py): MCC group, risk tier, verification results, per-transaction maxima
+      ├─ Redis up:   fleet steps (fleet_risk.py), each in its own slot: merchant/terminal velocity,
+      │              exposure budget reserve; then the card's DECIDE; then the release of the
+      │              reservation (unless a fresh approval) beside the APPEND
       ├─ Redis up:   DECIDE script (reused id, reversal first, card status, window limits, record)
       │              ──► APPEND to the stream; append failed: record in the local SQLite journal
       ├─ DECIDE's reply lost (a timeout, a broken connection after sending): Redis may hold a
@@ -10,6 +13,11 @@
       │              reaches the issuer unless a later repeat of the request is answered with it
       ├─ Redis down: decide and record locally (SQLite), limits scaled by LocalSettings.limit_fraction
       └─ nothing could record: decline 91 ("journal.unavailable"); never an approval without a record
+
+    advise(request, kind)       an acquirer advice (money already spent) takes the same path with the
+                                static rules, card status and limits switched off: recorded approved
+                                under acquirer.forced_post / acquirer.offline and counted in the window;
+                                its reply lost, it stays an approval (a new id, the lost one superseded)
 
 A reused request id (same acquirer and id, other content) raises ReusedRequestIdError:
 nothing is counted or journaled, the gateway refuses it.
@@ -28,6 +36,7 @@ authgw.journal.kind: redis | sqlite), a child of the caller's current span.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,7 +48,14 @@ from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
 from standin.crypto import PanKeyring
 from standin.entry import encode_entry
-from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
+from standin.errors import (
+    ClosedError,
+    LocalJournalError,
+    ReusedRequestIdError,
+    StandInError,
+    StoreUnavailableError,
+)
+from standin.fleet_risk import FleetRisk
 from standin.journal import StreamJournal
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
 from standin.policy import StandInPolicy
@@ -50,7 +66,7 @@ from standin.sqlite_journal import SqliteJournal
 from standin.sqlite_rules import Local, RequestKey
 from standin.tokens import CardTokenizer
 from standin.tracing import journal_span, span_failed
-from standin.types import JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
+from standin.types import AcquirerAdviceKind, JournalKind, Reason, StandInDecision, StandInRequest, mask_pan
 
 __all__ = ["REPLY_LOST_RULE", "UNRECORDED_RULE", "Decider"]
 
@@ -72,6 +88,7 @@ class Decider:
     local: SqliteJournal
     recovery: Recovery
     local_settings: LocalSettings
+    risk: FleetRisk
     instance: str
     now_ms: Callable[[], int]
     tracer: Tracer | None = None
@@ -87,32 +104,91 @@ class Decider:
 
         Raises ReusedRequestIdError.
         """
-        token = self.tokenizer.token(request.pan)
-        digest = self.tokenizer.digest(request.content())
-        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
         assessment = assess(self.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
-        proposal = self._proposal(assessment, reason)
-        if self.recovery.redis_up:
-            try:
-                await self.recovery.before_redis_decision(token)
-                outcome = await self.counters.decide(token, request, digest, assessment, proposal)
-            except StoreUnavailableError as exc:
-                self.recovery.mark_down(exc)
-                if exc.maybe_applied:
-                    lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
-                    assessment = replace(assessment, decline=lost)
-                    # a new id: Redis may hold the old one, which told nobody
-                    proposal = replace(self._proposal(assessment, reason), supersedes=proposal.decision_id)
-            else:
-                return await self._journal(request, key, assessment, outcome, trace_context)
-        return await self._decide_locally(request, key, assessment, proposal, trace_context)
+        return await self._decide(request, reason, trace_context, assessment, "")
 
-    def _proposal(self, assessment: Assessment, reason: Reason) -> Proposal:
+    async def advise(
+        self, request: StandInRequest, kind: AcquirerAdviceKind, approval_code: str, trace_context: str
+    ) -> StandInDecision:
+        """Record an acquirer advice: approved and counted whatever the limits (lua.DECIDE's ARGV[17]).
+
+        A repeat, or an approval of the same request already on record, is that decision again.
+        Raises ReusedRequestIdError; a 91 decline comes back only when nothing could record it.
+        """
+        assessment = replace(assess(self.policy, request), decline=None, advised=kind.rule)
+        return await self._decide(request, Reason.ACQUIRER_ADVICE, trace_context, assessment, approval_code)
+
+    async def _decide(
+        self,
+        request: StandInRequest,
+        reason: Reason,
+        trace_context: str,
+        assessment: Assessment,
+        approval_code: str,
+    ) -> StandInDecision:
+        token = self.tokenizer.token(request.pan)
+        digest = self.tokenizer.digest(request.content())
+        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
+        proposal = self._proposal(assessment, reason, approval_code)
+        if self.recovery.redis_up:
+            decided = await self._decide_in_redis(request, key, assessment, proposal, trace_context)
+            if isinstance(decided, StandInDecision):
+                return decided
+            assessment, proposal = decided
+        decision = await self._decide_locally(request, key, assessment, proposal, trace_context)
+        if decision.approved:
+            self.risk.budgets.keep(decision.decision_id)
+        return decision
+
+    async def _decide_in_redis(
+        self,
+        request: StandInRequest,
+        key: RequestKey,
+        assessment: Assessment,
+        proposal: Proposal,
+        trace_context: str,
+    ) -> StandInDecision | tuple[Assessment, Proposal]:
+        """The fleet's decision, or (after a Redis failure) what the local decision should use."""
+        token = key.card_token
+        try:
+            await self.recovery.before_redis_decision(token)
+            admitted, held = await self.risk.admit(
+                token, request, key.digest, assessment, proposal.decision_id
+            )
+        except StoreUnavailableError as exc:
+            self.recovery.mark_down(exc)  # no card decision was asked: decide locally as planned
+            return assessment, proposal
+        try:
+            outcome = await self.counters.decide(token, request, key.digest, admitted, proposal)
+        except ReusedRequestIdError:
+            await self.risk.budgets.release(held)
+            raise
+        except StoreUnavailableError as exc:
+            self.recovery.mark_down(exc)
+            if not exc.maybe_applied:
+                self.risk.budgets.orphans.update(held)
+                return admitted, proposal
+            # Redis may hold an approval nobody was told: its reservation stays (exposure.py).
+            lost = admitted
+            if not admitted.advised:  # an advice stays an approval: it is already spent
+                lost = replace(
+                    admitted, decline=StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
+                )
+            # a new id: Redis may hold the old one, which told nobody
+            fresh = self._proposal(lost, proposal.reason, proposal.approval_code if lost.advised else "")
+            return lost, replace(fresh, supersedes=proposal.decision_id)
+        decision, _ = await asyncio.gather(
+            self._journal(request, key, admitted, outcome, trace_context),
+            self.risk.settle(held, outcome, proposal.decision_id),
+        )
+        return decision
+
+    def _proposal(self, assessment: Assessment, reason: Reason, approval_code: str = "") -> Proposal:
         return Proposal(
             decision_id=new_decision_id(),
-            approval_code=new_approval_code(),
+            approval_code=approval_code or new_approval_code(),
             risk_tier=assessment.tier.name,
             reason=reason,
             gateway_instance=self.instance,

@@ -1,11 +1,14 @@
 """The stand-in engine: decide authorizations and apply reversals when the issuer cannot, never losing one.
 
-    decide(request, reason)     deciding.py: fleet counters in Redis (one script), the journal
-                                (Redis stream, local SQLite when Redis is away), 91 when nothing
-                                can record; a reused request id is refused
+    decide(request, reason)     deciding.py: fleet-wide steps in their own slots (velocity.py,
+                                exposure.py), the card's counters in Redis (one script), the
+                                journal (Redis stream, local SQLite when Redis is away), 91 when
+                                nothing can record; a reused request id is refused
     decline(request, rule)      the same path with a forced 91: the gateway's own decline after an
                                 attempt that may have reached an issuer, recorded so the issuer is
                                 told (its late approval must not stand)
+    advise(request, kind)       an acquirer advice: the same path, approved and counted whatever the
+                                limits (money already spent), journaled in the card's partition
     reverse(reversal, store)    reversing.py: release a stand-in approval, or record the reversal
                                 for the issuer, in the card's order
 
@@ -21,6 +24,8 @@ What holds while Redis is down (and what does not):
   - each gateway grants a card at most limit_fraction of each limit on its own, on top
     of what Redis had counted: a card's exposure is bounded by
     limit x (1 + limit_fraction x number of gateways deciding for it locally);
+  - likewise each gateway approves at most limit_fraction of each exposure budget on its own;
+    velocity windows are not kept (they live in Redis only);
   - a request decided elsewhere through Redis may be decided again here; when Redis is
     back the decision the acquirer was told last wins and only it is advised (migrate.py).
 """
@@ -46,6 +51,8 @@ from standin.counters import RedisCounters
 from standin.crypto import PanKeyring
 from standin.deciding import UNRECORDED_RULE, Decider
 from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
+from standin.exposure import BudgetExposure, ExposureBudgets
+from standin.fleet_risk import FleetRisk
 from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
 from standin.policy import StandInPolicy
@@ -58,7 +65,15 @@ from standin.rules import StaticDecline
 from standin.settings import JournalSettings, LocalSettings, RedisSettings, StandInConfig
 from standin.sqlite_journal import SqliteJournal
 from standin.tokens import CardTokenizer
-from standin.types import Reason, ReversalOutcome, StandInDecision, StandInRequest, StandInReversal
+from standin.types import (
+    AcquirerAdviceKind,
+    Reason,
+    ReversalOutcome,
+    StandInDecision,
+    StandInRequest,
+    StandInReversal,
+)
+from standin.velocity import VelocityWindows
 
 __all__ = ["UNRECORDED_RULE", "Clock", "EngineStatus", "StandIn"]
 
@@ -143,13 +158,15 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
+        self._budgets = ExposureBudgets(self._gate, policy)
         self._recovery = self._recovery_task(keyring)
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
         common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
         common["instance"] = instance
+        risk = FleetRisk(VelocityWindows(self._gate, policy.velocity), self._budgets)
         self._decider = Decider(
             policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
-            **stores, **common,  # type: ignore[arg-type]
+            risk=risk, **stores, **common,  # type: ignore[arg-type]
         )  # fmt: skip
         self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
         self._state = _State.NEW
@@ -165,6 +182,7 @@ class StandIn:
             keyring,
             batch=self._local_settings.migrate_batch,
             now_ms=self._now_ms,
+            budgets=self._budgets,
         )
         return Recovery(
             self._gate,
@@ -279,6 +297,10 @@ class StandIn:
         by_key = await self._local.pending_by_pan_key() if count else {}
         return EngineStatus(self._recovery.redis_up, count, oldest, by_key)
 
+    async def exposure(self) -> list[BudgetExposure]:
+        """Each exposure budget's approved amount in its period, fleet-wide (raises StoreUnavailableError)."""
+        return await self._budgets.exposure()
+
     async def stream_backlog(self) -> StreamBacklog:
         """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""
         return await self._stream.backlog()
@@ -319,6 +341,23 @@ class StandIn:
         forced = StaticDecline(rule, ResponseCode.ISSUER_UNAVAILABLE)
         async with self._running():
             return await self._decider.decide(request, reason, trace_context, forced=forced)
+
+    async def advise(
+        self,
+        request: StandInRequest,
+        kind: AcquirerAdviceKind,
+        approval_code: str = "",
+        trace_context: str = "",
+    ) -> StandInDecision:
+        """Record an acquirer advice (an approval already given) in the card's journal partition.
+
+        It is approved and counted against the card's windows whatever the limits; settlement
+        forwards it to the issuer (origin from its rule). A repeat is the recorded decision again.
+        Raises ClosedError and ReusedRequestIdError; when nothing could record it the decision is a
+        91 decline with journal NONE (the caller must not acknowledge it).
+        """
+        async with self._running():
+            return await self._decider.advise(request, kind, approval_code, trace_context)
 
     async def reverse(
         self, reversal: StandInReversal, *, store: bool, trace_context: str = ""

@@ -53,6 +53,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # One decision, atomically: replay an earlier decision of the same request (refuse a reused id
 # with another digest), decline an original whose reversal came first, or check card status, the
 # static decline, the amount and count in the window; count the approval; record the result.
+# An acquirer advice (ARGV[17]) goes the same way: recorded approved and counted, never refused
+# but for a reused id; a repeat (or any approved record of the request) is replayed.
 # Returns {status, RECORD_FIELDS...}: status 1 fresh, 0 replay, 2 reused id (nothing changed).
 DECIDE = (
     """
@@ -63,23 +65,35 @@ DECIDE = (
 -- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
 -- ARGV[13] record ttl ms  ARGV[14] digest  ARGV[15] amount (transaction currency)
 -- ARGV[16] unadvised ttl ms  (ARGV[8], the proposed decision id, also names this call: answered_by)
+-- ARGV[17] rule of an acquirer advice ('' = a stand-in decision): approved and counted whatever the
+--          card status, a held reversal, the static rule or the window say; it supersedes an earlier
+--          decline of the same request (the merchant forced it after that answer)
 """
     + _NOW
     + """
 local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
                 'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
+local advice = ARGV[17] ~= ''
 local earlier = redis.call('HMGET', KEYS[1], 'digest', unpack(FIELDS))
 if earlier[2] then
   if earlier[1] and earlier[1] ~= ARGV[14] then return {2} end  -- no digest: a record from before
-  redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
-  earlier[10] = tostring(now)
-  earlier[1] = 0
-  return earlier
+  if not advice or earlier[3] == '00' then
+    redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
+    earlier[10] = tostring(now)
+    earlier[1] = 0
+    return earlier
+  end
 end
 local code, rule
 local member = ''
 local status = redis.call('GET', KEYS[2])
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if advice then
+  code, rule = '00', ARGV[17]
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
+  member = ARGV[8] .. ':' .. ARGV[2]
+  redis.call('ZADD', KEYS[3], now, member)
+  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+elseif redis.call('EXISTS', KEYS[4]) == 1 then
   code, rule = '05', 'reversal.before_original'
 elseif status == 'blocked' then
   code, rule = '05', 'card_status.blocked'
@@ -132,7 +146,8 @@ return record
 #   'replaced'   another decision of the same request, told earlier: this one wins (advise it)
 #   {'superseded', RECORD_FIELDS...}  another decision of the same request wins (told later, or
 #                the same outcome): advise that one instead (it may never have been journaled: a
-#                lost reply), built from this one's content
+#                lost reply), built from this one's content; with the same outcome told later
+#                than the record says, the record's answered_at moves to this one's (as a replay)
 ABSORB = """
 -- KEYS[1] record  KEYS[2] spend zset of the kind  KEYS[3] unadvised counter
 -- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] spend member ('' = declined)
@@ -179,7 +194,15 @@ local this_approved = ARGV[13] == '00'
 -- The record was last "answered" by the very call whose reply this gateway lost: nobody was told
 -- it (its script may even have run after this decision was answered), so this decision is later.
 local lost = ARGV[21] ~= '' and e[7] == ARGV[21]
-if earlier_approved == this_approved or (not lost and tonumber(ARGV[6]) <= tonumber(e[4] or '0')) then
+local later = lost or tonumber(ARGV[6]) > tonumber(e[4] or '0')
+if earlier_approved == this_approved then
+  -- The same outcome: the record's decision stands for both; told as late as this one was, so a
+  -- decision told in between (another gateway's) does not win over what the acquirer heard last.
+  if later then
+    redis.call('HSET', KEYS[1], 'answered_at_ms', ARGV[6], 'answered_by', ARGV[12])
+  end
+end
+if earlier_approved == this_approved or not later then
   local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
   table.insert(kept, 1, 'superseded')
   return kept

@@ -8,6 +8,8 @@ For every local entry, oldest first (per-card order kept):
                                   (told to the acquirer later, or the same outcome): then that one is
                                   advised instead, its entry built from this one's content (it may
                                   never have been journaled: a DECIDE whose reply was lost);
+       budget  (shards' slots)    a local approval that stands is counted in the exposure budgets
+                                  it draws on (exposure.py, lua_risk.BUDGET_ABSORB);
     2. append  (partition's slot) XADD to the stream, unless the partition's dedupe marker says this
                                   entry id is already there (marker and XADD in one script);
   reversal
@@ -39,6 +41,7 @@ from standin.counters import RedisCounters, ReversalKey
 from standin.crypto import PanKeyring
 from standin.entry import REVERSAL, with_decision
 from standin.errors import UnknownPanKeyError
+from standin.exposure import ExposureBudgets
 from standin.journal import StreamJournal
 from standin.sqlite_journal import LocalEntry, SqliteJournal
 from standin.types import JournalKind
@@ -60,8 +63,10 @@ class BacklogMover:
         *,
         batch: int,
         now_ms: Callable[[], int],
+        budgets: ExposureBudgets | None = None,
     ) -> None:
         self._local = local
+        self._budgets = budgets
         self._counters = counters
         self._journal = journal
         self._keyring = keyring
@@ -128,6 +133,9 @@ class BacklogMover:
             )
             kept = result.kept.decision(entry.request_id, JournalKind.REDIS)
             fields = with_decision(entry.fields, kept, self._keyring)
+        elif self._budgets is not None and result.status != "same" and outcome.response_code.approved:
+            # approved here while Redis was away: the fleet's exposure counts it too
+            await self._budgets.absorb(entry.card_token, fields, entry.amount_minor, outcome.decided_at_ms)
         stream_id, _ = await self._journal.append(entry.card_token, fields["decision_id"], fields)
         return stream_id, result.status
 

@@ -108,4 +108,5 @@ class Outcome:
             gateway_instance=self.gateway_instance,
             journal=journal,
             answered_at=datetime.fromtimestamp(self.answered_ms / 1000, UTC),
+            repeated=not self.fresh,
         )

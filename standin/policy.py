@@ -13,14 +13,17 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import TypeVar
 
-from standin.types import Channel, LimitKind
+from standin.types import Channel, Check, LimitKind
 
 __all__ = [
     "DEFAULT_MCC_GROUPS",
     "OTHER_GROUP",
     "ChannelRisk",
+    "ExposureBudget",
     "RiskTier",
     "StandInPolicy",
+    "Velocity",
+    "VelocityLimit",
     "WindowLimit",
 ]
 
@@ -82,6 +85,56 @@ class ChannelRisk:
 
     authenticated_points: int
     unauthenticated_points: int
+
+
+@dataclass(frozen=True)
+class ExposureBudget:
+    """A fleet-wide ceiling on the amount stand-in approves in a sliding period (exposure.py)."""
+
+    name: str
+    """Names the budget in rules (exposure_budget.<name>), metrics (window=<name>) and status."""
+    max_amount_minor: int
+    """Approved amount (limit-currency minor units) the fleet may reach in the period."""
+    period: timedelta
+    shards: int = 8
+    """Redis keys the budget is split over (each holds max_amount_minor / shards)."""
+    mcc_groups: frozenset[str] = frozenset()
+    """Only transactions in these MCC groups draw on it (empty: every group)."""
+    channels: frozenset[Channel] = frozenset()
+    """Only transactions on these channels draw on it (empty: every channel)."""
+
+    def applies(self, channel: Channel, mcc_group: str) -> bool:
+        """Whether a transaction on `channel` in `mcc_group` draws on this budget."""
+        return (not self.channels or channel in self.channels) and (
+            not self.mcc_groups or mcc_group in self.mcc_groups
+        )
+
+    def shard_cap(self, fraction: float = 1.0) -> int:
+        """What one shard may hold (rounded down: a ceiling), scaled by `fraction`."""
+        return int(self.max_amount_minor * fraction) // self.shards
+
+
+@dataclass(frozen=True)
+class VelocityLimit:
+    """Stand-in requests one merchant (or terminal) may send per velocity window, on one channel."""
+
+    max_count: int
+    max_amount_minor: int
+
+
+@dataclass(frozen=True)
+class Velocity:
+    """Fraud velocity: windows per merchant and per terminal, by channel (velocity.py)."""
+
+    window: timedelta = timedelta(minutes=1)
+    merchant: Mapping[Channel, VelocityLimit] = field(default_factory=lambda: _freeze({}))
+    """Per channel; a channel absent here has no merchant window."""
+    terminal: Mapping[Channel, VelocityLimit] = field(default_factory=lambda: _freeze({}))
+    """Per channel; a channel absent here has no terminal window."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.merchant or self.terminal)
 
 
 _DEFAULT_CHANNEL_RISK = {
@@ -161,6 +214,15 @@ class StandInPolicy:
     """Risk points added when the merchant country is not home_country."""
     mcc_group_points: Mapping[str, int] = field(default_factory=lambda: _freeze({OTHER_GROUP: 1}))
     """Risk points added per MCC group (absent: 0)."""
+    verification_absent_points: Mapping[Channel, Mapping[Check, int]] = field(
+        default_factory=lambda: _freeze({})
+    )
+    """Risk points added per channel for each check the request carries no result of (absent: 0;
+    most terminal traffic carries none, so by default an absent result costs nothing)."""
+    exposure_budgets: tuple[ExposureBudget, ...] = ()
+    """Fleet-wide ceilings on approved amounts (none: no ceiling)."""
+    velocity: Velocity = Velocity()
+    """Merchant and terminal windows (none by default)."""
 
     def mcc_group(self, mcc: str) -> str:
         """The MCC group of `mcc`."""

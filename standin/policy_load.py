@@ -15,6 +15,7 @@ from types import MappingProxyType
 from authgw.config import Section, read_toml
 from standin.errors import PolicyError
 from standin.policy import DEFAULT_MCC_GROUPS, OTHER_GROUP, ChannelRisk, RiskTier, StandInPolicy, WindowLimit
+from standin.policy_risk_load import exposure_budgets, velocity, verification_absent_points
 from standin.types import Channel
 
 __all__ = ["load_policy", "policy_from_section"]
@@ -36,6 +37,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         [
             "home_country", "limit_currency", "currency_rates", "window_length", "window",
             "txn_max_minor", "mcc_groups", "blocked_mcc_groups", "cash_mcc_groups", "tiers", "risk_points",
+            "exposure_budgets", "velocity",
         ]
     )  # fmt: skip
     groups = _mcc_groups(s.table("mcc_groups"))
@@ -50,7 +52,8 @@ def policy_from_section(s: Section) -> StandInPolicy:
     windows.check_known(["purchase", "cash"])
     txn_max = s.table("txn_max_minor")
     txn_max.check_known(["channel", "mcc_group"])
-    channel_risk, foreign_points, group_points = _risk_points(s.table("risk_points"), known_groups)
+    risk_points = s.table("risk_points")
+    channel_risk, foreign_points, group_points = _risk_points(risk_points, known_groups)
     home = s.string(
         "home_country", _DEFAULTS.home_country, pattern="[A-Z]{2}", fix="use ISO 3166 alpha-2, e.g. FR"
     )
@@ -61,7 +64,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         window=window,
         purchase=_window_limit(windows.table("purchase"), _DEFAULTS.purchase),
         cash=_window_limit(windows.table("cash"), _DEFAULTS.cash),
-        txn_max_minor_by_channel=_txn_max_by_channel(txn_max.table("channel")),
+        txn_max_minor_by_channel=(by_channel := _txn_max_by_channel(txn_max.table("channel"))),
         txn_max_minor_by_mcc_group=_txn_max_by_group(txn_max.table("mcc_group"), known_groups),
         mcc_group_by_mcc=MappingProxyType({mcc: g for g, mccs in groups.items() for mcc in mccs}),
         blocked_mcc_groups=_group_set(s, "blocked_mcc_groups", _DEFAULTS.blocked_mcc_groups, known_groups),
@@ -70,6 +73,9 @@ def policy_from_section(s: Section) -> StandInPolicy:
         channel_risk=channel_risk,
         foreign_merchant_points=foreign_points,
         mcc_group_points=group_points,
+        verification_absent_points=verification_absent_points(risk_points.table("verification_absent")),
+        exposure_budgets=exposure_budgets(s, known_groups, by_channel),
+        velocity=velocity(s.table("velocity")),
     )  # fmt: skip
 
 
@@ -187,7 +193,7 @@ def _tiers(s: Section) -> tuple[RiskTier, ...]:
 def _risk_points(
     s: Section, known_groups: frozenset[str]
 ) -> tuple[Mapping[Channel, ChannelRisk], int, Mapping[str, int]]:
-    s.check_known(["channel", "foreign_merchant", "mcc_group"])
+    s.check_known(["channel", "foreign_merchant", "mcc_group", "verification_absent"])
     channels = s.table("channel")
     risk = dict(_DEFAULTS.channel_risk)
     for name in channels.names():

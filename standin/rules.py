@@ -5,6 +5,7 @@ goes before all of them, and the cumulative limits after):
 
     card.invalid_pan        14  the PAN fails the Luhn check
     card.expired            54  the card's expiry (YYMM, when sent) is before the transmission time
+    verification.<check>    05  the acquirer reports a failed check (cvv, cryptogram, pin)
     mcc_group.blocked       57  the MCC group is never approved in stand-in
     risk_tier.no_stand_in   57  the transaction's risk tier has a zero limit scale
     currency.unsupported    57  no conversion rate to the limit currency
@@ -12,23 +13,46 @@ goes before all of them, and the cumulative limits after):
     txn_max.mcc_group       61  amount above the MCC group's per-transaction maximum (tier-scaled)
 
 What remains for the counters is an Assessment: the counter to draw on, the
-amount in limit currency and the tier-scaled cumulative limit.
+amount in limit currency, the tier-scaled cumulative limit and the exposure
+budgets the transaction draws on. Fleet-wide steps come before the card's
+(velocity.py, then exposure.py) and may decline it with their own rules:
+
+    velocity.merchant.count / .amount   05  the merchant's window for the channel is full
+    velocity.terminal.count / .amount   05  the terminal's window for the channel is full
+    exposure_budget.<name>              91  the budget's shard (and its spill shard) is spent
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from authgw.card_expiry import card_expired
 from authgw.codes import ResponseCode
-from standin.policy import RiskTier, StandInPolicy, WindowLimit
+from standin.policy import ExposureBudget, RiskTier, StandInPolicy, WindowLimit
 from standin.tiers import classify
-from standin.types import Channel, LimitKind, StandInRequest, luhn_valid
+from standin.types import Channel, Check, CheckResult, LimitKind, StandInRequest, luhn_valid
 
-__all__ = ["APPROVED_RULE", "Assessment", "StaticDecline", "assess"]
+__all__ = [
+    "APPROVED_RULE",
+    "BUDGET_CODE",
+    "VELOCITY_CODE",
+    "Assessment",
+    "StaticDecline",
+    "assess",
+    "budget_rule",
+]
 
 APPROVED_RULE = "approved"
+BUDGET_CODE = ResponseCode.ISSUER_UNAVAILABLE
+"""91: the issuer's stand-in capacity is spent; nothing is wrong with the card or the cardholder."""
+VELOCITY_CODE = ResponseCode.DO_NOT_HONOUR
+"""05, as for a suspected fraud: the acquirer is not told which window stopped it."""
+
+
+def budget_rule(budget: ExposureBudget) -> str:
+    """The rule of a decline by `budget`."""
+    return f"exposure_budget.{budget.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +75,18 @@ class Assessment:
     limit: WindowLimit
     """The cumulative limit scaled by the tier."""
     decline: StaticDecline | None
+    budgets: tuple[ExposureBudget, ...] = ()
+    """The exposure budgets this transaction draws on."""
+    budget_fraction: float = 1.0
+    """The share of each budget this decision may see (local mode: LocalSettings.limit_fraction)."""
+    advised: str = ""
+    """The rule of an acquirer advice (an approval already given: recorded and counted whatever the
+    limits, card status or static rules say); "" for a stand-in decision."""
 
     def with_limit_fraction(self, fraction: float) -> Assessment:
-        """The same assessment with the cumulative limit further scaled (local, Redis-less mode)."""
-        return Assessment(
-            self.kind, self.mcc_group, self.tier, self.amount_minor, self.limit.scaled(fraction), self.decline
-        )
+        """The same assessment with the cumulative limit and the budgets scaled (local, Redis-less mode)."""
+        share = self.budget_fraction * fraction
+        return replace(self, limit=self.limit.scaled(fraction), budget_fraction=share)
 
 
 def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
@@ -72,7 +102,8 @@ def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
     amount = math.ceil(request.amount_minor * rate) if rate is not None else 0
     limit = policy.limit(kind).scaled(tier.limit_scale)
     decline = _static_decline(policy, request, group, tier, amount if rate is not None else None)
-    return Assessment(kind, group, tier, amount, limit, decline)
+    budgets = tuple(b for b in policy.exposure_budgets if b.applies(request.channel, group))
+    return Assessment(kind, group, tier, amount, limit, decline, budgets)
 
 
 def _static_decline(
@@ -86,6 +117,9 @@ def _static_decline(
         return StaticDecline("card.invalid_pan", ResponseCode.INVALID_CARD_NUMBER)
     if request.card_expiry and card_expired(request.card_expiry, request.transmitted_at):
         return StaticDecline("card.expired", ResponseCode.EXPIRED_CARD)
+    for check in Check:
+        if request.check(check) is CheckResult.FAILED:
+            return StaticDecline(f"verification.{check.value}", ResponseCode.DO_NOT_HONOUR)
     if group in policy.blocked_mcc_groups:
         return StaticDecline("mcc_group.blocked", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
     if tier.limit_scale <= 0:

@@ -185,6 +185,9 @@ class SqliteJournal:
         for name, spec in _COLUMNS:
             if name not in present:
                 db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {spec}")
+        db.execute(  # the exposure budget's local share (sqlite_rules.py)
+            "CREATE INDEX IF NOT EXISTS decisions_exposure ON decisions (decided_at_ms) WHERE approved = 1"
+        )
         db.execute(
             "CREATE INDEX IF NOT EXISTS decisions_original ON decisions (card_token, original_request_id)"
             " WHERE entry_kind = 'reversal'"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from authgw.codes import ResponseCode
 from standin.errors import ReusedRequestIdError
 from standin.outcome import Outcome, Proposal
-from standin.rules import APPROVED_RULE, Assessment
+from standin.rules import APPROVED_RULE, BUDGET_CODE, Assessment, budget_rule
 from standin.types import CardStatus, LimitKind, Reason, ReversalStatus, StandInReversal
 
 __all__ = ["Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
@@ -94,6 +94,15 @@ def _check(
         return _STATUS_RULES[CardStatus(status[0])]
     if assessment.decline is not None:
         return assessment.decline.code, assessment.decline.rule
+    for budget in assessment.budgets:
+        # Every approval of this gateway in the period, whatever its scope: a share is a ceiling.
+        (spent,) = db.execute(
+            "SELECT COALESCE(SUM(limit_amount_minor), 0) FROM decisions WHERE approved = 1"
+            " AND entry_kind = 'decision' AND released = 0 AND decided_at_ms > ?",
+            (now_ms - int(budget.period.total_seconds() * 1000),),
+        ).fetchone()
+        if spent + assessment.amount_minor > int(budget.max_amount_minor * assessment.budget_fraction):
+            return BUDGET_CODE, budget_rule(budget)
     total, count = db.execute(
         "SELECT COALESCE(SUM(limit_amount_minor), 0), COUNT(*) FROM decisions WHERE card_token = ?"
         " AND entry_kind = 'decision' AND limit_kind = ? AND approved = 1 AND released = 0"
@@ -108,6 +117,21 @@ def _check(
     return ResponseCode.APPROVED, APPROVED_RULE
 
 
+def _rule(
+    db: sqlite3.Connection, key: RequestKey, assessment: Assessment, now_ms: int, window_ms: int
+) -> tuple[ResponseCode, str]:
+    if assessment.advised:
+        return ResponseCode.APPROVED, assessment.advised
+    held = db.execute(
+        "SELECT 1 FROM decisions WHERE card_token = ? AND acquirer_id = ? AND original_request_id = ?"
+        " AND entry_kind = 'reversal' LIMIT 1",
+        (key.card_token, key.acquirer_id, key.request_id),
+    ).fetchone()
+    if held is not None:
+        return ResponseCode.DO_NOT_HONOUR, "reversal.before_original"
+    return _check(db, key.card_token, assessment, now_ms, window_ms)
+
+
 def decide_in(
     db: sqlite3.Connection,
     key: RequestKey,
@@ -117,28 +141,26 @@ def decide_in(
     build_fields: Callable[[Outcome], dict[str, str]],
     window_ms: int,
 ) -> Outcome:
-    """Replay, refuse, or decide and record one request (inside the caller's transaction)."""
+    """Replay, refuse, or decide and record one request (inside the caller's transaction).
+
+    An acquirer advice (assessment.advised) is recorded approved whatever the rules say, replays an
+    approved row of its request and supersedes a declined one (as lua.DECIDE).
+    """
+    # The request's latest row: an advice may have superseded a decline, and a repeat replays the advice.
     earlier = db.execute(
-        "SELECT rowid, decided_at_ms, digest, fields FROM decisions WHERE card_token = ? AND acquirer_id = ?"
-        " AND request_id = ? AND entry_kind = 'decision' ORDER BY seq LIMIT 1",
+        "SELECT rowid, decided_at_ms, digest, fields, approved FROM decisions WHERE card_token = ?"
+        " AND acquirer_id = ? AND request_id = ? AND entry_kind = 'decision' ORDER BY seq DESC LIMIT 1",
         (key.card_token, key.acquirer_id, key.request_id),
     ).fetchone()
     now = proposal.decided_at_ms
     if earlier is not None:
-        rowid, decided_at_ms, digest, raw = earlier
+        rowid, decided_at_ms, digest, raw, approved = earlier
         if digest and digest != key.digest:
             raise ReusedRequestIdError(f"request {key.request_id!r} was decided for other content")
-        db.execute("UPDATE decisions SET answered_at_ms = ? WHERE rowid = ?", (now, rowid))
-        return outcome_of(json.loads(raw), decided_at_ms, now, fresh=False)
-    held = db.execute(
-        "SELECT 1 FROM decisions WHERE card_token = ? AND acquirer_id = ? AND original_request_id = ?"
-        " AND entry_kind = 'reversal' LIMIT 1",
-        (key.card_token, key.acquirer_id, key.request_id),
-    ).fetchone()
-    if held is not None:
-        code, rule = ResponseCode.DO_NOT_HONOUR, "reversal.before_original"
-    else:
-        code, rule = _check(db, key.card_token, assessment, now, window_ms)
+        if not assessment.advised or approved:
+            db.execute("UPDATE decisions SET answered_at_ms = ? WHERE rowid = ?", (now, rowid))
+            return outcome_of(json.loads(raw), decided_at_ms, now, fresh=False)
+    code, rule = _rule(db, key, assessment, now, window_ms)
     outcome = Outcome(
         fresh=True,
         decision_id=proposal.decision_id,

@@ -2,7 +2,8 @@
 
 The risk score adds points for the channel (fewer when the cardholder proved
 presence with a PIN or 3-D Secure), for a foreign merchant and for the MCC
-group. The tier is the policy's tiers[min(score, last)]: chip and PIN at home
+group, and for each verification the request carries no result of, as the policy
+sets per channel (none by default). The tier is the policy's tiers[min(score, last)]: chip and PIN at home
 stays in the first (full limits); magstripe, unauthenticated e-commerce or an
 ATM without PIN land in reduced or zero tiers.
 """
@@ -10,7 +11,7 @@ ATM without PIN land in reduced or zero tiers.
 from __future__ import annotations
 
 from standin.policy import RiskTier, StandInPolicy
-from standin.types import StandInRequest
+from standin.types import CheckResult, StandInRequest
 
 __all__ = ["classify", "risk_score"]
 
@@ -22,6 +23,8 @@ def risk_score(policy: StandInPolicy, request: StandInRequest, mcc_group: str) -
     score = channel.authenticated_points if authenticated else channel.unauthenticated_points
     if request.merchant_country != policy.home_country:
         score += policy.foreign_merchant_points
+    absent = policy.verification_absent_points.get(request.channel, {})
+    score += sum(points for check, points in absent.items() if request.check(check) is CheckResult.ABSENT)
     return score + policy.mcc_group_points.get(mcc_group, 0)
 
 

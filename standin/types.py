@@ -16,8 +16,11 @@ from authgw.codes import ResponseCode
 from standin.errors import InvalidRequestError
 
 __all__ = [
+    "AcquirerAdviceKind",
     "CardStatus",
     "Channel",
+    "Check",
+    "CheckResult",
     "JournalKind",
     "LimitKind",
     "Reason",
@@ -49,6 +52,22 @@ class Channel(enum.StrEnum):
     ATM = "ATM"
 
 
+class Check(enum.StrEnum):
+    """A verification the acquirer or its front end made before sending the request."""
+
+    CVV = "cvv"  # card verification value (CVV2 / CVC2, card not present)
+    CRYPTOGRAM = "cryptogram"  # EMV chip cryptogram (ARQC)
+    PIN = "pin"
+
+
+class CheckResult(enum.StrEnum):
+    """What a check found; ABSENT when the request does not say (most terminal traffic)."""
+
+    ABSENT = "absent"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
 class Reason(enum.StrEnum):
     """Why the gateway asked stand-in to decide."""
 
@@ -57,6 +76,33 @@ class Reason(enum.StrEnum):
     DECLINE_STORM = "DECLINE_STORM"
     FORCED = "FORCED"
     CLIENT_DEADLINE = "CLIENT_DEADLINE"  # not a stand-in decision: the gateway's 91, recorded as such
+    ACQUIRER_ADVICE = "ACQUIRER_ADVICE"  # not a stand-in decision: an approval the acquirer gave (advice)
+
+
+class AcquirerAdviceKind(enum.StrEnum):
+    """How an acquirer approved without the issuer (names as in the proto's AcquirerAdviceKind)."""
+
+    FORCED_POST = "FORCED_POST"  # the merchant overrode the terminal and validated by hand
+    OFFLINE_APPROVED = "OFFLINE_APPROVED"  # the terminal approved offline, within its floor limit
+
+    @property
+    def rule(self) -> str:
+        """The rule an advice of this kind is recorded under (journal, request record)."""
+        return _ADVICE_RULES[self]
+
+    @classmethod
+    def of_rule(cls, rule: str) -> AcquirerAdviceKind | None:
+        """The kind a recorded rule stands for; None for a stand-in decision's rule."""
+        for kind, name in _ADVICE_RULES.items():
+            if name == rule:
+                return kind
+        return None
+
+
+_ADVICE_RULES = {
+    AcquirerAdviceKind.FORCED_POST: "acquirer.forced_post",
+    AcquirerAdviceKind.OFFLINE_APPROVED: "acquirer.offline",
+}
 
 
 class ReversalReason(enum.StrEnum):
@@ -141,6 +187,9 @@ class StandInRequest:
     cardholder_authenticated: bool
     transmitted_at: datetime
     card_expiry: str = ""  # YYMM (ISO 8583 field 14); "" when the acquirer did not send it
+    cvv: CheckResult = CheckResult.ABSENT
+    cryptogram: CheckResult = CheckResult.ABSENT
+    pin: CheckResult = CheckResult.ABSENT
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -168,6 +217,10 @@ class StandInRequest:
     @property
     def pan_last4(self) -> str:
         return self.pan[-4:]
+
+    def check(self, check: Check) -> CheckResult:
+        """The result the request carries for `check`."""
+        return {Check.CVV: self.cvv, Check.CRYPTOGRAM: self.cryptogram, Check.PIN: self.pin}[check]
 
     def content(self) -> str:
         """What makes a repeat the same transaction (not transmitted_at, which a retransmission changes)."""
@@ -237,6 +290,7 @@ class StandInDecision:
     gateway_instance: str
     journal: JournalKind  # where it is durably recorded
     answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
+    repeated: bool = field(default=False, compare=False)  # the request's recorded decision, given again
 
     @property
     def answered(self) -> datetime:

@@ -38,7 +38,15 @@ SCENARIO_SERIES = (
     "authgw_settlement_advices_total",
     "authgw_fleet_gateways",
     'store="dead_letters"',
+    "authgw_standin_exposure{",
+    "authgw_standin_exposure_budget{",
 )
+# An exposure budget, so that the gateway exports its gauges (the forced stand-in draws on it).
+BUDGET_TOML = """
+[[policy.exposure_budgets]]
+period = "1h"
+max_amount_minor = 50_000_000
+"""
 
 
 def _scrape(port: int) -> str:
@@ -69,6 +77,7 @@ async def run_scenario(workdir: Path) -> str:
         pools={"primary": ("a1",), "secondary": ("b1",)},
         etcd=True,
         redis=True,
+        standin_policy_toml=BUDGET_TOML,
         gateway_extra={
             "telemetry": telemetry | {"metric_export_interval": "300ms"},
             # one failure ejects, even the only member of a pool: the dead primary host is ejected at once

@@ -47,3 +47,6 @@ async def test_chaos_total_outage(tmp_path: Path) -> None:
     assert isinstance(settlement, dict)
     assert settlement["journaled"] > 0
     assert {name: settlement[name] for name in FIGURES} == dict.fromkeys(FIGURES, 0)
+    # acquirer advices among the load: each acknowledged, each posted once with its acquirer origin
+    assert settlement["advices"] > 0
+    assert settlement["advices_acked"] == settlement["advices_posted"] == settlement["advices"]

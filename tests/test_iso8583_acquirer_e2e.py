@@ -20,6 +20,7 @@ import pytest
 from helpers import assert_eventually
 from iso8583_readme_client import Connection
 
+from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2
 from chaos.processes import free_port, run_authgw, wait_for_port
 from chaos.topology import Topology, TopologySpec
@@ -111,6 +112,15 @@ async def books(topology: Topology) -> dict[str, simulator_pb2.RequestBook]:
     return {book.request_id: book for book in ledger.books if book.acquirer_id == ACQUIRER}
 
 
+def booked(
+    ledger: dict[str, simulator_pb2.RequestBook], fields: dict[int, str | bytes]
+) -> simulator_pb2.RequestBook:
+    """The issuer's book of a request; an AssertionError (retried by assert_eventually) until it exists."""
+    book = ledger.get(request_id(fields))
+    assert book is not None, f"no book yet for {request_id(fields)}"
+    return book
+
+
 async def exchange(link: Connection, messages: list[tuple[str, dict[int, str | bytes]]]) -> dict:
     """Write every message before reading any reply; return the replies by their match key."""
     for mti, fields in messages:
@@ -146,9 +156,9 @@ async def test_fifty_in_flight_on_one_connection_every_reply_matches(
     async def books_match() -> None:  # a reversal recorded by stand-in (STORED) reaches the issuer later
         ledger = await books(topology)
         for i, fields in enumerate(earlier):
-            assert ledger[request_id(fields)].final_minor == (0 if i < 5 else 600)
+            assert booked(ledger, fields).final_minor == (0 if i < 5 else 600)
         for _, fields in sent[:25]:
-            assert ledger[request_id(fields)].final_minor == int(fields[4])
+            assert booked(ledger, fields).final_minor == int(fields[4])
 
     await assert_eventually(books_match, timeout_s=30.0, interval_s=0.5)
 
@@ -208,7 +218,7 @@ async def test_with_every_issuer_host_stopped_standin_answers_39_and_38(
     async def advised_once() -> None:
         ledger = await books(topology)
         for f in sent:
-            book = ledger[request_id(f)]
+            book = booked(ledger, f)
             assert (book.approval_advices, book.final_minor) == (1, int(f[4])), book
 
     await assert_eventually(advised_once, timeout_s=60.0, interval_s=0.5)
@@ -219,32 +229,43 @@ def acquirer_advice(amount_minor: int, mti: str = "0120") -> dict[int, str | byt
     return authorization(amount_minor) | {38: "V12345", 39: "00"}
 
 
-async def test_an_acquirer_advice_is_answered_96_while_advices_cannot_be_recorded(link: Connection) -> None:
-    """Until the gateway has an Advise path, 0120 / 0220 get 39 = 96: nothing recorded, acquirers repeat."""
-    sent = [("0120", acquirer_advice(800)), ("0221", acquirer_advice(900))]
-    replies = await exchange(link, sent)
-    assert replies[key("0130", sent[0][1])][39] == "96"
-    assert replies[key("0230", sent[1][1])][39] == "96"
+async def test_an_acquirer_advice_reusing_a_request_id_for_other_content_gets_94(
+    topo: tuple[Topology, int], link: Connection
+) -> None:
+    """0220 advised, then 0220 with the same 32 + 11 + 7 and another amount: 94, only the first posted."""
+    topology, _ = topo
+    fields = acquirer_advice(800)
+    first = await exchange(link, [("0220", fields)])
+    assert first[key("0230", fields)][39] == "00"
+    other = fields | {4: f"{900:012d}"}
+    replies = await exchange(link, [("0220", other)])
+    assert replies[key("0230", other)][39] == "94"
+
+    async def posted_once() -> None:
+        book = booked(await books(topology), fields)
+        assert (book.approval_advices, book.final_minor) == (1, 800), book
+
+    await assert_eventually(posted_once, timeout_s=30.0, interval_s=0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the gateway's Advise path (acquirer advices) is another helper's; the lead connects it",
-)
 async def test_an_acquirer_advice_is_recorded_answered_00_and_posted_once(
     topo: tuple[Topology, int], link: Connection
 ) -> None:
-    """0120 (and its repeat 0121) of a forced approval: 0130 with 39 = 00, and the issuer posts it once."""
+    """0120 (and its repeat 0121) of a forced approval, 0220 (and 0221) of an offline one (39 = Y1): 0130 /
+    0230 with 39 = 00, and the issuer posts each once with its origin."""
     topology, _ = topo
-    fields = acquirer_advice(700)
-    replies = await exchange(link, [("0120", fields)])
-    assert replies[key("0130", fields)][39] == "00"
-    repeat = await exchange(link, [("0121", fields)])
-    assert repeat[key("0130", fields)][39] == "00"
+    forced, offline = acquirer_advice(700), acquirer_advice(750) | {39: "Y1"}
+    replies = await exchange(link, [("0120", forced), ("0220", offline)])
+    assert (replies[key("0130", forced)][39], replies[key("0230", offline)][39]) == ("00", "00")
+    repeat = await exchange(link, [("0121", forced), ("0221", offline)])
+    assert (repeat[key("0130", forced)][39], repeat[key("0230", offline)][39]) == ("00", "00")
 
     async def posted_once() -> None:
-        book = (await books(topology))[request_id(fields)]
-        assert (book.approval_advices, book.final_minor) == (1, 700), book
+        ledger = await books(topology)
+        for fields, origin in ((forced, pb.ACQUIRER_FORCED_POST), (offline, pb.ACQUIRER_OFFLINE)):
+            book = booked(ledger, fields)
+            assert (book.approval_advices, book.final_minor) == (1, int(fields[4])), book
+            assert [a.origin for a in book.advices] == [origin], book
 
     await assert_eventually(posted_once, timeout_s=30.0, interval_s=0.5)
 

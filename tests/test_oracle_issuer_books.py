@@ -124,6 +124,21 @@ async def test_late_approval_then_standin_decline_advice_releases_the_hold(issue
     assert (await issuer.send(auth_request(pan, balance))).response_code == "00"
 
 
+async def test_answer_forwarded_after_an_advice_overrides_it(issuer: Sim) -> None:
+    """An advice overrides answers forwarded before it; a repeat forwarded after it wins back the book."""
+    pan, _ = fresh_pan()
+    request = auth_request(pan, 1_200)
+    t = now_us()
+    request.forwarded_at.FromMicroseconds(t)
+    assert (await issuer.send(request)).response_code == "00"
+    await issuer.send_advice(standin_advice(request, approved=False, answered_at_us=t + 1))
+    assert (await issuer.book(request)).final_minor == 0  # the approval went out before the decline
+    request.forwarded_at.FromMicroseconds(t + 2)  # the acquirer's repeat, answered by the issuer
+    assert (await issuer.send(request)).response_code == "00"
+    book = await issuer.book(request)
+    assert (book.final_minor, book.own.forwarded_at_us) == (1_200, t + 2)
+
+
 async def test_late_approval_then_approval_advice_posts_once(issuer: Sim) -> None:
     """The issuer approved too late, stand-in approved it too: posted once, at the advice's amount."""
     pan, balance = fresh_pan()

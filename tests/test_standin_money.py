@@ -13,13 +13,26 @@ from pathlib import Path
 
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
-from test_standin_support import IMPATIENT, TOKEN_KEY, client, engine, luhn_pan, request, stream_entries
+from test_standin_support import (
+    IMPATIENT,
+    TOKEN_KEY,
+    client,
+    engine,
+    luhn_pan,
+    policy,
+    request,
+    stream_entries,
+)
 
 from chaos.processes import ManagedProcess, free_port, start_redis
 from standin import JournalKind, Reason, RedisSettings, ResponseCode
+from standin.counters import RedisCounters
 from standin.deciding import REPLY_LOST_RULE
 from standin.errors import ReusedRequestIdError
 from standin.keys import idempotency_key
+from standin.outcome import Outcome, Proposal
+from standin.redis_io import RedisGate
+from standin.rules import assess
 from standin.tokens import CardTokenizer
 
 # Decisions give up on Redis after 100 ms; the local journal answers then.
@@ -138,3 +151,37 @@ async def test_a_reused_request_id_is_refused_locally_too(tmp_path: Path) -> Non
         await e.decide(first, Reason.ALL_POOLS_FAILED)
         with pytest.raises(ReusedRequestIdError):
             await e.decide(reused, Reason.ALL_POOLS_FAILED)
+
+
+@pytest.mark.parametrize("order", ["told-last-moves-first", "told-last-moves-last"])
+async def test_the_decision_told_last_wins_after_a_lost_reply_and_a_local_repeat(
+    redis_port: int, order: str
+) -> None:
+    """A lost DECIDE approves (told nobody), its gateway says 91, another approves the repeat locally
+    later: whichever moves first, the record ends approved at the repeat's answer time (advised last)."""
+    req = request(luhn_pan("4973"), amount_minor=1_000)
+    token, assessment = CardTokenizer(TOKEN_KEY).token(req.pan), assess(policy(), req)
+    r = client(redis_port)
+    counters = RedisCounters(RedisGate(r, timedelta(seconds=2)), window=timedelta(hours=1),
+                             idempotency_ttl=timedelta(hours=1))  # fmt: skip
+    try:
+        t = 0  # the lost call's own answer time (Redis's clock) comes back in its outcome
+        proposal = Proposal("lost-call", "A1B2C3", "low", Reason.ALL_POOLS_FAILED, "gw-a", t)
+        lost = await counters.decide(token, req, "dg", assessment, proposal)
+        t = lost.answered_ms
+        said_91 = Outcome(True, "told-91", ResponseCode.ISSUER_UNAVAILABLE, REPLY_LOST_RULE, "", "low",
+                          Reason.ALL_POOLS_FAILED, t + 10, "gw-a", t + 10)  # fmt: skip
+        said_00 = Outcome(True, "told-00", ResponseCode.APPROVED, "approved", "D4E5F6", "low",
+                          Reason.ALL_POOLS_FAILED, t + 20, "gw-b", t + 20)  # fmt: skip
+        moves = [(said_00, ""), (said_91, "lost-call")]
+        for outcome, lost_call in moves if order == "told-last-moves-first" else moves[::-1]:
+            await counters.absorb(
+                token, acquirer_id=req.acquirer_id, request_id=req.request_id, digest="dg",
+                kind=assessment.kind, amount_minor=1_000, txn_amount_minor=1_000, outcome=outcome,
+                now_ms=t + 30, lost_call=lost_call,
+            )  # fmt: skip
+        record = await r.hmget(idempotency_key(token, req.acquirer_id, req.request_id),
+                               ["response_code", "answered_at_ms"])  # fmt: skip
+    finally:
+        await r.aclose()
+    assert record == [b"00", str(t + 20).encode()]

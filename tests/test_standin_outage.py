@@ -29,6 +29,7 @@ from test_standin_support import (
 from chaos.processes import ManagedProcess, free_port, start_redis
 from standin import JournalKind, LocalSettings, Reason, ResponseCode, StandIn, StandInDecision, WindowLimit
 from standin.cardstatus import CardStatusRecord, load_card_statuses
+from standin.deciding import REPLY_LOST_RULE
 from standin.journal import StreamJournal
 from standin.keys import spend_key
 from standin.redis_io import RedisGate
@@ -90,7 +91,10 @@ async def test_redis_killed_mid_traffic_loses_nothing(own_redis: ManagedProcess,
             assert (await e.status()).local_backlog == 0
 
         await assert_eventually(all_in_stream_once, timeout_s=20)
-    assert {d.approved for d in decisions} == {True}
+    # A DECIDE in flight when Redis died may have run without its reply: that one is answered 91
+    # (redis.reply_lost, recorded like any decision); every other decision approves (limits are wide).
+    assert {d.rule for d in decisions if not d.approved} <= {REPLY_LOST_RULE}
+    assert sum(d.approved for d in decisions) >= len(decisions) - 8  # at most one per worker in flight
 
 
 def _at_least(decisions: list[StandInDecision], n: int) -> None:

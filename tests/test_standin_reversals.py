@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from helpers import assert_eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_standin_support import (
@@ -15,10 +16,10 @@ from test_standin_support import (
     TOKEN_KEY,
     client,
     engine,
+    journal_of,
     luhn_pan,
     policy,
     request,
-    stream_entries,
 )
 
 from chaos.processes import free_port, start_redis
@@ -46,14 +47,6 @@ def reversal(original: StandInRequest, final_minor: int, **overrides: Any) -> St
     return StandInReversal(**fields)
 
 
-async def _journal_of(port: int, pan: str) -> list[dict[str, str]]:
-    r = client(port)
-    try:
-        return [f for f in await stream_entries(r) if f["pan_last4"] == pan[-4:]]
-    finally:
-        await r.aclose()
-
-
 async def test_a_reversed_approval_frees_its_window(redis_port: int, tmp_path: Path) -> None:
     """Approve 40.00 on a 50.00 window, reverse it, approve 40.00 again: approved; journaled in order."""
     card = luhn_pan("4980")
@@ -67,7 +60,7 @@ async def test_a_reversed_approval_frees_its_window(redis_port: int, tmp_path: P
     assert outcome.status is ReversalStatus.APPLIED and second.approved
     kinds = [
         (f["entry"], f.get("response_code", f.get("final_amount_minor")))
-        for f in await _journal_of(redis_port, card)
+        for f in await journal_of(redis_port, card)
     ]
     assert kinds == [("decision", "00"), ("decision", "61"), ("reversal", "0"), ("decision", "00")]
 
@@ -106,7 +99,7 @@ async def test_a_reversal_of_a_decline_has_no_effect(redis_port: int, tmp_path: 
         assert not (await e.decide(declined, Reason.ALL_POOLS_FAILED)).approved
         outcome = await e.reverse(reversal(declined, 0), store=True)
     assert (outcome.status, outcome.entry_id) == (ReversalStatus.NO_EFFECT, "")
-    assert [f["entry"] for f in await _journal_of(redis_port, card)] == ["decision"]
+    assert [f["entry"] for f in await journal_of(redis_port, card)] == ["decision"]
 
 
 async def test_a_repeated_reversal_is_applied_once(redis_port: int, tmp_path: Path) -> None:
@@ -119,7 +112,7 @@ async def test_a_repeated_reversal_is_applied_once(redis_port: int, tmp_path: Pa
         a = await e.reverse(undo, store=True)
         b = await e.reverse(undo, store=True)
     assert a == b and a.status is ReversalStatus.APPLIED
-    assert [f["entry"] for f in await _journal_of(redis_port, card)] == ["decision", "reversal"]
+    assert [f["entry"] for f in await journal_of(redis_port, card)] == ["decision", "reversal"]
 
 
 async def test_an_issuer_reversal_goes_to_the_issuer_unless_the_card_waits(
@@ -150,8 +143,13 @@ async def test_a_local_reversal_reaches_the_stream_after_its_original(tmp_path: 
         )  # local 25 %: 12.50
         redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
         try:
-            assert await e.move_backlog() == 3
-            entries = await _journal_of(port, card)
+            await e.move_backlog()  # or the engine's recovery task already moved them
+
+            async def moved() -> None:
+                assert len(await journal_of(port, card)) == 3
+
+            await assert_eventually(moved, timeout_s=10.0, interval_s=0.1)
+            entries = await journal_of(port, card)
             r = client(port)
             members = await r.zrange(
                 spend_key(CardTokenizer(TOKEN_KEY).token(card), LimitKind.PURCHASE), 0, -1

@@ -192,3 +192,12 @@ async def dump_redis(redis: Redis) -> list[bytes]:
                 for k, v in fields.items():
                     out += [k, v]
     return out
+
+
+async def journal_of(port: int, pan: str) -> list[dict[str, str]]:
+    """The journal entries (one partition) of the card `pan`, in order."""
+    r = client(port)
+    try:
+        return [f for f in await stream_entries(r) if f["pan_last4"] == pan[-4:]]
+    finally:
+        await r.aclose()

@@ -81,12 +81,18 @@ async def open_channel(
     *,
     connect_timeout_s: float,
     ssl: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
     write_timeout_s: float = 5.0,
 ) -> Channel:
-    """Connect (TLS when `ssl` is given); ConnectionClosed with `request_sent=False` when it fails."""
+    """Connect (TLS when `ssl` is given); ConnectionClosed with `request_sent=False` when it fails.
+
+    Args:
+        server_hostname: under TLS, the name the server's certificate must carry (default: `host`).
+    """
+    name = server_hostname if ssl is not None else None
     try:
         async with asyncio.timeout(connect_timeout_s):
-            reader, writer = await asyncio.open_connection(host, port, ssl=ssl)
+            reader, writer = await asyncio.open_connection(host, port, ssl=ssl, server_hostname=name)
     except TimeoutError:
         raise ConnectionClosed(f"connect to {host}:{port}: no answer within {connect_timeout_s} s") from None
     except OSError as exc:

@@ -114,6 +114,7 @@ class Mux:
         self._reason: ConnectionClosed | None = None
         self._unmatched = 0
         self._last_frame_at = 0.0
+        self._echo_failed = False
 
     @property
     def unmatched(self) -> int:
@@ -124,6 +125,11 @@ class Mux:
     def in_flight(self) -> int:
         """Requests waiting for their reply."""
         return len(self._pending)
+
+    @property
+    def echo_failed(self) -> bool:
+        """Whether the mux closed because the peer left an echo unanswered (a hung peer, not a gone one)."""
+        return self._echo_failed
 
     @property
     def close_reason(self) -> ConnectionClosed | None:
@@ -279,6 +285,7 @@ class Mux:
             try:
                 reply = await self.request(probe, echo.timeout_s)
             except MatchTimeout:
+                self._echo_failed = True
                 self._shutdown(ConnectionClosed(f"the peer did not answer an echo within {echo.timeout_s} s"))
                 return
             except ConnectionClosed:

@@ -21,7 +21,7 @@ import ssl
 from authgw.security.tls import TlsFiles, TlsMaterial
 from authgw.security.watcher import CertificateWatcher
 
-__all__ = ["ReloadingServerSsl", "peer_certificate_pem", "server_ssl_context"]
+__all__ = ["ReloadingServerSsl", "client_ssl_context", "peer_certificate_pem", "server_ssl_context"]
 
 log = logging.getLogger("authgw.security")
 
@@ -36,6 +36,18 @@ def server_ssl_context(files: TlsFiles) -> ssl.SSLContext:
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_cert_chain(files.cert, files.key)
     context.load_verify_locations(cafile=files.ca)
+    return context
+
+
+def client_ssl_context(files: TlsFiles) -> ssl.SSLContext:
+    """The client side for asyncio links (ISO 8583 issuer hosts): our certificate, the servers' CA.
+
+    The server's certificate is checked against `ca` and the name given at connect time
+    (`server_hostname`); TLS 1.2 at least. Reads the files (blocking), like `server_ssl_context`.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.cert, files.key)
     return context
 
 

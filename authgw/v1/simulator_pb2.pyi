@@ -104,14 +104,16 @@ class RequestBook(_message.Message):
     def __init__(self, acquirer_id: _Optional[str] = ..., request_id: _Optional[str] = ..., digest: _Optional[str] = ..., claimed: _Optional[bool] = ..., amount_minor: _Optional[int] = ..., own: _Optional[_Union[OwnAnswer, _Mapping]] = ..., advices: _Optional[_Iterable[_Union[AdviceBooked, _Mapping]]] = ..., reversals: _Optional[_Iterable[_Union[ReversalBooked, _Mapping]]] = ..., final_minor: _Optional[int] = ..., approval_advices: _Optional[int] = ...) -> None: ...
 
 class OwnAnswer(_message.Message):
-    __slots__ = ("arrived", "response_code", "held_minor")
+    __slots__ = ("arrived", "response_code", "held_minor", "forwarded_at_us")
     ARRIVED_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_CODE_FIELD_NUMBER: _ClassVar[int]
     HELD_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_AT_US_FIELD_NUMBER: _ClassVar[int]
     arrived: bool
     response_code: str
     held_minor: int
-    def __init__(self, arrived: _Optional[bool] = ..., response_code: _Optional[str] = ..., held_minor: _Optional[int] = ...) -> None: ...
+    forwarded_at_us: int
+    def __init__(self, arrived: _Optional[bool] = ..., response_code: _Optional[str] = ..., held_minor: _Optional[int] = ..., forwarded_at_us: _Optional[int] = ...) -> None: ...
 
 class AdviceBooked(_message.Message):
     __slots__ = ("decision_id", "approved", "amount_minor", "answered_at_us", "origin", "received", "response_code")

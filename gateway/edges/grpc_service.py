@@ -6,7 +6,8 @@ is ALREADY_EXISTS; an authorization past the adaptive concurrency limit is
 RESOURCE_EXHAUSTED at once (gateway/admission.py: overload, retried on another
 gateway); every other valid request gets an answer (an issuer's, stand-in's,
 or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
-when no issuer answered and nothing could record it (the acquirer repeats it).
+when no issuer answered and nothing could record it, an acquirer advice only when
+nothing could record it (gateway/advising.py; the acquirer repeats either).
 
 With tracing on (`spans`), each call runs in a server span continuing the
 caller's W3C trace context; the span's traceparent goes to stand-in with the
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -29,12 +30,13 @@ from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 from gateway.admission import AdaptiveLimit
+from gateway.advising import AdviceDesk, AdviceRecorder
 from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import Undecodable
-from gateway.edges.validation import EdgeLimits, validate, validate_reversal
-from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
+from gateway.edges.validation import EdgeLimits, validate, validate_advice, validate_reversal
+from gateway.errors import AdviceUnavailable, InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.fallback import DeclineFallback, Fallback, decline_91
 from gateway.metrics import GatewayMetrics
 from gateway.reversing import ReversalDesk
@@ -47,6 +49,7 @@ __all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "decline_91"]
 
 log = logging.getLogger("authgw.service")
 
+M = TypeVar("M")
 OVERLOADED = "gateway overloaded: authorization refused before any processing; retry on another gateway"
 
 
@@ -77,6 +80,8 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         flow = {"mode": mode, "standin_mode": standin_mode, "traced": spans is not None, "clock": clock}
         self._authorizer = Authorizer(cfg, router, fallback, **flow)  # type: ignore[arg-type]
         self._reversals = ReversalDesk(cfg, router, fallback, **flow)  # type: ignore[arg-type]
+        recorder = fallback if isinstance(fallback, AdviceRecorder) else None
+        self._advices = AdviceDesk(recorder, traced=spans is not None, metrics=metrics)
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -90,6 +95,11 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     def reversals(self) -> ReversalDesk:
         """The flow every edge's reversals go through."""
         return self._reversals
+
+    @property
+    def advices(self) -> AdviceDesk:
+        """The flow every edge's acquirer advices go through (the ISO 8583 listener's 0120/0220 too)."""
+        return self._advices
 
     async def Authorize(
         self,
@@ -180,20 +190,30 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
             span.set_status(Status(StatusCode.ERROR, "PERMISSION_DENIED"))
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
+    async def _checked(
+        self,
+        request: M | Undecodable,
+        context: grpc.aio.ServicerContext[Any, Any],
+        check: Callable[[M, EdgeLimits], None],
+    ) -> M:
+        """The message; INVALID_ARGUMENT (naming the field) if it is undecodable or `check` refuses it."""
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
+        try:
+            check(request, self._limits)
+        except InvalidRequest as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return request
+
     async def Reverse(
         self,
         request: pb.ReverseRequest | Undecodable,
         context: grpc.aio.ServicerContext[pb.ReverseRequest, pb.ReverseResponse],
     ) -> pb.ReverseResponse:
-        if isinstance(request, Undecodable):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
+        reversal = await self._checked(request, context, validate_reversal)
+        await self._authorized(context, reversal.acquirer_id)
         try:
-            validate_reversal(request, self._limits)
-        except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        await self._authorized(context, request.acquirer_id)
-        try:
-            response = await self._reversals.reverse(request, context.time_remaining())
+            response = await self._reversals.reverse(reversal, context.time_remaining())
         except ReversalUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         if self._metrics is not None:
@@ -205,4 +225,13 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         request: pb.AcquirerAdvice | Undecodable,
         context: grpc.aio.ServicerContext[pb.AcquirerAdvice, pb.AdviceAck],
     ) -> pb.AdviceAck:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "acquirer advices: not yet")
+        advice = await self._checked(request, context, validate_advice)
+        await self._authorized(context, advice.request.acquirer_id)
+        try:
+            return await self._advices.advise(advice)
+        except RequestRefused as exc:
+            if self._metrics is not None:
+                self._metrics.record_refusal("reused_request_id")
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except AdviceUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

@@ -13,8 +13,8 @@ Field 39 of the reply, beyond the decision's own code:
         certificate is unknown or revoked), counted in authgw.access.denied; nothing reaches an issuer
     91  a reversal that no issuer answered and nothing could record (repeat it: 0421)
     94  duplicate transmission: a request id (32 + 11 + 7) reused with other content
-    96  an acquirer advice that could not be recorded (repeat it: 0121 / 0221); today always,
-        until the gateway's Advise path exists (`advice_not_implemented`)
+    94  also an acquirer advice whose request id was used for other content
+    96  an acquirer advice that could not be recorded (repeat it: 0121 / 0221); see gateway/advising.py
 
 With tracing on, each authorization runs in a server span like a gRPC one (attribute
 authgw.edge = iso8583), so its attempts, stand-in decision and journal entry hang under it.
@@ -54,7 +54,7 @@ from gateway.edges.iso8583_mapping import (
 )
 from gateway.edges.iso8583_metrics import Iso8583Counters
 from gateway.edges.validation import EdgeLimits, validate, validate_reversal
-from gateway.errors import InvalidRequest, RequestRefused, ReversalUnavailable
+from gateway.errors import AdviceUnavailable, InvalidRequest, RequestRefused, ReversalUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.reversing import ReversalDesk
 from gateway.tracing import ServerSpans, annotate_decision, invalid_request
@@ -79,21 +79,14 @@ _ISO_FIELD = {
 }  # fmt: skip
 
 
-class AdviceUnavailable(Exception):
-    """An acquirer advice was not recorded: the acquirer must repeat it (39 = 96)."""
-
-
 Advise = Callable[[pb.AcquirerAdvice], Awaitable[pb.AdviceAck]]
-"""The gateway's path for an acquirer advice (gRPC Authorization/Advise's): records it, or raises
-AdviceUnavailable."""
+"""The gateway's path for an acquirer advice (gateway.advising.AdviceDesk.advise, as gRPC
+Authorization/Advise's): records it, or raises AdviceUnavailable or RequestRefused."""
 
 
 async def advice_not_implemented(advice: pb.AcquirerAdvice) -> pb.AdviceAck:
-    """The gateway has no Advise path yet (gRPC Advise answers UNIMPLEMENTED): nothing is recorded.
-
-    The one place to connect it: `advise=service.advise` (or what the servicer's Advise calls).
-    """
-    raise AdviceUnavailable("acquirer advices are not implemented yet: repeat it later")
+    """A handler built without an Advise path (tests): nothing is recorded, 96."""
+    raise AdviceUnavailable("this listener has no advice path: repeat it later")
 
 
 @dataclass(slots=True)
@@ -252,6 +245,10 @@ class AcquirerHandler:
             return self._security_violation(link, message, denied)
         try:
             ack = await self._advise(advice)
+        except RequestRefused:
+            if self._metrics is not None:
+                self._metrics.record_refusal("reused_request_id")
+            return _fail_reply(message, ResponseCode.DUPLICATE_TRANSMISSION)
         except AdviceUnavailable as exc:
             log.warning("%s %s from %s answered 96: %s", message.mti, _key(message), link.peer, exc)
             return _fail_reply(message, ResponseCode.SYSTEM_MALFUNCTION)

@@ -22,7 +22,7 @@ from authgw.v1 import authorization_pb2 as pb
 from authgw.validation import country_problem, currency_problem, sent_time_problem
 from gateway.errors import InvalidRequest
 
-__all__ = ["EdgeLimits", "luhn_valid", "validate", "validate_reversal"]
+__all__ = ["EdgeLimits", "luhn_valid", "validate", "validate_advice", "validate_reversal"]
 
 _DAY_S = 86_400.0
 _DOUBLED_DIGIT = bytes.maketrans(b"0123456789", b"0246813579")  # d -> digit sum of 2d, as a digit
@@ -239,3 +239,21 @@ def validate_reversal(req: pb.ReverseRequest, limits: EdgeLimits, now_s: float |
             "reason", "must be set to a known reason (CARDHOLDER_CANCEL, ..., PREAUTH_COMPLETION)"
         )
     _transmitted_at(req, limits, now_s)
+
+
+_ADVICE_KINDS = frozenset({pb.FORCED_POST, pb.OFFLINE_APPROVED})
+
+
+def validate_advice(advice: pb.AcquirerAdvice, limits: EdgeLimits, now_s: float | None = None) -> None:
+    """Raise InvalidRequest for the first rule an acquirer advice breaks (its request's named request.*)."""
+    if not advice.HasField("request"):
+        raise InvalidRequest("request", "is required (the transaction the acquirer approved)")
+    try:
+        validate(advice.request, limits, now_s)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"request.{exc.field}", exc.rule) from None
+    if advice.kind not in _ADVICE_KINDS:
+        raise InvalidRequest("kind", "must be FORCED_POST or OFFLINE_APPROVED")
+    code = advice.approval_code
+    if code and not (len(code) == 6 and code.isascii() and code.isalnum()):
+        raise InvalidRequest("approval_code", "must be empty or 6 letters or digits (ISO 8583 field 38)")

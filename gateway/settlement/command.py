@@ -49,7 +49,7 @@ class _Issuer:
         self.transport = Transport(
             cfg, serving=False
         )  # [issuer_tls]: the same client certificate as the gateway's
-        self.router = Router(cfg, connect=self.transport.connect)
+        self.router = Router(cfg, connect=self.transport.connect, iso=self.transport.iso)
         self.mode = Mode.AUTO
         self._link = (
             MembershipLink(cfg, self.router, self._set_mode, register=False) if cfg.etcd_endpoints else None

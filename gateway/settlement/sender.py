@@ -40,15 +40,23 @@ from opentelemetry import trace
 
 from authgw.observability import mask_card_numbers, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
+from gateway.fallback import proto_reason
 from gateway.member import Member
 from gateway.router import Router
 from standin.settlement.advice import Advice, ReversalAdvice, SendOutcome, SendResult
+from standin.types import AcquirerAdviceKind
 
 __all__ = ["GrpcAdviceSender", "to_pb_advice", "to_pb_reversal"]
 
 log = logging.getLogger("authgw.settlement")
 
 _UNKNOWN_COUNTRY = "ZZ"  # what the stand-in edge records for an empty merchant_country (standin_link.py)
+
+# An acquirer advice is journaled under its kind's rule (standin.types.AcquirerAdviceKind).
+_ORIGINS: dict[AcquirerAdviceKind | None, pb.AdviceOrigin] = {
+    AcquirerAdviceKind.FORCED_POST: pb.ACQUIRER_FORCED_POST,
+    AcquirerAdviceKind.OFFLINE_APPROVED: pb.ACQUIRER_OFFLINE,
+}
 
 _REJECTED = frozenset(
     {
@@ -90,12 +98,12 @@ def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
         decision=pb.APPROVED if decision.approved else pb.DECLINED,
         response_code=decision.response_code.value,
         approval_code=decision.approval_code,
-        reason=decision.reason.value,
+        reason=proto_reason(decision.reason),
         rule=decision.rule,
         decided_at=_timestamp(decision.decided_at),
         gateway_instance=decision.gateway_instance,
         answered_at=_timestamp(decision.answered),
-        origin=pb.STAND_IN_DECISION,
+        origin=_ORIGINS.get(AcquirerAdviceKind.of_rule(decision.rule), pb.STAND_IN_DECISION),
     )
 
 
