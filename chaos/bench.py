@@ -1,9 +1,10 @@
-"""`make bench`: authgw against the floor and two proxies, in front of the same issuer hosts.
+"""`make bench`: authgw against the Python floor and two proxies, in front of the same issuer hosts.
 
-Targets (chaos.bench_rig): direct to the primary issuer host (the floor), the
-authgw gateway (pools primary + secondary), nginx `grpc_pass` and HAProxy h2,
-both with a backup server. For each run, targets in turn (A B C D, A B C D,
-...):
+Targets (chaos.bench_rig): direct to the primary issuer host (no hop), the
+Python floor (chaos.bench_floor: request bytes to the primary, the backup on
+error, nothing else), the authgw gateway (pools primary + secondary), nginx
+`grpc_pass` and HAProxy h2, both with a backup server. For each run, targets
+in turn (A B C D E, A B C D E, ...):
 
 - throughput: h2load, closed loop (-c 8 -m 32 by default), one gRPC-framed
   AuthorizeRequest; CPU of the target's own processes per 1,000 requests over
@@ -11,9 +12,13 @@ both with a backup server. For each run, targets in turn (A B C D, A B C D,
 - latency: open loop at fixed rates (500, 1,000, 2,000/s by default), p50/p99
   of requests answered within the deadline, over worker processes.
 
-Reported numbers are medians over the runs. Then, once per target, the
-failover comparison (chaos.bench_outage). Results: a table on stdout and
-bench/results.json. Benchmarks print numbers; they never assert timings.
+Reported numbers are medians over the runs. Then authgw's CPU per answer as a
+ratio to the floor's (chaos.bench_ratio: interleaved h2load rounds, median
+and spread). Then the overload run (chaos.bench_overload: open loop at 2x
+authgw's h2load throughput, with and without admission control: goodput
+within the deadline, refusals, admitted p99). Then, once per target, the failover comparison
+(chaos.bench_outage). Results: a table on stdout and bench/results.json.
+Benchmarks print numbers; they never assert timings.
 
     python -m chaos.bench [--runs 3] [--rates 500,1000,2000] [--quick] [--output PATH] [--keep]
 
@@ -42,7 +47,9 @@ from rich.console import Console
 from chaos.bench_h2load import bench_request, grpc_frame, run_h2load
 from chaos.bench_openloop import LoadPool, LoadSpec
 from chaos.bench_outage import OutageResult, OutageSchedule, run_outage
-from chaos.bench_rig import TARGETS, BenchRig, Target
+from chaos.bench_overload import OverloadSchedule, overload_document, overload_lines, run_overload
+from chaos.bench_ratio import CpuRatio, measure_ratio
+from chaos.bench_rig import ADMISSION, TARGETS, BenchRig, Target
 from chaos.bench_tables import LatencyPoint, RunRecord, Throughput, results_table, runs_table
 from chaos.report import summarize
 
@@ -64,8 +71,11 @@ class BenchOptions:
     latency_warmup_s: float = 1.0  # first requests of each open loop (new connection) are not scored
     deadline_s: float = 2.0
     outage: OutageSchedule = field(default_factory=OutageSchedule)
+    overload: OverloadSchedule = field(default_factory=OverloadSchedule)
     rate_per_process: float = 1000.0
     gateway_workers: int = 1  # authgw serve --workers
+    cpu_rounds: int = 5  # interleaved floor/authgw h2load rounds for the CPU ratio
+    cpu_h2load_s: float = 5.0  # h2load duration of each target in each ratio round
     output: Path = RESULTS
 
 
@@ -112,9 +122,13 @@ async def _latency(pool: LoadPool, target: Target, rate: int, opts: BenchOptions
 
 
 def results_document(
-    machine: str, runs: int, records: Sequence[RunRecord], outages: dict[str, OutageResult]
+    machine: str,
+    runs: int,
+    records: Sequence[RunRecord],
+    outages: dict[str, OutageResult],
+    ratio: CpuRatio | None = None,
 ) -> dict[str, Any]:
-    """bench/results.json: medians over runs per target, and each target's outage shares."""
+    """bench/results.json: medians over runs per target, each target's outage shares, the floor ratio."""
     targets: dict[str, Any] = {}
     for name in TARGETS:
         mine = [r for r in records if r.target == name]
@@ -137,7 +151,10 @@ def results_document(
                 "all_hung": round(outage.all_hung.availability, 4) if outage else 0.0,
             },
         }
-    return {"machine": machine, "runs": runs, "targets": targets}
+    doc: dict[str, Any] = {"machine": machine, "runs": runs, "targets": targets}
+    if ratio is not None:
+        doc["authgw_cpu_over_floor"] = ratio.document()
+    return doc
 
 
 async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict[str, Any]:
@@ -149,7 +166,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
     )
     body = workdir / "authorize.grpc"
     body.write_bytes(grpc_frame(bench_request().SerializeToString()))
-    rig = BenchRig(workdir / "rig", gateway_workers=opts.gateway_workers)
+    rig = BenchRig(workdir / "rig", gateway_workers=opts.gateway_workers, admission=opts.overload.rounds > 0)
     pool = LoadPool(workers=2, rate_per_process=opts.rate_per_process)
     try:
         await asyncio.to_thread(rig.start)  # blocking port waits: off the loop
@@ -164,6 +181,15 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
                 record = RunRecord(name, run, throughput, latency)
                 records.append(record)
                 console.log(record.line())
+        ratio_opts = replace(opts, h2load_s=opts.cpu_h2load_s)
+        ratio = await measure_ratio(
+            rig.targets["floor"],
+            rig.targets["authgw"],
+            opts.cpu_rounds,
+            lambda target: _throughput(rig, target, body, ratio_opts),
+        )
+        console.log(ratio.line())
+        overload = await _overload(rig, pool, records, opts, console)
         outages: dict[str, OutageResult] = {}
         for name in TARGETS:
             outages[name] = await run_outage(rig, pool, rig.targets[name], opts.outage)
@@ -177,9 +203,30 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
         await asyncio.to_thread(rig.stop)
     console.log(f"load average at end: {_loadavg()}")
     console.print(runs_table(records, opts.rates))
-    doc = results_document(machine, opts.runs, records, outages)
+    doc = results_document(machine, opts.runs, records, outages, ratio)
     console.print(results_table(doc, opts.rates, outages, opts.outage))
+    console.print(ratio.line())
+    if overload:
+        doc["overload"] = overload
+        for line in overload_lines(overload):
+            console.print(line)
     return doc
+
+
+async def _overload(
+    rig: BenchRig, pool: LoadPool, records: Sequence[RunRecord], opts: BenchOptions, console: Console
+) -> dict[str, Any]:
+    """The overload rounds at opts.overload.factor x authgw's median h2load throughput; {} when off."""
+    if opts.overload.rounds <= 0:
+        return {}
+    saturation = statistics.median(r.throughput.rps for r in records if r.target == "authgw")
+    targets = [rig.targets[ADMISSION], rig.targets["authgw"]]
+    for target in targets:
+        await rig.wait_ready(target)
+    rounds = await run_overload(pool, targets, saturation, opts.overload)
+    for r in rounds:
+        console.log(r.line(saturation))
+    return overload_document(rounds, saturation)
 
 
 def _rates(text: str) -> tuple[int, ...]:
@@ -205,10 +252,17 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
     p.add_argument("--deadline", type=float, default=2.0, help="client deadline in seconds")
     p.add_argument("--clients", type=int, default=8, help="h2load connections")
     p.add_argument("--streams", type=int, default=32, help="h2load concurrent streams per connection")
+    p.add_argument("--cpu-rounds", type=int, default=5, help="interleaved rounds of the floor ratio")
+    p.add_argument("--cpu-seconds", type=float, help="h2load duration per target per ratio round (default 5)")
+    p.add_argument("--overload-rounds", type=int, default=3, help="overload rounds (0: no overload run)")
+    p.add_argument("--overload-factor", type=float, default=2.0, help="offered rate / saturation")
+    p.add_argument("--overload-seconds", type=float, help="scored open loop per overload round (default 10)")
     p.add_argument("--gateway-workers", type=int, default=1, help="authgw serve --workers N")
     p.add_argument("--output", type=Path, default=RESULTS, help="results JSON path")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs and logs)")
     a = p.parse_args(argv)
+    if a.cpu_rounds < 1:
+        p.error("--cpu-rounds must be at least 1")
     quick = a.quick
     opts = BenchOptions(
         runs=1 if quick and a.runs == 3 else a.runs,
@@ -220,6 +274,8 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
         latency_warmup_s=a.warmup_seconds if a.warmup_seconds is not None else 1.0,
         deadline_s=a.deadline,
         gateway_workers=a.gateway_workers,
+        cpu_rounds=a.cpu_rounds,
+        cpu_h2load_s=a.cpu_seconds or (2.0 if quick else 5.0),
         output=a.output,
     )
     fault_s = a.fault_seconds or (4.0 if quick else 10.0)
@@ -230,7 +286,14 @@ def parse_options(argv: Sequence[str] | None) -> tuple[BenchOptions, bool]:
         all_hung_s=fault_s,
         deadline_s=a.deadline,
     )
-    return replace(opts, outage=outage), a.keep
+    overload = OverloadSchedule(
+        factor=a.overload_factor,
+        duration_s=a.overload_seconds or (3.0 if quick else 10.0),
+        warmup_s=opts.latency_warmup_s,
+        deadline_s=a.deadline,
+        rounds=1 if quick and a.overload_rounds == 3 else a.overload_rounds,
+    )
+    return replace(opts, outage=outage, overload=overload), a.keep
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,11 @@ development tool: `.venv/bin/pip install py-spy`; not a project dependency)
 and prints the functions with the most samples, by own time and including
 callees. The raw collapsed stacks are kept for flame graphs.
 
-    python -m chaos.bench_profile [--seconds 10] [--native] [--output chaos/reports/gateway-profile.txt]
+    python -m chaos.bench_profile [--seconds 10] [--native] [--target authgw|floor] [--output FILE]
+
+`--target floor` records the Python floor (chaos.bench_floor) instead: what
+both share (grpc's poller thread, calls to the issuer) is the floor; what only
+the gateway's profile shows is authgw's own work.
 """
 
 from __future__ import annotations
@@ -64,13 +68,15 @@ def _table(title: str, rows: list[tuple[str, int]], total: int) -> Table:
     return table
 
 
-async def profile(py_spy: str, seconds: float, native: bool, output: Path) -> H2LoadResult:
+async def profile(
+    py_spy: str, seconds: float, native: bool, output: Path, target: str = "authgw"
+) -> H2LoadResult:
     """Record the gateway with py-spy into `output` while h2load drives it; return h2load's result."""
     workdir = Path(tempfile.mkdtemp(prefix="authgw-bench-profile-"))
     rig = BenchRig(workdir, proxies=False)
     try:
         await asyncio.to_thread(rig.start)
-        gateway = rig.targets["authgw"]
+        gateway = rig.targets[target]
         assert gateway.process is not None
         await rig.wait_ready(gateway)
         body = workdir / "authorize.grpc"
@@ -99,15 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="sampling duration")
     parser.add_argument("--native", action="store_true", help="include C/Cython frames (grpc core)")
     parser.add_argument("--output", type=Path, default=REPORT, help="raw collapsed stacks")
+    parser.add_argument("--target", choices=("authgw", "floor"), default="authgw", help="process to record")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("py-spy not found: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
-    result = asyncio.run(profile(py_spy, args.seconds, args.native, args.output))
+    result = asyncio.run(profile(py_spy, args.seconds, args.native, args.output, args.target))
     total, own, inclusive = top_functions(args.output.read_text())
     console = Console(width=max(160, shutil.get_terminal_size().columns))
-    console.print(f"h2load through the gateway: {result.rps:.0f} req/s; {total} samples; raw: {args.output}")
+    console.print(f"h2load through {args.target}: {result.rps:.0f} req/s; {total} samples; {args.output}")
     console.print(_table("gateway: own time (leaf frames)", own, max(1, total)))
     console.print(_table("gateway: time including callees", inclusive, max(1, total)))
     return 0

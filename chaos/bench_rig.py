@@ -1,9 +1,17 @@
 """The benchmark's processes: two issuer hosts and the four targets in front of them.
 
-    primary sim ─┬─ direct            (IssuerHost/Authorize straight to the host: the floor)
-    backup sim  ─┼─ authgw gateway    (pools primary + secondary; Authorization/Authorize)
+    primary sim ─┬─ direct            (IssuerHost/Authorize straight to the host: no hop at all)
+    backup sim  ─┼─ floor             (chaos.bench_floor: bytes to primary, backup on error; Python's least)
+                 ├─ authgw gateway    (pools primary + secondary; Authorization/Authorize)
                  ├─ nginx grpc_pass   (upstream primary + backup; IssuerHost/Authorize)
-                 └─ HAProxy h2        (server primary + backup; IssuerHost/Authorize)
+                 ├─ HAProxy h2        (server primary + backup; IssuerHost/Authorize)
+                 └─ authgw-admission  (only with `admission`: as authgw, admission on, min_limit 32)
+
+The `authgw` target runs with `[admission] enabled = false`: h2load counts HTTP
+statuses only, and a refusal (RESOURCE_EXHAUSTED) is HTTP 200 with grpc-status
+8, so under h2load's closed loop a refusing gateway would seem to answer
+fast and cheaply. Admission control is measured by the overload run, which
+reads every gRPC status (chaos.bench_overload).
 
 Every process is started on a free loopback port and stopped by PID. The
 issuer hosts run on uvloop with their in-memory ledger, so the hosts cost as
@@ -33,9 +41,13 @@ from chaos.processes import ManagedProcess, ProcessError, free_port, start_authg
 from chaos.sim_control import SimControl
 from chaos.topology import to_toml
 
-__all__ = ["TARGETS", "BenchRig", "Target"]
+__all__ = ["ADMISSION", "TARGETS", "BenchRig", "Target"]
 
-TARGETS = ("direct", "authgw", "nginx", "haproxy")
+TARGETS = ("direct", "floor", "authgw", "nginx", "haproxy")
+ADMISSION = "authgw-admission"  # not in TARGETS: measured in the overload run only
+# The overload run's admission: a floor of 32 lets the limit act at one process's saturation; the
+# default floor (500, room for outage traffic) leaves most of a 2x overload queued.
+TIGHT_ADMISSION: dict[str, object] = {"enabled": True, "min_limit": 32, "initial_limit": 200}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +78,12 @@ class BenchRig:
         deadline_ms: int = 2000,
         proxies: bool = True,
         gateway_workers: int = 1,
+        admission: bool = False,
     ) -> None:
         self.workdir = workdir
         self.proxies = proxies
         self.gateway_workers = gateway_workers
+        self.admission = admission
         self.attempt_timeout_ms = attempt_timeout_ms
         self.deadline_ms = deadline_ms
         self.primary: ManagedProcess | None = None
@@ -96,15 +110,19 @@ class BenchRig:
         self.backup = self._sim("secondary", "s1")
         primary, backup = self.primary.address, self.backup.address
         self._wait(self.primary, self.backup)
-        gateway = self._gateway()
+        gateway, floor = self._gateway("gw-bench", {"enabled": False}), self._floor()
         self.targets["direct"] = Target("direct", primary, METHOD_ISSUER, None)
+        self.targets["floor"] = Target("floor", floor.address, METHOD_GATEWAY, floor)
         self.targets["authgw"] = Target("authgw", gateway.address, METHOD_GATEWAY, gateway)
         if self.proxies:
             nginx = self._own(start_nginx(self.workdir / "nginx", free_port(), primary, backup))
             self.targets["nginx"] = Target("nginx", nginx.address, METHOD_ISSUER, nginx)
             haproxy = self._own(start_haproxy(self.workdir / "haproxy", free_port(), primary, backup))
             self.targets["haproxy"] = Target("haproxy", haproxy.address, METHOD_ISSUER, haproxy)
-        self._wait(gateway)
+        self._wait(gateway, floor)
+        if self.admission:
+            limited = self.extra_gateway("gw-admission", TIGHT_ADMISSION)
+            self.targets[ADMISSION] = Target(ADMISSION, limited.address, METHOD_GATEWAY, limited)
 
     def _own(self, proc: ManagedProcess) -> ManagedProcess:
         self._procs.append(proc)
@@ -123,11 +141,18 @@ class BenchRig:
         args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member, "--uvloop"]
         return self._own(start_authgw(self.workdir, f"sim-{member}", args, port, wait_port=False))
 
-    def _gateway(self) -> ManagedProcess:
+    def extra_gateway(self, name: str, admission: dict[str, object] | None = None) -> ManagedProcess:
+        """One more gateway in front of the same hosts, with these [admission] keys; stopped with the rig."""
+        proc = self._gateway(name, admission)
+        self._wait(proc)
+        return proc
+
+    def _gateway(self, name: str, admission: dict[str, object] | None = None) -> ManagedProcess:
         primary, backup = self.sims
         port = free_port()
         doc = {
-            "gateway": {"listen": f"127.0.0.1:{port}", "instance": "gw-bench", "drain_timeout": "2s"},
+            "gateway": {"listen": f"127.0.0.1:{port}", "instance": name, "drain_timeout": "2s"},
+            **({"admission": admission} if admission else {}),
             **PLAINTEXT,
             "routing": {
                 "attempt_timeout": f"{self.attempt_timeout_ms}ms",
@@ -138,10 +163,17 @@ class BenchRig:
                 {"name": "secondary", "priority": 2, "members": [{"name": "s1", "address": backup.address}]},
             ],
         }
-        path = self.workdir / "gateway.toml"
+        path = self.workdir / f"{name}.toml"
         path.write_text(to_toml(doc))
         args = ["serve", "--config", str(path), "--workers", str(self.gateway_workers)]
-        return self._own(start_authgw(self.workdir, "gw-bench", args, port, wait_port=False))
+        return self._own(start_authgw(self.workdir, name, args, port, wait_port=False))
+
+    def _floor(self) -> ManagedProcess:
+        primary, backup = self.sims
+        port = free_port()
+        args = ["bench-floor", "--listen", f"127.0.0.1:{port}", "--primary", primary.address]
+        args += ["--backup", backup.address, "--attempt-timeout-ms", str(self.attempt_timeout_ms)]
+        return self._own(start_authgw(self.workdir, "floor", args, port, wait_port=False))
 
     def processes(self) -> Iterator[ManagedProcess]:
         yield from reversed(self._procs)  # proxies and gateway before the hosts they call

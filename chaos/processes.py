@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-HARNESS_COMMANDS = frozenset({"issuer-sim"})
+HARNESS_COMMANDS = frozenset({"issuer-sim", "bench-floor"})
 _CHECKOUT = str(Path(__file__).resolve().parents[1])
 
 

@@ -23,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from authgw.v1 import authorization_pb2 as pb
+from gateway.admission import AdaptiveLimit, LoopLagSampler
 from gateway.config import GatewayConfig
 from gateway.edges.access import AccessControl
 from gateway.edges.grpc_codec import add_authorization_service
@@ -84,6 +85,10 @@ class Gateway:
             else None
         )
         self.access = AccessControl(cfg.security)
+        self.admission = AdaptiveLimit(cfg.admission) if cfg.admission.enabled else None
+        self.lag_sampler = (
+            LoopLagSampler(self.admission, cfg.admission.sample_interval_s) if self.admission else None
+        )
         self.metrics = self._metrics() if self.telemetry.metering else None
         self.settlement = build_settlement(
             cfg,
@@ -102,15 +107,18 @@ class Gateway:
             spans=self.telemetry.server_spans,
             metrics=self.metrics,
             access=self.access,
+            admission=self.admission,
         )
         self.iso8583 = self._iso8583_listener()
         self.health = HealthServicer()
         self.server = grpc.aio.server(
             options=[
-                ("grpc.so_reuseport", 1),
+                # grpcio turns SO_REUSEPORT on by default: a stale gateway would silently share the port
+                ("grpc.so_reuseport", 1 if cfg.share_port else 0),
                 ("grpc.max_concurrent_streams", 1000),
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),  # larger: RESOURCE_EXHAUSTED
             ],
+            maximum_concurrent_rpcs=cfg.admission.hard_limit or None,  # refused in grpc, before Python
         )
         self.port = 0
         self._state = _State.NEW
@@ -134,7 +142,7 @@ class Gateway:
             metrics=self.metrics,
             spans=self.telemetry.server_spans,
         )
-        return Iso8583Listener(listen, handler, counters)
+        return Iso8583Listener(listen, handler, counters, share_port=self.cfg.share_port)
 
     def _metrics(self) -> GatewayMetrics:
         return GatewayMetrics(
@@ -148,6 +156,7 @@ class Gateway:
             denied=self.access.denied,
             mode=lambda: self.mode,
             configured_pools=[p.name for p in self.cfg.pools],
+            admission=self.admission,
         )
 
     async def start(self) -> None:
@@ -178,6 +187,8 @@ class Gateway:
             self.journal_sampler.start()
         if self.membership is not None:
             await self.membership.start()  # returns after the first etcd read, or its timeout
+        if self.lag_sampler is not None:
+            self.lag_sampler.start()
         await self.server.start()
         if self.iso8583 is not None:
             await self.iso8583.start()
@@ -221,6 +232,8 @@ class Gateway:
             drains.append(self.iso8583.close(self.cfg.drain_timeout_s))
         await asyncio.gather(*drains)
         await self.standin_mode.close()
+        if self.lag_sampler is not None:
+            await self.lag_sampler.close()
         if self.journal_sampler is not None:
             await self.journal_sampler.close()
         if self.settlement is not None:

@@ -27,6 +27,7 @@ from authgw.observability import TelemetrySettings
 from authgw.observability.settings import telemetry_from_section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS
+from gateway.admission import AdmissionConfig, admission_config
 from gateway.config_iso8583 import Iso8583ListenConfig, iso8583_listen_config, issuer_link_settings
 from gateway.config_security import SecurityConfig, security_config
 from gateway.edges.iso8583_issuer_link import LinkSettings
@@ -169,6 +170,10 @@ class GatewayConfig:
     # transmitted_at further than this from the gateway's clock (either way) is INVALID_ARGUMENT
     transmitted_at_window: timedelta = timedelta(days=1)
     iso8583_listen: Iso8583ListenConfig | None = None  # [iso8583_listen]: None = no ISO 8583 listener
+    # SO_REUSEPORT on the listening ports: set by `authgw serve --workers N` only, never from a file.
+    # Off, a second gateway (a stale one, a typo in a unit file) on the same port fails to bind.
+    share_port: bool = False
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)  # [admission]: overload refusals
 
     @property
     def drain_timeout_s(self) -> float:
@@ -330,6 +335,7 @@ def parse_config(
             "acquirers",
             "issuer_tls",
             "iso8583_listen",
+            "admission",
         }
     )
     gw = root.table("gateway")
@@ -375,6 +381,7 @@ def parse_config(
             "transmitted_at_window", timedelta(days=1), minimum=_S, maximum=timedelta(days=30)
         ),
         iso8583_listen=iso8583_listen_config(root.table("iso8583_listen"), security.server),
+        admission=admission_config(root.table("admission")),
     )
 
 

@@ -8,6 +8,9 @@ journal sample taken off the hot path every few seconds.
 
     authgw.decisions                  counter    {source, response_code}
     authgw.refusals                   counter    {reason}          requests refused (reused_request_id)
+    authgw.admission.refused          counter                      authorizations refused RESOURCE_EXHAUSTED
+                                                                   past the adaptive limit (overload)
+    authgw.admission.limit            gauge                        the adaptive concurrency limit now
     authgw.access.denied              counter    {reason}          calls refused PERMISSION_DENIED (reason:
                                                                    no_certificate, not_allowed,
                                                                    acquirer_mismatch, revoked)
@@ -64,6 +67,7 @@ from opentelemetry.metrics import CallbackT as Callback
 from opentelemetry.util.types import AttributeValue
 
 from authgw.v1 import authorization_pb2 as pb
+from gateway.admission import AdaptiveLimit
 from gateway.journal_sampler import JournalSampler
 from gateway.outlier import EjectionState
 from gateway.pool_health import PoolVerdict
@@ -128,6 +132,7 @@ class GatewayMetrics:
         denied: Mapping[str, int] | None = None,
         mode: Callable[[], Mode] = lambda: Mode.AUTO,
         configured_pools: Iterable[str] = (),
+        admission: AdaptiveLimit | None = None,
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
@@ -149,6 +154,7 @@ class GatewayMetrics:
         self._configured = tuple(configured_pools)
         # requests received per edge: a plain dict add on the hot path, exported at collection
         self.received: Tally[str] = Tally()
+        self._admission = admission
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -193,6 +199,10 @@ class GatewayMetrics:
              "Members seen in etcd but not allowed for their pool (or in an unknown pool)"),
             (counter, True, "authgw.requests", self._received, "{request}",
              "Calls and messages received, by edge"),
+            (counter, self._admission is not None, "authgw.admission.refused", self._admission_refused,
+             "{request}", "Authorizations refused RESOURCE_EXHAUSTED: overload"),
+            (gauge, self._admission is not None, "authgw.admission.limit", self._admission_limit,
+             "{request}", "Adaptive concurrency limit of authorizations"),
             (gauge, True, "authgw.members.ejected", self._ejected_now, "{member}", "Members ejected now"),
             (gauge, True, "authgw.pool.members", self._pool_members, "{member}",
              "Members routed to now, by ejection state"),
@@ -327,6 +337,14 @@ class GatewayMetrics:
     def _denials(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._denied is not None
         return [Observation(n, {"reason": reason}) for reason, n in dict(self._denied).items()]
+
+    def _admission_refused(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._admission is not None
+        return [Observation(self._admission.refused)]
+
+    def _admission_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._admission is not None
+        return [Observation(int(self._admission.limit))]
 
     def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
         assert self._rejected_members is not None

@@ -22,12 +22,12 @@ __all__ = ["spawn_workers", "stop_workers", "worker_config"]
 
 
 def worker_config(cfg: GatewayConfig, index: int) -> GatewayConfig:
-    """The config of worker `index`: its own instance name, local journal and (but for 0) no scrape port."""
+    """Worker `index`: its own instance and local journal, the port shared, (but for 0) no scrape port."""
     journal = None
     if cfg.standin is not None:
         path = cfg.standin.sqlite_path
         journal = path.with_name(f"{path.stem}-w{index}{path.suffix}")
-    worker = cfg.for_instance(f"{cfg.instance}-w{index}", journal)
+    worker = dataclasses.replace(cfg.for_instance(f"{cfg.instance}-w{index}", journal), share_port=True)
     if index > 0 and worker.telemetry is not None:
         worker = dataclasses.replace(
             worker, telemetry=dataclasses.replace(worker.telemetry, prometheus_listen=None)

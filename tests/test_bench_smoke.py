@@ -12,6 +12,7 @@ import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from chaos.bench_h2load import bench_request, grpc_frame, parse_h2load
+from chaos.bench_ratio import CpuRatio, RatioRound
 
 _TOOLS = ("h2load", "nginx", "haproxy")
 _MISSING = [t for t in _TOOLS if shutil.which(t) is None]
@@ -42,19 +43,20 @@ def test_parse_h2load_reads_rate_and_counts() -> None:
 
 @pytest.mark.skipif(bool(_MISSING), reason=f"needs {', '.join(_MISSING)}: scripts/ensure-system-deps.sh")
 def test_bench_runs_end_to_end_and_writes_results(tmp_path: Path) -> None:
-    """`python -m chaos.bench` at tiny scale measures all four targets and writes the documented JSON."""
+    """`python -m chaos.bench` at tiny scale measures five targets and the floor ratio, writes the JSON."""
     output = tmp_path / "results.json"
     argv = [sys.executable, "-m", "chaos.bench", "--runs", "1", "--rates", "100", "--h2load-seconds", "1"]
     argv += ["--latency-seconds", "1", "--warmup-seconds", "0.2", "--fault-seconds", "1"]
-    argv += ["--failover-rate", "100", "--output", str(output)]
+    argv += ["--failover-rate", "100", "--cpu-rounds", "2", "--cpu-seconds", "1", "--output", str(output)]
+    argv += ["--overload-rounds", "1", "--overload-seconds", "1", "--overload-factor", "0.2"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     doc = json.loads(output.read_text())
-    assert set(doc) == {"machine", "runs", "targets"}
+    assert set(doc) == {"machine", "runs", "targets", "authgw_cpu_over_floor", "overload"}
     assert isinstance(doc["machine"], str) and doc["machine"]
     assert doc["runs"] == 1
-    assert set(doc["targets"]) == {"direct", "authgw", "nginx", "haproxy"}
+    assert set(doc["targets"]) == {"direct", "floor", "authgw", "nginx", "haproxy"}
     for name, t in doc["targets"].items():
         assert set(t) == {"rps", "latency_ms", "cpu_s_per_1k", "failover"}, name
         assert isinstance(t["rps"], float) and t["rps"] > 0, name
@@ -66,3 +68,23 @@ def test_bench_runs_end_to_end_and_writes_results(tmp_path: Path) -> None:
         assert all(0.0 <= v <= 1.0 for v in t["failover"].values()), name
     assert doc["targets"]["direct"]["cpu_s_per_1k"] == 0.0
     assert doc["targets"]["authgw"]["cpu_s_per_1k"] > 0.0
+    assert doc["targets"]["floor"]["cpu_s_per_1k"] > 0.0
+    ratio = doc["authgw_cpu_over_floor"]
+    assert len(ratio["rounds"]) == 2
+    ratios = sorted(r["authgw_cpu_us"] / r["floor_cpu_us"] for r in ratio["rounds"])
+    assert (ratio["min"], ratio["max"]) == pytest.approx((ratios[0], ratios[-1]), abs=0.01)  # us rounded
+    assert ratio["min"] <= ratio["median"] <= ratio["max"]
+    overload = doc["overload"]
+    assert set(overload) == {"saturation_rps", "authgw", "authgw-admission"}
+    for name in ("authgw", "authgw-admission"):
+        assert overload[name]["rate_per_s"] == round(0.2 * overload["saturation_rps"], 1), name
+        assert set(overload[name]["goodput_rps"]) == {"median", "min", "max"}, name
+
+
+def test_cpu_ratio_is_the_median_of_per_round_ratios() -> None:
+    """The floor ratio is taken within each round, then the median: not a ratio of medians."""
+    rounds = [RatioRound(100.0, 150.0), RatioRound(200.0, 220.0), RatioRound(100.0, 130.0)]
+    ratio = CpuRatio(rounds)
+    assert ratio.median == 1.3  # per round 1.5, 1.1, 1.3; the ratio of medians would be 150/100
+    assert ratio.spread == (1.1, 1.5)
+    assert ratio.document()["rounds"][1] == {"floor_cpu_us": 200.0, "authgw_cpu_us": 220.0}

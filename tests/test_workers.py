@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -45,6 +46,7 @@ def test_worker_config_separates_instances(tmp_path: Path) -> None:
     assert w1.standin.sqlite_path == tmp_path / "data" / "gw-w1.sqlite3"
     assert w0.telemetry is not None and w0.telemetry.prometheus_listen == ("127.0.0.1", 9464)
     assert w1.telemetry is not None and w1.telemetry.prometheus_listen is None
+    assert (cfg.share_port, w0.share_port, w1.share_port) == (False, True, True)  # SO_REUSEPORT: workers only
     assert (
         cfg.standin is not None and cfg.standin.sqlite_path == tmp_path / "data" / "gw.sqlite3"
     )  # untouched
@@ -83,3 +85,27 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> N
     finally:
         gw.stop()
         sim.stop()
+
+
+def _gateway_toml(path: Path, gw_port: int, sim_port: int) -> Path:
+    path.write_text(
+        f'[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
+        f"{PLAINTEXT_TOML}"
+        f'[[pools]]\nname = "p"\nmembers = [{{ name = "m", address = "127.0.0.1:{sim_port}" }}]\n'
+    )
+    return path
+
+
+def test_a_second_gateway_on_a_taken_port_fails_naming_the_address(tmp_path: Path) -> None:
+    """Outside --workers the port is not shared: a second `authgw serve` on it exits 1, naming it."""
+    gw_port = free_port()
+    cfg = _gateway_toml(tmp_path / "gw.toml", gw_port, free_port())  # no issuer needed to bind
+    first = start_authgw(tmp_path, "gw", ["serve", "--config", str(cfg)], gw_port)
+    try:
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(cfg)]
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"cannot listen on 127.0.0.1:{gw_port}" in second.stderr
+        assert first.proc is not None and first.proc.poll() is None  # the first one is untouched
+    finally:
+        first.stop()

@@ -2,8 +2,10 @@
 
 This is the only place where gateway errors become gRPC status codes: invalid
 input is INVALID_ARGUMENT naming the field; a request id reused with other content
-is ALREADY_EXISTS; every other valid request gets an answer (an issuer's,
-stand-in's, or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
+is ALREADY_EXISTS; an authorization past the adaptive concurrency limit is
+RESOURCE_EXHAUSTED at once (gateway/admission.py: overload, retried on another
+gateway); every other valid request gets an answer (an issuer's, stand-in's,
+or a 91 decline), never UNAVAILABLE. A reversal is UNAVAILABLE only
 when no issuer answered and nothing could record it, an acquirer advice only when
 nothing could record it (gateway/advising.py; the acquirer repeats either).
 
@@ -27,6 +29,7 @@ from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.admission import AdaptiveLimit
 from gateway.advising import AdviceDesk, AdviceRecorder
 from gateway.authorizing import Authorizer
 from gateway.config import GatewayConfig
@@ -47,6 +50,7 @@ __all__ = ["AuthorizationService", "DeclineFallback", "Fallback", "decline_91"]
 log = logging.getLogger("authgw.service")
 
 M = TypeVar("M")
+OVERLOADED = "gateway overloaded: authorization refused before any processing; retry on another gateway"
 
 
 class AuthorizationService(pb_grpc.AuthorizationServicer):
@@ -64,8 +68,10 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
         spans: ServerSpans | None = None,
         metrics: GatewayMetrics | None = None,
         access: AccessControl | None = None,
+        admission: AdaptiveLimit | None = None,
     ) -> None:
         self._cfg = cfg
+        self._admission = admission
         self._limits = EdgeLimits(cfg.max_amount_minor, cfg.transmitted_at_window_s)
         self._access = access or AccessControl(cfg.security)
         self._spans = spans
@@ -102,6 +108,21 @@ class AuthorizationService(pb_grpc.AuthorizationServicer):
     ) -> pb.AuthorizeResponse:
         if self._metrics is not None:
             self._metrics.received[EDGE_GRPC] += 1
+        admission = self._admission
+        if admission is None:
+            return await self._traced(request, context)
+        if not admission.try_acquire():  # before decoding checks, spans, metrics: a refusal is cheap
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
+        try:
+            return await self._traced(request, context)
+        finally:
+            admission.release()
+
+    async def _traced(
+        self,
+        request: pb.AuthorizeRequest | Undecodable,
+        context: grpc.aio.ServicerContext[pb.AuthorizeRequest, pb.AuthorizeResponse],
+    ) -> pb.AuthorizeResponse:
         if isinstance(request, Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.problem())
         if self._spans is None:

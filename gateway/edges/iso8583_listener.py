@@ -41,11 +41,19 @@ log = logging.getLogger("authgw.iso8583.listener")
 class Iso8583Listener:
     """Accepts acquirer connections and serves each with a ServerConnection."""
 
-    def __init__(self, cfg: Iso8583ListenConfig, handler: AcquirerHandler, counters: Iso8583Counters) -> None:
+    def __init__(
+        self,
+        cfg: Iso8583ListenConfig,
+        handler: AcquirerHandler,
+        counters: Iso8583Counters,
+        *,
+        share_port: bool = False,
+    ) -> None:
         """Reads the TLS files now: a bad file stops the gateway's start, naming it."""
         self._cfg = cfg
         self._handler = handler
         self._counters = counters
+        self._share_port = share_port
         self._spec = Spec(cfg.bitmap)
         tls = cfg.security.tls
         self._ssl = ReloadingServerSsl(load_tls_files(tls)) if tls is not None else None
@@ -69,7 +77,7 @@ class Iso8583Listener:
                 int(port),
                 ssl=self._ssl.context if self._ssl is not None else None,
                 ssl_handshake_timeout=self._cfg.handshake_timeout_s if self._ssl is not None else None,
-                reuse_port=True,  # `authgw serve --workers N`: N processes on one port, like gRPC's
+                reuse_port=self._share_port,  # `authgw serve --workers N` only, as the gRPC port
             )
         except OSError as exc:
             raise ListenError(
