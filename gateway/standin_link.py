@@ -94,6 +94,7 @@ def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
         standin_reason=decision.reason.value,  # enum names match the proto's
         decision_id=decision.decision_id,
         rule=decision.rule,
+        policy_version=decision.policy_version,
     )
 
 

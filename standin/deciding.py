@@ -42,7 +42,7 @@ from standin.entry import encode_entry
 from standin.errors import ClosedError, LocalJournalError, StandInError, StoreUnavailableError
 from standin.journal import StreamJournal
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
-from standin.policy import StandInPolicy
+from standin.policy_live import LivePolicy
 from standin.recovery import Recovery
 from standin.rules import Assessment, StaticDecline, assess
 from standin.settings import LocalSettings
@@ -64,7 +64,8 @@ REPLY_LOST_RULE = "redis.reply_lost"
 class Decider:
     """The decision path of one engine (its stores are the engine's, shared with its recovery task)."""
 
-    policy: StandInPolicy
+    live: LivePolicy
+    """The policy source: each decision reads its current version once (policy_live.py)."""
     tokenizer: CardTokenizer
     keyring: PanKeyring
     counters: RedisCounters
@@ -90,7 +91,8 @@ class Decider:
         token = self.tokenizer.token(request.pan)
         digest = self.tokenizer.digest(request.content())
         key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
-        assessment = assess(self.policy, request)
+        policy = self.live.current
+        assessment = assess(policy.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
         proposal = self._proposal(assessment, reason)
@@ -106,8 +108,12 @@ class Decider:
                     # a new id: Redis may hold the old one, which told nobody
                     proposal = replace(self._proposal(assessment, reason), supersedes=proposal.decision_id)
             else:
-                return await self._journal(request, key, assessment, outcome, trace_context)
-        return await self._decide_locally(request, key, assessment, proposal, trace_context)
+                return await self._journal(
+                    request, key, assessment, outcome, trace_context, version=policy.version
+                )
+        return await self._decide_locally(
+            request, key, assessment, proposal, trace_context, version=policy.version
+        )
 
     def _proposal(self, assessment: Assessment, reason: Reason) -> Proposal:
         return Proposal(
@@ -131,9 +137,11 @@ class Decider:
         assessment: Assessment,
         outcome: Outcome,
         trace_context: str,
+        *,
+        version: int,
     ) -> StandInDecision:
         """Append a Redis-counted decision to the stream, or failing that to the local journal."""
-        decision = outcome.decision(request.request_id, JournalKind.REDIS)
+        decision = outcome.decision(request.request_id, JournalKind.REDIS, version)
         fields = self._fields(request, decision, key.card_token, trace_context)
         with journal_span(self.tracer, JournalKind.REDIS.value) as span:
             try:
@@ -151,7 +159,7 @@ class Decider:
                 await self.local.record(local, fields)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
-                return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
+                return self._unrecorded(request, decision, exc)
         self.recovery.local_written(key.card_token)
         return decision
 
@@ -162,11 +170,13 @@ class Decider:
         assessment: Assessment,
         proposal: Proposal,
         trace_context: str,
+        *,
+        version: int,
     ) -> StandInDecision:
         scaled = assessment.with_limit_fraction(self.local_settings.limit_fraction)
 
         def build_fields(outcome: Outcome) -> dict[str, str]:
-            decision = outcome.decision(request.request_id, JournalKind.SQLITE)
+            decision = outcome.decision(request.request_id, JournalKind.SQLITE, version)
             return self._fields(request, decision, key.card_token, trace_context)
 
         with journal_span(self.tracer, JournalKind.SQLITE.value) as span:
@@ -174,36 +184,46 @@ class Decider:
                 outcome = await self.local.decide(key, scaled, proposal, build_fields)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
-                return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
+                unrecorded = self._decline_of(request, proposal, assessment, version)
+                return self._unrecorded(request, unrecorded, exc)
         if outcome.fresh:
             self.recovery.local_written(key.card_token)
-        return outcome.decision(request.request_id, JournalKind.SQLITE)
+        return outcome.decision(request.request_id, JournalKind.SQLITE, version)
 
-    def _unrecorded(
-        self,
-        request: StandInRequest,
-        decision_id: str,
-        assessment: Assessment,
-        reason: Reason,
-        exc: StandInError,
+    def _decline_of(
+        self, request: StandInRequest, proposal: Proposal, assessment: Assessment, version: int
     ) -> StandInDecision:
-        log.error(
-            "stand-in decision %s for request %s (card %s) recorded nowhere, declined 91: %s",
-            decision_id,
-            request.request_id,
-            mask_pan(request.pan),
-            exc,
-        )
         return StandInDecision(
-            decision_id=decision_id,
+            decision_id=proposal.decision_id,
             request_id=request.request_id,
             approved=False,
             response_code=ResponseCode.ISSUER_UNAVAILABLE,
             approval_code="",
             rule=UNRECORDED_RULE,
             risk_tier=assessment.tier.name,
-            reason=reason,
+            reason=proposal.reason,
             decided_at=datetime.fromtimestamp(self.now_ms() / 1000, UTC),
             gateway_instance=self.instance,
+            journal=JournalKind.NONE,
+            policy_version=version,
+        )
+
+    def _unrecorded(
+        self, request: StandInRequest, decision: StandInDecision, exc: StandInError
+    ) -> StandInDecision:
+        """`decision` recorded nowhere: logged, and answered as a 91 decline under its id."""
+        log.error(
+            "stand-in decision %s for request %s (card %s) recorded nowhere, declined 91: %s",
+            decision.decision_id,
+            request.request_id,
+            mask_pan(request.pan),
+            exc,
+        )
+        return replace(
+            decision,
+            approved=False,
+            response_code=ResponseCode.ISSUER_UNAVAILABLE,
+            approval_code="",
+            rule=UNRECORDED_RULE,
             journal=JournalKind.NONE,
         )

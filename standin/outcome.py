@@ -94,7 +94,8 @@ class Outcome:
             str(self.answered_ms),
         ]
 
-    def decision(self, request_id: str, journal: JournalKind) -> StandInDecision:
+    def decision(self, request_id: str, journal: JournalKind, policy_version: int = 0) -> StandInDecision:
+        """The decision as answered; `policy_version`: the policy the deciding engine held."""
         return StandInDecision(
             decision_id=self.decision_id,
             request_id=request_id,
@@ -108,4 +109,5 @@ class Outcome:
             gateway_instance=self.gateway_instance,
             journal=journal,
             answered_at=datetime.fromtimestamp(self.answered_ms / 1000, UTC),
+            policy_version=policy_version,
         )

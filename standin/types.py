@@ -237,6 +237,8 @@ class StandInDecision:
     gateway_instance: str
     journal: JournalKind  # where it is durably recorded
     answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
+    policy_version: int = 0
+    """The stand-in policy version that decided (0: the policy file; policy_live.py)."""
 
     @property
     def answered(self) -> datetime:

@@ -96,6 +96,7 @@ def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
         gateway_instance=decision.gateway_instance,
         answered_at=_timestamp(decision.answered),
         origin=pb.STAND_IN_DECISION,
+        policy_version=decision.policy_version,
     )
 
 
