@@ -149,6 +149,7 @@ class Gateway:
             certificates=self.transport.days_left,
             rejected_members=self.membership.filter.rejected if self.membership else None,
             denied=self.access.denied,
+            policy=self._live_policy(),
         )
 
     async def start(self) -> None:

@@ -40,24 +40,23 @@ from standin.policy_live import policy_from_text
 
 __all__ = ["main"]
 
-_COMMANDS = ("show", "propose", "set", "approve", "diff", "history", "rollback")
-
 
 def _parser() -> argparse.ArgumentParser:
+    etcd = argparse.ArgumentParser(add_help=False)  # after the sub-command, as in `authgw drain POOL --etcd`
+    etcd.add_argument("--etcd", default=os.environ.get("AUTHGW_ETCD", DEFAULT_ETCD), help="etcd client URLs")
+    etcd.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
+    etcd.add_argument("--etcd-timeout", type=float, default=2.0, help="deadline of one etcd call (s)")
+    add_tls_flags(etcd, "etcd", "etcd", env="AUTHGW_ETCD")
     parser = argparse.ArgumentParser(prog="authgw standin policy", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--etcd", default=os.environ.get("AUTHGW_ETCD", DEFAULT_ETCD), help="etcd client URLs"
-    )
-    parser.add_argument("--key-root", default=DEFAULT_ROOT, help="etcd key root (default: %(default)s)")
-    parser.add_argument("--etcd-timeout", type=float, default=2.0, help="deadline of one etcd call (s)")
-    add_tls_flags(parser, "etcd", "etcd", env="AUTHGW_ETCD")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("show", "history"):
-        sub.add_parser(name).add_argument("--json", action="store_true", help="one JSON document")
+        sub.add_parser(name, parents=[etcd]).add_argument(
+            "--json", action="store_true", help="one JSON document"
+        )
     for name in ("propose", "set", "diff"):
-        sub.add_parser(name).add_argument("file", type=Path, help="TOML file with a [policy] table only")
-    sub.add_parser("approve").add_argument("proposal_id")
-    sub.add_parser("rollback").add_argument("version", type=int)
+        sub.add_parser(name, parents=[etcd]).add_argument("file", type=Path, help="TOML file: [policy] only")
+    sub.add_parser("approve", parents=[etcd]).add_argument("proposal_id")
+    sub.add_parser("rollback", parents=[etcd]).add_argument("version", type=int)
     return parser
 
 

@@ -63,7 +63,7 @@ class Operators:
     async def run(self, leaf: str, *argv: str) -> tuple[int, str, str]:
         """One command in a thread (it runs its own loop): exit status, stdout, stderr."""
         self.capsys.readouterr()
-        code = await asyncio.to_thread(policy_cmd.main, [*etcd_flags(self.etcd, self.pki, leaf), *argv])
+        code = await asyncio.to_thread(policy_cmd.main, [*argv, *etcd_flags(self.etcd, self.pki, leaf)])
         out, err = self.capsys.readouterr()
         return code, out, err
 
