@@ -149,10 +149,13 @@ async def _show(store: PolicyStore, *, as_json: bool) -> None:
     live, _ = await store.live()
     approved = {r.proposal for r in await store.history()}
     pending = [p for p in await store.proposals() if p.proposal_id not in approved]
+    warning = "" if live is None else await store.unrecorded(live)
     if as_json:
         doc = {"live": asdict(live) if live else None, "pending": [asdict(p) for p in pending]}
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc | {"unrecorded": warning}, indent=2))
         return
+    if warning:
+        print(f"WARNING: {warning}; see `authgw audit`", file=sys.stderr)
     if live is None:
         print("no live policy in etcd: every gateway uses its policy file (version 0)")
     else:

@@ -167,6 +167,16 @@ class PolicyStore:
         result = await self._client.get_prefix(self._layout.policy_history_prefix)
         return sorted((parse_record(kv.value, kv.key) for kv in result.kvs), key=lambda r: r.version)
 
+    async def unrecorded(self, live: PolicyRecord) -> str:
+        """Why the live value is not the approved version it claims ("" when it is)."""
+        kv = await self._client.get(self._layout.policy_version(live.version))
+        if kv is None or parse_record(kv.value, kv.key) != live:
+            return (
+                f"live version {live.version} is not the approved version {live.version} of the history:"
+                " it was written around `authgw standin policy approve` (no dual control, no audit record)"
+            )
+        return ""
+
     async def version(self, version: int) -> PolicyRecord:
         kv = await self._client.get(self._layout.policy_version(version))
         if kv is None:
@@ -186,7 +196,8 @@ class PolicyStore:
                 f"proposal {proposal_id} was proposed by {approver}: dual control needs another operator"
                 " to approve it"
             )
-        done = [r for r in await self.history() if r.proposal == proposal_id]
+        history = await self.history()
+        done = [r for r in history if r.proposal == proposal_id]
         if done:
             raise PolicyStoreError(f"proposal {proposal_id} is already approved as version {done[0].version}")
         live, revision = await self.live()
@@ -198,8 +209,10 @@ class PolicyStore:
             )
         source = self._layout.policy_proposal(proposal.proposed_by, proposal_id)
         policy_from_text(proposal.policy, source)
+        # after a live key deleted (gateways back on their file), versions still never repeat
+        version = max([current, *(r.version for r in history)]) + 1
         record = PolicyRecord(
-            current + 1, proposal.policy, digest(proposal.policy), proposal_id, proposal.proposed_by,
+            version, proposal.policy, digest(proposal.policy), proposal_id, proposal.proposed_by,
             approver, datetime.now(UTC).isoformat(), proposal.rollback_of,
         )  # fmt: skip
         await self._publish(record, revision)

@@ -70,15 +70,20 @@ class LivePolicy:
     def __init__(self, seed: VersionedPolicy) -> None:
         self.seed = seed
         self.current = seed
+        self._text = ""
         self.rejected = 0
         """Live versions refused (invalid, or another window_length): each logged once."""
         self.applied = 0
         """Live versions applied since start."""
 
     def offer(self, text: str, version: int, where: str) -> bool:
-        """Apply `text` as `version` if it is valid and newer than the current live one; say if applied."""
-        if version <= self.current.version and self.current is not self.seed:
-            return False  # a replay of what the watch already gave us
+        """Apply `text` as `version` if it is valid; say if applied.
+
+        The key is the truth: whatever valid value it holds is applied, a lower version number
+        included (an operator restoring a value); only the value already in use is skipped.
+        """
+        if (version, text) == (self.current.version, self._text) and self.current is not self.seed:
+            return False  # what we hold already (a re-read after the watch broke)
         try:
             policy = policy_from_text(text, where)
             self._check_window(policy, where)
@@ -86,6 +91,7 @@ class LivePolicy:
             self.refuse(where, f"version {version}: {exc}")
             return False
         self.current = VersionedPolicy(policy, version, where)
+        self._text = text
         self.applied += 1
         log.warning("stand-in policy version %d from %s applied", version, where)
         return True

@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -277,3 +277,58 @@ async def test_etcd_unreachable_at_start_leaves_the_file_policy(redis_port: int,
         finally:
             await watch.close()
             await dead.close()
+
+
+async def test_a_deleted_key_sends_engines_to_the_file_and_versions_never_repeat(
+    gateways: list[StandIn], ops: Operators
+) -> None:
+    """root deletes the live key: engines back on version 0; the next approval is a new number, applied."""
+    pid = await ops.propose("operator", purchase_limit(7_000))
+    assert (await ops.run("operator2", "approve", pid))[0] == 0
+    version = await live_version(ops.root)
+    await ops.root.delete(KEY)
+
+    def on_file() -> None:
+        assert [e.live_policy.version for e in gateways] == [0, 0]
+
+    await assert_eventually(on_file, timeout_s=5.0)
+    pid = await ops.propose("operator2", purchase_limit(8_000))
+    code, out, err = await ops.run("operator", "approve", pid)
+    assert code == 0, err
+    assert f"version {version + 1} live" in out
+
+    def applied() -> None:
+        assert [e.live_policy.version for e in gateways] == [version + 1] * 2
+
+    await assert_eventually(applied, timeout_s=5.0)
+
+
+async def test_a_value_written_around_the_commands_is_flagged_by_show(
+    gateways: list[StandIn], ops: Operators
+) -> None:
+    """root writes a valid record itself: gateways cannot tell, apply it; `show` warns: not in the history."""
+    kv = await ops.root.get(KEY)
+    assert kv is not None, "runs after an approval"
+    record = parse_record(kv.value, KEY)
+    forged = replace(
+        record, version=record.version + 50, approved_by="operator2", policy=purchase_limit(9_000)
+    )
+    try:
+        await ops.root.put(KEY, forged.to_json())
+
+        def applied() -> None:
+            assert [e.live_policy.version for e in gateways] == [forged.version] * 2
+
+        await assert_eventually(applied, timeout_s=5.0)
+        code, _, err = await ops.run("operator", "show")
+        assert code == 0
+        assert f"WARNING: live version {forged.version} is not the approved version" in err
+    finally:
+        await ops.root.put(KEY, kv.value)
+
+    def restored() -> None:  # the key is the truth: a lower version written back is applied too
+        assert [e.live_policy.version for e in gateways] == [record.version] * 2
+
+    await assert_eventually(restored, timeout_s=5.0)
+    code, _, err = await ops.run("operator", "show")
+    assert (code, err) == (0, "")
