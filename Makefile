@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-policy bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -19,7 +19,7 @@ help:
 	@echo "make deploy-check - promtool on the alert rules, systemd-analyze on the units (deploy/)"
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
 	@echo "make bench-tls - what mutual TLS costs (gateway and direct, plaintext vs TLS)"
-	@echo "make bench-failover / bench-standin / bench-settle / bench-tracing - the other benchmarks"
+	@echo "make bench-failover / bench-standin / bench-policy / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
 $(STAMP): pyproject.toml
@@ -105,6 +105,9 @@ bench-failover: $(STAMP) sysdeps
 
 bench-standin: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin
+
+bench-policy: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_policy
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle
