@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
-from test_standin_support import client, engine, policy, request, stream_entries
+from test_standin_support import PAN_KEY, client, engine, policy, request, stream_entries
 
 from authgw.codes import ResponseCode
+from gateway.settlement.sender import to_pb_advice
 from gateway.standin_link import to_response
 from standin import Reason
-from standin.entry import decode_decision
+from standin.crypto import PanKeyring
+from standin.entry import decode_entry
 from standin.errors import PolicyError
 from standin.policy import WindowLimit
 from standin.policy_live import FILE_VERSION, LivePolicy, VersionedPolicy, policy_from_text
+from standin.settlement.advice import Advice
 
 KEY = "/authgw/standin/policy"
 
@@ -32,7 +35,7 @@ def purchase_limit(amount_minor: int, window: str = "24h") -> str:
 async def test_a_new_version_applies_to_the_next_decision_and_is_recorded(
     redis_port: int, tmp_path: Path
 ) -> None:
-    """Version 7 lowers the purchase limit: the next decision declines 61; journal and answer say 7."""
+    """Version 7 lowers the purchase limit: the next decision declines 61; answer, journal, advice say 7."""
     async with engine(redis_port, tmp_path / "j.sqlite3") as e:
         before = await e.decide(request(PAN_VISA, amount_minor=3_000), Reason.ALL_POOLS_FAILED)
         assert (before.approved, before.policy_version) == (True, 0)
@@ -53,7 +56,9 @@ async def test_a_new_version_applies_to_the_next_decision_and_is_recorded(
         (before.decision_id, "0"),
         (after.decision_id, "7"),
     ]
-    assert decode_decision(entries[1]).policy_version == 7
+    journaled = decode_entry(entries[1], PanKeyring.of(PAN_KEY))
+    advice = Advice(journaled.request, journaled.decision, journaled.card_token, "", 0, "1-0")
+    assert to_pb_advice(advice).policy_version == 7  # what settlement tells the issuer
 
 
 async def test_a_card_above_a_lowered_limit_is_declined_until_its_window_falls_under(
