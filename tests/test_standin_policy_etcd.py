@@ -21,10 +21,11 @@ from test_standin_policy_live import purchase_limit
 from test_standin_support import client, engine, request, stream_entries
 
 from authgw.audit import AuditRecord
+from authgw.security import TlsFiles, TransportSecurity
 from chaos.pki import DevPki
-from chaos.processes import ManagedProcess, free_port
+from chaos.processes import ManagedProcess, free_port, start_etcd
 from gateway import policy_cmd
-from gateway.policy_store import parse_record
+from gateway.policy_store import PolicyRecord, digest, parse_record
 from gateway.policy_watch import PolicyWatch
 from health.endpoints import Endpoint
 from health.errors import EtcdPermissionDenied
@@ -264,19 +265,44 @@ async def test_etcd_roles_keep_proposals_to_their_proposer_and_the_key_from_gate
         await gateway.put(KEY, b"{}")
 
 
-async def test_etcd_unreachable_at_start_leaves_the_file_policy(redis_port: int, tmp_path: Path) -> None:
-    """A watch whose etcd does not answer: start returns, the engine decides under the file (version 0)."""
-    dead = EtcdClient([Endpoint("127.0.0.1", free_port(), "http")], request_timeout_s=0.5)
+def tls_client(pki: DevPki, port: int, leaf: str, timeout_s: float = 0.5) -> EtcdClient:
+    f = pki.files(leaf)
+    security = TransportSecurity.mutual_tls(TlsFiles(cert=f.cert, key=f.key, ca=f.ca))
+    return EtcdClient([Endpoint("127.0.0.1", port, "https")], security=security, request_timeout_s=timeout_s)
+
+
+async def test_etcd_unreachable_at_start_leaves_the_file_then_the_key_applies(
+    pki: DevPki, redis_port: int, tmp_path: Path
+) -> None:
+    """No etcd at start: the engine decides under the file (v0); etcd comes up with a version: applied."""
+    port = free_port()
+    follower, writer = tls_client(pki, port, "gateway-client-gw-1"), tls_client(pki, port, "etcd-root", 5.0)
     async with engine(redis_port, tmp_path / "j.sqlite3") as e:
-        watch = PolicyWatch(dead, KEY, e.live_policy, retry_s=0.2)
+        watch = PolicyWatch(follower, KEY, e.live_policy, retry_s=0.2)
+        late: ManagedProcess | None = None
         try:
             await watch.start()
             assert e.live_policy.version == 0
             d = await e.decide(request(PAN_VISA, amount_minor=2_500), Reason.FORCED)
             assert (d.approved, d.policy_version) == (True, 0)
+            late = await asyncio.to_thread(
+                start_etcd, tmp_path / "etcd", client_port=port, tls=pki.files("etcd"), client_cert_auth=True
+            )
+            text = purchase_limit(2_000)
+            await writer.put(KEY, PolicyRecord(4, text, digest(text), "p", "alice", "bob", "").to_json())
+
+            def applied() -> None:
+                assert e.live_policy.version == 4
+
+            await assert_eventually(applied, timeout_s=10.0)
+            d = await e.decide(request(PAN_MC, amount_minor=2_500), Reason.FORCED)
+            assert (d.approved, d.policy_version) == (False, 4)
         finally:
             await watch.close()
-            await dead.close()
+            await follower.close()
+            await writer.close()
+            if late is not None:
+                await asyncio.to_thread(late.stop)
 
 
 async def test_a_deleted_key_sends_engines_to_the_file_and_versions_never_repeat(
