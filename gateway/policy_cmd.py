@@ -163,5 +163,7 @@ async def _show(store: PolicyStore, *, as_json: bool) -> None:
               f" at {live.approved_at}, sha256 {live.sha256[:12]}\n")  # fmt: skip
         print(live.policy.rstrip())
     print(f"\n{len(pending)} proposal(s) waiting for approval")
+    current = live.version if live else 0
     for p in pending:
-        print(f"  {p.proposal_id}  by {p.proposed_by:<16} against version {p.base_version}")
+        stale = "" if p.base_version == current else "  (stale: cannot be approved, propose again)"
+        print(f"  {p.proposal_id}  by {p.proposed_by:<16} against version {p.base_version}{stale}")

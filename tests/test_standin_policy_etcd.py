@@ -8,6 +8,7 @@ stand for two gateways, each following the key with its own gateway certificate.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -358,3 +359,19 @@ async def test_a_value_written_around_the_commands_is_flagged_by_show(
     await assert_eventually(restored, timeout_s=5.0)
     code, _, err = await ops.run("operator", "show")
     assert (code, err) == (0, "")
+
+
+async def test_diff_shows_what_a_file_changes_against_the_live_version(ops: Operators) -> None:
+    """diff prints the unified diff against the live text; show --json lists the proposal waiting."""
+    pid = await ops.propose("operator", purchase_limit(11_000))
+    assert (await ops.run("operator2", "approve", pid))[0] == 0
+    version = await live_version(ops.root)
+    code, out, _ = await ops.run("operator", "diff", ops.file(purchase_limit(12_000)))
+    assert code == 0
+    assert f"--- live version {version}" in out
+    assert "-max_amount_minor = 11000\n+max_amount_minor = 12000\n" in out
+    waiting = await ops.propose("operator", purchase_limit(12_000))
+    code, out, _ = await ops.run("operator2", "show", "--json")
+    shown = json.loads(out)
+    assert shown["live"]["version"] == version and shown["unrecorded"] == ""
+    assert waiting in [p["proposal_id"] for p in shown["pending"]]
