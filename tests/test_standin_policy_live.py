@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_standin_support import PAN_KEY, client, engine, policy, request, stream_entries
 
 from authgw.codes import ResponseCode
+from authgw.config import Section
 from gateway.settlement.sender import to_pb_advice
 from gateway.standin_link import to_response
 from standin import Reason
@@ -19,6 +23,7 @@ from standin.entry import decode_entry
 from standin.errors import PolicyError
 from standin.policy import WindowLimit
 from standin.policy_live import FILE_VERSION, LivePolicy, VersionedPolicy, policy_from_text
+from standin.policy_load import policy_from_section
 from standin.settlement.advice import Advice
 
 KEY = "/authgw/standin/policy"
@@ -125,3 +130,75 @@ def test_a_policy_document_is_validated_like_the_file(text: str, key: str, fix: 
         policy_from_text(text, KEY)
     assert str(raised.value).startswith(f"{KEY}: {key}: ")
     assert fix in str(raised.value)
+
+
+_LEAF = st.one_of(
+    st.integers(-(10**20), 10**20),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=6),
+    st.sampled_from(["24h", "0s", "5411", "7800-7802", "9-1", "full", "EUR", "FR", "groceries", "other"]),
+    st.lists(st.sampled_from(["groceries", "cash", "casino", "5411", 7]), max_size=3),
+)
+
+
+_PATHS = [
+    ("home_country",),
+    ("limit_currency",),
+    ("window_length",),
+    ("currency_rates",),
+    ("currency_rates", "USD"),
+    ("currency_rates", "usd"),
+    ("window",),
+    ("window", "purchase"),
+    ("window", "purchase", "max_amount_minor"),
+    ("window", "cash", "max_count"),
+    ("window", "atm"),
+    ("txn_max_minor",),
+    ("txn_max_minor", "channel"),
+    ("txn_max_minor", "channel", "ATM"),
+    ("txn_max_minor", "channel", "PIGEON"),
+    ("txn_max_minor", "mcc_group"),
+    ("txn_max_minor", "mcc_group", "groceries"),
+    ("txn_max_minor", "mcc_group", "casino"),
+    ("mcc_groups",),
+    ("mcc_groups", "casino"),
+    ("mcc_groups", "other"),
+    ("mcc_groups", "Bad Name"),
+    ("blocked_mcc_groups",),
+    ("cash_mcc_groups",),
+    ("tiers",),
+    ("risk_points",),
+    ("risk_points", "channel"),
+    ("risk_points", "channel", "POS_CHIP"),
+    ("risk_points", "channel", "POS_CHIP", "authenticated"),
+    ("risk_points", "foreign_merchant"),
+    ("risk_points", "mcc_group"),
+    ("risk_points", "mcc_group", "groceries"),
+]
+_TIERS = st.lists(st.fixed_dictionaries({}, optional={"name": _LEAF, "limit_scale": _LEAF}), max_size=3)
+
+
+def _document(changes: list[tuple[tuple[str, ...], Any]]) -> dict[str, Any]:
+    """A [policy] table with `changes` (path, value) applied in order to an empty one."""
+    doc: dict[str, Any] = {}
+    for path, value in changes:
+        table = doc
+        for name in path[:-1]:
+            if not isinstance(table.get(name), dict):
+                table[name] = {}
+            table = table[name]
+        table[path[-1]] = value
+    return doc
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), st.one_of(_LEAF, _TIERS)), min_size=1, max_size=3))
+def test_any_published_document_is_a_policy_or_a_policy_error(
+    changes: list[tuple[tuple[str, ...], Any]],
+) -> None:
+    """Whatever an operator publishes, validation gives a policy or a PolicyError (the watch lives on)."""
+    try:
+        policy_from_section(Section(KEY, "policy", _document(changes), PolicyError))
+    except PolicyError as exc:
+        assert str(exc).startswith(f"{KEY}: policy")
