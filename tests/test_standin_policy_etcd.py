@@ -375,3 +375,29 @@ async def test_diff_shows_what_a_file_changes_against_the_live_version(ops: Oper
     shown = json.loads(out)
     assert shown["live"]["version"] == version and shown["unrecorded"] == ""
     assert waiting in [p["proposal_id"] for p in shown["pending"]]
+
+
+async def test_over_plaintext_etcd_nobody_can_propose(
+    etcd_server: ManagedProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--etcd-insecure: no certificate says who proposes: propose refused (exit 1), nothing written."""
+    file = tmp_path / "p.toml"
+    file.write_text(purchase_limit(2_000))
+    flags = [
+        "--etcd",
+        f"http://127.0.0.1:{etcd_server.port}",
+        "--etcd-insecure",
+        "--key-root",
+        "/policy-plain",
+    ]
+    code = await asyncio.to_thread(policy_cmd.main, ["propose", str(file), *flags])
+    assert code == 1
+    assert "need the operator's etcd client certificate" in capsys.readouterr().err
+    plain = EtcdClient([Endpoint("127.0.0.1", etcd_server.port, "http")])
+    try:
+        assert (await plain.get_prefix(KeyLayout("/policy-plain").policy_prefix)).kvs == ()
+    finally:
+        await plain.close()
+    code = await asyncio.to_thread(policy_cmd.main, ["show", *flags])
+    assert code == 0
+    assert "no live policy in etcd" in capsys.readouterr().out
