@@ -18,85 +18,16 @@ plaintext etcd nobody is authenticated, so there is no dual control to speak of.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.policy_record import PolicyRecord, PolicyStoreError, Proposal, digest, parse_json, parse_record
 from health.admin import audited_transaction
 from health.etcd import EtcdClient, KeyValue, TxnPut
 from health.keys import KeyLayout
 from standin.policy_live import policy_from_text
 
-__all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "Proposal", "parse_record"]
-
-
-class PolicyStoreError(GatewayError):
-    """An operator's policy step refused (self-approval, stale proposal, unknown id, invalid policy)."""
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class PolicyRecord:
-    """An approved version, as the live key and its history entry hold it."""
-
-    version: int
-    policy: str
-    """The TOML text ([policy] table) exactly as proposed."""
-    sha256: str
-    proposal: str
-    proposed_by: str
-    approved_by: str
-    approved_at: str
-    rollback_of: int | None = None
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """A policy text waiting for a second operator."""
-
-    proposal_id: str
-    policy: str
-    sha256: str
-    proposed_by: str
-    proposed_at: str
-    base_version: int
-    """The live version when proposed (what its diff was read against)."""
-    rollback_of: int | None = None
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-
-def parse_record(value: bytes, where: str) -> PolicyRecord:
-    """A PolicyRecord from etcd; PolicyStoreError naming `where` when it is not one."""
-    raw = _json(value, where)
-    try:
-        record = PolicyRecord(**raw)
-    except TypeError as exc:
-        raise PolicyStoreError(f"{where}: not a policy record ({exc})") from exc
-    if not isinstance(record.version, int) or record.version < 1 or not isinstance(record.policy, str):
-        raise PolicyStoreError(f"{where}: version must be an integer >= 1 and policy a TOML text")
-    return record
-
-
-def _json(value: bytes, where: str) -> dict[str, Any]:
-    try:
-        raw = json.loads(value)
-    except ValueError as exc:
-        raise PolicyStoreError(f"{where}: not JSON ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise PolicyStoreError(f"{where}: expected a JSON object")
-    return raw
+__all__ = ["PolicyRecord", "PolicyStore", "PolicyStoreError", "Proposal", "digest", "parse_record"]
 
 
 class PolicyStore:
@@ -154,7 +85,7 @@ class PolicyStore:
     def _proposal(self, kv: KeyValue) -> Proposal:
         proposer = kv.key[len(self._layout.policy_proposals_prefix) :].split("/")[0]
         try:
-            proposal = Proposal(**_json(kv.value, kv.key))
+            proposal = Proposal(**parse_json(kv.value, kv.key))
         except TypeError as exc:
             raise PolicyStoreError(f"{kv.key}: not a proposal ({exc})") from exc
         if proposal.proposed_by != proposer:  # the key is what etcd authenticated

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 
-from gateway.policy_store import PolicyStoreError, parse_record
+from gateway.policy_record import PolicyStoreError, parse_record
 from health.errors import EtcdError
 from health.etcd import EtcdClient, EventKind
 from standin.policy_live import LivePolicy
