@@ -95,7 +95,7 @@ class Decider:
         assessment = assess(policy.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
-        proposal = self._proposal(assessment, reason)
+        proposal = self._proposal(assessment, reason, policy.version)
         if self.recovery.redis_up:
             try:
                 await self.recovery.before_redis_decision(token)
@@ -106,7 +106,8 @@ class Decider:
                     lost = StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
                     assessment = replace(assessment, decline=lost)
                     # a new id: Redis may hold the old one, which told nobody
-                    proposal = replace(self._proposal(assessment, reason), supersedes=proposal.decision_id)
+                    fresh = self._proposal(assessment, reason, policy.version)
+                    proposal = replace(fresh, supersedes=proposal.decision_id)
             else:
                 return await self._journal(
                     request, key, assessment, outcome, trace_context, version=policy.version
@@ -115,7 +116,7 @@ class Decider:
             request, key, assessment, proposal, trace_context, version=policy.version
         )
 
-    def _proposal(self, assessment: Assessment, reason: Reason) -> Proposal:
+    def _proposal(self, assessment: Assessment, reason: Reason, version: int) -> Proposal:
         return Proposal(
             decision_id=new_decision_id(),
             approval_code=new_approval_code(),
@@ -123,6 +124,7 @@ class Decider:
             reason=reason,
             gateway_instance=self.instance,
             decided_at_ms=self.now_ms(),
+            policy_version=version,
         )
 
     def _fields(

@@ -238,9 +238,9 @@ class StandInDecision:
     journal: JournalKind  # where it is durably recorded
     answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
     policy_version: int = 0
-    """The stand-in policy version that decided (0: the policy file; policy_live.py). A repeat
-    answered from the request's record carries the version in use at the repeat (the record
-    does not hold it); the journal entry, written once, keeps the deciding version."""
+    """The stand-in policy version that decided (0: the policy file; policy_live.py); a repeat
+    gets it from the request's Redis record. A record made locally (SQLite, then moved) holds
+    none: its repeat carries the version in use; its journal entry keeps the deciding one."""
 
     @property
     def answered(self) -> datetime:

@@ -66,6 +66,18 @@ async def test_a_new_version_applies_to_the_next_decision_and_is_recorded(
     assert to_pb_advice(advice).policy_version == 7  # what settlement tells the issuer
 
 
+async def test_a_repeated_request_keeps_the_version_that_decided_it(redis_port: int, tmp_path: Path) -> None:
+    """Decided under version 0, repeated after version 3 is live: the same decision, still version 0."""
+    async with engine(redis_port, tmp_path / "j.sqlite3") as e:
+        first_request = request(PAN_VISA, amount_minor=3_000)
+        first = await e.decide(first_request, Reason.FORCED)
+        assert e.live_policy.offer(purchase_limit(2_000), 3, KEY)
+        again = await e.decide(first_request, Reason.FORCED)
+        assert (again.decision_id, again.approved, again.policy_version) == (first.decision_id, True, 0)
+        fresh = await e.decide(request(PAN_MC, amount_minor=100), Reason.FORCED)
+        assert fresh.policy_version == 3
+
+
 async def test_a_card_above_a_lowered_limit_is_declined_until_its_window_falls_under(
     redis_port: int, tmp_path: Path
 ) -> None:
