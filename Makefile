@@ -10,7 +10,7 @@ CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-do
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics bench-policy chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -21,7 +21,7 @@ help:
 	@echo "make deploy-check - promtool on the alert rules, systemd-analyze on the units (deploy/)"
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
 	@echo "make bench-tls - what mutual TLS costs (gateway and direct, plaintext vs TLS)"
-	@echo "make bench-failover / bench-standin / bench-settle / bench-tracing - the other benchmarks"
+	@echo "make bench-failover / bench-standin / bench-policy / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
 $(STAMP): pyproject.toml
@@ -115,6 +115,9 @@ bench-standin: $(STAMP) sysdeps
 
 bench-standin-trips: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin_trips
+
+bench-policy: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_policy
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle

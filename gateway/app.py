@@ -43,6 +43,7 @@ from gateway.standin_mode import StandInMode
 from gateway.telemetry import GatewayTelemetry
 from gateway.transport import Transport
 from health import Mode
+from standin.policy_live import LivePolicy
 
 __all__ = ["Gateway"]
 
@@ -76,7 +77,9 @@ class Gateway:
         self.router = Router(cfg, tracer=tracer, connect=self.transport.connect, iso=self.transport.iso)
         self.mode = Mode.AUTO
         self.membership = (
-            MembershipLink(cfg, self.router, self._set_mode, tracer) if cfg.etcd_endpoints else None
+            MembershipLink(cfg, self.router, self._set_mode, tracer, policy=self._live_policy())
+            if cfg.etcd_endpoints
+            else None
         )
         self.standin_mode = StandInMode(self.router, on_change=self.telemetry.on_standin_mode)
         self.journal_sampler = (
@@ -157,6 +160,7 @@ class Gateway:
             mode=lambda: self.mode,
             configured_pools=[p.name for p in self.cfg.pools],
             admission=self.admission,
+            policy=self._live_policy(),
         )
 
     async def start(self) -> None:
@@ -210,6 +214,9 @@ class Gateway:
             return None
         snapshot = self.membership.watcher.snapshot()
         return len(snapshot.gateways) if snapshot.etcd_connected else None
+
+    def _live_policy(self) -> LivePolicy | None:
+        return self.standin.engine.live_policy if self.standin is not None else None
 
     def _set_mode(self, mode: Mode) -> None:
         if mode != self.mode:

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mode": ("health.admin", "set /authgw/mode: auto | force-standin | force-issuer"),
     "audit": ("health.admin", "list the operators' audited writes (drain, undrain, mode)"),
     "etcd-auth": ("health.admin", "create etcd users and roles from the key layout, enable auth (as root)"),
-    "standin": ("gateway.standin_cmd", "stand-in tools: load-card-status, status, reconcile, replay"),
+    "standin": ("gateway.standin_cmd", "stand-in tools: load-card-status, status, reconcile, replay, policy"),
     "settle": ("gateway.settlement.command", "run a settlement worker alone"),
     "top": ("gateway.top.command", "live view of gateways: mode, pools, answers/s, p99, stand-in, journal"),
 }

@@ -5,7 +5,9 @@
     ├── RequestRefused            a request id reused with other content (ALREADY_EXISTS / 94)
     ├── ReversalUnavailable       a reversal nothing could record and no issuer answered (UNAVAILABLE)
     ├── AdviceUnavailable         an acquirer advice nothing could record (UNAVAILABLE / 96: repeat it)
-    └── ListenError               a listening address cannot be bound (names it)
+    ├── ListenError               a listening address cannot be bound (names it)
+    └── PolicyStoreError          a stand-in policy step refused: self-approval, stale or unknown
+                                  proposal, malformed record (gateway.policy_record, policy_store)
 
     authgw.config.ConfigError     a config file is wrong (names file, key, problem, fix): the one
                                   config error of every package, re-exported here

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from opentelemetry.trace import Tracer
 
 from gateway.config import GatewayConfig
+from gateway.policy_watch import PolicyWatch
 from gateway.pool import MemberSpec
 from gateway.router import PoolSpec, Router
 from health import (
@@ -28,6 +29,8 @@ from health import (
     Mode,
     parse_endpoints,
 )
+from health.keys import KeyLayout
+from standin.policy_live import LivePolicy
 
 __all__ = ["MemberFilter", "MembershipLink", "pool_specs"]
 
@@ -103,10 +106,12 @@ class MembershipLink:
         tracer: Tracer | None = None,
         *,
         register: bool = True,
+        policy: LivePolicy | None = None,
     ) -> None:
         """Args:
         register: list this process under /authgw/gateways/<instance> (a gateway does; the
             lone settlement worker only follows membership).
+        policy: the stand-in engine's policy, kept on /authgw/standin/policy (policy_watch.py).
         """
         self._router = router
         self._set_mode = set_mode
@@ -116,12 +121,16 @@ class MembershipLink:
             self._client, seed=seed_membership(cfg), on_change=self._on_change, tracer=tracer
         )
         self.registration = GatewayRegistration(self._client, cfg.instance, cfg.listen) if register else None
+        key = KeyLayout().standin_policy()
+        self.policy = PolicyWatch(self._client, key, policy) if policy is not None else None
         self._housekeeping: set[asyncio.Task[None]] = set()
         self.etcd_connected = False
 
     async def start(self) -> None:
         await self._client.follow_certificates()  # a rotated etcd client certificate: new channels
         await self.watcher.start()
+        if self.policy is not None:
+            await self.policy.start()
         if self.registration is not None:
             await self.registration.start()
         self._on_change(self.watcher.snapshot())
@@ -142,6 +151,8 @@ class MembershipLink:
         task.add_done_callback(self._housekeeping.discard)
 
     async def close(self) -> None:
+        if self.policy is not None:
+            await self.policy.close()
         if self.registration is not None:
             await self.registration.close()
         await self.watcher.close()

@@ -44,6 +44,10 @@ journal sample taken off the hot path every few seconds.
                                                            (healthy, ejected, half_open); a configured
                                                            pool with no member left reports 0s
     authgw.member.state               gauge      {pool, member, state}  1 for each member's state now
+    authgw.standin.policy.version     gauge                        stand-in policy version in use (0: the
+                                                                   file; gateway.policy_watch)
+    authgw.standin.policy.rejected    counter                      live policy values refused (invalid):
+                                                                   the version in use stayed
     authgw.journal.depth              gauge      {store}   store: redis (stream entries), redis_pending
                                                            (delivered, not acked), local (SQLite backlog)
     authgw.journal.oldest_age         gauge      s {store} age of the oldest unsettled decision
@@ -74,6 +78,7 @@ from gateway.pool_health import PoolVerdict
 from gateway.router import Router
 from gateway.standin_mode import StandInMode
 from health import Mode
+from standin.policy_live import LivePolicy
 
 __all__ = [
     "EDGE_GRPC",
@@ -133,6 +138,7 @@ class GatewayMetrics:
         mode: Callable[[], Mode] = lambda: Mode.AUTO,
         configured_pools: Iterable[str] = (),
         admission: AdaptiveLimit | None = None,
+        policy: LivePolicy | None = None,
     ) -> None:
         """Args:
         fleet: how many gateways etcd lists now (None: unknown, e.g. no etcd).
@@ -141,6 +147,7 @@ class GatewayMetrics:
         denied: reason -> calls refused PERMISSION_DENIED (gateway/edges/access.py AccessControl).
         mode: the operator's routing mode from etcd (/authgw/mode).
         configured_pools: pools of the config, exported with 0s while no member of theirs is known.
+        policy: the stand-in engine's live policy (version in use, versions refused).
         """
         self._router = router
         self._standin_mode = standin_mode
@@ -155,6 +162,7 @@ class GatewayMetrics:
         # requests received per edge: a plain dict add on the hot path, exported at collection
         self.received: Tally[str] = Tally()
         self._admission = admission
+        self._policy = policy
         self._decision_attrs: dict[tuple[int, str], dict[str, AttributeValue]] = {}
         self._latency_attrs = {v: {"source": name} for v, name in _SOURCE.items()}
         self.decisions = meter.create_counter(
@@ -186,6 +194,7 @@ class GatewayMetrics:
         """The instruments read at collection time, from state the gateway keeps anyway."""
         counter, gauge = meter.create_observable_counter, meter.create_observable_gauge
         journal = self._journal is not None
+        policy = self._policy
         instruments: list[tuple[Any, bool, str, Callback, str, str]] = [
             (counter, True, "authgw.attempts", self._attempts, "{attempt}", "Attempts on issuer hosts"),
             (counter, True, "authgw.retries", self._retries, "{attempt}", "Attempts after a failed one"),
@@ -219,6 +228,10 @@ class GatewayMetrics:
              "Days until each certificate expires"),
             (gauge, self._fleet is not None, "authgw.fleet.gateways", self._gateways, "{gateway}",
              "Gateways registered in etcd"),
+            (gauge, policy is not None, "authgw.standin.policy.version", self._policy_version, "",
+             "Stand-in policy version in use (0: the file)"),
+            (counter, policy is not None, "authgw.standin.policy.rejected", self._policy_rejected,
+             "{version}", "Live stand-in policy values refused (invalid): the previous version stays"),
             (gauge, journal, "authgw.journal.depth", self._journal_depth, "{decision}",
              "Stand-in decisions not yet settled"),
             (gauge, journal, "authgw.journal.oldest_age", self._journal_age, "s",
@@ -357,6 +370,14 @@ class GatewayMetrics:
         assert self._fleet is not None
         count = self._fleet()
         return [] if count is None else [Observation(count)]
+
+    def _policy_version(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._policy is not None
+        return [Observation(self._policy.version)]
+
+    def _policy_rejected(self, options: CallbackOptions) -> Iterable[Observation]:
+        assert self._policy is not None
+        return [Observation(self._policy.rejected)]
 
     def _mode(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(1 if self._standin_mode.active else 0)]

@@ -54,6 +54,10 @@ def load_standin_for_operator(path: Path) -> StandInConfig:
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["policy"]:  # the live policy in etcd, audited there (gateway.policy_cmd)
+        from gateway.policy_cmd import main as policy_main  # noqa: PLC0415 -- etcd client only when used
+
+        return policy_main(argv[2:])
     argv, audit_log = _take_audit_flag(argv)
     if len(argv) < 2 or argv[1] not in _WRITES:
         return standin_main(argv, load=load_standin_for_operator)

@@ -111,6 +111,7 @@ def to_response(decision: StandInDecision) -> pb.AuthorizeResponse:
         standin_reason=proto_reason(decision.reason),
         decision_id=decision.decision_id,
         rule=decision.rule,
+        policy_version=decision.policy_version,
     )
 
 

@@ -42,7 +42,7 @@ from health.keys import DEFAULT_ROOT, GatewayKey, KeyLayout, MemberKey, check_na
 from health.membership import Mode
 from health.tls_flags import add_tls_flags, server_name, transport_security
 
-__all__ = ["main"]
+__all__ = ["audited_transaction", "main"]
 
 _HELP = {
     "pools": "print pools, members and live gateways from etcd",
@@ -162,11 +162,11 @@ async def _operator_write(
         stamp = json.dumps({"drained_at": datetime.now(UTC).isoformat()}).encode()
         key = layout.drain(args.pool)
         ops: list[TxnOp] = [TxnPut(key, stamp)]
-        await _audited(client, layout, "drain", target=key, ops=ops, details={"pool": args.pool})
+        await audited_transaction(client, layout, "drain", target=key, ops=ops, details={"pool": args.pool})
         print(f"pool {args.pool} drained: gateways send it no new traffic")
     elif command == "undrain":
         key = layout.drain(args.pool)
-        result = await _audited(
+        result = await audited_transaction(
             client, layout, "undrain", target=key, ops=[TxnDelete(key)], details={"pool": args.pool}
         )
         existed = any(result.deleted)
@@ -175,11 +175,11 @@ async def _operator_write(
         key = layout.mode()
         mode = str(args.mode)
         ops = [TxnPut(key, mode.encode())]
-        await _audited(client, layout, "mode", target=key, ops=ops, details={"mode": mode})
+        await audited_transaction(client, layout, "mode", target=key, ops=ops, details={"mode": mode})
         print(f"mode set to {args.mode}")
 
 
-async def _audited(
+async def audited_transaction(
     client: EtcdClient,
     layout: KeyLayout,
     action: str,
@@ -187,16 +187,25 @@ async def _audited(
     target: str,
     ops: Sequence[TxnOp],
     details: dict[str, Any],
+    absent: Sequence[str] = (),
+    unchanged: dict[str, int] | None = None,
 ) -> TxnResult:
-    """Apply `ops` and the audit record of them in one transaction: both or neither."""
+    """Apply `ops` and the audit record of them in one transaction: both or neither.
+
+    `absent` and `unchanged` are further conditions (EtcdClient.transaction); when one fails
+    nothing is written and the result says not applied.
+    """
     identity = Identity.from_certificate(client.user) if client.user else Identity.from_os()
     record = new_record(action, target, identity, details)
     # Plaintext etcd authenticates nobody: such records go under a name that says so.
     owner = identity.name if identity.source == "certificate" else "unverified"
     key = layout.audit(owner, record.record_id)
-    result = await client.transaction([*ops, TxnPut(key, record.to_json())], absent=[key])
-    if not result.applied:  # 32 random bits in the same microsecond: retrying is the fix
-        raise EtcdRequestFailed(f"audit record {key} already exists; nothing was changed: run it again")
+    ops = [*ops, TxnPut(key, record.to_json())]
+    result = await client.transaction(ops, absent=[key, *absent], unchanged=unchanged)
+    if not result.applied:
+        if not absent and not unchanged:  # 32 random bits in the same microsecond: retrying is the fix
+            raise EtcdRequestFailed(f"audit record {key} already exists; nothing was changed: run it again")
+        return result
     print(f"audit record {key}")
     return result
 

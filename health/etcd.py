@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aetcd
@@ -197,19 +197,26 @@ class EtcdClient:
         got = await self._call(f"read revision at {key!r}", lambda c: c.get_range(key.encode(), end))
         return int(got.header.revision)
 
-    async def transaction(self, ops: Sequence[TxnOp], *, absent: Sequence[str] = ()) -> TxnResult:
+    async def transaction(
+        self, ops: Sequence[TxnOp], *, absent: Sequence[str] = (), unchanged: Mapping[str, int] | None = None
+    ) -> TxnResult:
         """Apply `ops` at one revision, all or nothing, if none of the `absent` keys exists.
+
+        `unchanged` maps keys to the mod_revision they were read at (0: absent then): the
+        transaction applies only if none of them changed since (optimistic concurrency).
 
         etcd checks every key of the transaction against our roles (`absent` keys need
         read permission) and refuses all of it if one is outside them.
         """
         named = ", ".join(f"{'put' if isinstance(op, TxnPut) else 'delete'} {op.key}" for op in ops)
         what = f"transaction [{named}]" + (f" if absent {', '.join(absent)}" if absent else "")
+        unchanged = dict(unchanged or {})
 
         def run(c: Any) -> Awaitable[tuple[bool, list[Any]]]:
             t = c.transactions
             return c.transaction(  # type: ignore[no-any-return]
-                compare=[t.create(key.encode()) == 0 for key in absent],
+                compare=[t.create(key.encode()) == 0 for key in absent]
+                + [t.mod(key.encode()) == revision for key, revision in unchanged.items()],
                 success=[
                     t.put(op.key.encode(), op.value, lease=op.lease or None)
                     if isinstance(op, TxnPut)

@@ -9,11 +9,24 @@ only be a second, weaker way in). Who may do what (R = the key root, /authgw):
 | `agent-<pool>`              | authgw-agent-<pool>            | write R/pools/<pool>/members/*         |
 | `authgw-gateway-<instance>` | authgw-gateway-<instance>      | read R/*; write R/gateways/<instance>  |
 |                             |                                | and R/gateways/<instance>-w* (workers) |
-| each `--operator NAME`      | authgw-operator,               | read R/* and R-audit/*; write          |
+| each `--operator NAME`      | authgw-operator,               | read R/*, R-audit/*, R-policy/*; write |
 |                             | authgw-audit-<NAME>            | R/pools/<pool>/drain, R/mode,          |
-|                             |                                | R-audit/<NAME>/* (its own records)     |
+|                             |                                | R/standin/policy, R-policy/history/*,  |
+|                             |                                | R-audit/<NAME>/* (its own records),    |
+|                             |                                | R-policy/proposals/<NAME>/* (its own)  |
 | each `--reader NAME`        | authgw-reader                  | read R/* (a settlement worker)         |
 | `root`                      | root                           | everything: only this command uses it  |
+
+Dual control of the stand-in policy: etcd's roles cannot require two people for one
+write (every operator may write R/standin/policy: an approval writes it). What they do
+enforce is who proposed: a proposal lives under R-policy/proposals/<NAME>/, which only
+NAME may write. `authgw standin policy approve` (gateway.policy_store) refuses an approver
+whose certificate CN is the proposer's and writes the new version, its history entry and
+the audit record naming both operators in one transaction that also checks the live key
+has not changed since it was read. An operator who bypasses the command (etcdctl) can
+write the key alone: that write has no audit record and no history entry, which the
+audit trail (and `authgw standin policy show`, which flags a live version missing from
+the history) makes visible; the audit trail is the control for that case.
 
 A gateway instance is its own etcd user, `authgw-gateway-<instance>`, the CN of
 the etcd client certificate issued for that instance: that is what makes "a
@@ -144,10 +157,16 @@ def draw_plan(
         drains = tuple(Grant.exact(layout.drain(pool), Access.WRITE) for pool in pools)
         audit = Grant.prefix(layout.audit_prefix, Access.READ)
         mode = Grant.exact(layout.mode(), Access.WRITE)
-        roles.append(Role("authgw-operator", (membership, audit, mode, *drains)))
+        policy = (
+            Grant.exact(layout.standin_policy(), Access.WRITE),
+            Grant.prefix(layout.policy_prefix, Access.READ),
+            Grant.prefix(layout.policy_history_prefix, Access.WRITE),
+        )
+        roles.append(Role("authgw-operator", (membership, audit, mode, *policy, *drains)))
     for operator in operators:
         records = Grant.prefix(layout.audit_of(operator), Access.WRITE)
-        own_records = Role(f"authgw-audit-{operator}", (records,))
+        proposals = Grant.prefix(layout.policy_proposals_of(operator), Access.WRITE)
+        own_records = Role(f"authgw-audit-{operator}", (records, proposals))
         roles.append(own_records)
         users.append(User(check_name("operator", operator), ("authgw-operator", own_records.name)))
     if readers:

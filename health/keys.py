@@ -6,6 +6,10 @@
     <root>/gateways/<instance>            gateway JSON, on the gateway's lease
     <root>-audit/<operator>/<record id>   one operator write (authgw.audit), beside the
                                           membership: gateways neither read nor watch it
+    <root>/standin/policy                 the live stand-in policy (JSON: version, TOML text,
+                                          who proposed and approved it); every gateway watches it
+    <root>-policy/proposals/<operator>/<id>  a proposed policy, written only by its proposer
+    <root>-policy/history/<version>       every approved version (10 digits), for history/rollback
 
 The root is /authgw in production; tests give each case its own root. etcd's roles
 (health.etcd_auth) are drawn from these prefixes: keep the two in step.
@@ -116,6 +120,34 @@ class KeyLayout:
 
     def audit(self, operator: str, record_id: str) -> str:
         return f"{self.audit_of(operator)}{check_name('audit record id', record_id)}"
+
+    def standin_policy(self) -> str:
+        """The live stand-in policy: read by every gateway, written by an approval."""
+        return f"{self.root}/standin/policy"
+
+    @property
+    def policy_prefix(self) -> str:
+        """Proposals and approved versions of the stand-in policy (operators only)."""
+        return f"{self.root}-policy/"
+
+    @property
+    def policy_proposals_prefix(self) -> str:
+        return f"{self.policy_prefix}proposals/"
+
+    def policy_proposals_of(self, operator: str) -> str:
+        """Where `operator` (and only it: its etcd role) writes its proposals."""
+        return f"{self.policy_proposals_prefix}{check_name('operator', operator)}/"
+
+    def policy_proposal(self, operator: str, proposal_id: str) -> str:
+        return f"{self.policy_proposals_of(operator)}{check_name('proposal id', proposal_id)}"
+
+    @property
+    def policy_history_prefix(self) -> str:
+        return f"{self.policy_prefix}history/"
+
+    def policy_version(self, version: int) -> str:
+        """An approved version; zero-padded so a prefix listing is in version order."""
+        return f"{self.policy_history_prefix}{version:010d}"
 
     def parse(self, key: str) -> KeyRef | None:
         """Say which record `key` is, or None for a key outside the layout (ignored by readers)."""

@@ -8,13 +8,14 @@ request decided by one gateway is answered with that same decision by any other
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from redis.commands.core import AsyncScript
 
 from standin import keys, lua
 from standin.errors import ReusedRequestIdError
+from standin.lua import RECORD_FIELDS
 from standin.outcome import Outcome, Proposal
 from standin.redis_io import RedisGate
 from standin.rules import Assessment
@@ -108,6 +109,7 @@ class RedisCounters:
             request.amount_minor,
             self._idem_ttl_ms,
             assessment.advised,
+            proposal.policy_version,
         ]
 
         async def op() -> list[int | bytes]:
@@ -118,7 +120,10 @@ class RedisCounters:
         if status == 2:
             who = f"request {request.request_id!r} of acquirer {request.acquirer_id}"
             raise ReusedRequestIdError(f"{who} was decided for other content")
-        return Outcome.from_record(status == 1, [_text(v) for v in values if isinstance(v, bytes | str)])
+        texts = [_text(v) for v in values if isinstance(v, bytes | str)]
+        version = texts.pop() if len(texts) > len(RECORD_FIELDS) else ""
+        outcome = Outcome.from_record(status == 1, texts)
+        return replace(outcome, policy_version=int(version)) if version else outcome
 
     async def absorb(
         self,

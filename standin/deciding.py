@@ -58,7 +58,7 @@ from standin.errors import (
 from standin.fleet_risk import FleetRisk
 from standin.journal import StreamJournal
 from standin.outcome import Outcome, Proposal, new_approval_code, new_decision_id
-from standin.policy import StandInPolicy
+from standin.policy_live import LivePolicy
 from standin.recovery import Recovery
 from standin.rules import Assessment, StaticDecline, assess
 from standin.settings import LocalSettings
@@ -80,7 +80,8 @@ REPLY_LOST_RULE = "redis.reply_lost"
 class Decider:
     """The decision path of one engine (its stores are the engine's, shared with its recovery task)."""
 
-    policy: StandInPolicy
+    live: LivePolicy
+    """The policy source: each decision reads its current version once (policy_live.py)."""
     tokenizer: CardTokenizer
     keyring: PanKeyring
     counters: RedisCounters
@@ -104,10 +105,13 @@ class Decider:
 
         Raises ReusedRequestIdError.
         """
-        assessment = assess(self.policy, request)
+        policy = self.live.current
+        assessment = assess(policy.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
-        return await self._decide(request, reason, trace_context, assessment, "")
+        return await self._decide(
+            request, reason, trace_context, assessment, approval_code="", version=policy.version
+        )
 
     async def advise(
         self, request: StandInRequest, kind: AcquirerAdviceKind, approval_code: str, trace_context: str
@@ -117,8 +121,16 @@ class Decider:
         A repeat, or an approval of the same request already on record, is that decision again.
         Raises ReusedRequestIdError; a 91 decline comes back only when nothing could record it.
         """
-        assessment = replace(assess(self.policy, request), decline=None, advised=kind.rule)
-        return await self._decide(request, Reason.ACQUIRER_ADVICE, trace_context, assessment, approval_code)
+        policy = self.live.current
+        assessment = replace(assess(policy.policy, request), decline=None, advised=kind.rule)
+        return await self._decide(
+            request,
+            Reason.ACQUIRER_ADVICE,
+            trace_context,
+            assessment,
+            approval_code=approval_code,
+            version=policy.version,
+        )
 
     async def _decide(
         self,
@@ -126,18 +138,22 @@ class Decider:
         reason: Reason,
         trace_context: str,
         assessment: Assessment,
+        *,
         approval_code: str,
+        version: int,
     ) -> StandInDecision:
         token = self.tokenizer.token(request.pan)
         digest = self.tokenizer.digest(request.content())
         key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
-        proposal = self._proposal(assessment, reason, approval_code)
+        proposal = self._proposal(assessment, reason, version, approval_code)
         if self.recovery.redis_up:
             decided = await self._decide_in_redis(request, key, assessment, proposal, trace_context)
             if isinstance(decided, StandInDecision):
                 return decided
             assessment, proposal = decided
-        decision = await self._decide_locally(request, key, assessment, proposal, trace_context)
+        decision = await self._decide_locally(
+            request, key, assessment, proposal, trace_context, version=version
+        )
         if decision.approved:
             self.risk.budgets.keep(decision.decision_id)
         return decision
@@ -177,15 +193,19 @@ class Decider:
                     admitted, decline=StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
                 )
             # a new id: Redis may hold the old one, which told nobody
-            fresh = self._proposal(lost, proposal.reason, proposal.approval_code if lost.advised else "")
+            fresh = self._proposal(
+                lost, proposal.reason, proposal.policy_version, proposal.approval_code if lost.advised else ""
+            )
             return lost, replace(fresh, supersedes=proposal.decision_id)
         decision, _ = await asyncio.gather(
-            self._journal(request, key, admitted, outcome, trace_context),
+            self._journal(request, key, admitted, outcome, trace_context, version=proposal.policy_version),
             self.risk.settle(held, outcome, proposal.decision_id),
         )
         return decision
 
-    def _proposal(self, assessment: Assessment, reason: Reason, approval_code: str = "") -> Proposal:
+    def _proposal(
+        self, assessment: Assessment, reason: Reason, version: int, approval_code: str = ""
+    ) -> Proposal:
         return Proposal(
             decision_id=new_decision_id(),
             approval_code=approval_code or new_approval_code(),
@@ -193,6 +213,7 @@ class Decider:
             reason=reason,
             gateway_instance=self.instance,
             decided_at_ms=self.now_ms(),
+            policy_version=version,
         )
 
     def _fields(
@@ -207,9 +228,11 @@ class Decider:
         assessment: Assessment,
         outcome: Outcome,
         trace_context: str,
+        *,
+        version: int,
     ) -> StandInDecision:
         """Append a Redis-counted decision to the stream, or failing that to the local journal."""
-        decision = outcome.decision(request.request_id, JournalKind.REDIS)
+        decision = outcome.decision(request.request_id, JournalKind.REDIS, version)
         fields = self._fields(request, decision, key.card_token, trace_context)
         with journal_span(self.tracer, JournalKind.REDIS.value) as span:
             try:
@@ -227,7 +250,7 @@ class Decider:
                 await self.local.record(local, fields)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
-                return self._unrecorded(request, decision.decision_id, assessment, outcome.reason, exc)
+                return self._unrecorded(request, decision, exc)
         self.recovery.local_written(key.card_token)
         return decision
 
@@ -238,11 +261,13 @@ class Decider:
         assessment: Assessment,
         proposal: Proposal,
         trace_context: str,
+        *,
+        version: int,
     ) -> StandInDecision:
         scaled = assessment.with_limit_fraction(self.local_settings.limit_fraction)
 
         def build_fields(outcome: Outcome) -> dict[str, str]:
-            decision = outcome.decision(request.request_id, JournalKind.SQLITE)
+            decision = outcome.decision(request.request_id, JournalKind.SQLITE, version)
             return self._fields(request, decision, key.card_token, trace_context)
 
         with journal_span(self.tracer, JournalKind.SQLITE.value) as span:
@@ -250,36 +275,46 @@ class Decider:
                 outcome = await self.local.decide(key, scaled, proposal, build_fields)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
-                return self._unrecorded(request, proposal.decision_id, assessment, proposal.reason, exc)
+                unrecorded = self._decline_of(request, proposal, assessment, version)
+                return self._unrecorded(request, unrecorded, exc)
         if outcome.fresh:
             self.recovery.local_written(key.card_token)
-        return outcome.decision(request.request_id, JournalKind.SQLITE)
+        return outcome.decision(request.request_id, JournalKind.SQLITE, version)
 
-    def _unrecorded(
-        self,
-        request: StandInRequest,
-        decision_id: str,
-        assessment: Assessment,
-        reason: Reason,
-        exc: StandInError,
+    def _decline_of(
+        self, request: StandInRequest, proposal: Proposal, assessment: Assessment, version: int
     ) -> StandInDecision:
-        log.error(
-            "stand-in decision %s for request %s (card %s) recorded nowhere, declined 91: %s",
-            decision_id,
-            request.request_id,
-            mask_pan(request.pan),
-            exc,
-        )
         return StandInDecision(
-            decision_id=decision_id,
+            decision_id=proposal.decision_id,
             request_id=request.request_id,
             approved=False,
             response_code=ResponseCode.ISSUER_UNAVAILABLE,
             approval_code="",
             rule=UNRECORDED_RULE,
             risk_tier=assessment.tier.name,
-            reason=reason,
+            reason=proposal.reason,
             decided_at=datetime.fromtimestamp(self.now_ms() / 1000, UTC),
             gateway_instance=self.instance,
+            journal=JournalKind.NONE,
+            policy_version=version,
+        )
+
+    def _unrecorded(
+        self, request: StandInRequest, decision: StandInDecision, exc: StandInError
+    ) -> StandInDecision:
+        """`decision` recorded nowhere: logged, and answered as a 91 decline under its id."""
+        log.error(
+            "stand-in decision %s for request %s (card %s) recorded nowhere, declined 91: %s",
+            decision.decision_id,
+            request.request_id,
+            mask_pan(request.pan),
+            exc,
+        )
+        return replace(
+            decision,
+            approved=False,
+            response_code=ResponseCode.ISSUER_UNAVAILABLE,
+            approval_code="",
+            rule=UNRECORDED_RULE,
             journal=JournalKind.NONE,
         )

@@ -56,6 +56,7 @@ from standin.fleet_risk import FleetRisk
 from standin.journal import StreamBacklog, StreamJournal
 from standin.migrate import BacklogMover
 from standin.policy import StandInPolicy
+from standin.policy_live import FILE_VERSION, LivePolicy, VersionedPolicy
 from standin.recovery import Recovery
 from standin.redis_config import RedisRole
 from standin.redis_io import RedisGate
@@ -125,12 +126,15 @@ class StandIn:
         owns_redis: bool = False,
         tracer: Tracer | None = None,
         link: RedisLink | None = None,
+        policy_source: str = "policy file",
     ) -> None:
         """Args:
         owns_redis: close `redis` on close().
+        policy_source: where `policy` was read (the seed file), named in the logs.
         link: the RedisLink `redis` belongs to, started and closed with the engine (from_config).
         """
-        self._policy = policy
+        self.live_policy = LivePolicy(VersionedPolicy(policy, FILE_VERSION, policy_source))
+        """The policy decisions use: the file's until a live version is offered (policy_live.py)."""
         self._tracer = tracer
         self._tokenizer = tokenizer
         self._keyring = keyring
@@ -165,7 +169,7 @@ class StandIn:
         common["instance"] = instance
         risk = FleetRisk(VelocityWindows(self._gate, policy.velocity), self._budgets)
         self._decider = Decider(
-            policy=policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
+            live=self.live_policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
             risk=risk, **stores, **common,  # type: ignore[arg-type]
         )  # fmt: skip
         self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
@@ -227,6 +231,7 @@ class StandIn:
             owns_redis=link is not None,
             tracer=tracer,
             link=link,
+            policy_source=f"{config.file} [policy]",
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------

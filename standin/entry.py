@@ -29,6 +29,8 @@ A decision (`entry` absent or "decision"):
     gateway_instance        the gateway that decided
     journal                 where first recorded: "redis" or "sqlite"
     trace_context           W3C traceparent of the authorization ("" if none)
+    policy_version          the stand-in policy version that decided (0: the policy file;
+                            absent in entries written before it: read as 0)
 
 A reversal (`entry` = "reversal"), forwarded to the issuer in the card's order:
 
@@ -134,6 +136,7 @@ def encode_entry(
         "gateway_instance": decision.gateway_instance,
         "journal": decision.journal.value,
         "trace_context": trace_context,
+        "policy_version": str(decision.policy_version),
     }
 
 
@@ -213,6 +216,7 @@ def decode_decision(fields: RawFields) -> StandInDecision:
             gateway_instance=_get(f, "gateway_instance"),
             journal=JournalKind(_get(f, "journal")),
             answered_at=datetime.fromisoformat(answered) if answered else None,
+            policy_version=int(f.get("policy_version") or 0),
         )
     except ValueError as exc:
         raise EntryFormatError(f"journal entry {f.get('decision_id', '?')}: {exc}") from exc

@@ -55,7 +55,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # static decline, the amount and count in the window; count the approval; record the result.
 # An acquirer advice (ARGV[17]) goes the same way: recorded approved and counted, never refused
 # but for a reused id; a repeat (or any approved record of the request) is replayed.
-# Returns {status, RECORD_FIELDS...}: status 1 fresh, 0 replay, 2 reused id (nothing changed).
+# Returns {status, RECORD_FIELDS..., policy_version}: status 1 fresh, 0 replay, 2 reused id (nothing
+# changed); policy_version is '' for a record written without one (before it, or by ABSORB).
 DECIDE = (
     """
 -- KEYS[1] record  KEYS[2] card status  KEYS[3] spend zset of the kind  KEYS[4] reversal held
@@ -68,6 +69,7 @@ DECIDE = (
 -- ARGV[17] rule of an acquirer advice ('' = a stand-in decision): approved and counted whatever the
 --          card status, a held reversal, the static rule or the window say; it supersedes an earlier
 --          decline of the same request (the merchant forced it after that answer)
+-- ARGV[18] stand-in policy version of this decision (kept in the record; returned after the fields)
 """
     + _NOW
     + """
@@ -81,6 +83,7 @@ if earlier[2] then
     redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
     earlier[10] = tostring(now)
     earlier[1] = 0
+    earlier[11] = redis.call('HMGET', KEYS[1], 'policy_version')[1] or ''  -- HMGET: the ACL's command
     return earlier
   end
 end
@@ -125,7 +128,7 @@ local approval = ''
 if code == '00' then approval = ARGV[9] end
 local record = {ARGV[8], code, rule, approval, ARGV[10], ARGV[11], tostring(now), ARGV[12], tostring(now)}
 local pairs_ = {'digest', ARGV[14], 'kind', ARGV[5], 'amount', ARGV[2], 'txn_amount', ARGV[15],
-                'member', member, 'answered_by', ARGV[8]}
+                'member', member, 'answered_by', ARGV[8], 'policy_version', ARGV[18]}
 for i = 1, #FIELDS do
   pairs_[#pairs_ + 1] = FIELDS[i]
   pairs_[#pairs_ + 1] = record[i]
@@ -135,6 +138,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[13])
 redis.call('INCR', KEYS[5])
 redis.call('PEXPIRE', KEYS[5], ARGV[16])
 table.insert(record, 1, 1)
+record[#record + 1] = ARGV[18]
 return record
 """
 )

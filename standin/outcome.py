@@ -47,6 +47,8 @@ class Proposal:
     decided_at_ms: int
     supersedes: str = ""
     """The id of a Redis call for this request whose reply was lost (its decision told nobody)."""
+    policy_version: int = 0
+    """The stand-in policy version deciding (kept in the request's Redis record)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Outcome:
     gateway_instance: str
     answered_at_ms: int = 0
     """The last time this decision was given to the acquirer (0: at decided_at_ms)."""
+    policy_version: int | None = None
+    """The policy version its record holds (None: a record without one, e.g. made locally)."""
 
     @classmethod
     def from_record(cls, fresh: bool, values: list[str]) -> Outcome:
@@ -94,7 +98,8 @@ class Outcome:
             str(self.answered_ms),
         ]
 
-    def decision(self, request_id: str, journal: JournalKind) -> StandInDecision:
+    def decision(self, request_id: str, journal: JournalKind, policy_version: int = 0) -> StandInDecision:
+        """The decision as answered; `policy_version`: the engine's, when the record holds none."""
         return StandInDecision(
             decision_id=self.decision_id,
             request_id=request_id,
@@ -109,4 +114,5 @@ class Outcome:
             journal=journal,
             answered_at=datetime.fromtimestamp(self.answered_ms / 1000, UTC),
             repeated=not self.fresh,
+            policy_version=policy_version if self.policy_version is None else self.policy_version,
         )

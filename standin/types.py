@@ -291,6 +291,10 @@ class StandInDecision:
     journal: JournalKind  # where it is durably recorded
     answered_at: datetime | None = field(default=None, compare=False)  # when last given to the acquirer
     repeated: bool = field(default=False, compare=False)  # the request's recorded decision, given again
+    policy_version: int = 0
+    """The stand-in policy version that decided (0: the policy file; policy_live.py); a repeat
+    gets it from the request's Redis record. A record made locally (SQLite, then moved) holds
+    none: its repeat carries the version in use; its journal entry keeps the deciding one."""
 
     @property
     def answered(self) -> datetime:

@@ -104,6 +104,7 @@ def to_pb_advice(advice: Advice) -> pb.StandInAdvice:
         gateway_instance=decision.gateway_instance,
         answered_at=_timestamp(decision.answered),
         origin=_ORIGINS.get(AcquirerAdviceKind.of_rule(decision.rule), pb.STAND_IN_DECISION),
+        policy_version=decision.policy_version,
     )
 
 
