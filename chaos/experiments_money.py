@@ -131,6 +131,24 @@ def redis_lost_replies(scale: float) -> Experiment:
     )  # fmt: skip
 
 
+def _skipped_issuer(samples: Sequence[Sample]) -> int:
+    """Short-deadline requests stand-in decided in a second when the issuer answered every 2 s one.
+
+    Stand-in decides because issuers are unavailable, never because a deadline is short (a 91
+    CLIENT_DEADLINE is fine when no time was left); a second where a 2 s request went to stand-in
+    too (a loaded machine: attempts timing out) says nothing of the short ones.
+    """
+    unavailable = {int(s.sent_at) for s in samples if s.deadline_s > 0.3 and s.source == "STAND_IN"}
+    return sum(
+        1
+        for s in samples
+        if s.deadline_s <= 0.3
+        and s.source == "STAND_IN"
+        and s.standin_reason != "CLIENT_DEADLINE"
+        and int(s.sent_at) not in unavailable
+    )
+
+
 def short_deadlines(scale: float) -> Experiment:
     t_hang, t_out, t_back, end = 8 * scale, 14 * scale, 21 * scale, 29 * scale
 
@@ -141,15 +159,16 @@ def short_deadlines(scale: float) -> Experiment:
         healthy = [s for s in samples if 1.0 <= s.sent_at < t_hang]
         short = [s for s in healthy if s.deadline_s <= 0.3 and s.source == "ISSUER"]
         failing = [s for s in samples if t_hang <= s.sent_at < t_back and s.deadline_s <= 0.3]
-        standin = sum(1 for s in healthy if s.source == "STAND_IN")
+        standin = _skipped_issuer(healthy)
         short_failed = _failed_outside_faults([s for s in samples if s.deadline_s <= 0.3], run)
         failed = _failed_outside_faults([s for s in samples if s.deadline_s > 0.3], run)
         name_short = AVAILABILITY_OUTSIDE + " (50-300 ms deadlines)"
+        name_skipped = "short-deadline requests decided by stand-in while the issuer answered the others"
         return [
             Criterion(AVAILABILITY_OUTSIDE + " (2 s deadlines)", "0 failed", str(failed), failed == 0),
             # A 50 ms budget is a latency bound on a shared machine: judged by make chaos only.
             Criterion(name_short, "0 failed", str(short_failed), short_failed == 0, timing=True),
-            Criterion("stand-in answers while every pool is healthy", "0", str(standin), standin == 0),
+            Criterion(name_skipped, "0", str(standin), standin == 0),
             _at_least_one("short-deadline requests answered by the issuer while healthy", len(short)),
             _at_least_one("short-deadline requests while pools fail", len(failing)),
         ]
