@@ -21,6 +21,7 @@ from chaos.experiment import Criterion, Experiment, Run
 from chaos.experiment_kit import PRIMARY, SECONDARY, set_faults, signal_members, spec
 from chaos.report import Phase
 from chaos.samples import Sample
+from standin.deciding import REPLY_LOST_RULE
 from standin.redis_config import RedisSettings
 
 __all__ = ["MONEY_EXPERIMENTS"]
@@ -115,8 +116,10 @@ def redis_lost_replies(scale: float) -> Experiment:
         await asyncio.gather(_outage(run, t_out, t_back), stall_redis(run))
 
     def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
+        lost_replies = sum(1 for s in samples for a in s.answers if a.rule == REPLY_LOST_RULE)
         return [
             _at_least_one("Redis stalls longer than the command deadline", len(stalls)),
+            _at_least_one("answers after a lost Redis reply (rule redis.reply_lost)", lost_replies),
             _at_least_one("stand-in answers during the outage", _standin_between(samples, t_out + 1, t_back)),
         ]
 
