@@ -21,6 +21,7 @@ from chaos.experiment import Criterion, Experiment, Run
 from chaos.experiment_kit import PRIMARY, SECONDARY, set_faults, signal_members, spec
 from chaos.report import Phase
 from chaos.samples import Sample
+from standin.deciding import REPLY_LOST_RULE
 from standin.redis_config import RedisSettings
 
 __all__ = ["MONEY_EXPERIMENTS"]
@@ -115,8 +116,10 @@ def redis_lost_replies(scale: float) -> Experiment:
         await asyncio.gather(_outage(run, t_out, t_back), stall_redis(run))
 
     def extra(samples: Sequence[Sample], run: Run) -> list[Criterion]:
+        lost_replies = sum(1 for s in samples for a in s.answers if a.rule == REPLY_LOST_RULE)
         return [
             _at_least_one("Redis stalls longer than the command deadline", len(stalls)),
+            _at_least_one("answers after a lost Redis reply (rule redis.reply_lost)", lost_replies),
             _at_least_one("stand-in answers during the outage", _standin_between(samples, t_out + 1, t_back)),
         ]
 
@@ -131,6 +134,24 @@ def redis_lost_replies(scale: float) -> Experiment:
     )  # fmt: skip
 
 
+def _skipped_issuer(samples: Sequence[Sample]) -> int:
+    """Short-deadline requests stand-in decided in a second when the issuer answered every 2 s one.
+
+    Stand-in decides because issuers are unavailable, never because a deadline is short (a 91
+    CLIENT_DEADLINE is fine when no time was left); a second where a 2 s request went to stand-in
+    too (a loaded machine: attempts timing out) says nothing of the short ones.
+    """
+    unavailable = {int(s.sent_at) for s in samples if s.deadline_s > 0.3 and s.source == "STAND_IN"}
+    return sum(
+        1
+        for s in samples
+        if s.deadline_s <= 0.3
+        and s.source == "STAND_IN"
+        and s.standin_reason != "CLIENT_DEADLINE"
+        and int(s.sent_at) not in unavailable
+    )
+
+
 def short_deadlines(scale: float) -> Experiment:
     t_hang, t_out, t_back, end = 8 * scale, 14 * scale, 21 * scale, 29 * scale
 
@@ -141,15 +162,16 @@ def short_deadlines(scale: float) -> Experiment:
         healthy = [s for s in samples if 1.0 <= s.sent_at < t_hang]
         short = [s for s in healthy if s.deadline_s <= 0.3 and s.source == "ISSUER"]
         failing = [s for s in samples if t_hang <= s.sent_at < t_back and s.deadline_s <= 0.3]
-        standin = sum(1 for s in healthy if s.source == "STAND_IN")
+        standin = _skipped_issuer(healthy)
         short_failed = _failed_outside_faults([s for s in samples if s.deadline_s <= 0.3], run)
         failed = _failed_outside_faults([s for s in samples if s.deadline_s > 0.3], run)
         name_short = AVAILABILITY_OUTSIDE + " (50-300 ms deadlines)"
+        name_skipped = "short-deadline requests decided by stand-in while the issuer answered the others"
         return [
             Criterion(AVAILABILITY_OUTSIDE + " (2 s deadlines)", "0 failed", str(failed), failed == 0),
             # A 50 ms budget is a latency bound on a shared machine: judged by make chaos only.
             Criterion(name_short, "0 failed", str(short_failed), short_failed == 0, timing=True),
-            Criterion("stand-in answers while every pool is healthy", "0", str(standin), standin == 0),
+            Criterion(name_skipped, "0", str(standin), standin == 0),
             _at_least_one("short-deadline requests answered by the issuer while healthy", len(short)),
             _at_least_one("short-deadline requests while pools fail", len(failing)),
         ]

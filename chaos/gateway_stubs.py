@@ -20,6 +20,16 @@ __all__ = ["Credentials", "GatewayStubs"]
 Credentials = Callable[[str], grpc.ChannelCredentials]
 """acquirer_id -> the channel credentials that acquirer presents."""
 
+# An acquirer's link comes back within half a second of its gateway: with gRPC's default
+# backoff (1 s, x1.6, up to 120 s) a channel to a gateway that was down for a few seconds
+# stays in backoff after the gateway is back, and a second gateway's crash then leaves the
+# acquirer no link at all (chaos-gateway-crash failed every request for ~3 s that way).
+_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
+
 
 class GatewayStubs:
     """Authorization stubs per acquirer, one per gateway target, made at first use."""
@@ -46,8 +56,8 @@ class GatewayStubs:
 
     def _open(self, target: str, acquirer_id: str) -> grpc.aio.Channel:
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target)
-        return grpc.aio.secure_channel(target, self._credentials(acquirer_id))
+            return grpc.aio.insecure_channel(target, options=_RECONNECT)
+        return grpc.aio.secure_channel(target, self._credentials(acquirer_id), options=_RECONNECT)
 
     async def close(self) -> None:
         """Close every channel; safe twice."""

@@ -35,6 +35,7 @@ class Answer:
     decision_id: str
     standin_reason: str = ""
     at_s: float = 0.0  # seconds since the start of the run
+    rule: str = ""  # the stand-in rule that decided (e.g. redis.reply_lost), "" for an issuer's
 
 
 @dataclass(slots=True)
@@ -91,7 +92,7 @@ class Sample:
         """Note an answer: it becomes what the acquirer holds (the last one wins)."""
         answer = Answer(
             response.response_code, response.decision == pb.APPROVED, pb.Source.Name(response.source),
-            response.decision_id, pb.StandInReason.Name(response.standin_reason), at_s,
+            response.decision_id, pb.StandInReason.Name(response.standin_reason), at_s, response.rule,
         )  # fmt: skip
         self.answers.append(answer)
         self.last_outcome = Outcome.ANSWERED
