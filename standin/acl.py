@@ -151,9 +151,10 @@ _OPERATOR = (
     _g(WORKERS, "hgetall", "%R~"),
 )
 _KEYLESS = {
-    RedisRole.GATEWAY: ("ping", "time", "script|load"),  # TIME: lua._NOW
+    # TIME: lua._NOW; WAIT: after each decision and journal write (redis_durable.py)
+    RedisRole.GATEWAY: ("ping", "time", "script|load", "wait"),
     RedisRole.SETTLE: ("ping", "script|load"),
-    RedisRole.OPERATOR: ("ping", "time", "script|load", "scan"),
+    RedisRole.OPERATOR: ("ping", "time", "script|load", "scan", "wait"),
 }
 DEFAULT_USER = "user default off resetpass ~* &* +@all"
 """No login as `default` (off, no password), every permission for the AOF replay (see above)."""
