@@ -237,6 +237,8 @@ def _with_cluster(s: Section, settings: RedisSettings) -> RedisSettings:
         s.fail("nodes", "given without cluster = true", "add cluster = true, or remove nodes")
     replicas = s.integer("wait_replicas", 1 if cluster else 0, maximum=5)
     timeout = s.duration("wait_timeout", RedisSettings.wait_timeout, minimum=_MS, maximum=5 * _S)
+    if replicas and timeout >= settings.socket_timeout:
+        s.fail("wait_timeout", f"must be shorter than socket_timeout ({settings.socket_timeout})", "lower it")
     return replace(
         settings, cluster=cluster, nodes=tuple(nodes), wait_replicas=replicas, wait_timeout=timeout
     )

@@ -127,7 +127,9 @@ class ScriptRunner:
             replies: list[Any] = []
             for _ in commands:
                 try:
-                    replies.append(await conn.read_response(timeout=self._read_timeout(conn)))
+                    # No timeout= here: with one, redis-py answers None on a timeout and leaves
+                    # the reply unread on a pooled connection; its socket timeout raises instead.
+                    replies.append(await conn.read_response())
                 except ResponseError as exc:  # read in full: the connection stays usable
                     replies.append(exc)
         if len(replies) > 1 and not isinstance(replies[0], Exception):
@@ -138,12 +140,6 @@ class ScriptRunner:
                     f"{wait.timeout.total_seconds() * 1000:.0f} ms"
                 )
         return replies[0]
-
-    def _read_timeout(self, conn: AbstractConnection) -> float | None:
-        socket_timeout = conn.socket_timeout
-        if socket_timeout is None:
-            return None
-        return float(socket_timeout) + self.durability.timeout.total_seconds()
 
     @contextlib.asynccontextmanager
     async def _connection(self, key: str) -> AsyncIterator[AbstractConnection]:

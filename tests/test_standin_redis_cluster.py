@@ -61,6 +61,7 @@ def test_cluster_keys_load_with_wait_on_by_default(tmp_path: Path) -> None:
         ({"nodes": ["h:7001"]}, "redis.nodes"),
         ({"wait_replicas": -1}, "redis.wait_replicas"),
         ({"wait_timeout": "0s"}, "redis.wait_timeout"),
+        ({"cluster": True, "wait_timeout": "100ms"}, "redis.wait_timeout"),  # WAIT outlasts a read
     ],
 )
 def test_a_bad_cluster_key_is_named(tmp_path: Path, extra: dict[str, Any], key: str) -> None:
