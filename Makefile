@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
+CHAOS += redis-master-loss
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
 .PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean

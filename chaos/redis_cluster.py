@@ -67,6 +67,19 @@ class LocalCluster:
         """{port: slots} of the masters owning slots now."""
         return {port: slots for port, role, slots in self.topology() if role == "master" and slots}
 
+    def owner_of(self, slot: int) -> int:
+        """The port of the master owning `slot` now."""
+        port = next(n.port for n in self.nodes if n.alive())
+        for line in self.cli(port, "CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if len(parts) < 9 or "master" not in parts[2] or "fail" in parts[2]:
+                continue
+            for spec in parts[8:]:
+                low, _, high = spec.partition("-")
+                if not spec.startswith("[") and int(low) <= slot <= int(high or low):
+                    return int(parts[1].split("@", 1)[0].rsplit(":", 1)[1])
+        raise ProcessError(f"no master owns slot {slot}")
+
     def node(self, port: int) -> ManagedProcess:
         return next(n for n in self.nodes if n.port == port)
 

@@ -109,13 +109,11 @@ class RedisUsers:
 
     def admin_client(self, port: int) -> Redis:
         """The harness admin over TLS (the operator's certificate): for checks, never for the product."""
+        return Redis.from_pool(redis_pool(self.admin_settings(port)))
+
+    def admin_settings(self, port: int) -> RedisSettings:
+        """The harness admin's login (the operator's certificate), patient deadlines."""
         security = TransportSecurity.mutual_tls(self.pki.files(LEAVES[RedisRole.OPERATOR]))
         login = RedisLogin(security, ADMIN, self.password_file(ADMIN))
         timeout = timedelta(seconds=5)
-        return Redis.from_pool(
-            redis_pool(
-                RedisSettings(
-                    url=self.url(port), socket_timeout=timeout, connect_timeout=timeout, login=login
-                )
-            )
-        )
+        return RedisSettings(url=self.url(port), socket_timeout=timeout, connect_timeout=timeout, login=login)
