@@ -39,9 +39,10 @@ from standin.redis_io import make_redis_client
 from standin.settings import JournalSettings
 from standin.types import LimitKind
 
-__all__ = ["CLUSTER_EXPERIMENTS", "OverLimit", "over_limit"]
+__all__ = ["CLUSTER_EXPERIMENTS", "FAILOVER_FAILED", "OverLimit", "over_limit"]
 
 EVERY_HOST = PRIMARY + SECONDARY
+FAILOVER_FAILED = "requests unanswered in their deadline from the master's kill to the issuers' return"
 
 
 @dataclasses.dataclass
@@ -132,7 +133,13 @@ def redis_master_loss(scale: float) -> Experiment:
         seen = f"{m.cards_over} of {m.cards} cards, {m.amount_above_minor} minor units"
         seen += f", {m.count_above} approvals"
         took = f"{failover[0]:.1f} s" if failover else "never"
+        failed = sum(
+            1
+            for x in samples
+            if t_kill <= x.sent_at < t_back and x.judged and not (x.answered and x.latency_s <= x.deadline_s)
+        )
         return [
+            Criterion(FAILOVER_FAILED, "0", str(failed), failed == 0),
             Criterion("a replica promoted after the master's SIGKILL", "within 30 s", took, bool(failover)),
             Criterion(
                 "card limits read from the Cluster after the failover", "yes", str(m.measured), m.measured
