@@ -102,7 +102,7 @@ class ScriptRunner:
             # A pooled socket left by a restart, or a failover: a fresh connection (and on a
             # Cluster a fresh slot map) may work. Safe: every script is idempotent.
             log.info("redis script retried after %s: %s", type(exc).__name__, exc)
-            await self._refresh()
+            await self._refresh(keys[0])
             return await self._run_once(script, keys, args)
 
     async def _run_once(self, script: DurableScript, keys: Sequence[str], args: Sequence[str | int]) -> Any:
@@ -167,10 +167,16 @@ class ScriptRunner:
             finally:
                 await pool.release(conn)
 
-    async def _refresh(self) -> None:
-        """On a Cluster, read the slot map again (a promoted replica, a moved slot)."""
-        if isinstance(self.client, RedisCluster):
-            await self.client.nodes_manager.initialize()
+    async def _refresh(self, key: str) -> None:
+        """On a Cluster: close the key's node's idle sockets (a restart or a kill left them all
+        dead; one pool of a single Redis checks each socket it hands out, a Cluster node does not),
+        then read the slot map again (a promoted replica, a moved slot)."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+            with contextlib.suppress(RedisError):
+                node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+                await node.disconnect_free_connections()
+            await client.nodes_manager.initialize()
 
 
 @contextlib.asynccontextmanager

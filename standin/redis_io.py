@@ -133,7 +133,12 @@ def cluster_client(
 
 
 def set_cluster_tls(client: RedisCluster, tls: ssl.SSLContext | None) -> None:
-    """Our connection class (and TLS context) for every node, now and found later; idle sockets closed."""
+    """Our connection class (and TLS context) for every node, now and found later.
+
+    A node keeps its connection objects for ever and each reconnects with the context it was
+    built with (redis_secure.py), so every existing TlsConnection is given the new context too,
+    and each is marked to reconnect (an idle one on its next use, a busy one once released).
+    """
     extra: dict[str, Any] = {"connection_class": _connection_class(tls)}
     if tls is not None:
         extra["tls_context"] = tls
@@ -143,8 +148,9 @@ def set_cluster_tls(client: RedisCluster, tls: ssl.SSLContext | None) -> None:
         node.connection_class = extra["connection_class"]
         if tls is not None:
             node.connection_kwargs["tls_context"] = tls
-        node.update_active_connections_for_reconnect()
-        for conn in node._free:
+        for conn in node._connections:
+            if tls is not None and isinstance(conn, TlsConnection):
+                conn.use_context(tls)
             conn.mark_for_reconnect()  # type: ignore[no-untyped-call]
 
 

@@ -7,25 +7,31 @@ that adds a round trip (redis-py's COMMAND GETKEYS, a WAIT on its own) shows her
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PAN_MC, PAN_VISA
+from helpers import PAN_MC, PAN_VISA, assert_eventually
+from test_security_support import expiring_copy, reissue
+from test_settlement_support import new_pans
 from test_standin_redis_config import ENV, write
-from test_standin_redis_support import GATEWAY, as_role
-from test_standin_support import client, engine, luhn_pan, request
+from test_standin_redis_support import GATEWAY, PATIENT_TOML, as_role
+from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
 
 from authgw.config import ConfigError
 from chaos.redis_cluster import LocalCluster
-from chaos.redis_users import RedisUsers
-from standin import JournalKind, Reason, RedisSettings, load_config
+from chaos.redis_users import USERNAMES, RedisUsers
+from chaos.topology import standin_toml
+from standin import JournalKind, Reason, RedisSettings, StandIn, load_config
 from standin.deciding import REPLY_LOST_RULE
 
 INSECURE = {"url": "redis://127.0.0.1:7000/0", "insecure": True}
@@ -191,3 +197,35 @@ async def test_commands_per_decision_on_one_redis_and_on_the_cluster(
     # The same, plus one WAIT after each (same connection, same packet: still 2 round trips),
     # and the harness's own redis-cli logins (one per master read). No COMMAND, no SCRIPT LOAD.
     assert cluster == one | {"wait": 2, "auth": len(masters)}
+
+
+# -- certificate rotation on the cluster ----------------------------------------------------------
+
+
+async def test_a_rotated_certificate_reaches_every_cluster_node(
+    redis_users: RedisUsers, redis_cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's certificate, about to expire, is replaced while stand-in decides on the cluster;
+    once it has expired and every master dropped the gateway's connections, the nodes' new
+    connections present the new one (set_cluster_tls): every decision stays in Redis."""
+    caplog.set_level(logging.INFO, logger="standin.redis")
+    pki = redis_users.pki.directory
+    mine, expires = expiring_copy(pki, "gateway-client", tmp_path / "certs", seconds=5)
+    port, _ = on_cluster(redis_users, redis_cluster)
+    section = {**redis_users.redis_section((GATEWAY,)), **PATIENT_TOML, "cluster": True}
+    section |= {"cert": str(mine.cert), "key": str(mine.key), "wait_timeout": "500ms"}
+    path = tmp_path / "standin.toml"
+    path.write_text(standin_toml(redis_users.url(port), redis=section, token_key=TOKEN_KEY, pan_key=PAN_KEY))
+    async with StandIn.from_config(load_config(path, {})) as e:
+        before = [await e.decide(request(pan), Reason.ALL_POOLS_FAILED) for pan in new_pans(3)]
+        reissue(pki, "gateway-client", mine)
+
+        def rotated() -> None:
+            assert "Redis client certificate" in caplog.text and "rotated" in caplog.text
+
+        await assert_eventually(rotated, timeout_s=5)
+        await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+        for master in redis_cluster.masters():
+            redis_cluster.cli(master, "CLIENT", "KILL", "USER", USERNAMES[GATEWAY])
+        after = [await e.decide(request(pan), Reason.ALL_POOLS_FAILED) for pan in new_pans(6)]
+    assert [d.journal for d in before + after] == [JournalKind.REDIS] * 9
