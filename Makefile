@@ -11,7 +11,7 @@ CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancel
 CHAOS += redis-master-loss
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-cluster bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -107,6 +107,9 @@ bench-failover: $(STAMP) sysdeps
 
 bench-standin: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin
+
+bench-cluster: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_cluster
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle
