@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash iso8583
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
+CHAOS += redis-master-loss
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics bench-policy chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -118,6 +119,9 @@ bench-standin-trips: $(STAMP) sysdeps
 
 bench-policy: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_policy
+
+bench-cluster: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_cluster
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle

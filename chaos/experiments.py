@@ -23,6 +23,7 @@ from chaos.experiment_kit import ATTEMPT_TIMEOUT_MS, PRIMARY, SECONDARY
 from chaos.experiment_kit import set_faults as _faults
 from chaos.experiment_kit import signal_members as _signal
 from chaos.experiment_kit import spec as _spec
+from chaos.experiments_cluster import CLUSTER_EXPERIMENTS
 from chaos.experiments_money import MONEY_EXPERIMENTS
 from chaos.report import Phase, summarize
 from chaos.samples import Sample
@@ -329,6 +330,7 @@ EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
     "iso8583": functools.partial(total_outage, iso8583=True),
 }
 EXPERIMENTS.update(MONEY_EXPERIMENTS)
+EXPERIMENTS.update(CLUSTER_EXPERIMENTS)
 
 
 def build(name: str, scale: float = 1.0) -> Experiment:

@@ -25,9 +25,10 @@ from redis.asyncio import Redis
 
 from authgw.security import TlsFiles, TransportSecurity
 from chaos.pki import DevPki
-from standin import RedisSettings, make_redis_client
+from standin import RedisSettings
 from standin.acl import acl_line, acl_lines
 from standin.redis_config import RedisLogin, RedisRole
+from standin.redis_io import redis_pool
 
 __all__ = ["ADMIN", "LEAVES", "USERNAMES", "RedisUsers"]
 
@@ -65,10 +66,12 @@ class RedisUsers:
         """Redis's server certificate and key, and the fleet CA its clients' certificates chain to."""
         return self.pki.files("redis")
 
-    def write_aclfile(self, roles: tuple[RedisRole, ...] = tuple(RedisRole)) -> Path:
+    def write_aclfile(
+        self, roles: tuple[RedisRole, ...] = tuple(RedisRole), *, cluster: bool = False
+    ) -> Path:
         """The product's lines for `roles` plus the harness admin, written to `users.acl`."""
         users = {role: (USERNAMES[role], self.passwords[USERNAMES[role]]) for role in roles}
-        lines = [*acl_lines(users), acl_line(ADMIN, self.passwords[ADMIN], "~* &* +@all")]
+        lines = [*acl_lines(users, cluster=cluster), acl_line(ADMIN, self.passwords[ADMIN], "~* &* +@all")]
         path = self.directory / "users.acl"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -106,9 +109,11 @@ class RedisUsers:
 
     def admin_client(self, port: int) -> Redis:
         """The harness admin over TLS (the operator's certificate): for checks, never for the product."""
+        return Redis.from_pool(redis_pool(self.admin_settings(port)))
+
+    def admin_settings(self, port: int) -> RedisSettings:
+        """The harness admin's login (the operator's certificate), patient deadlines."""
         security = TransportSecurity.mutual_tls(self.pki.files(LEAVES[RedisRole.OPERATOR]))
         login = RedisLogin(security, ADMIN, self.password_file(ADMIN))
         timeout = timedelta(seconds=5)
-        return make_redis_client(
-            RedisSettings(url=self.url(port), socket_timeout=timeout, connect_timeout=timeout, login=login)
-        )
+        return RedisSettings(url=self.url(port), socket_timeout=timeout, connect_timeout=timeout, login=login)

@@ -42,6 +42,7 @@ from chaos.processes import (
     start_redis,
     wait_for_port,
 )
+from chaos.redis_cluster import LocalCluster, start_redis_cluster
 from chaos.redis_users import RedisUsers
 from chaos.sim_control import SimControl
 from health import EtcdClient, parse_endpoints
@@ -60,6 +61,7 @@ class TopologySpec:
     etcd_nodes: int = 1
     redis: bool = False  # the gateways' Redis (stand-in counters and journal)
     redis_tls: bool | None = None  # TLS + the ACL users of `authgw standin acl` (None: as `tls`)
+    redis_cluster: bool = False  # that Redis as a Cluster of 3 masters + 3 replicas (WAIT 1)
     gateways: int = 1
     gateway_workers: int = 1  # processes per gateway sharing its port (serve --workers)
     attempt_timeout_ms: int = 400
@@ -140,6 +142,7 @@ class Topology:
         self.redis: ManagedProcess | None = None
         self.ledger: ManagedProcess | None = None
         self.redis_users: RedisUsers | None = None
+        self.redis_cluster: LocalCluster | None = None
         self.pki = DevPki(workdir / "pki") if self.spec.tls else None
         self.sims: dict[str, ManagedProcess] = {}
         self.iso_ports: dict[str, int] = {}  # member -> its ISO 8583 port (iso8583_issuers)
@@ -208,6 +211,8 @@ class Topology:
 
     @property
     def redis_url(self) -> str:
+        if self.redis_cluster is not None:
+            return self.redis_cluster.url
         assert self.redis is not None
         if self.redis_users is not None:
             return self.redis_users.url(self.redis.port)
@@ -227,6 +232,8 @@ class Topology:
         yield from self.etcd
         if self.redis is not None:
             yield self.redis
+        if self.redis_cluster is not None:
+            yield from self.redis_cluster.nodes
         if self.ledger is not None:
             yield self.ledger
 
@@ -245,9 +252,14 @@ class Topology:
             pki = self.pki or DevPki(self.workdir / "pki")
             self.redis_users = RedisUsers(self.workdir / "redis-users", pki)
             users = self.redis_users
-            self.redis = start_redis(
-                self.workdir / "redis", tls=users.server_files(), aclfile=users.write_aclfile()
-            )
+            if self.spec.redis_cluster:
+                self.redis_cluster = start_redis_cluster(self.workdir / "redis-cluster", users=users)
+            else:
+                self.redis = start_redis(
+                    self.workdir / "redis", tls=users.server_files(), aclfile=users.write_aclfile()
+                )
+        elif self.spec.redis_cluster:
+            self.redis_cluster = start_redis_cluster(self.workdir / "redis-cluster")
         elif self.spec.redis:
             self.redis = start_redis(self.workdir / "redis")
         if self.spec.etcd:
@@ -364,6 +376,8 @@ class Topology:
             standin = self.workdir / "standin.toml"
             if not standin.exists():
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
+                if self.spec.redis_cluster:  # a seed node in the url: the client finds the others
+                    logins = {**(logins or {"insecure": True}), "cluster": True}
                 standin.write_text(standin_toml(self.redis_url, redis=logins) + self.spec.standin_policy_toml)
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         if self.spec.metrics:

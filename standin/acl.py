@@ -39,8 +39,9 @@ operator has it (`reconcile` lists settled buckets). Key names carry card tokens
 Redis Cluster (`--cluster`, for issue 18): redis-py 8.1's cluster client also sends CLUSTER
 SLOTS (its slot map) and COMMAND / COMMAND GETKEYS (key positions) before anything else, READONLY
 when it reads from replicas and ASKING while a slot migrates; every key family already carries
-its hash tag, so the key rules do not change. (That client builds redis-py's own TLS context,
-system CAs included: issue 18 should give it ours, as redis_secure.py does.)
+its hash tag, so the key rules do not change. (redis_io.cluster_client gives that client our
+TLS context, as redis_secure.py does for one Redis.) WAIT follows every decision and journal
+write (redis_durable.py), so the gateway and operator users have it.
 
 The `default` user is switched off and has no password: with TLS required, every certificate
 of the fleet's CA reaches Redis, and an open `default` would give any of them every command.
@@ -156,9 +157,10 @@ _OPERATOR = (
     _g(WORKERS, "hgetall", "%R~"),
 )
 _KEYLESS = {
-    RedisRole.GATEWAY: ("ping", "time", "script|load"),  # TIME: lua._NOW
+    # TIME: lua._NOW; WAIT: after each decision and journal write (redis_durable.py)
+    RedisRole.GATEWAY: ("ping", "time", "script|load", "wait"),
     RedisRole.SETTLE: ("ping", "script|load"),
-    RedisRole.OPERATOR: ("ping", "time", "script|load", "scan"),
+    RedisRole.OPERATOR: ("ping", "time", "script|load", "scan", "wait"),
 }
 DEFAULT_USER = "user default off resetpass ~* &* +@all"
 """No login as `default` (off, no password), every permission for the AOF replay (see above)."""

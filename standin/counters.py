@@ -17,6 +17,7 @@ from standin import keys, lua
 from standin.errors import ReusedRequestIdError
 from standin.lua import RECORD_FIELDS
 from standin.outcome import Outcome, Proposal
+from standin.redis_durable import DurableScript
 from standin.redis_io import RedisGate
 from standin.rules import Assessment
 from standin.types import LimitKind, ReversalStatus, StandInRequest
@@ -72,9 +73,9 @@ class RedisCounters:
         self._window_ms = int(window / _MS)
         self._idem_ttl_ms = int(idempotency_ttl / _MS)
         self._hold_ms = int(reversal_hold / _MS)
-        self._decide: AsyncScript = gate.redis.register_script(lua.DECIDE)
-        self._absorb: AsyncScript = gate.redis.register_script(lua.ABSORB)
-        self._reverse: AsyncScript = gate.redis.register_script(lua.REVERSE)
+        self._decide: DurableScript = gate.script(lua.DECIDE)
+        self._absorb: DurableScript = gate.script(lua.ABSORB)
+        self._reverse: DurableScript = gate.script(lua.REVERSE)
 
     async def decide(
         self, token: str, request: StandInRequest, digest: str, assessment: Assessment, proposal: Proposal

@@ -44,7 +44,6 @@ from pathlib import Path
 from types import TracebackType
 
 from opentelemetry.trace import Tracer
-from redis.asyncio import Redis
 
 from authgw.codes import ResponseCode
 from standin.counters import RedisCounters
@@ -59,6 +58,7 @@ from standin.policy import StandInPolicy
 from standin.policy_live import FILE_VERSION, LivePolicy, VersionedPolicy
 from standin.recovery import Recovery
 from standin.redis_config import RedisRole
+from standin.redis_durable import RedisClient
 from standin.redis_io import RedisGate
 from standin.redis_link import RedisLink
 from standin.reversing import Reverser
@@ -113,7 +113,7 @@ class StandIn:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: RedisClient,
         policy: StandInPolicy,
         tokenizer: CardTokenizer,
         keyring: PanKeyring,
@@ -147,7 +147,10 @@ class StandIn:
         self._owns_redis = owns_redis
         self._link = link
         self._gate = RedisGate(
-            redis, self._redis_settings.command_deadline, max_concurrency=self._redis_settings.max_connections
+            redis,
+            self._redis_settings.command_deadline,
+            max_concurrency=self._redis_settings.max_connections,
+            durability=self._redis_settings.durability,
         )
         self._counters = RedisCounters(
             self._gate,
@@ -202,7 +205,7 @@ class StandIn:
         cls,
         config: StandInConfig,
         *,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
         clock: Clock = time.time,
         tracer: Tracer | None = None,
         role: RedisRole = RedisRole.GATEWAY,

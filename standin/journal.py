@@ -39,11 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from standin import keys, lua
 from standin.errors import StoreUnavailableError
+from standin.redis_durable import DurableScript
 from standin.redis_io import RedisGate
 
 __all__ = ["StreamBacklog", "StreamJournal"]
@@ -73,7 +73,7 @@ class StreamJournal:
         self.partitions = partitions
         self.consumer_group = consumer_group
         self._dedupe_ttl_ms = int(dedupe_ttl / timedelta(milliseconds=1))
-        self._append: AsyncScript = gate.redis.register_script(lua.APPEND)
+        self._append: DurableScript = gate.script(lua.APPEND)
 
     def stream_of(self, card_token: str) -> str:
         return keys.stream_key(keys.partition_of(card_token, self.partitions))

@@ -8,6 +8,10 @@
     username = "authgw-gateway"                  # our ACL user (`authgw standin acl` prints its rules)
     password_file = "/run/secrets/redis-gateway" # its password: the whole file, one trailing newline dropped
     # insecure = true                            # plaintext redis:// instead: development only, warned
+    cluster = true                               # a Redis Cluster: the url's host:port is one seed node,
+    nodes = ["10.0.0.2:6380", "10.0.0.3:6380"]   # these more (optional); redis_durable.py
+    wait_replicas = 1                            # WAIT after every write an answer depends on
+    wait_timeout = "50ms"                        # (default 1 with cluster, 0 = off on one Redis)
 
     [redis.settle]      # optional: every settlement worker (`authgw settle`, a gateway's own) logs in
     cert = ...          # as this user instead, with the same keys (url and timeouts are the section's)
@@ -36,6 +40,7 @@ from pathlib import Path
 from authgw.config import ConfigError, Section
 from authgw.security import TransportSecurity
 from authgw.security.config import TLS_KEYS, transport_security
+from standin.redis_durable import Durability
 
 __all__ = ["RedisLogin", "RedisRole", "RedisSettings", "redis_settings"]
 
@@ -45,7 +50,8 @@ _USERNAME = r"[A-Za-z0-9._-]{1,64}"
 _LOGIN_KEYS = (*TLS_KEYS, "username", "password_file")
 _TUNING_KEYS = (
     "url", "connect_timeout", "socket_timeout", "command_deadline", "retries",
-    "retry_backoff_cap", "max_connections", "probe_interval",
+    "retry_backoff_cap", "max_connections", "probe_interval", "cluster", "nodes", "wait_replicas",
+    "wait_timeout",
 )  # fmt: skip
 
 
@@ -103,6 +109,14 @@ class RedisSettings:
     per call: ~3 in flight."""
     probe_interval: timedelta = timedelta(milliseconds=200)
     """While Redis is down, how often one PING checks whether it is back."""
+    cluster: bool = False
+    """A Redis Cluster: redis-py's RedisCluster, the url's host:port and `nodes` as seed nodes."""
+    nodes: tuple[tuple[str, int], ...] = ()
+    """More seed nodes of the Cluster (host, port), besides the url's."""
+    wait_replicas: int = 0
+    """Replicas that must acknowledge each decision and journal write before the answer (WAIT)."""
+    wait_timeout: timedelta = timedelta(milliseconds=50)
+    """How long WAIT may take; past it the write is not durable (the answer goes the local way)."""
     login: RedisLogin = field(default_factory=RedisLogin)
     """Who this client logs in as (the gateway's login, unless `for_role` picked another)."""
     settle: RedisLogin | None = None
@@ -129,6 +143,16 @@ class RedisSettings:
                     fix,
                 )
 
+    @property
+    def durability(self) -> Durability:
+        return Durability(replicas=self.wait_replicas, timeout=self.wait_timeout)
+
+    def seed_nodes(self) -> list[tuple[str, int]]:
+        """The url's host and port first, then `nodes`."""
+        netloc = self.url.split("://", 1)[1].split("/", 1)[0]
+        host, _, port = netloc.rpartition(":")
+        return [(host or netloc, int(port) if port.isdigit() else 6379), *self.nodes]
+
     def logins(self) -> dict[RedisRole, RedisLogin]:
         """Every login configured, by role (the gateway's always)."""
         out = {RedisRole.GATEWAY: self.login}
@@ -151,7 +175,7 @@ def redis_settings(s: Section) -> RedisSettings:
     if "@" in url.split("://", 1)[1].split("/", 1)[0]:
         s.fail("url", "holds a user or password", "give username and password_file instead")
     logins = {role: _login(s.table(role), url, sub=True) for role in ("settle", "operator") if s.has(role)}
-    return RedisSettings(
+    return _with_cluster(s, RedisSettings(
         url=url,
         connect_timeout=s.duration("connect_timeout", d.connect_timeout, minimum=_MS, maximum=5 * _S),
         socket_timeout=s.duration("socket_timeout", d.socket_timeout, minimum=_MS, maximum=5 * _S),
@@ -164,7 +188,7 @@ def redis_settings(s: Section) -> RedisSettings:
         settle=logins.get("settle"),
         operator=logins.get("operator"),
         file=s.file,
-    )
+    ))  # fmt: skip
 
 
 def _login(s: Section, url: str, *, sub: bool) -> RedisLogin:
@@ -194,3 +218,27 @@ def _login(s: Section, url: str, *, sub: bool) -> RedisLogin:
     if password_file is not None and not username:
         s.fail("username", "missing: password_file is given", "name the ACL user the password is for")
     return RedisLogin(security=security, username=username, password_file=password_file)
+
+
+def _with_cluster(s: Section, settings: RedisSettings) -> RedisSettings:
+    """cluster, nodes, wait_replicas (1 by default on a Cluster: its masters have replicas), wait_timeout."""
+    cluster = s.boolean("cluster", False)
+    if cluster and not settings.url.startswith(("redis://", "rediss://")):
+        s.fail(
+            "cluster", "needs a redis:// or rediss:// url (a Cluster has no unix socket)", "give host:port"
+        )
+    nodes: list[tuple[str, int]] = []
+    for i, node in enumerate(s.strings("nodes", ())):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            s.fail(f"nodes[{i}]", f"{node!r} is not host:port", 'write "10.0.0.2:6380"')
+        nodes.append((host, int(port)))
+    if nodes and not cluster:
+        s.fail("nodes", "given without cluster = true", "add cluster = true, or remove nodes")
+    replicas = s.integer("wait_replicas", 1 if cluster else 0, maximum=5)
+    timeout = s.duration("wait_timeout", RedisSettings.wait_timeout, minimum=_MS, maximum=5 * _S)
+    if replicas and timeout >= settings.socket_timeout:
+        s.fail("wait_timeout", f"must be shorter than socket_timeout ({settings.socket_timeout})", "lower it")
+    return replace(
+        settings, cluster=cluster, nodes=tuple(nodes), wait_replicas=replicas, wait_timeout=timeout
+    )

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.asyncio import Connection, ConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -37,9 +38,13 @@ from authgw.config import ConfigError
 from authgw.security import CertificateError, TlsMaterial, load_tls_files
 from standin.errors import StoreUnavailableError
 from standin.redis_config import RedisRole, RedisSettings
+from standin.redis_durable import Durability, DurableScript, RedisClient, ScriptRunner
 from standin.redis_secure import CancelSafeConnect, PasswordFile, TlsConnection, tls_context
 
-__all__ = ["RedisGate", "load_login_material", "make_redis_client", "password_file", "redis_pool"]
+__all__ = [
+    "RedisGate", "cluster_client", "load_login_material", "make_redis_client", "password_file",
+    "redis_pool", "set_cluster_tls",
+]  # fmt: skip
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -77,8 +82,8 @@ def make_redis_client(
     *,
     tls: ssl.SSLContext | None = None,
     credentials: CredentialProvider | None = None,
-) -> Redis:
-    """A redis.asyncio client tuned to fail fast (see the module docstring).
+) -> RedisClient:
+    """A redis.asyncio client (RedisCluster with `settings.cluster`) tuned to fail fast (module docstring).
 
     The pool itself is not capped: a capped redis-py pool raises at once when every connection is
     busy, which a burst would mistake for an outage. Each RedisGate bounds its own concurrency
@@ -91,7 +96,68 @@ def make_redis_client(
 
     Raises ConfigError naming the key when the login's certificate or password file is unusable.
     """
+    if settings.cluster:
+        return cluster_client(settings, tls=tls, credentials=credentials)
     return Redis.from_pool(redis_pool(settings, tls=tls, credentials=credentials))
+
+
+def cluster_client(
+    settings: RedisSettings,
+    *,
+    tls: ssl.SSLContext | None = None,
+    credentials: CredentialProvider | None = None,
+) -> RedisCluster:
+    """redis-py's RedisCluster with the same deadlines, TLS context and login as one Redis.
+
+    RedisCluster picks its own connection class (redis-py's SSLConnection, system CAs
+    included); ours (our CA only, cancel-safe log-in, hiredis packing) is put into the
+    keyword arguments its nodes are built from, before any node connects.
+    """
+    tls, credentials = _login_defaults(settings, tls, credentials)
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in settings.seed_nodes()],
+        socket_connect_timeout=settings.connect_timeout.total_seconds(),
+        socket_timeout=settings.socket_timeout.total_seconds(),
+        retry=Retry(
+            ExponentialWithJitterBackoff(base=0.005, cap=settings.retry_backoff_cap.total_seconds()),
+            retries=settings.retries,
+        ),
+        max_connections=settings.max_connections,
+        health_check_interval=0,
+        decode_responses=False,
+        credential_provider=credentials,
+        driver_info=None,
+    )
+    set_cluster_tls(client, tls)
+    return client
+
+
+def set_cluster_tls(client: RedisCluster, tls: ssl.SSLContext | None) -> None:
+    """Our connection class (and TLS context) for every node, now and found later.
+
+    A node keeps its connection objects for ever and each reconnects with the context it was
+    built with (redis_secure.py), so every existing TlsConnection is given the new context too,
+    and each is marked to reconnect (an idle one on its next use, a busy one once released).
+    """
+    extra: dict[str, Any] = {"connection_class": _connection_class(tls)}
+    if tls is not None:
+        extra["tls_context"] = tls
+    client.connection_kwargs.update(extra)  # the dict NodesManager builds new nodes from
+    nodes = {**client.nodes_manager.startup_nodes, **client.nodes_manager.nodes_cache}
+    for node in nodes.values():
+        node.connection_class = extra["connection_class"]
+        if tls is not None:
+            node.connection_kwargs["tls_context"] = tls
+        for conn in node._connections:
+            if tls is not None and isinstance(conn, TlsConnection):
+                conn.use_context(tls)
+            conn.mark_for_reconnect()  # type: ignore[no-untyped-call]
+
+
+def _connection_class(tls: ssl.SSLContext | None) -> type[Connection]:
+    if tls is not None:
+        return _HiredisTlsConnection if HIREDIS_AVAILABLE else TlsConnection
+    return _HiredisPackingConnection if HIREDIS_AVAILABLE else _TcpConnection
 
 
 def redis_pool(
@@ -101,20 +167,13 @@ def redis_pool(
     credentials: CredentialProvider | None = None,
 ) -> ConnectionPool:
     """The connection pool of `make_redis_client` (a fresh one is swapped in when certificates rotate)."""
-    login = settings.login
-    if login.security.tls is not None and tls is None:
-        tls = tls_context(load_login_material(settings))
-    if login.username and credentials is None:
-        credentials = password_file(settings)
+    tls, credentials = _login_defaults(settings, tls, credentials)
     options = parse_url(settings.url)  # host, port, db (or path); the class is chosen below
     default_class = options.pop("connection_class", Connection)
     if tls is not None:
-        connection: dict[str, Any] = {
-            "connection_class": _HiredisTlsConnection if HIREDIS_AVAILABLE else TlsConnection,
-            "tls_context": tls,
-        }
+        connection: dict[str, Any] = {"connection_class": _connection_class(tls), "tls_context": tls}
     elif default_class is Connection:
-        connection = {"connection_class": _HiredisPackingConnection if HIREDIS_AVAILABLE else _TcpConnection}
+        connection = {"connection_class": _connection_class(None)}
     else:
         connection = {"connection_class": default_class}
     return ConnectionPool(
@@ -134,6 +193,18 @@ def redis_pool(
         # are not granted (Redis 7.0 does not know it; 7.2+ would log every connect as denied).
         driver_info=None,
     )
+
+
+def _login_defaults(
+    settings: RedisSettings, tls: ssl.SSLContext | None, credentials: CredentialProvider | None
+) -> tuple[ssl.SSLContext | None, CredentialProvider | None]:
+    """The TLS context and credentials given, else the login's own, read now (blocking)."""
+    login = settings.login
+    if login.security.tls is not None and tls is None:
+        tls = tls_context(load_login_material(settings))
+    if login.username and credentials is None:
+        credentials = password_file(settings)
+    return tls, credentials
 
 
 def load_login_material(settings: RedisSettings) -> TlsMaterial:
@@ -191,15 +262,30 @@ def _never_sent(exc: BaseException) -> bool:
 class RedisGate:
     """Runs Redis calls under a deadline and turns every failure into StoreUnavailableError.
 
+    `redis` is one Redis or a Redis Cluster (redis_durable.RedisClient); `script()` gives the
+    scripts an answer depends on, run on their key's node and followed by WAIT when
+    `durability` asks for replicas (redis_durable.py).
+
     At most `max_concurrency` calls run at once (RedisSettings.max_connections): the others
     wait for a slot within their deadline. An asyncio.Semaphore does this for a fraction of the
     CPU of redis-py's BlockingConnectionPool, which matters at a thousand decisions a second.
     """
 
-    def __init__(self, redis: Redis, deadline: timedelta, max_concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        deadline: timedelta,
+        max_concurrency: int = 64,
+        durability: Durability | None = None,
+    ) -> None:
         self.redis = redis
+        self._scripts = ScriptRunner(redis, durability or Durability())
         self._deadline_s = deadline.total_seconds()
         self._slots = asyncio.Semaphore(max_concurrency)
+
+    def script(self, source: str) -> DurableScript:
+        """A Lua script of `source`, run on its first key's node (with WAIT when configured)."""
+        return self._scripts.script(source)
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Await `op()` within the deadline; `what` names the operation in errors."""

@@ -27,7 +27,8 @@ import asyncio
 import contextlib
 import logging
 
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, RedisCluster
+from redis.exceptions import RedisError
 
 from authgw.security import (
     CertificateError,
@@ -38,7 +39,13 @@ from authgw.security import (
     check_certificate_expiry,
 )
 from standin.redis_config import RedisRole, RedisSettings
-from standin.redis_io import load_login_material, make_redis_client, password_file, redis_pool
+from standin.redis_io import (
+    load_login_material,
+    make_redis_client,
+    password_file,
+    redis_pool,
+    set_cluster_tls,
+)
 from standin.redis_secure import PasswordFile, tls_context
 
 __all__ = ["RedisLink"]
@@ -103,6 +110,18 @@ class RedisLink:
             await self._watcher.start()
         if self._password_watcher is not None:
             await self._password_watcher.start()
+        if isinstance(self.client, RedisCluster):
+            await self._read_slot_map()
+
+    async def _read_slot_map(self) -> None:
+        """A Cluster's slot map and command table now, with time to spare (both are large replies):
+        a first call would otherwise spend its short deadline on them. Down: the first call retries."""
+        assert isinstance(self.client, RedisCluster)
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout.total_seconds() * 20):
+                await self.client.initialize()
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("Redis Cluster slot map not read at start: %s", exc)
 
     async def close(self) -> None:
         """Stop following the files, close the client's pool and any pool still retiring; safe twice."""
@@ -130,10 +149,16 @@ class RedisLink:
         except CertificateError as exc:
             log.error("Redis client certificate not rotated, keeping the current one: %s", exc)  # noqa: TRY400
             return
-        old = self.client.connection_pool
-        self.client.connection_pool = redis_pool(self.settings, tls=context, credentials=self._credentials)
         self._material = material
-        self._retired.append(old)
+        if isinstance(self.client, RedisCluster):
+            set_cluster_tls(self.client, context)  # its nodes reconnect with the new context
+            old = None
+        else:
+            old = self.client.connection_pool
+            self.client.connection_pool = redis_pool(
+                self.settings, tls=context, credentials=self._credentials
+            )
+            self._retired.append(old)
         log.info(
             "Redis client certificate %s rotated (serial %x): new connections use it",
             material.files.cert,
@@ -141,6 +166,8 @@ class RedisLink:
         )
         with contextlib.suppress(CertificateError):
             await asyncio.to_thread(check_certificate_expiry, material.files.cert)
+        if old is None:
+            return
         await asyncio.sleep(self._swap_grace_s)  # calls in flight on the old pool finish meanwhile
         self._retired.remove(old)
         await old.aclose()

@@ -79,6 +79,10 @@ class TlsConnection(CancelSafeConnect, SSLConnection):
         super().__init__(**kwargs)
         self._tls_context = tls_context
 
+    def use_context(self, tls_context: ssl.SSLContext) -> None:
+        """The context of this connection's next connect (a rotated certificate, on a Cluster node)."""
+        self._tls_context = tls_context
+
     def _connection_arguments(self) -> Mapping[str, Any]:
         # The host of the URL is the name Redis's certificate must carry (an IP SAN for an IP).
         return {"host": self.host, "port": self.port, "ssl": self._tls_context}

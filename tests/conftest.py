@@ -11,6 +11,7 @@ from test_standin_support import client, flush_standin_keys
 
 from chaos.pki import DevPki
 from chaos.processes import ManagedProcess, start_etcd, start_redis
+from chaos.redis_cluster import LocalCluster, start_redis_cluster
 from chaos.redis_users import RedisUsers
 
 
@@ -73,3 +74,13 @@ async def tls_admin(redis_users: RedisUsers, tls_redis: ManagedProcess) -> Async
     await r.acl_log_reset()
     yield r
     await r.aclose()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(
+    redis_users: RedisUsers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """A module's Redis Cluster, 3 masters + 3 replicas over TLS with the ACL users (slow: ~7 s to start)."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"), users=redis_users)
+    yield cluster
+    cluster.stop()

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,17 @@ def reissue(certs: Path, name: str, target: TlsFiles) -> int:
     write_file(target.key, issued.key_pem, 0o600)
     write_file(target.cert, issued.cert_pem, 0o644)
     return x509.load_pem_x509_certificate(issued.cert_pem).serial_number
+
+
+def expiring_copy(certs: Path, name: str, into: Path, seconds: float) -> tuple[TlsFiles, datetime]:
+    """A private copy of leaf `name` whose certificate expires `seconds` from now; and that time."""
+    mine = copy_files(certs, name, into)
+    spec = next(s for s in LEAVES if s.name == name)
+    expires = datetime.now(UTC) + timedelta(seconds=seconds)
+    short = Authority.load(certs / "ca.crt", certs / "ca.key").issue(spec, now=expires - timedelta(days=825))
+    write_file(mine.key, short.key_pem, 0o600)
+    write_file(mine.cert, short.cert_pem, 0o644)
+    return mine, expires
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from helpers import PAN_MC, PAN_VISA, assert_eventually
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.credentials import CredentialProvider
-from test_security_support import copy_files, reissue
+from test_security_support import expiring_copy, reissue
 from test_settlement_support import (
     new_pans,
 )
@@ -25,7 +25,6 @@ from test_standin_redis_support import (
 )
 from test_standin_support import request
 
-from authgw.security.devca import LEAVES, Authority, write_file
 from chaos.processes import ManagedProcess, start_redis
 from chaos.redis_users import USERNAMES, RedisUsers
 from standin import JournalKind, Reason, StandIn, StandInDecision, load_config, lua
@@ -48,12 +47,7 @@ async def test_rotating_the_client_certificate_keeps_deciding(
     connection, stand-in reconnects with the new one (Redis would refuse the old)."""
     caplog.set_level(logging.INFO, logger="standin.redis")
     pki = redis_users.pki.directory
-    mine = copy_files(pki, "gateway-client", tmp_path / "certs")
-    spec = next(s for s in LEAVES if s.name == "gateway-client")
-    expires = datetime.now(UTC) + timedelta(seconds=6)
-    short = Authority.load(pki / "ca.crt", pki / "ca.key").issue(spec, now=expires - timedelta(days=825))
-    write_file(mine.key, short.key_pem, 0o600)
-    write_file(mine.cert, short.cert_pem, 0o644)
+    mine, expires = expiring_copy(pki, "gateway-client", tmp_path / "certs", seconds=6)
     path = standin_file(
         tmp_path, redis_users, tls_redis.port, (GATEWAY,), cert=str(mine.cert), key=str(mine.key)
     )

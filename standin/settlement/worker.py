@@ -39,7 +39,6 @@ from types import TracebackType
 from opentelemetry import trace
 from opentelemetry.metrics import Counter
 from opentelemetry.trace import Tracer
-from redis.asyncio import Redis
 
 from authgw.tasks import stop_then_cancel
 from standin.counters import UnadvisedCounter
@@ -47,6 +46,7 @@ from standin.crypto import PanKeyring
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_config import RedisRole
+from standin.redis_durable import RedisClient
 from standin.redis_io import RedisGate
 from standin.redis_link import RedisLink
 from standin.settings import JournalSettings, StandInConfig
@@ -90,7 +90,7 @@ class Settlement:
     def __init__(
         self,
         *,
-        redis: Redis,
+        redis: RedisClient,
         keyring: PanKeyring,
         sender: AdviceSender,
         issuer_healthy: IssuerHealth,
