@@ -89,6 +89,7 @@ class RedisCounters:
             keys.spend_key(token, assessment.kind),
             keys.reversal_hold_key(token, request.acquirer_id, request.request_id),
             keys.unadvised_key(token),
+            keys.balance_key(token),
         ]
         args: list[str | int] = [
             self._window_ms,
@@ -108,6 +109,7 @@ class RedisCounters:
             request.amount_minor,
             self._idem_ttl_ms,
             assessment.advised,
+            request.currency,
         ]
 
         async def op() -> list[int | bytes]:
