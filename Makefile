@@ -10,7 +10,7 @@ CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-do
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo bench bench-tls bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -109,6 +109,10 @@ bench-standin: $(STAMP) sysdeps
 
 bench-standin-trips: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin_trips
+
+# What keeping issuer-reported balances costs on the issuer path (interleaved rounds, off / on).
+bench-balance: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_balance
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle
