@@ -6,11 +6,12 @@ import itertools
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from helpers import assert_eventually
 from test_standin_cluster import cluster_port, cluster_redis  # noqa: F401 (fixtures)
-from test_standin_support import TOKEN_KEY, client, engine, luhn_pan, policy, request
+from test_standin_support import ENV, TOKEN_KEY, client, engine, luhn_pan, policy, request
 
-from standin import Reason, ResponseCode, StandIn, StandInDecision
+from standin import ConfigError, Reason, ResponseCode, StandIn, StandInDecision, load_config
 from standin.balances import BALANCE_RULE, BalanceSettings
 from standin.keys import balance_key
 from standin.tokens import CardTokenizer
@@ -95,3 +96,27 @@ async def test_the_balance_is_in_the_cards_slot_on_a_cluster(cluster_port: int, 
         await e.remember_balance(pan, 3_000, "EUR")
         decision = await pay(e, pan, 5_000)
     assert (decision.response_code, decision.rule) == (ResponseCode.INSUFFICIENT_FUNDS, BALANCE_RULE)
+
+
+def _config(tmp_path: Path, balance: str) -> Path:
+    path = tmp_path / "standin.toml"
+    path.write_text(f'[redis]\nurl = "redis://127.0.0.1:1/0"\ninsecure = true\n{balance}')
+    return path
+
+
+def test_the_balance_section_loads(tmp_path: Path) -> None:
+    """`[balance]` ttl and queue_size reach the config; absent, the defaults (24h, 10,000)."""
+    given = load_config(_config(tmp_path, '[balance]\nttl = "90s"\nqueue_size = 5\n'), ENV)
+    assert given.balance == BalanceSettings(ttl=timedelta(seconds=90), queue_size=5)
+    assert load_config(_config(tmp_path, ""), ENV).balance == BalanceSettings()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [('ttl = "0s"', "balance.ttl"), ("queue_size = 0", "balance.queue_size"), ("size = 3", "balance.size")],
+)
+def test_a_bad_balance_setting_names_its_key(tmp_path: Path, section: str, key: str) -> None:
+    """A ttl under a second, an empty queue or an unknown key: a ConfigError naming the key."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, f"[balance]\n{section}\n"), ENV)
+    assert caught.value.key == key, caught.value
