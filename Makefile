@@ -11,7 +11,7 @@ CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancel
 CHAOS += redis-master-loss
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -122,6 +122,10 @@ bench-policy: $(STAMP) sysdeps
 
 bench-cluster: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_cluster
+
+# What keeping issuer-reported balances costs on the issuer path (interleaved rounds, off / on).
+bench-balance: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_balance
 
 bench-settle: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_settle

@@ -16,7 +16,7 @@ class ResponseCode(enum.StrEnum):
     FORMAT_ERROR = "30"  # format error (the ISO 8583 edge: a message that does not decode)
     LOST_CARD = "41"  # lost card, pick up
     STOLEN_CARD = "43"  # stolen card, pick up
-    INSUFFICIENT_FUNDS = "51"  # not sufficient funds (issuer only: stand-in knows no balance)
+    INSUFFICIENT_FUNDS = "51"  # not sufficient funds (stand-in: above the issuer's last reported balance)
     EXPIRED_CARD = "54"  # expired card
     NOT_PERMITTED_TO_CARDHOLDER = "57"  # transaction not permitted to cardholder
     EXCEEDS_AMOUNT_LIMIT = "61"  # exceeds withdrawal amount limit

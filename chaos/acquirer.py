@@ -129,6 +129,7 @@ class Acquirer:
         self._reversal_count = 0
         self._t0 = time.monotonic()
         self.samples: list[Sample] = []
+        self.pan_of: dict[str, str] = {}  # "acquirer:request_id" -> PAN, never written to a report
 
     async def run(
         self,
@@ -172,6 +173,7 @@ class Acquirer:
             acquirer_id=req.acquirer_id, digest=content_digest(req), reused=reused,
         )  # fmt: skip
         self.samples.append(sample)
+        self.pan_of[f"{req.acquirer_id}:{req.request_id}"] = req.pan  # in memory only (confusion.py)
         return sample
 
     def _draw(self, share: float) -> bool:

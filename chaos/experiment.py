@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from chaos.acquirer import Acquirer, AcquirerBehaviour
+from chaos.confusion import Confusion, confusion, confusion_table
 from chaos.load import CardMix
 from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
 from chaos.samples import Sample
@@ -100,6 +101,9 @@ class Experiment:
     # False when the acquirers themselves cut requests short (deadlines of a few ms, cancels):
     # availability then measures the clients, not the gateway.
     judge_availability: bool = True
+    # Cards the load draws from; ~100,000+ gives a realistic few transactions per card and day
+    # (confusion.py): the default reuses a few hundred so often that per-card windows dominate.
+    cards: int = 400
 
 
 def _availability_criteria(samples: Sequence[Sample], run: Run) -> list[Criterion]:
@@ -187,6 +191,9 @@ def _markdown(report: dict[str, Any], picture: Path) -> str:
     lines.append(f"| answered by issuer / stand-in | {src['issuer']} / {src['stand_in']} |")
     approved = f"{st['approved']} / {st['declined']} ({st['approved_amount_minor']} minor units approved)"
     lines.append(f"| stand-in approved / declined | {approved} |")
+    for cell, value in (st.get("confusion") or {}).items():
+        figures = f"{value['count']} / {value['amount_minor']}"
+        lines.append(f"| stand-in vs issuer: {cell} (count / minor units) | {figures} |")
     for key, value in report["settlement"].items():
         if key != "examples":
             lines.append(f"| settlement {key} | {value} |")
@@ -212,9 +219,9 @@ def _write_reports(reports: Path, exp: Experiment, report: dict[str, Any], sampl
     (reports / f"{exp.name}.md").write_text(_markdown(report, picture))
 
 
-async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Sample], MoneyCheck]:
+async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Sample], MoneyCheck, Confusion]:
     """The load and the fault script together, then the settle phase (reversals still delivered)."""
-    mix = CardMix(cards=400, acquirer_ids=ACQUIRERS)
+    mix = CardMix(cards=exp.cards, acquirer_ids=ACQUIRERS)
     targets = [g.address for g in run.topo.gateways]
     credentials = run.topo.acquirer_credentials
     async with Acquirer(targets, exp.behaviour, deadline_s=DEADLINE_S, credentials=credentials) as acquirer:
@@ -230,7 +237,12 @@ async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Samp
             samples = await load
             await script
         check = await verify_settlement(run.topo, samples, exp.settle_timeout_s, console)
-    return samples, check
+        matrix = confusion(samples, acquirer.pan_of)
+    if matrix.decided:
+        console.print(
+            confusion_table(matrix, f"chaos-{exp.name}: stand-in vs issuer (shadow), count / minor units")
+        )
+    return samples, check, matrix
 
 
 async def run_experiment(
@@ -243,13 +255,16 @@ async def run_experiment(
     run = Run(topo, console)
     try:
         await asyncio.sleep(1.0)  # agents register, gateways connect
-        samples, check = await _drive(exp, run, console)
+        samples, check, matrix = await _drive(exp, run, console)
         criteria = _money_criteria(check)
         if exp.judge_availability:
             criteria = _availability_criteria(samples, run) + criteria
         if exp.more_criteria is not None:
             criteria += exp.more_criteria(samples, run)
         report = _report(exp, run, samples, check, criteria)
+        if matrix.decided:
+            report["standin"]["confusion"] = matrix.as_dict()
+        report["cards"] = exp.cards
     finally:
         await asyncio.to_thread(topo.stop)
     await asyncio.to_thread(_write_reports, reports, exp, report, samples)

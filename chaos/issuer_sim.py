@@ -38,6 +38,8 @@ Faults (flags at start, SetFaults at run time):
   nothing until hang is cleared (IssuerSimControl still answers).
 - advise_reject_rate: share of Advise and Reverse calls rejected with
   FAILED_PRECONDITION.
+- send_balance: every Authorize answer carries the card's available balance
+  after it (available_balance_minor; ISO 8583 field 54 at an ISO edge).
 
 Signals:
 
@@ -222,6 +224,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         "--advise-reject-rate", type=float, default=0.0, help="share of Advise/Reverse FAILED_PRECONDITION"
     )
     p.add_argument("--hang", action="store_true", help="start hung (accept calls, answer nothing)")
+    p.add_argument(
+        "--send-balance", action="store_true", help="answer with the card's available balance after it"
+    )
     p.add_argument("--ledger", default="", help="redis://HOST:PORT/DB: shared issuer-wide ledger")
     p.add_argument("--grace-s", type=float, default=2.0, help="drain time for in-flight calls on stop")
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
@@ -283,7 +288,7 @@ def main(argv: list[str]) -> int:
     )
     faults = simulator_pb2.Faults(
         latency_ms=args.latency_ms, error_rate=args.error_rate, decline_code=args.decline_code,
-        hang=args.hang, advise_reject_rate=args.advise_reject_rate,
+        hang=args.hang, advise_reject_rate=args.advise_reject_rate, send_balance=args.send_balance,
     )  # fmt: skip
     problem = faults_problem(faults)
     if problem is not None:

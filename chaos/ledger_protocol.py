@@ -56,11 +56,15 @@ class IssuerAnswer:
     pool: str
     member: str
     repeated: bool  # the request was already decided: this is the stored answer
+    available_minor: int | None = None  # the card's available balance after it, when the ledger read it
 
     @classmethod
-    def of(cls, book: Book, repeated: bool) -> IssuerAnswer:
+    def of(cls, book: Book, repeated: bool, available_minor: int | None = None) -> IssuerAnswer:
         """The answer a book's own decision gives."""
-        return cls(book.own_code, book.approval_code, book.decision_id, book.pool, book.member, repeated)
+        return cls(
+            book.own_code, book.approval_code, book.decision_id, book.pool, book.member, repeated,
+            available_minor,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,7 @@ class MemoryLedger:
             attempt, token, lambda: decide(card.status, card.available_minor, attempt.amount_minor)
         )
         self._post(posting)
-        return IssuerAnswer.of(book, repeated)
+        return IssuerAnswer.of(book, repeated, card.available_minor)
 
     async def advise(self, advice: AdviceEntry) -> bool:
         token = card_token(advice.pan)

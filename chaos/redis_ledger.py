@@ -248,7 +248,8 @@ class RedisLedger:
             premise = None
             if decided and decided[0] in ("00", "51"):  # a decision that read the balance
                 premise = _Premise(token, profile.balance_minor, attempt.amount_minor, decided[0] == "00")
-            return IssuerAnswer.of(book, repeated), posting, premise
+            spent = attempt.amount_minor if decided and decided[0] == "00" else 0
+            return IssuerAnswer.of(book, repeated, available - spent), posting, premise
 
         return await self._transact(attempt.acquirer_id, attempt.request_id, token, apply)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -58,12 +59,17 @@ def summary(reports: list[dict[str, Any]]) -> Table:
     return table
 
 
-async def _run_all(names: list[str], scale: float, console: Console, keep: bool) -> list[dict[str, Any]]:
+async def _run_all(
+    names: list[str], scale: float, console: Console, keep: bool, cards: int | None = None
+) -> list[dict[str, Any]]:
     reports = []
     for name in names:
         workdir = Path(tempfile.mkdtemp(prefix=f"authgw-chaos-{name}-"))
         try:
-            reports.append(await run_experiment(build(name, scale), workdir, console, REPORTS))
+            exp = build(name, scale)
+            if cards is not None:
+                exp = dataclasses.replace(exp, cards=cards)
+            reports.append(await run_experiment(exp, workdir, console, REPORTS))
         finally:
             if keep:
                 console.print(f"logs kept in {workdir}")
@@ -77,12 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="+", help=f"'all' or some of: {', '.join(EXPERIMENTS)}")
     parser.add_argument("--scale", type=float, default=1.0, help="compress (<1) or stretch the timelines")
     parser.add_argument("--keep", action="store_true", help="keep each experiment's work directory (logs)")
+    parser.add_argument(
+        "--cards",
+        type=int,
+        default=None,
+        help="cards the load draws from (e.g. 100000: a realistic population)",
+    )
     args = parser.parse_args(argv)
     names = list(EXPERIMENTS) if args.names == ["all"] else args.names
     for name in names:
         build(name)  # unknown names fail before anything starts
     console = Console(width=max(150, shutil.get_terminal_size().columns))  # the summary has 13 columns
-    reports = asyncio.run(_run_all(names, args.scale, console, args.keep))
+    reports = asyncio.run(_run_all(names, args.scale, console, args.keep, args.cards))
     console.print(summary(reports))
     return 0 if all(r["passed"] for r in reports) else 1
 

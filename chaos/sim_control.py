@@ -76,6 +76,7 @@ class SimControl:
         decline_code: str = "",
         hang: bool = False,
         advise_reject_rate: float = 0.0,
+        send_balance: bool = False,
     ) -> simulator_pb2.Faults:
         """Replace every fault of the host (arguments left out are cleared); returns what it applied."""
         faults = simulator_pb2.Faults(
@@ -84,6 +85,7 @@ class SimControl:
             decline_code=decline_code,
             hang=hang,
             advise_reject_rate=advise_reject_rate,
+            send_balance=send_balance,
         )
         applied: simulator_pb2.Faults = await self._set_faults(
             simulator_pb2.SetFaultsRequest(faults=faults), timeout=self._timeout_s

@@ -46,7 +46,7 @@ def _describe(faults: simulator_pb2.Faults) -> str:
     return (
         f"latency_ms={faults.latency_ms} error_rate={faults.error_rate:g} "
         f"decline_code={faults.decline_code or '-'} hang={faults.hang} "
-        f"advise_reject_rate={faults.advise_reject_rate:g}"
+        f"advise_reject_rate={faults.advise_reject_rate:g} send_balance={faults.send_balance}"
     )
 
 

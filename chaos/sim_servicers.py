@@ -181,11 +181,14 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
             counters.approved_request_ids.append(request.request_id)
         else:
             counters.declines += 1
-        return apb.AuthorizeResponse(
+        response = apb.AuthorizeResponse(
             request_id=request.request_id, decision=apb.APPROVED if approved else apb.DECLINED,
             response_code=answer.response_code, approval_code=answer.approval_code, source=apb.ISSUER,
             pool=answer.pool, member=answer.member, decision_id=answer.decision_id,
         )  # fmt: skip
+        if host.gate.current.send_balance and answer.available_minor is not None:
+            response.available_balance_minor = max(answer.available_minor, 0)
+        return response
 
     async def Advise(self, request: apb.StandInAdvice, context: _AdviseContext) -> apb.AdviceAck:
         host = self._host

@@ -94,6 +94,7 @@ class Authorizer:
             return await self._fallback.answer(request, standin_mode.cause, b.deadline, self._traceparent())
         result = await self._router.route(request, b.deadline, client_bound=b.client_bound)
         if result.response is not None:
+            self._fallback.observe(request, result.response)  # queued: the answer does not wait
             return result.response  # type: ignore[no-any-return]  # an AuthorizeResponse: Authorize was routed
         if result.refused is not None:
             raise RequestRefused(request.request_id, result.refused.detail)

@@ -43,6 +43,10 @@ class Fallback(Protocol):
         """Apply or record a reversal; None when nothing can record it."""
         ...
 
+    def observe(self, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
+        """An issuer answered `request`: keep what stand-in learns from it (never blocks)."""
+        ...
+
 
 def proto_reason(reason: Reason) -> str:
     """The proto's StandInReason name of `reason` (names match, but an acquirer advice's: stand-in
@@ -84,3 +88,6 @@ class DeclineFallback:
         self, request: pb.ReverseRequest, *, store: bool, trace_context: str = ""
     ) -> ReversalOutcome | None:
         return None
+
+    def observe(self, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
+        """Nothing to keep without stand-in."""

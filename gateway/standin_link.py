@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from authgw.v1 import authorization_pb2 as pb
+from gateway.balance_feed import BalanceFeed
 from gateway.config import GatewayConfig
 from gateway.errors import RequestRefused
 from gateway.fallback import decline_91, proto_reason
@@ -128,6 +129,10 @@ class StandInFallback:
         self.engine = engine
         self._tracer = tracer
         self._running: set[asyncio.Task[Any]] = set()
+        self.balances = BalanceFeed(engine, engine.balance_settings.queue_size)
+
+    def observe(self, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
+        self.balances.offer(request, response)
 
     async def answer(
         self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
@@ -227,8 +232,10 @@ class StandInFallback:
 
     async def start(self) -> None:
         await self.engine.start()
+        self.balances.start()
 
     async def close(self) -> None:
+        await self.balances.close()
         if self._running:  # decisions whose callers went away still finish and are recorded
             await asyncio.wait(set(self._running))
         await self.engine.close()

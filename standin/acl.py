@@ -82,6 +82,7 @@ REVERSAL = _glob(keys.reversal_key(_T, _T, _T))
 REVERSAL_HOLD = _glob(keys.reversal_hold_key(_T, _T, _T))
 SPEND = _glob(keys.spend_key(_T, LimitKind.PURCHASE).replace(LimitKind.PURCHASE.value, _T))
 UNADVISED = _glob(keys.unadvised_key(_T))
+BALANCE = _glob(keys.balance_key(_T))
 STATUS_INDEX = keys.CARD_STATUS_INDEX
 BUDGET = _glob(keys.budget_keys(_T, _P)[0]).replace(":spend", ":*")  # the set and its sum
 VELOCITY = "authgw:{vel:*}:*"  # keys.velocity_tag: a digest in the tag, terminals' keys beside it
@@ -121,6 +122,7 @@ _STANDIN = (
     _g(REVERSAL_HOLD, "exists get set", scripted=True),
     _g(SPEND, "zremrangebyscore zrange zadd zrem zscore pttl pexpire", scripted=True),
     _g(UNADVISED, "get incr pexpire", scripted=True),
+    _g(BALANCE, "hmget hset hincrby pexpire", scripted=True),  # lua.BALANCE_SET, DECIDE's cap
     # lua_risk.py: the exposure budgets' shards and the velocity windows (sets and their sums)
     _g(BUDGET, "zrangebyscore zrem zcard zscore zadd get incrby decrby del pexpire", scripted=True),
     _g(VELOCITY, "zrangebyscore zrem zcard zscore zadd get incrby decrby del pexpire", scripted=True),

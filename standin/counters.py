@@ -91,6 +91,7 @@ class RedisCounters:
             keys.spend_key(token, assessment.kind),
             keys.reversal_hold_key(token, request.acquirer_id, request.request_id),
             keys.unadvised_key(token),
+            keys.balance_key(token),
         ]
         args: list[str | int] = [
             self._window_ms,
@@ -111,6 +112,7 @@ class RedisCounters:
             self._idem_ttl_ms,
             assessment.advised,
             proposal.policy_version,
+            request.currency,
         ]
 
         async def op() -> list[int | bytes]:

@@ -46,6 +46,7 @@ from types import TracebackType
 from opentelemetry.trace import Tracer
 
 from authgw.codes import ResponseCode
+from standin.balances import BalanceSettings, CardBalances
 from standin.counters import RedisCounters
 from standin.crypto import PanKeyring
 from standin.deciding import UNRECORDED_RULE, Decider
@@ -127,6 +128,7 @@ class StandIn:
         tracer: Tracer | None = None,
         link: RedisLink | None = None,
         policy_source: str = "policy file",
+        balance_settings: BalanceSettings | None = None,
     ) -> None:
         """Args:
         owns_redis: close `redis` on close().
@@ -166,6 +168,8 @@ class StandIn:
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
         self._budgets = ExposureBudgets(self._gate, policy)
+        self.balance_settings = balance_settings or BalanceSettings()
+        self._balances = CardBalances(self._gate, self.balance_settings)
         self._recovery = self._recovery_task(keyring)
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
         common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
@@ -235,6 +239,7 @@ class StandIn:
             tracer=tracer,
             link=link,
             policy_source=f"{config.file} [policy]",
+            balance_settings=config.balance,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -321,6 +326,15 @@ class StandIn:
         if self._state is not _State.RUNNING:
             raise ClosedError(f"stand-in engine is {self._state.value}")
         return await self._recovery.move_backlog()
+
+    async def remember_balance(self, pan: str, available_minor: int, currency: str) -> None:
+        """Keep the card's balance the issuer just reported (standin/balances.py).
+
+        Raises ClosedError, and StoreUnavailableError when Redis cannot take it (it is then lost:
+        the card keeps its previous balance until that expires, or the policy's limits).
+        """
+        async with self._running():
+            await self._balances.remember(self._tokenizer.token(pan), available_minor, currency)
 
     # -- deciding and reversing -------------------------------------------------------------------
 

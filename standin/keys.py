@@ -9,6 +9,8 @@ decision script runs in one slot:
     authgw:{<token>}:rev:<acquirer>:<id>     hash     a reversal's record (idempotency by reversal id)
     authgw:{<token>}:revhold:<acquirer>:<id> string   a reversal that came before its original request
     authgw:{<token>}:unadvised               string   the card's journal entries the issuer has not acked
+    authgw:{<token>}:balance                 hash     the issuer's last available balance: available,
+                                                      currency, at_ms, spent (stand-in approvals since)
 
 The acquirer id is digits only, so `<acquirer>:<id>` cannot be confused whatever the
 request id holds.
@@ -46,6 +48,7 @@ from standin.types import Channel, LimitKind
 
 __all__ = [
     "CARD_STATUS_INDEX",
+    "balance_key",
     "budget_keys",
     "budget_shard_of",
     "card_status_key",
@@ -86,6 +89,10 @@ def reversal_hold_key(token: str, acquirer_id: str, request_id: str) -> str:
 
 def unadvised_key(token: str) -> str:
     return f"authgw:{{{token}}}:unadvised"
+
+
+def balance_key(token: str) -> str:
+    return f"authgw:{{{token}}}:balance"
 
 
 def spend_key(token: str, kind: LimitKind) -> str:

@@ -29,7 +29,7 @@ acknowledged by the issuer; a reversal of an issuer decision waits behind them.
 
 from __future__ import annotations
 
-__all__ = ["ABSORB", "APPEND", "DECIDE", "RECORD_FIELDS", "REVERSE", "UNADVISED_DONE"]
+__all__ = ["ABSORB", "APPEND", "BALANCE_SET", "DECIDE", "RECORD_FIELDS", "REVERSE", "UNADVISED_DONE"]
 
 # Idempotency record fields, in the order DECIDE returns them after its status.
 RECORD_FIELDS = (
@@ -60,7 +60,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 DECIDE = (
     """
 -- KEYS[1] record  KEYS[2] card status  KEYS[3] spend zset of the kind  KEYS[4] reversal held
--- KEYS[5] unadvised counter
+-- KEYS[5] unadvised counter  KEYS[6] the card's last issuer-reported balance (hash, see BALANCE_SET)
 -- ARGV[1] window_ms  ARGV[2] amount (limit currency)  ARGV[3] max_amount  ARGV[4] max_count
 -- ARGV[5] kind  ARGV[6] static rule ('' = none)  ARGV[7] static code  ARGV[8] decision_id
 -- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
@@ -70,6 +70,8 @@ DECIDE = (
 --          card status, a held reversal, the static rule or the window say; it supersedes an earlier
 --          decline of the same request (the merchant forced it after that answer)
 -- ARGV[18] stand-in policy version of this decision (kept in the record; returned after the fields)
+-- ARGV[19] currency of the transaction: a known balance in that currency caps an approval at the
+--          balance minus the stand-in approvals since it was reported (51 balance.available)
 """
     + _NOW
     + """
@@ -90,6 +92,11 @@ end
 local code, rule
 local member = ''
 local status = redis.call('GET', KEYS[2])
+local balance = redis.call('HMGET', KEYS[6], 'available', 'spent', 'currency')
+local function over_balance()
+  if not balance[1] or balance[3] ~= ARGV[19] then return false end
+  return tonumber(balance[2] or '0') + tonumber(ARGV[15]) > tonumber(balance[1])
+end
 if advice then
   code, rule = '00', ARGV[17]
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
@@ -117,6 +124,8 @@ else
     code, rule = '61', 'limit.amount.' .. ARGV[5]
   elseif #members + 1 > tonumber(ARGV[4]) then
     code, rule = '65', 'limit.count.' .. ARGV[5]
+  elseif over_balance() then
+    code, rule = '51', 'balance.available'
   else
     code, rule = '00', 'approved'
     member = ARGV[8] .. ':' .. ARGV[2]
@@ -125,7 +134,12 @@ else
   end
 end
 local approval = ''
-if code == '00' then approval = ARGV[9] end
+if code == '00' then
+  approval = ARGV[9]
+  if balance[1] and balance[3] == ARGV[19] then  -- an approval since the balance spends it
+    redis.call('HINCRBY', KEYS[6], 'spent', ARGV[15])
+  end
+end
 local record = {ARGV[8], code, rule, approval, ARGV[10], ARGV[11], tostring(now), ARGV[12], tostring(now)}
 local pairs_ = {'digest', ARGV[14], 'kind', ARGV[5], 'amount', ARGV[2], 'txn_amount', ARGV[15],
                 'member', member, 'answered_by', ARGV[8], 'policy_version', ARGV[18]}
@@ -297,6 +311,22 @@ end
 redis.call('HSET', KEYS[1], 'final_amount', ARGV[1], 'member', member)
 return queue('applied')
 """
+
+# The issuer reported the card's available balance after a transaction it decided: the stand-in
+# approvals counted against the previous one no longer apply (the issuer's figure is newer).
+# It expires after the configured time: a card whose balance is stale keeps the policy's limits.
+BALANCE_SET = (
+    """
+-- KEYS[1] the card's balance hash
+-- ARGV[1] available (minor units)  ARGV[2] currency  ARGV[3] ttl ms
+"""
+    + _NOW
+    + """
+redis.call('HSET', KEYS[1], 'available', ARGV[1], 'currency', ARGV[2], 'spent', 0, 'at_ms', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return now
+"""
+)
 
 # The issuer acknowledged one of the card's journal entries.
 UNADVISED_DONE = """

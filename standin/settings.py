@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from authgw.config import Section, read_toml
+from standin.balances import BalanceSettings
 from standin.crypto import PanKeyring
 from standin.keyconfig import read_keys
 from standin.policy import StandInPolicy
@@ -90,6 +91,8 @@ class StandInConfig:
     """The current PAN key: every new journal entry is sealed with it."""
     retired_pan_keys: tuple[bytes, ...] = field(repr=False, default=())
     """Keys of past rotations: they only open entries sealed before, until those are settled."""
+    balance: BalanceSettings = field(default_factory=BalanceSettings)
+    """Issuer-reported balances that cap stand-in approvals (standin/balances.py)."""
 
     def pan_keyring(self) -> PanKeyring:
         return PanKeyring.of(self.pan_key, self.retired_pan_keys)
@@ -99,7 +102,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
     """Read the TOML file at `path` and the secrets from `env` (default os.environ)."""
     env = os.environ if env is None else env
     root = read_toml(path)
-    root.check_known(["standin", "policy", "redis", "journal", "local", "keys"])
+    root.check_known(["standin", "policy", "redis", "journal", "local", "keys", "balance"])
     base = path.parent
     general = root.table("standin")
     general.check_known(["instance"])
@@ -118,6 +121,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> StandInConf
         token_key=keys.token_key,
         pan_key=keys.pan_key,
         retired_pan_keys=keys.retired_pan_keys,
+        balance=_balance(root.table("balance")),
     )
 
 
@@ -135,6 +139,15 @@ def _journal(s: Section) -> JournalSettings:
         idempotency_ttl=s.duration("idempotency_ttl", d.idempotency_ttl, minimum=_H, maximum=_YEAR),
         dedupe_ttl=s.duration("dedupe_ttl", d.dedupe_ttl, minimum=_H, maximum=_YEAR),
         reversal_hold=s.duration("reversal_hold", d.reversal_hold, minimum=_S, maximum=_YEAR),
+    )
+
+
+def _balance(s: Section) -> BalanceSettings:
+    d = BalanceSettings()
+    s.check_known(["ttl", "queue_size"])
+    return BalanceSettings(
+        ttl=s.duration("ttl", d.ttl, minimum=_S, maximum=_YEAR),
+        queue_size=s.integer("queue_size", d.queue_size, minimum=1, maximum=1_000_000),
     )
 
 

@@ -24,6 +24,7 @@ from standin import (
     WindowLimit,
     make_redis_client,
 )
+from standin.balances import BalanceSettings
 from standin.crypto import PanKeyring
 from standin.tokens import CardTokenizer
 
@@ -135,6 +136,7 @@ async def engine(
     journal: JournalSettings | None = None,
     local: LocalSettings | None = None,
     keyring: PanKeyring | None = None,
+    balance: BalanceSettings | None = None,
 ) -> AsyncIterator[StandIn]:
     """A started engine on its own Redis client (closed on exit); PAN_KEY unless `keyring` is given."""
     settings = at_port(port, redis_settings)
@@ -150,6 +152,7 @@ async def engine(
         journal_settings=journal,
         local_settings=local,
         owns_redis=True,
+        balance_settings=balance,
         **extra,
     ) as e:
         yield e

@@ -73,7 +73,13 @@ class AuthorizationServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Advise(self, request, context):
-        """Never refused once recorded; forwarded to the issuer in the card's order.
+        """Never refused once recorded: journaled in the card's stand-in partition (approved, counted
+        against the card's stand-in windows), then acknowledged; settlement forwards it to the issuer
+        as a StandInAdvice (origin ACQUIRER_FORCED_POST / ACQUIRER_OFFLINE) in the card's order, at
+        once while a pool is healthy, until acknowledged. A repeat gets the same decision_id with
+        duplicate = true. Errors: INVALID_ARGUMENT (request.<field>, kind, approval_code);
+        PERMISSION_DENIED; ALREADY_EXISTS (the request id used for other content); UNAVAILABLE when
+        nothing could record it (repeat it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from authgw.v1 import authorization_pb2 as authgw_dot_v1_dot_authorization__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthgw/v1/simulator.proto\x12\tauthgw.v1\x1a\x1d\x61uthgw/v1/authorization.proto\"p\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0c\n\x04hang\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x64vise_reject_rate\x18\x05 \x01(\x01\"5\n\x10SetFaultsRequest\x12!\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x11.authgw.v1.Faults\"\x0f\n\rReportRequest\"\x87\x01\n\x0c\x41\x64viceRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x15\n\rresponse_code\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\xf4\x02\n\tSimReport\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x17\n\x0f\x61uthorize_calls\x18\x03 \x01(\x03\x12\x11\n\tapprovals\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x65\x63lines\x18\x05 \x01(\x03\x12\x1c\n\x14repeated_request_ids\x18\x06 \x01(\x03\x12\x14\n\x0c\x61\x64vise_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x64uplicate_advices\x18\x08 \x01(\x03\x12(\n\x07\x61\x64vices\x18\t \x03(\x0b\x32\x17.authgw.v1.AdviceRecord\x12!\n\x06\x66\x61ults\x18\n \x01(\x0b\x32\x11.authgw.v1.Faults\x12\x1c\n\x14\x61pproved_request_ids\x18\x0b \x03(\t\x12\x15\n\rreverse_calls\x18\x0c \x01(\x03\x12\x1d\n\x15refused_other_content\x18\r \x01(\x03\x12\x1b\n\x13\x64uplicate_reversals\x18\x0e \x01(\x03\"\x97\x02\n\x0bRequestBook\x12\x13\n\x0b\x61\x63quirer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0f\n\x07\x63laimed\x18\x04 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x05 \x01(\x03\x12!\n\x03own\x18\x06 \x01(\x0b\x32\x14.authgw.v1.OwnAnswer\x12(\n\x07\x61\x64vices\x18\x07 \x03(\x0b\x32\x17.authgw.v1.AdviceBooked\x12,\n\treversals\x18\x08 \x03(\x0b\x32\x19.authgw.v1.ReversalBooked\x12\x13\n\x0b\x66inal_minor\x18\t \x01(\x03\x12\x18\n\x10\x61pproval_advices\x18\n \x01(\x05\"`\n\tOwnAnswer\x12\x0f\n\x07\x61rrived\x18\x01 \x01(\x08\x12\x15\n\rresponse_code\x18\x02 \x01(\t\x12\x12\n\nheld_minor\x18\x03 \x01(\x03\x12\x17\n\x0f\x66orwarded_at_us\x18\x04 \x01(\x03\"\xb5\x01\n\x0c\x41\x64viceBooked\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x16\n\x0e\x61nswered_at_us\x18\x04 \x01(\x03\x12\'\n\x06origin\x18\x05 \x01(\x0e\x32\x17.authgw.v1.AdviceOrigin\x12\x10\n\x08received\x18\x06 \x01(\x05\x12\x15\n\rresponse_code\x18\x07 \x01(\t\"~\n\x0eReversalBooked\x12\x13\n\x0breversal_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66inal_amount_minor\x18\x02 \x01(\x03\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.authgw.v1.ReversalStatus\x12\x10\n\x08received\x18\x04 \x01(\x05\":\n\x13UnexplainedPostings\x12\r\n\x05\x63\x61rds\x18\x01 \x01(\x05\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\"!\n\x0c\x42ooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"t\n\x08\x42ookPage\x12%\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x16.authgw.v1.RequestBook\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x33\n\x0bunexplained\x18\x03 \x01(\x0b\x32\x1e.authgw.v1.UnexplainedPostings2\xc2\x01\n\x10IssuerSimControl\x12;\n\tSetFaults\x12\x1b.authgw.v1.SetFaultsRequest\x1a\x11.authgw.v1.Faults\x12\x38\n\x06Report\x12\x18.authgw.v1.ReportRequest\x1a\x14.authgw.v1.SimReport\x12\x37\n\x05\x42ooks\x12\x17.authgw.v1.BooksRequest\x1a\x13.authgw.v1.BookPage0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61uthgw/v1/simulator.proto\x12\tauthgw.v1\x1a\x1d\x61uthgw/v1/authorization.proto\"\x86\x01\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\x05\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0c\n\x04hang\x18\x04 \x01(\x08\x12\x1a\n\x12\x61\x64vise_reject_rate\x18\x05 \x01(\x01\x12\x14\n\x0csend_balance\x18\x06 \x01(\x08\"5\n\x10SetFaultsRequest\x12!\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x11.authgw.v1.Faults\"\x0f\n\rReportRequest\"\x87\x01\n\x0c\x41\x64viceRecord\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08received\x18\x02 \x01(\x05\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x15\n\rresponse_code\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"\xf4\x02\n\tSimReport\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\x17\n\x0f\x61uthorize_calls\x18\x03 \x01(\x03\x12\x11\n\tapprovals\x18\x04 \x01(\x03\x12\x10\n\x08\x64\x65\x63lines\x18\x05 \x01(\x03\x12\x1c\n\x14repeated_request_ids\x18\x06 \x01(\x03\x12\x14\n\x0c\x61\x64vise_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x64uplicate_advices\x18\x08 \x01(\x03\x12(\n\x07\x61\x64vices\x18\t \x03(\x0b\x32\x17.authgw.v1.AdviceRecord\x12!\n\x06\x66\x61ults\x18\n \x01(\x0b\x32\x11.authgw.v1.Faults\x12\x1c\n\x14\x61pproved_request_ids\x18\x0b \x03(\t\x12\x15\n\rreverse_calls\x18\x0c \x01(\x03\x12\x1d\n\x15refused_other_content\x18\r \x01(\x03\x12\x1b\n\x13\x64uplicate_reversals\x18\x0e \x01(\x03\"\x97\x02\n\x0bRequestBook\x12\x13\n\x0b\x61\x63quirer_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0f\n\x07\x63laimed\x18\x04 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x05 \x01(\x03\x12!\n\x03own\x18\x06 \x01(\x0b\x32\x14.authgw.v1.OwnAnswer\x12(\n\x07\x61\x64vices\x18\x07 \x03(\x0b\x32\x17.authgw.v1.AdviceBooked\x12,\n\treversals\x18\x08 \x03(\x0b\x32\x19.authgw.v1.ReversalBooked\x12\x13\n\x0b\x66inal_minor\x18\t \x01(\x03\x12\x18\n\x10\x61pproval_advices\x18\n \x01(\x05\"`\n\tOwnAnswer\x12\x0f\n\x07\x61rrived\x18\x01 \x01(\x08\x12\x15\n\rresponse_code\x18\x02 \x01(\t\x12\x12\n\nheld_minor\x18\x03 \x01(\x03\x12\x17\n\x0f\x66orwarded_at_us\x18\x04 \x01(\x03\"\xb5\x01\n\x0c\x41\x64viceBooked\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x10\n\x08\x61pproved\x18\x02 \x01(\x08\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x16\n\x0e\x61nswered_at_us\x18\x04 \x01(\x03\x12\'\n\x06origin\x18\x05 \x01(\x0e\x32\x17.authgw.v1.AdviceOrigin\x12\x10\n\x08received\x18\x06 \x01(\x05\x12\x15\n\rresponse_code\x18\x07 \x01(\t\"~\n\x0eReversalBooked\x12\x13\n\x0breversal_id\x18\x01 \x01(\t\x12\x1a\n\x12\x66inal_amount_minor\x18\x02 \x01(\x03\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.authgw.v1.ReversalStatus\x12\x10\n\x08received\x18\x04 \x01(\x05\":\n\x13UnexplainedPostings\x12\r\n\x05\x63\x61rds\x18\x01 \x01(\x05\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\"!\n\x0c\x42ooksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"t\n\x08\x42ookPage\x12%\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x16.authgw.v1.RequestBook\x12\x0c\n\x04last\x18\x02 \x01(\x08\x12\x33\n\x0bunexplained\x18\x03 \x01(\x0b\x32\x1e.authgw.v1.UnexplainedPostings2\xc2\x01\n\x10IssuerSimControl\x12;\n\tSetFaults\x12\x1b.authgw.v1.SetFaultsRequest\x1a\x11.authgw.v1.Faults\x12\x38\n\x06Report\x12\x18.authgw.v1.ReportRequest\x1a\x14.authgw.v1.SimReport\x12\x37\n\x05\x42ooks\x12\x17.authgw.v1.BooksRequest\x1a\x13.authgw.v1.BookPage0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authgw.v1.simulator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAULTS']._serialized_start=71
-  _globals['_FAULTS']._serialized_end=183
-  _globals['_SETFAULTSREQUEST']._serialized_start=185
-  _globals['_SETFAULTSREQUEST']._serialized_end=238
-  _globals['_REPORTREQUEST']._serialized_start=240
-  _globals['_REPORTREQUEST']._serialized_end=255
-  _globals['_ADVICERECORD']._serialized_start=258
-  _globals['_ADVICERECORD']._serialized_end=393
-  _globals['_SIMREPORT']._serialized_start=396
-  _globals['_SIMREPORT']._serialized_end=768
-  _globals['_REQUESTBOOK']._serialized_start=771
-  _globals['_REQUESTBOOK']._serialized_end=1050
-  _globals['_OWNANSWER']._serialized_start=1052
-  _globals['_OWNANSWER']._serialized_end=1148
-  _globals['_ADVICEBOOKED']._serialized_start=1151
-  _globals['_ADVICEBOOKED']._serialized_end=1332
-  _globals['_REVERSALBOOKED']._serialized_start=1334
-  _globals['_REVERSALBOOKED']._serialized_end=1460
-  _globals['_UNEXPLAINEDPOSTINGS']._serialized_start=1462
-  _globals['_UNEXPLAINEDPOSTINGS']._serialized_end=1520
-  _globals['_BOOKSREQUEST']._serialized_start=1522
-  _globals['_BOOKSREQUEST']._serialized_end=1555
-  _globals['_BOOKPAGE']._serialized_start=1557
-  _globals['_BOOKPAGE']._serialized_end=1673
-  _globals['_ISSUERSIMCONTROL']._serialized_start=1676
-  _globals['_ISSUERSIMCONTROL']._serialized_end=1870
+  _globals['_FAULTS']._serialized_start=72
+  _globals['_FAULTS']._serialized_end=206
+  _globals['_SETFAULTSREQUEST']._serialized_start=208
+  _globals['_SETFAULTSREQUEST']._serialized_end=261
+  _globals['_REPORTREQUEST']._serialized_start=263
+  _globals['_REPORTREQUEST']._serialized_end=278
+  _globals['_ADVICERECORD']._serialized_start=281
+  _globals['_ADVICERECORD']._serialized_end=416
+  _globals['_SIMREPORT']._serialized_start=419
+  _globals['_SIMREPORT']._serialized_end=791
+  _globals['_REQUESTBOOK']._serialized_start=794
+  _globals['_REQUESTBOOK']._serialized_end=1073
+  _globals['_OWNANSWER']._serialized_start=1075
+  _globals['_OWNANSWER']._serialized_end=1171
+  _globals['_ADVICEBOOKED']._serialized_start=1174
+  _globals['_ADVICEBOOKED']._serialized_end=1355
+  _globals['_REVERSALBOOKED']._serialized_start=1357
+  _globals['_REVERSALBOOKED']._serialized_end=1483
+  _globals['_UNEXPLAINEDPOSTINGS']._serialized_start=1485
+  _globals['_UNEXPLAINEDPOSTINGS']._serialized_end=1543
+  _globals['_BOOKSREQUEST']._serialized_start=1545
+  _globals['_BOOKSREQUEST']._serialized_end=1578
+  _globals['_BOOKPAGE']._serialized_start=1580
+  _globals['_BOOKPAGE']._serialized_end=1696
+  _globals['_ISSUERSIMCONTROL']._serialized_start=1699
+  _globals['_ISSUERSIMCONTROL']._serialized_end=1893
 # @@protoc_insertion_point(module_scope)

@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Faults(_message.Message):
-    __slots__ = ("latency_ms", "error_rate", "decline_code", "hang", "advise_reject_rate")
+    __slots__ = ("latency_ms", "error_rate", "decline_code", "hang", "advise_reject_rate", "send_balance")
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     DECLINE_CODE_FIELD_NUMBER: _ClassVar[int]
     HANG_FIELD_NUMBER: _ClassVar[int]
     ADVISE_REJECT_RATE_FIELD_NUMBER: _ClassVar[int]
+    SEND_BALANCE_FIELD_NUMBER: _ClassVar[int]
     latency_ms: int
     error_rate: float
     decline_code: str
     hang: bool
     advise_reject_rate: float
-    def __init__(self, latency_ms: _Optional[int] = ..., error_rate: _Optional[float] = ..., decline_code: _Optional[str] = ..., hang: _Optional[bool] = ..., advise_reject_rate: _Optional[float] = ...) -> None: ...
+    send_balance: bool
+    def __init__(self, latency_ms: _Optional[int] = ..., error_rate: _Optional[float] = ..., decline_code: _Optional[str] = ..., hang: _Optional[bool] = ..., advise_reject_rate: _Optional[float] = ..., send_balance: _Optional[bool] = ...) -> None: ...
 
 class SetFaultsRequest(_message.Message):
     __slots__ = ("faults",)

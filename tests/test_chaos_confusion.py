@@ -1,0 +1,39 @@
+"""The confusion matrix of stand-in decisions against the simulator issuer's shadow decisions."""
+
+from __future__ import annotations
+
+import itertools
+
+from chaos.card_profiles import LOW_BALANCE_MINOR, PAN_BLOCKED, PAN_LOW_BALANCE
+from chaos.confusion import Cell, confusion
+from chaos.samples import Sample
+
+_t = itertools.count()
+
+
+def answered(pan_of: dict[str, str], pan: str, amount: int, source: str, approved: bool) -> Sample:
+    n = next(_t)
+    pan_of[f"1001:r{n}"] = pan
+    return Sample(
+        f"r{n}", float(n), amount_minor=amount, acquirer_id="1001", source=source, approved=approved,
+        response_code="00" if approved else "51",
+    )  # fmt: skip
+
+
+def test_each_cell_by_the_issuers_books_at_the_time() -> None:
+    """100.00 card: issuer approves 90.00, then stand-in approves 20.00 (false) and declines 5.00 (false)."""
+    pan_of: dict[str, str] = {}
+    samples = [
+        answered(pan_of, PAN_LOW_BALANCE, LOW_BALANCE_MINOR - 1_000, "ISSUER", True),
+        answered(pan_of, PAN_LOW_BALANCE, 2_000, "STAND_IN", True),  # 10.00 left: issuer says 51
+        answered(pan_of, PAN_LOW_BALANCE, 500, "STAND_IN", False),  # nothing left after 90.00 + 20.00
+        answered(pan_of, PAN_BLOCKED, 500, "STAND_IN", False),  # blocked: both decline
+        answered(pan_of, "4111111111111111", 700, "STAND_IN", True),  # large balance: both approve
+        answered(pan_of, "4111111111111111", 900, "STAND_IN", False),  # issuer would approve: false decline
+    ]
+    matrix = confusion(samples, pan_of)
+    assert matrix.false_approve == Cell(1, 2_000)
+    assert matrix.both_decline == Cell(2, 1_000)  # 5.00 after 90.00 + 20.00 approved, and the blocked card
+    assert matrix.both_approve == Cell(1, 700)
+    assert matrix.false_decline == Cell(1, 900)
+    assert matrix.decided == 5
