@@ -19,8 +19,9 @@ post, Y1 for an offline approval), repeated as 0121.
 
 Replies become what a gRPC call would give: 0110 -> AuthorizeResponse (source unknown: the wire
 does not say whether stand-in answered), 30 / 63 / 94 -> the refusal gRPC gives for the same cause
-(INVALID_ARGUMENT / PERMISSION_DENIED / ALREADY_EXISTS), 91 / 96 and a lost connection or no
-reply in time -> UNAVAILABLE / DEADLINE_EXCEEDED, raised as `IsoCallError` (a grpc.aio.AioRpcError).
+(INVALID_ARGUMENT / PERMISSION_DENIED / ALREADY_EXISTS), a reversal's 91 or an advice's 96 (not
+recorded) and a lost connection -> UNAVAILABLE, no reply in time -> DEADLINE_EXCEEDED, raised as
+`IsoCallError` (a grpc.aio.AioRpcError). An authorization's 91 or 96 is a decline, an answer.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ _REFUSED = {
     "63": grpc.StatusCode.PERMISSION_DENIED,
     "94": grpc.StatusCode.ALREADY_EXISTS,
 }
-_UNAVAILABLE = frozenset({"91", "96"})
+_UNAVAILABLE = frozenset({"91", "96"})  # a reversal or advice not recorded (repeat it)
+_AUTHORIZATIONS = frozenset({"0100", "0200"})
 _ADVICE_CODES = {pb.FORCED_POST: "00", pb.OFFLINE_APPROVED: "Y1"}
 _CONNECT_TIMEOUT_S = 2.0
 
@@ -124,9 +126,9 @@ class IsoStub:
         code = reply.text(39)
         if code in _REFUSED:
             raise IsoCallError(_REFUSED[code], f"{reply.mti} answered {code}")
-        if code in _UNAVAILABLE:
+        if code in _UNAVAILABLE and message.mti not in _AUTHORIZATIONS:  # nothing recorded: repeat it
             raise IsoCallError(grpc.StatusCode.UNAVAILABLE, f"{reply.mti} answered {code}")
-        return reply
+        return reply  # an authorization's 91 or 96 is a decline like any other
 
     def _mti(self, first: str, repeat: str, request_id: str) -> str:
         if request_id in self._repeats:
