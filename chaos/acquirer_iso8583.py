@@ -56,7 +56,15 @@ from gateway.edges.iso8583_issuer_mapping import (
 from gateway.edges.iso8583_mapping import iso_request_id
 from gateway.edges.iso8583_private import PRIVATE_FIELD
 
-__all__ = ["IsoCallError", "IsoGatewayStubs", "IsoStub", "TlsFor"]
+__all__ = [
+    "IsoCallError",
+    "IsoGatewayStubs",
+    "IsoStub",
+    "TlsFor",
+    "acquirer_advice",
+    "acquirer_authorization",
+    "acquirer_reversal",
+]
 
 TlsFor = Callable[[str], ssl.SSLContext]
 """acquirer_id -> the TLS context that acquirer connects with (its certificate, the gateways' CA)."""
@@ -88,6 +96,32 @@ def _keys(request_id: str) -> tuple[str, str]:
 def _acquirer_fields(message: Message, request_id: str) -> Message:
     stan, transmitted = _keys(request_id)
     return message.with_fields({7: transmitted, 11: stan, PRIVATE_FIELD: None})
+
+
+def acquirer_authorization(request: pb.AuthorizeRequest, mti: str = "0100") -> Message:
+    """The 0100 (or 0200) an acquirer sends for `request` (its id made by `IsoGatewayStubs.new_id`)."""
+    stan, _ = _keys(request.request_id)
+    message = authorization_message(request, mti=mti, stan=stan, now=datetime.now(UTC))
+    return _acquirer_fields(message, request.request_id)
+
+
+def acquirer_reversal(request: pb.ReverseRequest, mti: str) -> Message:
+    """The 0400 / 0420 / 0421 reversing `request.original_request_id`: 90 rebuilds that id."""
+    stan, _ = _keys(request.reversal_id)
+    message = reversal_message(request, mti=mti, stan=stan, now=datetime.now(UTC))
+    original_stan, original_sent = _keys(request.original_request_id)
+    original = OriginalData("0100", original_stan, original_sent, request.acquirer_id)
+    return _acquirer_fields(message.with_fields({90: original.encode()}), request.reversal_id)
+
+
+def acquirer_advice(advice: pb.AcquirerAdvice, mti: str) -> Message:
+    """The 0120 / 0121: the authorization's fields, then 39 (and 38) of the approval given."""
+    request = advice.request
+    fields = dict(acquirer_authorization(request).fields)
+    fields[39] = _ADVICE_CODES[advice.kind]
+    if advice.kind == pb.FORCED_POST:
+        fields[38] = advice.approval_code
+    return Message(mti, fields)
 
 
 class IsoStub:
@@ -137,10 +171,7 @@ class IsoStub:
         return first
 
     async def Authorize(self, request: pb.AuthorizeRequest, timeout: float) -> pb.AuthorizeResponse:  # noqa: ASYNC109  # the gRPC stub's signature
-        now = datetime.now(UTC)
-        stan, _ = _keys(request.request_id)
-        message = authorization_message(request, mti="0100", stan=stan, now=now)
-        reply = await self._exchange(_acquirer_fields(message, request.request_id), timeout)
+        reply = await self._exchange(acquirer_authorization(request), timeout)
         response = authorization_answer(reply, request)
         response.source = pb.SOURCE_UNSPECIFIED  # an ISO 8583 reply does not say who decided
         return response
@@ -150,12 +181,7 @@ class IsoStub:
             mti = self._mti("0420", "0421", request.reversal_id)
         else:
             mti = "0400"
-        stan, _ = _keys(request.reversal_id)
-        message = reversal_message(request, mti=mti, stan=stan, now=datetime.now(UTC))
-        original_stan, original_sent = _keys(request.original_request_id)
-        original = OriginalData("0100", original_stan, original_sent, request.acquirer_id)
-        message = message.with_fields({90: original.encode()})
-        reply = await self._exchange(_acquirer_fields(message, request.reversal_id), timeout)
+        reply = await self._exchange(acquirer_reversal(request, mti), timeout)
         response = reversal_answer(reply, request)
         response.source = pb.SOURCE_UNSPECIFIED
         return response
@@ -163,13 +189,7 @@ class IsoStub:
     async def Advise(self, advice: pb.AcquirerAdvice, timeout: float) -> pb.AdviceAck:  # noqa: ASYNC109  # the gRPC stub's signature
         request = advice.request
         mti = self._mti("0120", "0121", request.request_id)
-        stan, _ = _keys(request.request_id)
-        # The 0100's fields (an advice carries its authorization's), then 39 (and 38) of the approval.
-        fields = dict(authorization_message(request, mti="0100", stan=stan, now=datetime.now(UTC)).fields)
-        fields[39] = _ADVICE_CODES[advice.kind]
-        if advice.kind == pb.FORCED_POST:
-            fields[38] = advice.approval_code
-        await self._exchange(_acquirer_fields(Message(mti, fields), request.request_id), timeout)
+        await self._exchange(acquirer_advice(advice, mti), timeout)
         return pb.AdviceAck()
 
     async def close(self) -> None:
