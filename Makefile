@@ -11,7 +11,7 @@ CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancel
 CHAOS += redis-master-loss
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -22,6 +22,7 @@ help:
 	@echo "make deploy-check - promtool on the alert rules, systemd-analyze on the units (deploy/)"
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
 	@echo "make bench-tls - what mutual TLS costs (gateway and direct, plaintext vs TLS)"
+	@echo "make bench-iso8583 - the ISO 8583 path (acquirer and issuer) beside the gRPC path, 500 and 1,000/s"
 	@echo "make bench-failover / bench-standin / bench-policy / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
@@ -103,10 +104,14 @@ bench: $(STAMP) sysdeps
 	./scripts/ensure-system-deps.sh nghttp2-client nginx haproxy
 	$(PY) -m chaos.bench
 	$(PY) -m chaos.bench_tls
+	$(PY) -m chaos.bench_iso8583_both
 
 # What mutual TLS costs: gateway and direct calls, plaintext and TLS, interleaved rounds.
 bench-tls: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_tls
+
+bench-iso8583: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_iso8583_both
 
 bench-failover: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_failover

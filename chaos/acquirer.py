@@ -43,7 +43,7 @@ import grpc
 import grpc.aio
 
 from authgw.v1 import authorization_pb2 as pb
-from chaos.gateway_stubs import Credentials, GatewayStubs
+from chaos.gateway_stubs import AcquirerStubs, Credentials, GatewayStubs
 from chaos.request_key import content_digest
 from chaos.reversals import ReversalSender, SentReversal
 from chaos.samples import Outcome, Sample
@@ -115,13 +115,18 @@ class Acquirer:
         *,
         deadline_s: float = 2.0,
         credentials: Credentials | None = None,
+        stubs: AcquirerStubs | None = None,
     ) -> None:
         """Args:
         credentials: acquirer_id -> what that acquirer presents to the gateways (mutual TLS);
             None: plaintext.
+        stubs: another transport to the same gateways (`chaos.acquirer_iso8583.IsoGatewayStubs`);
+            None: gRPC to `targets` with `credentials`.
         """
-        self._stubs = GatewayStubs(targets, credentials)
+        self._stubs: AcquirerStubs = stubs if stubs is not None else GatewayStubs(targets, credentials)
         self._behaviour = behaviour or AcquirerBehaviour()
+        if stubs is not None and self._behaviour.cancel_share:
+            raise ValueError("AcquirerBehaviour.cancel_share needs the gRPC transport (a call to cancel)")
         self._rng = random.Random(self._behaviour.seed)
         self._reversals = ReversalSender(self._stubs, self._rng)
         self._deadline_s = deadline_s
@@ -151,6 +156,7 @@ class Acquirer:
             if delay > 0:
                 await asyncio.sleep(delay)
             req = make_request()
+            req.request_id = self._stubs.new_id(req.acquirer_id, req.request_id)
             sample = self._sample(req, target=i % len(self._stubs))
             task = asyncio.create_task(self._flow(req, sample))
             tasks.add(task)
@@ -228,7 +234,7 @@ class Acquirer:
     ) -> None:
         self._reversal_count += 1
         record = SentReversal(
-            f"{self._prefix}-r{self._reversal_count}",
+            self._stubs.new_id(req.acquirer_id, f"{self._prefix}-r{self._reversal_count}"),
             final,
             pb.ReversalReason.Name(reason),
             first,

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from chaos.acquirer import Acquirer, AcquirerBehaviour
+from chaos.acquirer_iso8583 import IsoGatewayStubs
 from chaos.confusion import Confusion, confusion, confusion_table
 from chaos.load import CardMix
 from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
@@ -224,7 +225,13 @@ async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Samp
     mix = CardMix(cards=exp.cards, acquirer_ids=ACQUIRERS)
     targets = [g.address for g in run.topo.gateways]
     credentials = run.topo.acquirer_credentials
-    async with Acquirer(targets, exp.behaviour, deadline_s=DEADLINE_S, credentials=credentials) as acquirer:
+    stubs = None
+    if run.topo.spec.iso8583_acquirers:  # the same acquirers, over the gateways' ISO 8583 listeners
+        tls = run.topo.acquirer_ssl if run.topo.pki is not None else None
+        stubs = IsoGatewayStubs(run.topo.iso8583_targets, tls)
+    async with Acquirer(
+        targets, exp.behaviour, deadline_s=DEADLINE_S, credentials=credentials, stubs=stubs
+    ) as acquirer:
         run.t0 = time.monotonic()
         with Live(console=console, refresh_per_second=4, transient=True) as live:
 

@@ -10,12 +10,13 @@ plaintext (a gateway configured `insecure = true`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
 
-__all__ = ["Credentials", "GatewayStubs"]
+__all__ = ["AcquirerStubs", "Credentials", "GatewayStubs"]
 
 Credentials = Callable[[str], grpc.ChannelCredentials]
 """acquirer_id -> the channel credentials that acquirer presents."""
@@ -29,6 +30,22 @@ _RECONNECT = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
 )
+
+
+class AcquirerStubs(Protocol):
+    """A transport from acquirers to the fleet: stubs with Authorize / Reverse / Advise, and ids."""
+
+    def __len__(self) -> int: ...
+
+    def of(self, acquirer_id: str) -> Sequence[Any]:
+        """The stubs `acquirer_id` sends through, one per gateway, in target order."""
+        ...
+
+    def new_id(self, acquirer_id: str, proposed: str) -> str:
+        """The id a new request (or reversal) of `acquirer_id` goes by on this transport."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class GatewayStubs:
@@ -53,6 +70,10 @@ class GatewayStubs:
             self._channels[acquirer_id] = channels
             stubs = self._stubs[acquirer_id] = [pb_grpc.AuthorizationStub(c) for c in channels]
         return stubs
+
+    def new_id(self, acquirer_id: str, proposed: str) -> str:
+        """gRPC carries the acquirer's own ids unchanged."""
+        return proposed
 
     def _open(self, target: str, acquirer_id: str) -> grpc.aio.Channel:
         if self._credentials is None:

@@ -26,7 +26,7 @@ import grpc.aio
 
 from authgw.tasks import cancel_and_wait
 from authgw.v1 import authorization_pb2 as pb
-from chaos.gateway_stubs import GatewayStubs
+from chaos.gateway_stubs import AcquirerStubs
 
 __all__ = ["ReversalSender", "SentReversal"]
 
@@ -58,7 +58,7 @@ class SentReversal:
 class ReversalSender:
     """Delivers reversals to the gateways until each is acknowledged or `close()` is called."""
 
-    def __init__(self, stubs: GatewayStubs, rng: random.Random) -> None:
+    def __init__(self, stubs: AcquirerStubs, rng: random.Random) -> None:
         self._stubs = stubs
         self._rng = rng
         self._tasks: set[asyncio.Task[None]] = set()

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -75,6 +76,8 @@ class TopologySpec:
     iso8583_issuers: bool = False
     iso8583_pool: Mapping[str, Any] = field(default_factory=dict)
     metrics: bool = False  # each gateway exports Prometheus metrics on a port of its own (metrics_urls)
+    # Gateways also listen for ISO 8583 acquirers ([iso8583_listen], mutual TLS as their gRPC port).
+    iso8583_acquirers: bool = False
 
 
 def _toml_value(value: Any) -> str:
@@ -145,6 +148,7 @@ class Topology:
         self.redis_cluster: LocalCluster | None = None
         self.pki = DevPki(workdir / "pki") if self.spec.tls else None
         self.sims: dict[str, ManagedProcess] = {}
+        self.iso_listen_ports: dict[int, int] = {}  # gateway index -> its ISO 8583 listener
         self.iso_ports: dict[str, int] = {}  # member -> its ISO 8583 port (iso8583_issuers)
         self.agents: dict[str, ManagedProcess] = {}
         self.gateways: list[ManagedProcess] = []
@@ -203,6 +207,19 @@ class Topology:
         if self.pki is None:
             return grpc.aio.insecure_channel(address)
         return grpc.aio.secure_channel(address, self.pki.acquirer_credentials(acquirer_id))
+
+    @property
+    def iso8583_targets(self) -> list[str]:
+        """The gateways' ISO 8583 listeners, in gateway order (iso8583_acquirers)."""
+        return [f"127.0.0.1:{self.iso_listen_ports[i]}" for i in range(len(self.gateways))]
+
+    def acquirer_ssl(self, acquirer_id: str) -> ssl.SSLContext:
+        """What acquirer `acquirer_id` connects to an ISO 8583 listener with (TLS topologies)."""
+        assert self.pki is not None
+        files = self.pki.acquirer_files(acquirer_id)
+        context = ssl.create_default_context(cafile=str(files.ca))
+        context.load_cert_chain(files.cert, files.key)
+        return context
 
     @property
     def acquirer_credentials(self) -> Credentials | None:
@@ -383,6 +400,9 @@ class Topology:
         if self.spec.metrics:
             port = self.metrics_ports.setdefault(index, free_port())
             doc["telemetry"] = {"exporter": "none", "prometheus_listen": f"127.0.0.1:{port}"}
+        if self.spec.iso8583_acquirers:
+            iso_port = self.iso_listen_ports.setdefault(index, free_port())
+            doc["iso8583_listen"] = {"listen": f"127.0.0.1:{iso_port}"}
         for section, values in self.spec.gateway_extra.items():
             doc.setdefault(section, {}).update(values)
         doc["pools"] = [
