@@ -63,7 +63,7 @@ class StandInMode:
         probe_interval_s: float = 0.25,
         probe_timeout_s: float = 0.2,
         good_rounds_to_leave: int = 3,
-        max_rounds_to_leave: int = 24,
+        max_rounds_to_leave: int = 12,
         relapse_window_s: float = 5.0,
         on_change: Callable[[ModeChange], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
