@@ -9,6 +9,15 @@ to every member every probe interval; after K consecutive rounds in which some
 pool had a SERVING member, the gateway leaves stand-in mode and gives those
 members and pools a clean slate. Hysteresis: a flapping issuer that answers one
 probe in two never brings the gateway back, so decisions do not bounce.
+
+Relapse: a health probe does not see what customers see (a primary that answers
+Check at once but Authorize just after the attempt timeout is SERVING to the
+prober and failing to every request). When the gateway enters stand-in mode
+again within `relapse_window_s` of leaving it, the rounds needed to leave double
+(up to `max_rounds_to_leave`): each bounce sends a burst of real requests into
+timeouts (and the issuer approves them late), so bounces become rarer, not
+once a second. Out of stand-in mode for longer than the window, the count is back
+to `good_rounds_to_leave`.
 """
 
 from __future__ import annotations
@@ -54,12 +63,19 @@ class StandInMode:
         probe_interval_s: float = 0.25,
         probe_timeout_s: float = 0.2,
         good_rounds_to_leave: int = 3,
+        max_rounds_to_leave: int = 12,
+        relapse_window_s: float = 5.0,
         on_change: Callable[[ModeChange], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._router = router
         self._interval = probe_interval_s
         self._timeout = probe_timeout_s
-        self._needed = good_rounds_to_leave
+        self._base_needed = self._needed = good_rounds_to_leave
+        self._max_needed = max(max_rounds_to_leave, good_rounds_to_leave)
+        self._relapse_window_s = relapse_window_s
+        self._left_at: float | None = None  # monotonic time stand-in mode was last left
+        self._clock = clock
         self._on_change = on_change
         self.active = False
         self.reason = ""  # why the mode last changed, for status and logs
@@ -73,9 +89,23 @@ class StandInMode:
         if self.active or self._router.has_healthy_pool():
             return  # half-open trials of failing pools are the prober's job once in stand-in mode
         self.cause = cause
+        self._needed = self._rounds_after(self._left_at)
         self._set(True, cause.value)
+        if self._needed > self._base_needed:
+            log.warning("stand-in mode relapsed: %d good probe rounds needed to leave", self._needed)
         self.good_rounds = 0
         self._task = asyncio.create_task(self._probe_loop(), name="standin-prober")
+
+    @property
+    def rounds_to_leave(self) -> int:
+        """Good probe rounds the current (or next) stand-in period needs to end."""
+        return self._needed
+
+    def _rounds_after(self, left_at: float | None) -> int:
+        """Rounds needed on entering: doubled after a relapse (left within the window), else the base."""
+        if left_at is None or self._clock() - left_at > self._relapse_window_s:
+            return self._base_needed
+        return min(self._needed * 2, self._max_needed)
 
     def _set(self, active: bool, reason: str) -> None:
         self.active, self.reason = active, reason
@@ -97,6 +127,7 @@ class StandInMode:
                 self.good_rounds += 1
                 if self.good_rounds >= self._needed:
                     self._router.restore(healthy)
+                    self._left_at = self._clock()
                     self._set(False, f"{self._needed} consecutive good probe rounds")
                     return
             else:

@@ -58,3 +58,53 @@ async def test_close_ends_the_prober_and_returns() -> None:
     await mode.close()
     assert not mode.active
     await router.close()
+
+
+class _GoodProber(_FlakyProber):
+    """Every probe round finds every member SERVING (a health check does not see slow Authorizes)."""
+
+    def __init__(self, router: Router, clock: list[float]) -> None:
+        StandInMode.__init__(
+            self, router, probe_interval_s=0.01, good_rounds_to_leave=2, max_rounds_to_leave=8,
+            relapse_window_s=5.0, clock=lambda: clock[0],
+        )  # fmt: skip
+        self.failing_rounds = 0
+        self.rounds = 0
+
+
+async def _period(router: Router, mode: _GoodProber) -> int:
+    """Enter stand-in mode (every pool drained), let the probes end it: the rounds it took."""
+    for pool in router.pools:
+        pool.drained = True
+    mode.maybe_enter(Reason.ALL_POOLS_FAILED)
+    assert mode.active
+    for pool in router.pools:
+        pool.drained = False
+    before = mode.rounds
+
+    def left() -> None:
+        assert not mode.active
+
+    await assert_eventually(left, timeout_s=5.0)
+    return mode.rounds - before
+
+
+async def test_relapses_double_the_good_rounds_needed_to_leave() -> None:
+    """Entering again soon after leaving (probes pass, real attempts fail) doubles the rounds, up to the cap;
+    out of stand-in mode longer than the relapse window, the base count again."""
+    router = Router(gateway_config([("primary", ["127.0.0.1:9"])]))
+    clock = [1000.0]
+    mode = _GoodProber(router, clock)
+    try:
+        assert await _period(router, mode) == 2
+        clock[0] += 1.0  # the pool's attempts time out again a second later
+        assert await _period(router, mode) == 4
+        clock[0] += 1.0
+        assert await _period(router, mode) == 8
+        clock[0] += 1.0
+        assert await _period(router, mode) == 8  # the cap
+        clock[0] += 6.0  # stayed with the issuer longer than the window: a new outage
+        assert await _period(router, mode) == 2
+    finally:
+        await mode.close()
+        await router.close()
