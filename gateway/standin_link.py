@@ -33,6 +33,7 @@ from authgw.v1 import authorization_pb2 as pb
 from gateway.config import GatewayConfig
 from gateway.errors import RequestRefused
 from gateway.fallback import decline_91, proto_reason
+from gateway.tracing import STANDIN_SPAN
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin.errors import ReusedRequestIdError
 from standin.types import (
@@ -51,7 +52,6 @@ log = logging.getLogger("authgw.standin")
 
 T = TypeVar("T")
 
-STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
 
 

@@ -56,6 +56,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from authgw.observability import TailRules
 from authgw.observability.logs import mask_card_numbers
 from authgw.observability.tracecontext import incoming_span_context, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
@@ -64,7 +65,10 @@ from gateway.member import Member
 
 __all__ = [
     "ATTEMPT_SPAN",
+    "DECLINE_STORM_EVENT",
     "EJECTED_EVENT",
+    "FAILOVER_EVENT",
+    "KEEP_RULES",
     "SERVER_SPAN",
     "ServerSpans",
     "annotate_decision",
@@ -75,6 +79,18 @@ __all__ = [
 SERVER_SPAN = "authgw.v1.Authorization/Authorize"
 ATTEMPT_SPAN = "authgw.attempt"
 EJECTED_EVENT = "authgw.member.ejected"
+DECLINE_STORM_EVENT = "authgw.pool.decline_storm"
+FAILOVER_EVENT = "authgw.failover"
+STANDIN_SPAN = "authgw.standin.decide"  # gateway.standin_link's span
+STANDIN_MODE_SPAN = "authgw.standin_mode"  # gateway.telemetry's span
+
+# With `[telemetry] sampling = "tail"`: what makes an authorization's trace interesting (kept in
+# full, up to tail_max_kept_per_s) besides an error status, a caller's sampled flag and latency.
+KEEP_RULES = TailRules(
+    spans={STANDIN_SPAN: "standin", STANDIN_MODE_SPAN: "standin_mode"},
+    events={EJECTED_EVENT: "ejection", FAILOVER_EVENT: "failover", DECLINE_STORM_EVENT: "decline_storm"},
+    repeated={ATTEMPT_SPAN: "retry"},
+)
 
 _SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
 _REASON = {v: pb.StandInReason.Name(v) for v in pb.StandInReason.values()}
