@@ -112,7 +112,7 @@ bench-settle: $(STAMP) sysdeps
 
 bench-tracing: $(STAMP)
 	./scripts/ensure-system-deps.sh nghttp2-client
-	$(PY) -m chaos.bench_tracing --rounds 3 --requests 15000
+	$(PY) -m chaos.bench_tracing --rounds 5 --requests 10000
 
 # One experiment per target; `make chaos` runs them all and ends with one summary table.
 $(CHAOS_TARGETS): chaos-%: $(STAMP) sysdeps
