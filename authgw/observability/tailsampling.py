@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +99,27 @@ class TailSpan(trace.Span):
         "_root", "_scope", "_start", "_status", "_trace",
     )  # fmt: skip
 
-    def __init__(self, keeper: TailKeeper, scope: InstrumentationScope, name: str, **kw: Any) -> None:
-        self._keeper, self._scope, self._name = keeper, scope, name
-        self._trace: _Trace = kw["trace"]
-        self._ctx: SpanContext = kw["ctx"]
-        self._parent: SpanContext | None = kw["parent"]
-        self._root: bool = kw["root"]
-        self._kind: SpanKind = kw["kind"]
-        self._attrs: dict[str, AttributeValue] = dict(kw["attributes"] or {})
-        self._links: Sequence[Link] = kw["links"] or ()
-        self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
-        self._start: int = kw["start_time"] or time.time_ns()
+    def __init__(  # noqa: PLR0917  # positional: this runs twice per request
+        self,
+        keeper: TailKeeper,
+        scope: InstrumentationScope,
+        name: str,
+        tr: _Trace,
+        ctx: SpanContext,
+        parent: SpanContext | None,
+        root: bool,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        links: Sequence[Link] | None,
+        start_time: int | None,
+    ) -> None:
+        self._keeper, self._scope, self._name, self._trace = keeper, scope, name, tr
+        self._ctx, self._parent, self._root, self._kind = ctx, parent, root, kind
+        self._attrs: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        self._links: Sequence[Link] = links or ()
+        self._events: list[Event] | None = None
+        self._status = _UNSET
+        self._start: int = start_time or time.time_ns()
         self._end: int | None = None
 
     def get_span_context(self) -> SpanContext:
@@ -127,6 +137,8 @@ class TailSpan(trace.Span):
     def add_event(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None, timestamp: int | None = None
     ) -> None:
+        if self._events is None:
+            self._events = []
         self._events.append(Event(name, attributes, timestamp or time.time_ns()))
         reason = self._keeper.rules.events.get(name)
         if reason and not self._trace.reason:
@@ -161,7 +173,7 @@ class TailSpan(trace.Span):
             self._parent,
             resource,
             self._attrs,
-            self._events,
+            self._events or (),
             self._links,
             self._kind,
             status=self._status,
@@ -213,10 +225,7 @@ class TailTracer(trace.Tracer):
         reason = keeper.rules.spans.get(name)
         if reason and not tr.reason:
             tr.reason = reason
-        span = TailSpan(
-            keeper, self._scope, name, trace=tr, ctx=ctx, parent=parent, root=root,
-            kind=kind, attributes=attributes, links=links, start_time=start_time,
-        )  # fmt: skip
+        span = TailSpan(keeper, self._scope, name, tr, ctx, parent, root, kind, attributes, links, start_time)
         tr.spans.append(span)
         return span
 
