@@ -58,6 +58,7 @@ from opentelemetry.util.types import AttributeValue
 
 from authgw.observability import TailRules
 from authgw.observability.logs import mask_card_numbers
+from authgw.observability.tailsampling import TailSpan
 from authgw.observability.tracecontext import incoming_span_context, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import AUTHORIZE, Attempt, LateAnswers, Method, run_attempt
@@ -130,9 +131,16 @@ class ServerSpans:
 
 
 def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
-    """What was decided, on the server span (never the PAN)."""
-    if not span.is_recording():
-        return
+    """What was decided, on the server span (never the PAN); under tail sampling only if kept."""
+    if isinstance(span, TailSpan):
+        span.set_attributes_later(_decision_attributes, request, response)
+    elif span.is_recording():
+        span.set_attributes(_decision_attributes(request, response))
+
+
+def _decision_attributes(
+    request: pb.AuthorizeRequest, response: pb.AuthorizeResponse
+) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
         "authgw.request_id": mask_card_numbers(request.request_id),
         "authgw.decision.source": _SOURCE.get(response.source, str(response.source)),
@@ -144,7 +152,7 @@ def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.Aut
         attrs["authgw.decision.standin_reason"] = _REASON.get(response.standin_reason, "")
         attrs["authgw.decision.rule"] = response.rule
         attrs["authgw.decision.decision_id"] = response.decision_id
-    span.set_attributes(attrs)
+    return attrs
 
 
 def invalid_request(span: Span, problem: str) -> None:
@@ -203,19 +211,19 @@ async def traced_attempt(
 
 
 def _annotate_attempt(span: Span, attempt: Attempt) -> None:
+    if attempt.kind.failed:
+        span.set_status(Status(StatusCode.ERROR, attempt.kind.value))
+    if isinstance(span, TailSpan):
+        span.set_attributes_later(_attempt_attributes, attempt)
+    else:
+        span.set_attributes(_attempt_attributes(attempt))
+
+
+def _attempt_attributes(attempt: Attempt) -> dict[str, AttributeValue]:
     if not attempt.kind.failed:
-        span.set_attributes(
-            {
-                "authgw.attempt.outcome": attempt.kind.value,
-                "authgw.response_code": attempt.detail,
-            }
-        )
-        return
-    span.set_attributes(
-        {
-            "authgw.attempt.outcome": attempt.kind.value,
-            "authgw.attempt.failure_reason": attempt.kind.value,
-            "authgw.attempt.failure_detail": mask_card_numbers(attempt.detail),
-        }
-    )
-    span.set_status(Status(StatusCode.ERROR, attempt.kind.value))
+        return {"authgw.attempt.outcome": attempt.kind.value, "authgw.response_code": attempt.detail}
+    return {
+        "authgw.attempt.outcome": attempt.kind.value,
+        "authgw.attempt.failure_reason": attempt.kind.value,
+        "authgw.attempt.failure_detail": mask_card_numbers(attempt.detail),
+    }

@@ -95,8 +95,8 @@ class TailSpan(trace.Span):
     """A span kept as plain data until its trace's keep decision (the API's Span interface)."""
 
     __slots__ = (
-        "_attrs", "_ctx", "_end", "_events", "_keeper", "_kind", "_links", "_name", "_parent",
-        "_root", "_scope", "_start", "_status", "_trace",
+        "_attrs", "_ctx", "_end", "_events", "_keeper", "_kind", "_later", "_links", "_name",
+        "_parent", "_root", "_scope", "_start", "_status", "_trace",
     )  # fmt: skip
 
     def __init__(  # noqa: PLR0917  # positional: this runs twice per request
@@ -118,6 +118,7 @@ class TailSpan(trace.Span):
         self._attrs: dict[str, AttributeValue] = dict(attributes) if attributes else {}
         self._links: Sequence[Link] = links or ()
         self._events: list[Event] | None = None
+        self._later: list[tuple[Callable[..., Mapping[str, AttributeValue]], tuple[Any, ...]]] | None = None
         self._status = _UNSET
         self._start: int = start_time or time.time_ns()
         self._end: int | None = None
@@ -144,6 +145,12 @@ class TailSpan(trace.Span):
         if reason and not self._trace.reason:
             self._trace.reason = reason
 
+    def set_attributes_later(self, make: Callable[..., Mapping[str, AttributeValue]], *args: Any) -> None:
+        """Attributes computed only if the trace is kept: `make(*args)` when the span is exported."""
+        if self._later is None:
+            self._later = []
+        self._later.append((make, args))
+
     def update_name(self, name: str) -> None:
         self._name = name
 
@@ -165,6 +172,8 @@ class TailSpan(trace.Span):
             self._keeper.export(self)
 
     def readable(self, resource: Resource) -> ReadableSpan:
+        for make, args in self._later or ():
+            self._attrs.update(make(*args))
         c = self._ctx
         exported = SpanContext(c.trace_id, c.span_id, False, _SAMPLED, c.trace_state)
         return ReadableSpan(
