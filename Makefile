@@ -137,7 +137,7 @@ bench-settle: $(STAMP) sysdeps
 
 bench-tracing: $(STAMP)
 	./scripts/ensure-system-deps.sh nghttp2-client
-	$(PY) -m chaos.bench_tracing --rounds 3 --requests 15000
+	$(PY) -m chaos.bench_tracing --rounds 5 --requests 10000
 
 # What the operator metrics cost: per request (requests counter) and per scrape (collection)
 bench-metrics: $(STAMP)

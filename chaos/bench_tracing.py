@@ -71,11 +71,19 @@ MODES: dict[str, dict[str, object] | None] = {
     "full": {"exporter": "otlp"},
     "sampled": {"exporter": "otlp"},  # with trace_sample_ratio = --sample-ratio
     "traces-sampled": {"traces_exporter": "otlp", "metrics_exporter": "none"},  # ditto
+    # tail sampling (authgw.observability.tailsampling) at tail_keep_ratio = --tail-ratio
+    "tail": {"exporter": "otlp", "sampling": "tail"},
+    "traces-tail": {"traces_exporter": "otlp", "metrics_exporter": "none", "sampling": "tail"},
 }
 _SAMPLED = {"sampled", "traces-sampled"}
+_TAIL = {"tail", "traces-tail"}
+# Modes with metrics on are compared with 'metrics' (tracing off, metrics on), the others with 'off'.
+_WITH_METRICS = {"full", "sampled", "tail"}
 
 
-def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio: float) -> ManagedProcess:
+def _gateway(
+    workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, args: argparse.Namespace
+) -> ManagedProcess:
     port = free_port()
     doc: dict[str, object] = {
         "gateway": {"listen": f"127.0.0.1:{port}", "instance": f"gw-bench-{mode}"},
@@ -86,7 +94,9 @@ def _gateway(workdir: Path, sim: ManagedProcess, endpoint: str, mode: str, ratio
     if section is not None:
         telemetry = {**section, "otlp_endpoint": endpoint, "metric_export_interval": "5s"}
         if mode in _SAMPLED:
-            telemetry["trace_sample_ratio"] = ratio
+            telemetry["trace_sample_ratio"] = args.sample_ratio
+        if mode in _TAIL:
+            telemetry["tail_keep_ratio"] = args.tail_ratio
         doc["telemetry"] = telemetry
     config = workdir / f"gateway-{mode}.toml"
     config.write_text(to_toml(doc))
@@ -161,7 +171,7 @@ async def _round(
 ) -> tuple[float, float, float]:
     """(requests per second, gateway CPU microseconds per request, of which on the main thread)
     of one fresh gateway."""
-    gw = _gateway(workdir, sim, receiver.endpoint, mode, args.sample_ratio)
+    gw = _gateway(workdir, sim, receiver.endpoint, mode, args)
     traced = mode in {"traces", "full"}  # every span expected at the receiver
     try:
         await _check(gw.address)
@@ -202,13 +212,33 @@ async def _bench(args: argparse.Namespace) -> dict[str, list[tuple[float, float,
                         rate, cpu_us, main_us = await _round(args, workdir, sim, receiver, mode)
                         results[mode].append((rate, cpu_us, main_us))
                         print(
-                            f"round {i + 1} {mode:>7}: {rate:6.0f} req/s  {cpu_us:5.0f} us CPU/request"
+                            f"round {i + 1} {mode:>14}: {rate:6.0f} req/s  {cpu_us:5.0f} us CPU/request"
                             f" ({main_us:3.0f} main thread)"
                         )
                 print(f"receiver: {receiver.span_count} spans, {receiver.metric_exports} metric exports")
         finally:
             sim.stop()
     return results
+
+
+def _summary(results: dict[str, list[tuple[float, float, float]]]) -> None:
+    """Median per mode with the range over rounds; cost against the baseline paired round by round."""
+    print("median per mode (min-max over rounds); cost = throughput lost against the baseline")
+    print("('metrics' for modes with metrics on, else 'off'): per round paired, median (range), and by CPU")
+    for mode, runs in results.items():
+        rates, cpus = [r for r, _, _ in runs], [c for _, c, _ in runs]
+        line = f"{mode:>14}: {statistics.median(rates):6.0f} req/s ({min(rates):.0f}-{max(rates):.0f})"
+        line += f"  {statistics.median(cpus):5.0f} us CPU/request"
+        line += f" ({statistics.median(m for _, _, m in runs):3.0f} main)"
+        base = "metrics" if mode in _WITH_METRICS and "metrics" in results else "off"
+        if mode != base and base in results:
+            paired = [100 * (1 - r / b[0]) for r, b in zip(rates, results[base], strict=True)]
+            by_cpu = 100 * (1 - statistics.median(c for _, c, _ in results[base]) / statistics.median(cpus))
+            line += (
+                f"  cost vs {base} {statistics.median(paired):5.1f} % ({min(paired):.1f}..{max(paired):.1f})"
+            )
+            line += f", {by_cpu:5.1f} % by CPU"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,27 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         "--modes",
         nargs="+",
         choices=list(MODES),
-        default=["off", "traces", "traces-sampled", "full", "sampled"],
+        default=["off", "metrics", "tail", "full", "traces-tail", "traces"],
         help="off: no telemetry; traces, metrics: that signal over OTLP; full: both; sampled, "
-        "traces-sampled: full, traces with --sample-ratio of traces recorded",
+        "traces-sampled: full, traces with --sample-ratio of traces recorded; tail, traces-tail: "
+        "full, traces with tail sampling",
     )
     p.add_argument("--sample-ratio", type=float, default=0.1, help="trace_sample_ratio of the sampled modes")
+    p.add_argument("--tail-ratio", type=float, default=0.01, help="tail_keep_ratio of the tail modes")
     args = p.parse_args(argv)
     if args.h2load and shutil.which("h2load") is None:
         print("h2load not found (scripts/ensure-system-deps.sh nghttp2-client): using the Python client")
         args.h2load = False
     results = asyncio.run(_bench(args))
-    rate = {mode: statistics.median(r for r, _, _ in runs) for mode, runs in results.items()}
-    cpu = {mode: statistics.median(c for _, c, _ in runs) for mode, runs in results.items()}
-    main_cpu = {mode: statistics.median(m for _, _, m in runs) for mode, runs in results.items()}
-    print("median per mode; cost = throughput lost against 'off' (measured, and implied by CPU/request)")
-    for mode in results:
-        line = f"{mode:>7}: {rate[mode]:6.0f} req/s  {cpu[mode]:5.0f} us CPU/request"
-        line += f" ({main_cpu[mode]:3.0f} main)"
-        if mode != "off" and "off" in results:
-            line += f"  cost {100 * (1 - rate[mode] / rate['off']):5.1f} % measured"
-            line += f", {100 * (1 - cpu['off'] / cpu[mode]):5.1f} % by CPU"
-        print(line)
+    _summary(results)
     return 0
 
 

@@ -35,7 +35,7 @@ from gateway.member import Connect, Member, plaintext_channel
 from gateway.pool import MemberSpec, Pool
 from gateway.pool_health import Outcome, PoolVerdict
 from gateway.retry_budget import RetryBudget
-from gateway.tracing import EJECTED_EVENT, traced_attempt
+from gateway.tracing import DECLINE_STORM_EVENT, EJECTED_EVENT, FAILOVER_EVENT, traced_attempt
 from standin.types import Reason
 
 __all__ = ["PoolSpec", "RouteResult", "Router"]
@@ -242,16 +242,19 @@ class Router:
         # The reserve shrinks with a short budget: a 160 ms deadline to a healthy pool gets the issuer.
         reserve = min(self._reserve_s, max(0.0, deadline - now) * _RESERVE_SHARE)
         route = _Route(request, method, metadata, deadline - reserve, client_bound)
-        storms = skipped = 0
+        storms = skipped = considered = 0
         failover = False  # the previous pool was judged failing: moving on is failover, not a retry
         self.budget.request_started()
         try:
             for pool in self.pools:
+                considered += 1
                 now = self._clock()
                 if pool.drained or not pool.health.admits(now):
                     skipped += 1
                     storms += pool.health.verdict is PoolVerdict.DECLINE_STORM
                     continue
+                if considered > 1 and self._tracer is not None:  # before the attempt, whose traceparent
+                    self._passed_over(considered - 1)  # then says sampled under tail sampling
                 pool.health.on_pick(now)
                 answered = await self._try_pool(pool, route, failover=failover)
                 failover = pool.health.verdict is not PoolVerdict.OK
@@ -262,6 +265,8 @@ class Router:
         finally:
             self.budget.request_finished()
         result = route.result
+        if storms and self._tracer is not None:
+            trace.get_current_span().add_event(DECLINE_STORM_EVENT, {"authgw.pools_in_storm": storms})
         if result.response is None and result.refused is None:
             result.cause = self._cause(route, storms, skipped)
         return result
@@ -337,6 +342,13 @@ class Router:
         if member.ejection.on_failure(now, pool.may_eject(now)):
             self._ejected(member, attempt, now)
         return False
+
+    @staticmethod
+    def _passed_over(pools: int) -> None:
+        """An event on the authorization's span: pools passed over (failing, ejected, drained)."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(FAILOVER_EVENT, {"authgw.failover.pools_passed": pools})
 
     def _ejected(self, member: Member, attempt: Attempt, now: float) -> None:
         self.ejections[member.pool] += 1

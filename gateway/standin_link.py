@@ -34,6 +34,7 @@ from gateway.balance_feed import BalanceFeed
 from gateway.config import GatewayConfig
 from gateway.errors import RequestRefused
 from gateway.fallback import decline_91, proto_reason
+from gateway.tracing import STANDIN_SPAN
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin.errors import ReusedRequestIdError
 from standin.types import (
@@ -53,7 +54,6 @@ log = logging.getLogger("authgw.standin")
 
 T = TypeVar("T")
 
-STANDIN_SPAN = "authgw.standin.decide"
 _UNKNOWN_COUNTRY = "ZZ"  # ISO 3166 user-assigned "unknown": treated as foreign by the policy
 _CHECK_RESULT = {
     pb.NOT_CHECKED: CheckResult.ABSENT,

@@ -11,7 +11,13 @@ Span names (attributes in gateway.tracing):
       authgw.standin.decide             the stand-in decision
         authgw.standin.journal          the journal write (inside the stand-in engine)
     authgw.standin_mode                 stand-in mode entered or left (event standin_mode.on/off)
-Events: authgw.member.ejected on the authorization that ejected a member.
+Events: authgw.member.ejected on the authorization that ejected a member; authgw.failover on one
+that passed over a pool (failing, ejected, drained), with authgw.pool.decline_storm when some were
+in a decline storm.
+
+Sampling: `trace_sample_ratio` (head: decided as the trace starts, gateway.tracing.ServerSpans) or
+`sampling = "tail"` (decided as it ends: authgw.observability.tailsampling with the gateway's
+KEEP_RULES; the tracers handed out are then tail tracers and the SDK builds only kept spans).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from authgw.observability import (
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.standin_mode import ModeChange
-from gateway.tracing import ServerSpans
+from gateway.tracing import KEEP_RULES, STANDIN_MODE_SPAN, ServerSpans
 
 __all__ = ["DEFAULT_SERVICE_NAME", "GatewayTelemetry", "telemetry_settings"]
 
@@ -75,7 +81,7 @@ class GatewayTelemetry:
         """Build providers as configured; ConfigError names the key that is wrong."""
         settings = telemetry_settings(cfg, environ)
         try:
-            return cls(Telemetry(settings))
+            return cls(Telemetry(settings, KEEP_RULES))
         except TelemetrySettingError as exc:  # e.g. the scrape port is taken
             raise ConfigError(cfg.source, "telemetry.prometheus_listen", str(exc)) from exc
 
@@ -91,7 +97,7 @@ class GatewayTelemetry:
             "authgw.standin_mode.active": change.active,
             "authgw.standin_mode.reason": change.reason,
         }
-        with self.tracer.start_as_current_span("authgw.standin_mode", attributes=attrs) as span:
+        with self.tracer.start_as_current_span(STANDIN_MODE_SPAN, attributes=attrs) as span:
             span.add_event("standin_mode.on" if change.active else "standin_mode.off", attrs)
 
     async def close(self) -> None:

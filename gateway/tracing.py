@@ -56,7 +56,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from authgw.observability import TailRules
 from authgw.observability.logs import mask_card_numbers
+from authgw.observability.tailsampling import TailSpan
 from authgw.observability.tracecontext import incoming_span_context, outgoing_metadata
 from authgw.v1 import authorization_pb2 as pb
 from gateway.attempt import AUTHORIZE, Attempt, LateAnswers, Method, run_attempt
@@ -64,7 +66,10 @@ from gateway.member import Member
 
 __all__ = [
     "ATTEMPT_SPAN",
+    "DECLINE_STORM_EVENT",
     "EJECTED_EVENT",
+    "FAILOVER_EVENT",
+    "KEEP_RULES",
     "SERVER_SPAN",
     "ServerSpans",
     "annotate_decision",
@@ -75,6 +80,18 @@ __all__ = [
 SERVER_SPAN = "authgw.v1.Authorization/Authorize"
 ATTEMPT_SPAN = "authgw.attempt"
 EJECTED_EVENT = "authgw.member.ejected"
+DECLINE_STORM_EVENT = "authgw.pool.decline_storm"
+FAILOVER_EVENT = "authgw.failover"
+STANDIN_SPAN = "authgw.standin.decide"  # gateway.standin_link's span
+STANDIN_MODE_SPAN = "authgw.standin_mode"  # gateway.telemetry's span
+
+# With `[telemetry] sampling = "tail"`: what makes an authorization's trace interesting (kept in
+# full, up to tail_max_kept_per_s) besides an error status, a caller's sampled flag and latency.
+KEEP_RULES = TailRules(
+    spans={STANDIN_SPAN: "standin", STANDIN_MODE_SPAN: "standin_mode"},
+    events={EJECTED_EVENT: "ejection", FAILOVER_EVENT: "failover", DECLINE_STORM_EVENT: "decline_storm"},
+    repeated={ATTEMPT_SPAN: "retry"},
+)
 
 _SOURCE = {v: pb.Source.Name(v) for v in pb.Source.values()}
 _REASON = {v: pb.StandInReason.Name(v) for v in pb.StandInReason.values()}
@@ -114,9 +131,16 @@ class ServerSpans:
 
 
 def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
-    """What was decided, on the server span (never the PAN)."""
-    if not span.is_recording():
-        return
+    """What was decided, on the server span (never the PAN); under tail sampling only if kept."""
+    if isinstance(span, TailSpan):
+        span.set_attributes_later(_decision_attributes, request, response)
+    elif span.is_recording():
+        span.set_attributes(_decision_attributes(request, response))
+
+
+def _decision_attributes(
+    request: pb.AuthorizeRequest, response: pb.AuthorizeResponse
+) -> dict[str, AttributeValue]:
     attrs: dict[str, AttributeValue] = {
         "authgw.request_id": mask_card_numbers(request.request_id),
         "authgw.decision.source": _SOURCE.get(response.source, str(response.source)),
@@ -128,7 +152,7 @@ def annotate_decision(span: Span, request: pb.AuthorizeRequest, response: pb.Aut
         attrs["authgw.decision.standin_reason"] = _REASON.get(response.standin_reason, "")
         attrs["authgw.decision.rule"] = response.rule
         attrs["authgw.decision.decision_id"] = response.decision_id
-    span.set_attributes(attrs)
+    return attrs
 
 
 def invalid_request(span: Span, problem: str) -> None:
@@ -187,19 +211,19 @@ async def traced_attempt(
 
 
 def _annotate_attempt(span: Span, attempt: Attempt) -> None:
+    if attempt.kind.failed:
+        span.set_status(Status(StatusCode.ERROR, attempt.kind.value))
+    if isinstance(span, TailSpan):
+        span.set_attributes_later(_attempt_attributes, attempt)
+    else:
+        span.set_attributes(_attempt_attributes(attempt))
+
+
+def _attempt_attributes(attempt: Attempt) -> dict[str, AttributeValue]:
     if not attempt.kind.failed:
-        span.set_attributes(
-            {
-                "authgw.attempt.outcome": attempt.kind.value,
-                "authgw.response_code": attempt.detail,
-            }
-        )
-        return
-    span.set_attributes(
-        {
-            "authgw.attempt.outcome": attempt.kind.value,
-            "authgw.attempt.failure_reason": attempt.kind.value,
-            "authgw.attempt.failure_detail": mask_card_numbers(attempt.detail),
-        }
-    )
-    span.set_status(Status(StatusCode.ERROR, attempt.kind.value))
+        return {"authgw.attempt.outcome": attempt.kind.value, "authgw.response_code": attempt.detail}
+    return {
+        "authgw.attempt.outcome": attempt.kind.value,
+        "authgw.attempt.failure_reason": attempt.kind.value,
+        "authgw.attempt.failure_detail": mask_card_numbers(attempt.detail),
+    }

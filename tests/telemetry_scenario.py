@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,14 @@ def traced_sim(workdir: Path, pool: str, member: str, endpoint: str) -> ManagedP
     return start_authgw(workdir, f"sim-{member}", args, port, env=env)
 
 
-def _gateway(
-    workdir: Path, sims: dict[str, ManagedProcess], endpoint: str, redis_port: int
+def traced_gateway(
+    workdir: Path,
+    sims: dict[str, ManagedProcess],
+    endpoint: str,
+    redis_port: int,
+    telemetry: Mapping[str, Any] | None = None,
 ) -> tuple[ManagedProcess, int]:
-    """The gateway process and its Prometheus scrape port."""
+    """The gateway process and its Prometheus scrape port (`telemetry`: more [telemetry] keys)."""
     standin = workdir / "standin.toml"
     # A generous Redis deadline: on a loaded test machine decisions still go to the stream.
     text = standin_toml(f"redis://127.0.0.1:{redis_port}/2")
@@ -96,6 +101,7 @@ def _gateway(
         "settlement": {"enabled": False},  # the tests read the journal as stand-in left it
         **observed_pools(endpoint, scrape, sims),
     }
+    doc["telemetry"].update(telemetry or {})
     config = workdir / "gateway.toml"
     config.write_text(to_toml(doc))
     return start_authgw(workdir, "gw-otel", ["serve", "--config", str(config)], port, env=FAST_EXPORT), scrape
@@ -118,7 +124,7 @@ def observed_pools(endpoint: str, scrape_port: int, sims: dict[str, ManagedProce
     }
 
 
-def _scrape(port: int) -> str:
+def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return str(resp.read().decode())
 
@@ -127,7 +133,7 @@ async def run_scenario(workdir: Path, receiver: OtlpReceiver, redis_port: int) -
     """Drive every path with PANS; return what left the processes."""
     sims = {"a1": traced_sim(workdir, "primary", "a1", receiver.endpoint)}
     sims["b1"] = traced_sim(workdir, "secondary", "b1", receiver.endpoint)
-    gw, scrape_port = _gateway(workdir, sims, receiver.endpoint, redis_port)
+    gw, scrape_port = traced_gateway(workdir, sims, receiver.endpoint, redis_port)
     answers: dict[str, pb.AuthorizeResponse] = {}
     invalid = ""
     try:
@@ -155,7 +161,7 @@ async def run_scenario(workdir: Path, receiver: OtlpReceiver, redis_port: int) -
             except grpc.aio.AioRpcError as exc:
                 invalid = exc.code().name
             sims["b1"].signal(signal.SIGCONT)
-            prometheus = await asyncio.to_thread(_scrape, scrape_port)
+            prometheus = await asyncio.to_thread(scrape, scrape_port)
     finally:
         await asyncio.to_thread(gw.stop, 15)
         for sim in sims.values():

@@ -51,6 +51,11 @@ def test_section_sets_both_signals_and_overrides() -> None:
         ({"metric_export_interval": "fast"}, "telemetry.metric_export_interval"),
         ({"sampler": "always"}, "telemetry.sampler"),
         ({"trace_sample_ratio": 1.5}, "telemetry.trace_sample_ratio"),
+        ({"sampling": "always"}, "telemetry.sampling"),
+        ({"sampling": "tail", "trace_sample_ratio": 0.1}, "telemetry.trace_sample_ratio"),
+        ({"sampling": "tail", "tail_keep_ratio": -0.1}, "telemetry.tail_keep_ratio"),
+        ({"sampling": "tail", "tail_latency_threshold": 2}, "telemetry.tail_latency_threshold"),
+        ({"sampling": "tail", "tail_max_kept_per_s": 0}, "telemetry.tail_max_kept_per_s"),
     ],
 )
 def test_section_errors_name_the_key(section: dict[str, Any], key: str) -> None:

@@ -2,6 +2,7 @@
 
     settings.py      TelemetrySettings: what to export, where (OTEL_* or a config section)
     providers.py     Telemetry: tracer and meter providers built from settings, never global
+    tailsampling.py  tail sampling: traces recorded as plain data, kept or not when they end
     tracecontext.py  traceparent to and from OpenTelemetry and gRPC metadata; span links
     logs.py          log set-up (JSON lines with trace ids, or text), card numbers masked
     errors.py        ObservabilityError and its tree
@@ -19,6 +20,7 @@ from authgw.observability.settings import (
     parse_exporter,
     parse_listen,
 )
+from authgw.observability.tailsampling import TailPolicy, TailRules
 from authgw.observability.tracecontext import (
     current_traceparent,
     format_traceparent,
@@ -33,6 +35,8 @@ __all__ = [
     "JsonFormatter",
     "LogFormat",
     "ObservabilityError",
+    "TailPolicy",
+    "TailRules",
     "Telemetry",
     "TelemetrySettingError",
     "TelemetrySettings",

@@ -31,12 +31,13 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
 from authgw.observability.errors import TelemetrySettingError
 from authgw.observability.settings import Exporter, TelemetrySettings
+from authgw.observability.tailsampling import TailKeeper, TailPolicy, TailRules
 
 __all__ = ["Telemetry"]
 
@@ -58,8 +59,10 @@ class _StableResource(Resource):
 class Telemetry:
     """The tracer and meter providers of one process, and their orderly shutdown."""
 
-    def __init__(self, settings: TelemetrySettings) -> None:
+    def __init__(self, settings: TelemetrySettings, tail_rules: TailRules | None = None) -> None:
         self.settings = settings
+        self.tail: TailKeeper | None = None
+        self._processor: BatchSpanProcessor | None = None
         self.tracing = settings.tracing
         self.metrics = settings.metering
         self.prometheus_port: int | None = None
@@ -80,7 +83,7 @@ class Telemetry:
             if settings.trace_sample_ratio is not None:
                 sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
             self._sdk_tracer = TracerProvider(resource=resource, sampler=sampler)
-            processor = BatchSpanProcessor(self._span_exporter())
+            processor = self._processor = BatchSpanProcessor(self._span_exporter())
             self._sdk_tracer.add_span_processor(processor)
             self.tracer_provider = self._sdk_tracer
             if settings.trace_sample_ratio is not None:
@@ -93,6 +96,20 @@ class Telemetry:
         if self.metrics:
             self._sdk_meter = MeterProvider(resource=resource, metric_readers=self._metric_readers())
             self.meter_provider = self._sdk_meter
+        if self._processor is not None and settings.sampling == "tail":
+            self.tail = self._tail_keeper(resource, self._processor, tail_rules)
+
+    def _tail_keeper(
+        self, resource: Resource, processor: SpanProcessor, rules: TailRules | None
+    ) -> TailKeeper:
+        s = self.settings
+        policy = TailPolicy(s.tail_keep_ratio, s.tail_latency_threshold_s, s.tail_max_kept_per_s)
+        log.info(
+            "tail sampling: keep interesting traces, %.2f%% of the others, at most %d per second",
+            policy.keep_ratio * 100,
+            policy.max_kept_per_s,
+        )
+        return TailKeeper(policy, processor, resource, self.meter("authgw.observability"), rules)
 
     def _span_exporter(self) -> SpanExporter:
         if self.settings.traces is Exporter.CONSOLE:
@@ -136,6 +153,9 @@ class Telemetry:
         return reader
 
     def tracer(self, name: str) -> trace.Tracer:
+        """A tracer of this process (with tail sampling: one whose traces are decided when they end)."""
+        if self.tail is not None:
+            return self.tail.tracer(name)
         return self.tracer_provider.get_tracer(name)
 
     def presampled_tracer(self, name: str) -> trace.Tracer:

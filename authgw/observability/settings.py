@@ -94,6 +94,14 @@ class TelemetrySettings:
     trace_sample_ratio: float | None = None
     """Share of new traces recorded (parent-based: a caller's decision is kept); None: the SDK's
     OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, else every trace."""
+    sampling: str = "head"
+    """"head": decided when a trace starts (trace_sample_ratio); "tail": when it ends (tail_*)."""
+    tail_keep_ratio: float = 0.01
+    """Tail sampling: share of uninteresting traces kept."""
+    tail_latency_threshold_s: float = 1.0
+    """Tail sampling: a trace longer than this is kept."""
+    tail_max_kept_per_s: int = 100
+    """Tail sampling: kept traces per second at most; the excess is dropped and counted."""
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     """Extra resource attributes (service.instance.id, pool, member, ...)."""
 
@@ -151,6 +159,7 @@ class TelemetrySettings:
 _SECTION_KEYS = (
     "exporter", "traces_exporter", "metrics_exporter", "otlp_endpoint", "prometheus_listen",
     "service_name", "metric_export_interval", "trace_sample_ratio",
+    "sampling", "tail_keep_ratio", "tail_latency_threshold", "tail_max_kept_per_s",
 )  # fmt: skip
 
 
@@ -167,6 +176,11 @@ def telemetry_from_section(s: Section, default_service_name: str = "authgw-gatew
     metric_export_interval = "10s"           # optional: else OTEL_METRIC_EXPORT_INTERVAL, else 60 s
     trace_sample_ratio = 1.0                 # optional: share of traces recorded (a caller's
                                              # sampled flag wins); else OTEL_TRACES_SAMPLER*, else all
+    sampling = "head"                        # head | tail: keep each trace when it ends if
+                                             # interesting (authgw.observability.tailsampling)
+    tail_keep_ratio = 0.01                   # tail: share of the other traces kept
+    tail_latency_threshold = "1s"            # tail: slower traces are interesting
+    tail_max_kept_per_s = 100                # tail: the excess is dropped, authgw.traces.dropped
     """
     s.check_known(_SECTION_KEYS)
 
@@ -188,6 +202,10 @@ def telemetry_from_section(s: Section, default_service_name: str = "authgw-gatew
     except TelemetrySettingError as exc:
         key, problem = str(exc).split(": ", 1)
         s.fail(key, problem, "see the example config")
+    sampling = s.string("sampling", "head", pattern="head|tail", fix='use "head" or "tail"')
+    if sampling == "tail" and s.has("trace_sample_ratio"):
+        s.fail("trace_sample_ratio", 'is head sampling, not with sampling = "tail"', "use tail_keep_ratio")
+    threshold = s.duration("tail_latency_threshold", timedelta(seconds=1), minimum=timedelta(milliseconds=1))
     interval = s.duration("metric_export_interval", timedelta(0), minimum=timedelta(milliseconds=100))
     return TelemetrySettings(
         service_name=s.string("service_name", default_service_name) or default_service_name,
@@ -197,4 +215,8 @@ def telemetry_from_section(s: Section, default_service_name: str = "authgw-gatew
         prometheus_listen=listen,
         metric_export_interval_s=interval.total_seconds() if s.has("metric_export_interval") else None,
         trace_sample_ratio=s.share("trace_sample_ratio", 1.0) if s.has("trace_sample_ratio") else None,
+        sampling=sampling,
+        tail_keep_ratio=s.share("tail_keep_ratio", 0.01),
+        tail_latency_threshold_s=threshold.total_seconds(),
+        tail_max_kept_per_s=s.integer("tail_max_kept_per_s", 100, minimum=1),
     )
