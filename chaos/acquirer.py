@@ -115,12 +115,16 @@ class Acquirer:
         *,
         deadline_s: float = 2.0,
         credentials: Credentials | None = None,
+        balanced: bool = False,
+        server_name: str | None = None,
     ) -> None:
         """Args:
         credentials: acquirer_id -> what that acquirer presents to the gateways (mutual TLS);
             None: plaintext.
+        balanced: one round_robin channel per acquirer over all targets (chaos.gateway_stubs),
+            checking each gateway's certificate against `server_name`.
         """
-        self._stubs = GatewayStubs(targets, credentials)
+        self._stubs = GatewayStubs(targets, credentials, balanced=balanced, server_name=server_name)
         self._behaviour = behaviour or AcquirerBehaviour()
         self._rng = random.Random(self._behaviour.seed)
         self._reversals = ReversalSender(self._stubs, self._rng)
