@@ -22,7 +22,7 @@ from chaos.pki import GATEWAY_SERVER_NAME
 from chaos.processes import run_authgw
 from chaos.topology import Topology, TopologySpec
 from chaos.verify import issuer_books
-from gateway.fleet_client import authorize_on_fleet
+from gateway.fleet_client import authorize_on_fleet, fleet_target
 from tests.helpers import assert_eventually
 
 pytestmark = pytest.mark.timeout(300)
@@ -154,3 +154,18 @@ def test_authorize_command_names_a_bad_target(tmp_path: Path) -> None:
     done = run_authgw(["authorize", "--target", "127.0.0.1:1,gw.example:2", "--pan", "4111", "--amount", "1"])
     assert done.returncode != 0
     assert "--target" in done.stderr and "gw.example:2" in done.stderr
+
+
+def test_fleet_target_forms_and_errors() -> None:
+    """One address stays as given; several become one ipv4:/ipv6: target; bad ones name the field."""
+    assert fleet_target(["gw.example:50051"]) == "gw.example:50051"
+    assert fleet_target(["127.0.0.1:1", "127.0.0.2:2"]) == "ipv4:127.0.0.1:1,127.0.0.2:2"
+    assert fleet_target(["[::1]:1", "[::2]:2"]) == "ipv6:[::1]:1,[::2]:2"
+    for bad, says in (
+        (["127.0.0.1:1", "[::1]:2"], "mixes IPv4 and IPv6"),
+        (["127.0.0.1:1", "127.0.0.1"], "not host:port"),
+        ([], "at least one"),
+    ):
+        with pytest.raises(ValueError, match=says) as err:
+            fleet_target(bad, "--target")
+        assert str(err.value).startswith("--target:")
