@@ -116,14 +116,22 @@ class Acquirer:
         deadline_s: float = 2.0,
         credentials: Credentials | None = None,
         stubs: AcquirerStubs | None = None,
+        balanced: bool = False,
+        server_name: str | None = None,
     ) -> None:
         """Args:
         credentials: acquirer_id -> what that acquirer presents to the gateways (mutual TLS);
             None: plaintext.
         stubs: another transport to the same gateways (`chaos.acquirer_iso8583.IsoGatewayStubs`);
             None: gRPC to `targets` with `credentials`.
+        balanced: one round_robin channel per acquirer over all targets (chaos.gateway_stubs),
+            checking each gateway's certificate against `server_name`.
         """
-        self._stubs: AcquirerStubs = stubs if stubs is not None else GatewayStubs(targets, credentials)
+        self._stubs: AcquirerStubs = (
+            stubs
+            if stubs is not None
+            else GatewayStubs(targets, credentials, balanced=balanced, server_name=server_name)
+        )
         self._behaviour = behaviour or AcquirerBehaviour()
         if stubs is not None and self._behaviour.cancel_share:
             raise ValueError("AcquirerBehaviour.cancel_share needs the gRPC transport (a call to cancel)")

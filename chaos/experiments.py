@@ -290,7 +290,7 @@ def gateway_crash(scale: float) -> Experiment:
 
     async def script(run: Run) -> None:
         await run.at(t_out)
-        run.fault("every issuer host SIGSTOPped: both gateways in stand-in")
+        run.fault("every issuer host SIGSTOPped: the three gateways in stand-in")
         _signal(run, PRIMARY + SECONDARY, signal.SIGSTOP)
         await run.at(t_kill1)
         run.fault("gateway gw-2 SIGKILLed in the middle of stand-in")
@@ -317,9 +317,9 @@ def gateway_crash(scale: float) -> Experiment:
         Phase("gw-1 killed", t_kill2, t_up2, True),
         Phase("back", t_up2, end),
     )
-    spec = _spec(gateways=2)
+    spec = _spec(gateways=3)  # a fleet: the two survivors absorb the dead one's share (issue 18)
     return Experiment(
-        "gateway-crash", "a gateway dies in stand-in and in settlement", spec, end, phases, script
+        "gateway-crash", "one of three gateways dies in stand-in and in settlement", spec, end, phases, script
     )
 
 

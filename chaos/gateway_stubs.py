@@ -5,6 +5,13 @@ acquirer_id must be that certificate's: an acquirer-like client therefore keeps 
 per acquirer it sends for, each presenting that acquirer's certificate
 (`chaos.pki.DevPki.acquirer_credentials`). With `credentials=None` every channel is
 plaintext (a gateway configured `insecure = true`).
+
+`balanced=True`: one channel per acquirer over every gateway with gRPC's client-side
+`round_robin` (`gateway.fleet_client`), as a production acquirer would; `of()` then gives that
+one stub once per gateway, so a caller moving on to "the next gateway" after a refusal sends
+the same request again through the rotation, and the index it records is the attempt's, not
+a gateway's. Under TLS the channel checks every gateway's certificate against one name,
+`server_name` (the dev PKI's gateways carry `chaos.pki.GATEWAY_SERVER_NAME`).
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from typing import Any, Protocol
 
 import grpc
 
+from authgw.security import channel_options
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.fleet_client import ROUND_ROBIN_OPTIONS, fleet_target
 
 __all__ = ["AcquirerStubs", "Credentials", "GatewayStubs"]
 
@@ -51,10 +60,19 @@ class AcquirerStubs(Protocol):
 class GatewayStubs:
     """Authorization stubs per acquirer, one per gateway target, made at first use."""
 
-    def __init__(self, targets: Sequence[str], credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        targets: Sequence[str],
+        credentials: Credentials | None = None,
+        *,
+        balanced: bool = False,
+        server_name: str | None = None,
+    ) -> None:
         if not targets:
             raise ValueError("at least one gateway target is needed")
         self._targets = list(targets)
+        self._balanced = fleet_target(targets, "targets") if balanced else None
+        self._balanced_options = channel_options(server_name, ROUND_ROBIN_OPTIONS)
         self._credentials = credentials
         self._channels: dict[str, list[grpc.aio.Channel]] = {}
         self._stubs: dict[str, list[pb_grpc.AuthorizationStub]] = {}
@@ -65,7 +83,11 @@ class GatewayStubs:
     def of(self, acquirer_id: str) -> list[pb_grpc.AuthorizationStub]:
         """The stubs `acquirer_id` sends through, one per gateway, in target order."""
         stubs = self._stubs.get(acquirer_id)
-        if stubs is None:
+        if stubs is None and self._balanced is not None:
+            channel = self._open(self._balanced, acquirer_id, self._balanced_options)
+            self._channels[acquirer_id] = [channel]
+            stubs = self._stubs[acquirer_id] = [pb_grpc.AuthorizationStub(channel)] * len(self._targets)
+        elif stubs is None:
             channels = [self._open(target, acquirer_id) for target in self._targets]
             self._channels[acquirer_id] = channels
             stubs = self._stubs[acquirer_id] = [pb_grpc.AuthorizationStub(c) for c in channels]
@@ -75,10 +97,13 @@ class GatewayStubs:
         """gRPC carries the acquirer's own ids unchanged."""
         return proposed
 
-    def _open(self, target: str, acquirer_id: str) -> grpc.aio.Channel:
+    def _open(
+        self, target: str, acquirer_id: str, options: Sequence[tuple[str, Any]] = ()
+    ) -> grpc.aio.Channel:
+        options = (*_RECONNECT, *options)
         if self._credentials is None:
-            return grpc.aio.insecure_channel(target, options=_RECONNECT)
-        return grpc.aio.secure_channel(target, self._credentials(acquirer_id), options=_RECONNECT)
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self._credentials(acquirer_id), options=options)
 
     async def close(self) -> None:
         """Close every channel; safe twice."""

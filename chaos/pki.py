@@ -27,6 +27,9 @@ __all__ = ["ACQUIRERS", "PLAINTEXT", "PLAINTEXT_TOML", "DevPki", "plaintext_sect
 ACQUIRERS = {"1001": "ACQ001", "1002": "ACQ002"}
 """acquirer_id -> the devca leaf whose certificate it presents."""
 
+GATEWAY_SERVER_NAME = "gateway.authgw.test"
+"""A name every dev gateway's certificate carries: what a channel to several gateways checks."""
+
 PLAINTEXT: dict[str, dict[str, Any]] = {"tls": {"insecure": True}, "issuer_tls": {"insecure": True}}
 """A gateway config's links in plaintext (add `"etcd": {"insecure": True, ...}` when it has etcd)."""
 PLAINTEXT_TOML = "[tls]\ninsecure = true\n[issuer_tls]\ninsecure = true\n"

@@ -3,6 +3,10 @@
 The gateway requires mutual TLS: give the acquirer's certificate, key and the gateway's CA
 (--cert/--key/--ca, or $AUTHGW_CLIENT_CERT/$AUTHGW_CLIENT_KEY/$AUTHGW_CA); --insecure talks
 plaintext to a development gateway configured with `[tls] insecure = true`.
+
+Several gateways (--target repeated, or comma-separated) share one round_robin channel; a refusal
+(UNAVAILABLE, RESOURCE_EXHAUSTED) is sent again, same request_id, to the next gateway
+(`gateway.fleet_client`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from google.protobuf import json_format
 from authgw.security import CertificateError, TlsFiles, channel_credentials, channel_options, load_tls_files
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
+from gateway.fleet_client import ROUND_ROBIN_OPTIONS, authorize_on_fleet, fleet_target
 
 __all__ = ["build_request", "main", "minor_units"]
 
@@ -64,11 +69,20 @@ def build_request(args: argparse.Namespace) -> pb.AuthorizeRequest:
     return req
 
 
+def _targets(args: argparse.Namespace) -> list[str]:
+    given = args.target or ["127.0.0.1:50051"]
+    return [t.strip() for group in given for t in group.split(",") if t.strip()]
+
+
 def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
     """Mutual TLS with the acquirer's certificate; plaintext only with --insecure (said on stderr)."""
+    try:
+        target = fleet_target(_targets(args), "--target")
+    except ValueError as exc:
+        raise SystemExit(f"authgw authorize: {exc}") from exc
     if args.insecure:
         print("authgw authorize: --insecure: plaintext, the card number travels in clear", file=sys.stderr)
-        return grpc.aio.insecure_channel(args.target)
+        return grpc.aio.insecure_channel(target, options=ROUND_ROBIN_OPTIONS)
     files = [args.cert, args.key, args.ca]
     if not all(files):
         missing = [f"--{n}" for n, v in zip(("cert", "key", "ca"), files, strict=True) if not v]
@@ -80,22 +94,31 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
         material = load_tls_files(TlsFiles(cert=Path(args.cert), key=Path(args.key), ca=Path(args.ca)))
     except CertificateError as exc:
         raise SystemExit(f"authgw authorize: {exc}") from exc
-    options = channel_options(args.server_name or None)
-    return grpc.aio.secure_channel(args.target, channel_credentials(material), options=options)
+    if len(_targets(args)) > 1 and not args.server_name:
+        raise SystemExit(
+            "authgw authorize: --server-name missing: several --target share one channel, which checks "
+            "every gateway's certificate against one name they all carry (dev PKI: gateway.authgw.test)"
+        )
+    options = channel_options(args.server_name or None, ROUND_ROBIN_OPTIONS)
+    return grpc.aio.secure_channel(target, channel_credentials(material), options=options)
 
 
 async def _send(args: argparse.Namespace, req: pb.AuthorizeRequest) -> pb.AuthorizeResponse:
     async with _channel(args) as channel:
         stub = pb_grpc.AuthorizationStub(channel)
-        resp: pb.AuthorizeResponse = await stub.Authorize(req, timeout=args.timeout)
-        return resp
+        attempts = len(_targets(args))
+        return await authorize_on_fleet(stub, req, timeout_s=args.timeout, attempts=attempts)
 
 
 def main(argv: list[str]) -> int:
     names = pb.Channel.keys()  # protobuf's enum wrapper: keys() is its API, not a dict's
     channels = [n.lower() for n in names if n != "CHANNEL_UNSPECIFIED"]
     parser = argparse.ArgumentParser(prog="authgw authorize", description="send one authorization")
-    parser.add_argument("--target", default="127.0.0.1:50051", help="gateway host:port")
+    parser.add_argument(
+        "--target",
+        action="append",
+        help="gateway host:port (default 127.0.0.1:50051); repeat or comma-separate: a fleet, round_robin",
+    )
     parser.add_argument("--pan", required=True)
     parser.add_argument("--amount", required=True, help="major units, e.g. 12.34")
     parser.add_argument("--currency", default="EUR")
