@@ -29,6 +29,7 @@ from gateway.pool_health import PoolVerdict
 from gateway.standin_link import StandInFallback
 from health import Mode
 from standin import StandInError
+from standin.balances import BalanceSettings
 from standin.types import Reason
 from tests.gateway_fixtures import auth_request
 from tests.helpers import PAN_VISA
@@ -194,6 +195,7 @@ class _SlowEngine:
 
     def __init__(self) -> None:
         self.finished: list[str] = []
+        self.balance_settings = BalanceSettings()  # the fallback sizes its balance queue from it
 
     async def decide(self, request: Any, reason: Any, trace_context: str = "") -> Any:
         await asyncio.sleep(0.05)

@@ -118,7 +118,7 @@ async def test_every_acquirer_behaviour_settles_to_zero_through_a_gateway_that_f
 ) -> None:
     """Timeouts, cancels, repeats, reused ids, reversals after and before: all 0, each behaviour seen."""
     behaviour = AcquirerBehaviour(
-        repeat_share=0.2, reuse_share=0.1, reverse_share=0.4, reverse_first_share=0.1, cancel_share=0.05,
+        repeat_share=0.2, reuse_share=0.1, reverse_share=0.4, reverse_first_share=0.1, cancel_share=0.15,
         deadline_range_s=(0.02, 0.3),
     )  # fmt: skip
     samples, check = await _run(start_sim, behaviour, reverse=True, settle_s=10.0)
