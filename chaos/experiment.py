@@ -29,9 +29,11 @@ from chaos.acquirer import Acquirer, AcquirerBehaviour
 from chaos.acquirer_iso8583 import IsoGatewayStubs
 from chaos.confusion import Confusion, confusion, confusion_table
 from chaos.load import CardMix
+from chaos.otlp_receiver import OtlpReceiver
 from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
 from chaos.samples import Sample
 from chaos.topology import Topology, TopologySpec
+from chaos.traces import TraceCount, count_traces, traced_spec
 from chaos.verify import MoneyCheck, verify_settlement
 
 __all__ = ["REPORTS", "Criterion", "Experiment", "FaultScript", "Run", "run_experiment"]
@@ -105,6 +107,9 @@ class Experiment:
     # Cards the load draws from; ~100,000+ gives a realistic few transactions per card and day
     # (confusion.py): the default reuses a few hundred so often that per-card windows dominate.
     cards: int = 400
+    # An OTLP receiver, tail sampling in every gateway, and the criterion "every stand-in decision
+    # traced up to the bound" (chaos.traces).
+    traces: bool = False
 
 
 def _availability_criteria(samples: Sequence[Sample], run: Run) -> list[Criterion]:
@@ -134,6 +139,15 @@ def _money_criteria(check: MoneyCheck) -> list[Criterion]:
     return [
         Criterion(_FIGURE_NAMES[name], "0", str(value), value == 0) for name, value in check.figures().items()
     ]
+
+
+def _trace_criterion(traces: TraceCount) -> Criterion:
+    return Criterion(
+        "stand-in decisions traced (up to the keep bound; else counted dropped)",
+        f"{traces.standin_decisions} (dropped {traces.dropped})",
+        f"{traces.traced} traced; untraced e.g. {list(traces.untraced_examples)}",
+        traces.passed and traces.standin_decisions > 0,
+    )
 
 
 def _report(
@@ -257,13 +271,25 @@ async def run_experiment(
 ) -> dict[str, Any]:
     """Run one experiment end to end; returns its report (also written to reports/)."""
     console.rule(f"chaos-{exp.name}: {exp.title}")
-    topo = Topology(workdir, exp.spec)
+    if not exp.traces:
+        return await _run_started(exp, Topology(workdir, exp.spec), None, console, reports)
+    async with OtlpReceiver() as receiver:
+        topo = Topology(workdir, traced_spec(exp.spec, receiver.endpoint))
+        return await _run_started(exp, topo, receiver, console, reports)
+
+
+async def _run_started(
+    exp: Experiment, topo: Topology, receiver: OtlpReceiver | None, console: Console, reports: Path
+) -> dict[str, Any]:
     await asyncio.to_thread(topo.start)
     run = Run(topo, console)
     try:
         await asyncio.sleep(1.0)  # agents register, gateways connect
         samples, check, matrix = await _drive(exp, run, console)
         criteria = _money_criteria(check)
+        traces = None if receiver is None else await count_traces(topo, receiver, samples)
+        if traces is not None:
+            criteria.append(_trace_criterion(traces))
         if exp.judge_availability:
             criteria = _availability_criteria(samples, run) + criteria
         if exp.more_criteria is not None:
@@ -272,6 +298,8 @@ async def run_experiment(
         if matrix.decided:
             report["standin"]["confusion"] = matrix.as_dict()
         report["cards"] = exp.cards
+        if traces is not None:
+            report["traces"] = traces.as_dict()
     finally:
         await asyncio.to_thread(topo.stop)
     await asyncio.to_thread(_write_reports, reports, exp, report, samples)

@@ -170,7 +170,7 @@ def total_outage(scale: float, *, iso8583: bool = False) -> Experiment:
         )  # fmt: skip
     return Experiment(
         "total-outage", "every issuer host stops answering", _spec(), end, phases, script,
-        more_criteria=extra, behaviour=behaviour,
+        more_criteria=extra, behaviour=behaviour, traces=True,
     )  # fmt: skip
 
 

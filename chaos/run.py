@@ -60,7 +60,13 @@ def summary(reports: list[dict[str, Any]]) -> Table:
 
 
 async def _run_all(
-    names: list[str], scale: float, console: Console, keep: bool, cards: int | None = None
+    names: list[str],
+    scale: float,
+    console: Console,
+    keep: bool,
+    *,
+    cards: int | None = None,
+    traces: bool = False,
 ) -> list[dict[str, Any]]:
     reports = []
     for name in names:
@@ -69,6 +75,8 @@ async def _run_all(
             exp = build(name, scale)
             if cards is not None:
                 exp = dataclasses.replace(exp, cards=cards)
+            if traces:
+                exp = dataclasses.replace(exp, traces=True)
             reports.append(await run_experiment(exp, workdir, console, REPORTS))
         finally:
             if keep:
@@ -89,12 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cards the load draws from (e.g. 100000: a realistic population)",
     )
+    parser.add_argument(
+        "--traces",
+        action="store_true",
+        help="an OTLP receiver, tail sampling: is every stand-in decision traced? (always on: total-outage)",
+    )
     args = parser.parse_args(argv)
     names = list(EXPERIMENTS) if args.names == ["all"] else args.names
     for name in names:
         build(name)  # unknown names fail before anything starts
     console = Console(width=max(150, shutil.get_terminal_size().columns))  # the summary has 13 columns
-    reports = asyncio.run(_run_all(names, args.scale, console, args.keep, args.cards))
+    reports = asyncio.run(
+        _run_all(names, args.scale, console, args.keep, cards=args.cards, traces=args.traces)
+    )
     console.print(summary(reports))
     return 0 if all(r["passed"] for r in reports) else 1
 

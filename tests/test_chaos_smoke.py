@@ -50,3 +50,9 @@ async def test_chaos_total_outage(tmp_path: Path) -> None:
     # acquirer advices among the load: each acknowledged, each posted once with its acquirer origin
     assert settlement["advices"] > 0
     assert settlement["advices_acked"] == settlement["advices_posted"] == settlement["advices"]
+    # tail sampling into an OTLP receiver (chaos.traces): every stand-in decision has its trace,
+    # the keep bound (above the rate) dropped none of them
+    traces = report["traces"]
+    assert isinstance(traces, dict)
+    assert traces["standin_decisions"] > 0
+    assert traces["traced"] == traces["standin_decisions"], traces["untraced_examples"]
