@@ -41,6 +41,8 @@ SCENARIO_SERIES = (
     'store="dead_letters"',
     "authgw_standin_exposure{",
     "authgw_standin_exposure_budget{",
+    "authgw_admission_limit",
+    "authgw_standin_policy_version",
 )
 # An exposure budget, so that the gateway exports its gauges (the forced stand-in draws on it).
 BUDGET_TOML = """
@@ -84,6 +86,8 @@ async def run_scenario(workdir: Path) -> str:
             "telemetry": telemetry | {"metric_export_interval": "300ms"},
             # one failure ejects, even the only member of a pool: the dead primary host is ejected at once
             "outlier": {"consecutive_failures": 1, "max_ejection_share": 1.0},
+            # admission control on (its metrics exported), with room for every request here
+            "admission": {"enabled": True},
         },
     )
     topo = Topology(workdir, spec)

@@ -131,7 +131,7 @@ def test_rules_are_all_read() -> None:
 
 def test_dashboard_answers_what_operators_ask() -> None:
     """Panels for answers, latency, pools, stand-in, journal, dead letters, advices, reversals, refusals,
-    routing mode, requests by edge, members by state."""
+    routing mode, requests by edge, members by state, stand-in exposure and policy version, admission."""
     dashboard = read(DASHBOARD)
     used = {m for q in dashboard_queries(dashboard) for m in q.metrics}
     assert {
@@ -149,6 +149,11 @@ def test_dashboard_answers_what_operators_ask() -> None:
         "authgw_routing_mode",
         "authgw_requests_total",
         "authgw_pool_members",
+        "authgw_standin_exposure",
+        "authgw_standin_exposure_budget",
+        "authgw_standin_policy_version",
+        "authgw_admission_refused_total",
+        "authgw_admission_limit",
     } <= used
     quantiles = {q.expr.split(",")[0] for q in dashboard_queries(dashboard) if "histogram_quantile" in q.expr}
     assert quantiles == {f"histogram_quantile({q}" for q in ("0.5", "0.95", "0.99")}
