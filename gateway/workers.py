@@ -5,8 +5,10 @@ dominates the gateway's CPU; the kernel spreads connections across the worker
 processes that share the listening port. Each worker is a gateway of the fleet
 in its own right: its own instance name (`<instance>-w<i>`, so its etcd
 registration, stand-in decisions and settlement consumer are its own), its own
-local SQLite journal, and only worker 0 serves the Prometheus endpoint.
-Limits stay fleet-wide through Redis, as between gateways.
+local SQLite journal, and its own Prometheus endpoint: worker i listens on the
+configured `prometheus_listen` port + i (port 0: any free port for each), so
+every worker is a scrape target of its own and `authgw top` or Prometheus sum
+them. Limits stay fleet-wide through Redis, as between gateways.
 """
 
 from __future__ import annotations
@@ -22,15 +24,18 @@ __all__ = ["spawn_workers", "stop_workers", "worker_config"]
 
 
 def worker_config(cfg: GatewayConfig, index: int) -> GatewayConfig:
-    """Worker `index`: its own instance and local journal, the port shared, (but for 0) no scrape port."""
+    """Worker `index`: its own instance and local journal, the port shared, scrape port + index."""
     journal = None
     if cfg.standin is not None:
         path = cfg.standin.sqlite_path
         journal = path.with_name(f"{path.stem}-w{index}{path.suffix}")
     worker = dataclasses.replace(cfg.for_instance(f"{cfg.instance}-w{index}", journal), share_port=True)
-    if index > 0 and worker.telemetry is not None:
+    telemetry = worker.telemetry
+    if index > 0 and telemetry is not None and telemetry.prometheus_listen is not None:
+        host, port = telemetry.prometheus_listen
+        listen = (host, port + index if port else 0)
         worker = dataclasses.replace(
-            worker, telemetry=dataclasses.replace(worker.telemetry, prometheus_listen=None)
+            worker, telemetry=dataclasses.replace(telemetry, prometheus_listen=listen)
         )
     return worker
 

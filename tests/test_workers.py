@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -20,6 +23,7 @@ from chaos.topology import standin_toml
 from gateway.config import parse_config
 from gateway.workers import worker_config
 from tests.gateway_fixtures import auth_request
+from tests.helpers import assert_eventually
 
 
 def _children(pid: int) -> list[int]:
@@ -28,7 +32,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_worker_config_separates_instances(tmp_path: Path) -> None:
-    """Each worker gets its own instance name and local journal; only worker 0 keeps the scrape port."""
+    """Each worker gets its own instance name, local journal and scrape port (the configured one + i)."""
     (tmp_path / "s.toml").write_text(standin_toml("redis://127.0.0.1:1/0"))
     cfg = parse_config(
         {
@@ -45,16 +49,39 @@ def test_worker_config_separates_instances(tmp_path: Path) -> None:
     assert w1.standin is not None and w1.standin.instance == "gw-w1"
     assert w1.standin.sqlite_path == tmp_path / "data" / "gw-w1.sqlite3"
     assert w0.telemetry is not None and w0.telemetry.prometheus_listen == ("127.0.0.1", 9464)
-    assert w1.telemetry is not None and w1.telemetry.prometheus_listen is None
+    assert w1.telemetry is not None and w1.telemetry.prometheus_listen == ("127.0.0.1", 9465)
     assert (cfg.share_port, w0.share_port, w1.share_port) == (False, True, True)  # SO_REUSEPORT: workers only
     assert (
         cfg.standin is not None and cfg.standin.sqlite_path == tmp_path / "data" / "gw.sqlite3"
     )  # untouched
 
 
+def _two_free_ports() -> int:
+    """A port P with P and P + 1 both free now (worker i scrapes on P + i)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+def _requests_received(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError as exc:  # a worker starts a few seconds after the first: retried
+        raise AssertionError(f"scrape port {port}: {exc}") from exc
+    return sum(float(v) for v in re.findall(r"^authgw_requests_total\{[^}]*\} (\S+)$", text, re.M))
+
+
 async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
-    """Two worker processes answer on one port; SIGTERM to the first stops both."""
-    sim_port, gw_port = free_port(), free_port()
+    """Two worker processes answer on one port, each counted on its own scrape port; SIGTERM to the
+    first stops both."""
+    sim_port, gw_port, scrape_port = free_port(), free_port(), _two_free_ports()
     sim = start_authgw(
         tmp_path,
         "sim",
@@ -65,6 +92,7 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> N
     cfg.write_text(
         f'[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
         f"{PLAINTEXT_TOML}"
+        f'[telemetry]\nprometheus_listen = "127.0.0.1:{scrape_port}"\n'
         f'[[pools]]\nname = "p"\nmembers = [{{ name = "m", address = "127.0.0.1:{sim_port}" }}]\n'
     )
     gw = start_authgw(tmp_path, "gw", ["serve", "--config", str(cfg), "--workers", "2"], gw_port)
@@ -76,6 +104,13 @@ async def test_two_workers_share_the_port_and_stop_together(tmp_path: Path) -> N
                 stub = pb_grpc.AuthorizationStub(channel)
                 answers.append(await stub.Authorize(auth_request(request_id=f"w-{i}"), timeout=5))
         assert all(a.decision == pb.APPROVED and a.source == pb.ISSUER for a in answers)
+
+        async def counted() -> list[float]:  # every request in one worker's count or the other's
+            per_worker = [await asyncio.to_thread(_requests_received, scrape_port + i) for i in (0, 1)]
+            assert sum(per_worker) == 20, per_worker
+            return per_worker
+
+        await assert_eventually(counted, timeout_s=20, interval_s=0.5)
         child = _children(gw.pid)[0]
         gw.signal(signal.SIGTERM)
         assert gw.proc is not None
