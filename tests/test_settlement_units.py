@@ -74,6 +74,23 @@ def test_pacer_grows_back_a_tenth_of_the_ceiling_per_good_window() -> None:
     assert pacer.rate == 1000
 
 
+def test_pacer_respaces_turns_taken_at_a_slow_rate_when_the_rate_grows() -> None:
+    """50 turns taken at 10/s reach ~5 s ahead; a good window (10 -> 110/s) re-spaces what is left of
+    them at the new rate, so the next turn comes in well under a second, not after the slow queue."""
+    clock = Clock()
+    pacer = Pacer(SETTINGS, clock)
+    for _ in range(7):
+        _window(pacer, clock, latency_s=0.01, answered=False)
+    assert pacer.rate == 10
+    turns = [pacer.reserve() for _ in range(50)]
+    assert turns[-1] - turns[0] == pytest.approx(4.9)  # 0.1 s apart
+    _window(pacer, clock, latency_s=0.01, answered=True)
+    assert pacer.rate == 110
+    left_s = turns[-1] + 0.1 - clock.now  # what is left of the slow queue: 3.74 s at 10/s
+    assert left_s > 3
+    assert pacer.reserve() - clock.now == pytest.approx(left_s * 10 / 110)
+
+
 def test_pause_trips_after_consecutive_failures_and_doubles() -> None:
     """N failures in a row pause settlement; a failed trial doubles the pause; an answer ends it."""
     clock = Clock()

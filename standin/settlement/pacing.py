@@ -57,12 +57,17 @@ class Pacer:
 
     async def acquire(self) -> None:
         """Wait for this advice's turn."""
+        wait_s = self.reserve() - self._clock()
+        if wait_s > _MIN_SLEEP_S:  # below that a timer costs more than the spacing is worth
+            await asyncio.sleep(wait_s)
+
+    def reserve(self) -> float:
+        """The clock time of the next advice's turn, taken (`acquire` sleeps until it)."""
         now = self._clock()
         self._adjust(now)
         slot = max(self._next_at, now - self._window_s / 4)  # a small burst after an idle spell
         self._next_at = slot + 1.0 / self.rate
-        if slot - now > _MIN_SLEEP_S:  # below that a timer costs more than the spacing is worth
-            await asyncio.sleep(slot - now)
+        return slot
 
     def record(self, latency_s: float, answered: bool) -> None:
         """One advice's latency, and whether the issuer answered at all."""
@@ -77,6 +82,7 @@ class Pacer:
         if now < self._window_end:
             return
         total = self._answered + self._failed
+        old_rate = self.rate
         if total:
             error_share = self._failed / total
             mean_s = self._latency_sum_s / self._answered if self._answered else 0.0
@@ -93,9 +99,20 @@ class Pacer:
                 self.rate = new
             elif self.rate < self.max_rate:
                 self.rate = min(self.max_rate, self.rate + self.max_rate / 10)
+            self._rescale(now, old_rate)
         self._answered = self._failed = 0
         self._latency_sum_s = 0.0
         self._window_end = now + self._window_s
+
+    def _rescale(self, now: float, old_rate: float) -> None:
+        """Turns already given out stay; the queue of them is re-spaced at the new rate.
+
+        The schedule ahead of `now` holds (next_at - now) * old_rate turns: at the new rate they
+        take (next_at - now) * old_rate / new_rate. Without this, turns taken at a slow rate push
+        every later advice back by their slow spacing after the issuer has recovered.
+        """
+        if self.rate != old_rate and self._next_at > now:
+            self._next_at = now + (self._next_at - now) * old_rate / self.rate
 
 
 class Pause:
