@@ -337,7 +337,7 @@ def money(scale: float) -> Experiment:
     return Experiment(
         "money", "acquirers time out, repeat, reuse ids and reverse through slow issuers and an outage",
         spec(gateways=2), end, phases, script, more_criteria=extra, behaviour=behaviour,
-        judge_availability=False,
+        judge_availability=False, settle_timeout_s=180.0,
     )  # fmt: skip
 
 
