@@ -50,9 +50,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import cast
 
 import grpc
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 
@@ -77,6 +77,7 @@ __all__ = [
     "compare",
     "gateway_backlog",
     "held",
+    "journal_backlog",
     "verify_settlement",
 ]
 
@@ -348,30 +349,36 @@ async def issuer_books(topo: Topology) -> LedgerBooks | None:
 _BACKLOG_HEARTBEAT_MS = 10_000  # a worker's local backlog counts if its heartbeat is this recent
 
 
-def gateway_backlog(topo: Topology) -> int:
-    """Entries the gateways still have to settle: journal partitions and dead letters in Redis, and
-    each live settlement worker's local backlog (its heartbeat); 0 without stand-in, -1 unreadable."""
-    if topo.redis is None and topo.redis_cluster is None:
-        return 0
-    if topo.redis is None:
-        return -1  # a Cluster: partitions live on several nodes (not read here)
+async def journal_backlog(redis: Redis) -> int:
+    """Entries the gateways still have to settle, read from their Redis: journal partitions and dead
+    letters, and the local backlog of each settlement worker whose heartbeat is recent."""
+    left = 0
+    partitions = set()
+    async for key in redis.scan_iter(match="authgw:{journal:*}:decisions", count=1000):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        partitions.add(int(name.split("{journal:", 1)[1].split("}", 1)[0]))
+    for p in partitions:
+        left += int(await redis.xlen(stream_key(p))) + int(await redis.xlen(dead_key(p)))
+    now_ms = time.time() * 1000
+    for raw in (await redis.hgetall(WORKERS_KEY)).values():
+        beat = json.loads(raw)
+        if now_ms - float(beat.get("updated_ms", 0)) <= _BACKLOG_HEARTBEAT_MS:
+            left += int(beat.get("local_backlog") or 0)
+    return left
+
+
+async def gateway_backlog(topo: Topology) -> int:
+    """`journal_backlog` of the topology's gateways: 0 without stand-in, -1 when it cannot be read."""
+    if topo.redis is None:  # no stand-in, or a Cluster (partitions on several nodes: not read here)
+        return -1 if topo.redis_cluster is not None else 0
     client = topo.redis_admin()
     try:
-        left = 0
-        streams = cast("Iterable[bytes]", client.scan_iter(match="authgw:{journal:*}:decisions", count=1000))
-        for p in {int(k.decode().split("{journal:", 1)[1].split("}", 1)[0]) for k in streams}:
-            left += cast("int", client.xlen(stream_key(p))) + cast("int", client.xlen(dead_key(p)))
-        now_ms = time.time() * 1000
-        for raw in cast("dict[bytes, bytes]", client.hgetall(WORKERS_KEY)).values():
-            beat = json.loads(raw)
-            if now_ms - float(beat.get("updated_ms", 0)) <= _BACKLOG_HEARTBEAT_MS:
-                left += int(beat.get("local_backlog") or 0)
+        return await journal_backlog(client)
     except (RedisError, ValueError) as exc:
         log.warning("gateway journals unreadable: %s", exc)
         return -1
     finally:
-        client.close()
-    return left
+        await client.aclose()
 
 
 async def verify_settlement(
@@ -385,7 +392,7 @@ async def verify_settlement(
     check = compare(samples, [], None, 0.0, -1)
     while True:
         ledger = await issuer_books(topo)
-        backlog = await asyncio.to_thread(gateway_backlog, topo)
+        backlog = await gateway_backlog(topo)
         waited = time.monotonic() - started
         if ledger is not None:
             check = compare(samples, ledger.books, ledger.unexplained, waited, backlog)
