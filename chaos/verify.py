@@ -368,9 +368,12 @@ async def journal_backlog(redis: Redis) -> int:
 
 
 async def gateway_backlog(topo: Topology) -> int:
-    """`journal_backlog` of the topology's gateways: 0 without stand-in, -1 when it cannot be read."""
-    if topo.redis is None:  # no stand-in, or a Cluster (partitions on several nodes: not read here)
-        return -1 if topo.redis_cluster is not None else 0
+    """`journal_backlog` of the topology's gateways: 0 without stand-in, -1 when it cannot be read.
+
+    On a Redis Cluster (partitions on several nodes) it is not read: 0, and settlement is judged
+    by the acquirers' side alone (advised, reversals acknowledged and booked)."""
+    if topo.redis is None:
+        return 0
     client = topo.redis_admin()
     try:
         return await journal_backlog(client)
