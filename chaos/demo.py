@@ -101,8 +101,11 @@ def money_table(check: MoneyCheck) -> Table:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("expected", justify="right")
+    if not check.settled:  # no verdict on money: say what settlement had left
+        table.add_row("[red]settlement NOT done[/]", "; ".join(check.unsettled), "done")
     for name, value in check.figures().items():
-        table.add_row(name, f"[{'green' if value == 0 else 'red'}]{value}[/]", "0")
+        shown = f"[{'green' if value == 0 else 'red'}]{value}[/]" if check.settled else "n/s"
+        table.add_row(name, shown, "0")
     for name in ("requests", "books", "misfiled_books", "journaled", "advised", "redelivered"):
         table.add_row(name, str(getattr(check, name)), "")
     reversals = f"{check.reversals_sent} / {check.reversals_acked} / {check.reversals_applied}"

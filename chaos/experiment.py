@@ -36,7 +36,16 @@ from chaos.topology import Topology, TopologySpec
 from chaos.traces import TraceCount, count_traces, traced_spec
 from chaos.verify import MoneyCheck, verify_settlement
 
-__all__ = ["REPORTS", "Criterion", "Experiment", "FaultScript", "Run", "run_experiment"]
+__all__ = [
+    "REPORTS",
+    "SETTLED",
+    "Criterion",
+    "Experiment",
+    "FaultScript",
+    "Run",
+    "money_criteria",
+    "run_experiment",
+]
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 DEADLINE_S = 2.0
@@ -134,11 +143,21 @@ def _availability_criteria(samples: Sequence[Sample], run: Run) -> list[Criterio
     ]
 
 
-def _money_criteria(check: MoneyCheck) -> list[Criterion]:
-    """One criterion per money figure: expected 0, any other value fails the experiment."""
-    return [
+SETTLED = "settlement done within the settle phase (advised, reversals booked, journals empty)"
+
+
+def money_criteria(check: MoneyCheck) -> list[Criterion]:
+    """One criterion per money figure: expected 0, any other value fails the experiment.
+
+    Before settlement is done the figures are no verdict: only the unfinished settlement is
+    reported (and fails the experiment), never a money figure.
+    """
+    if not check.settled:
+        return [Criterion(SETTLED, "done", "NOT SETTLED: " + "; ".join(check.unsettled), False)]
+    figures = [
         Criterion(_FIGURE_NAMES[name], "0", str(value), value == 0) for name, value in check.figures().items()
     ]
+    return [Criterion(SETTLED, "done", f"after {check.waited_s:.0f} s", True), *figures]
 
 
 def _trace_criterion(traces: TraceCount) -> Criterion:
@@ -286,7 +305,7 @@ async def _run_started(
     try:
         await asyncio.sleep(1.0)  # agents register, gateways connect
         samples, check, matrix = await _drive(exp, run, console)
-        criteria = _money_criteria(check)
+        criteria = money_criteria(check)
         traces = None if receiver is None else await count_traces(topo, receiver, samples)
         if traces is not None:
             criteria.append(_trace_criterion(traces))

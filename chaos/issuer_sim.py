@@ -18,8 +18,8 @@ One process is one issuer host. It serves, on one port:
 - `grpc.health.v1.Health`: SERVING for "" and "authgw.v1.IssuerHost".
 - `authgw.v1.IssuerSimControl`: SetFaults (replaces every fault at once),
   Report (this host's counters, current faults, the ledger's advices) and
-  Books (every request's book, streamed in pages, and the postings no book
-  explains).
+  Books (every request's book, streamed in pages of one snapshot of the
+  ledger, and the postings no book explains).
 
 Accounts live in a `chaos.ledger_protocol.Ledger`: private to the process by
 default (`chaos.memory_ledger`), or issuer-wide with `--ledger

@@ -31,6 +31,7 @@ __all__ = [
     "IssuerAnswer",
     "Ledger",
     "LedgerError",
+    "LedgerSnapshot",
     "LedgerUnavailable",
     "ReversalEntry",
     "ReversalOutcome",
@@ -111,6 +112,14 @@ class AdviceRecord:
     request_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerSnapshot:
+    """Every request record and every card's debits, as of one instant (no posting in between)."""
+
+    records: list[RequestRecord]
+    debits: dict[str, int]  # card_debits()
+
+
 def advice_records(records: Iterable[RequestRecord]) -> list[AdviceRecord]:
     """Every advice booked in `records`, in order of first arrival."""
     booked = [(a, r.request_id) for r in records for b in r.books.values() for a in b.advices]
@@ -142,6 +151,14 @@ class Ledger(Protocol):
 
     async def card_debits(self) -> dict[str, int]:
         """What the ledger has debited each card it touched (opening minus balance), by card token."""
+        ...
+
+    async def snapshot(self) -> LedgerSnapshot:
+        """records() and card_debits() as of one instant: what Books pages and checks.
+
+        Read apart, a posting made between the pages and the debits (settlement runs meanwhile)
+        would show as a card whose debits no book explains.
+        """
         ...
 
     async def advices(self) -> list[AdviceRecord]:

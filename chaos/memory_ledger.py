@@ -19,6 +19,7 @@ from chaos.ledger_protocol import (
     AdviceRecord,
     HoldAttempt,
     IssuerAnswer,
+    LedgerSnapshot,
     ReversalEntry,
     ReversalOutcome,
     advice_records,
@@ -116,6 +117,11 @@ class MemoryLedger:
 
     async def card_debits(self) -> dict[str, int]:
         return {token: c.debited_minor - c.forgotten_minor for token, c in self._cards.items()}
+
+    async def snapshot(self) -> LedgerSnapshot:
+        # Copies, taken without yielding to the loop: records change in place afterwards.
+        records = [RequestRecord.from_doc(r.to_doc()) for r in self._records.values()]
+        return LedgerSnapshot(records, await self.card_debits())
 
     async def advices(self) -> list[AdviceRecord]:
         return advice_records(self._records.values())

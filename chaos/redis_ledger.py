@@ -51,6 +51,7 @@ from chaos.ledger_protocol import (
     AdviceRecord,
     HoldAttempt,
     IssuerAnswer,
+    LedgerSnapshot,
     LedgerUnavailable,
     ReversalEntry,
     ReversalOutcome,
@@ -86,6 +87,19 @@ if tonumber(ARGV[4]) ~= 0 then
   redis.call('SADD', KEYS[4], ARGV[5])
 end
 return 1
+"""
+
+
+# Every record and every card's debits in one script: no commit lands between them (Books).
+# KEYS: records index, cards set. ARGV: prefix of a card's debits key. Returns {docs, tokens, debits}.
+_SNAPSHOT_LUA = """
+local keys = redis.call('LRANGE', KEYS[1], 0, -1)
+local docs = {}
+for i, key in ipairs(keys) do docs[i] = redis.call('GET', key) or '' end
+local tokens = redis.call('SMEMBERS', KEYS[2])
+local debits = {}
+for i, token in ipairs(tokens) do debits[i] = redis.call('GET', ARGV[1] .. token) or '0' end
+return {docs, tokens, debits}
 """
 
 
@@ -127,6 +141,7 @@ class RedisLedger:
         self._prefix = prefix
         self._request_ttl_s = request_ttl_s
         self._commit_script = client.register_script(_COMMIT_LUA)
+        self._snapshot_script = client.register_script(_SNAPSHOT_LUA)
         self._closed = False
 
     @classmethod
@@ -324,6 +339,17 @@ class RedisLedger:
         except RedisError as exc:
             raise LedgerUnavailable(f"ledger read failed: {exc}") from exc
         return {t: int(v or 0) for t, v in zip(tokens, values, strict=True)}
+
+    async def snapshot(self) -> LedgerSnapshot:
+        keys = [f"{self._prefix}:records", f"{self._prefix}:cards"]
+        try:
+            docs, tokens, debits = cast(
+                "list[list[str]]", await self._snapshot_script(keys=keys, args=[self._debited_key("")])
+            )
+        except RedisError as exc:
+            raise LedgerUnavailable(f"ledger read failed: {exc}") from exc
+        records = [RequestRecord.from_doc(json.loads(doc)) for doc in docs if doc]  # '' = expired
+        return LedgerSnapshot(records, {t: int(v) for t, v in zip(tokens, debits, strict=True)})
 
     async def advices(self) -> list[AdviceRecord]:
         records: list[RequestRecord] = []

@@ -37,15 +37,18 @@ _MONEY_COLUMNS = {
 
 def summary(reports: list[dict[str, Any]]) -> Table:
     table = Table(title="chaos experiments", box=box.SIMPLE_HEAD)  # 14 columns: no room for rules
-    table.caption = "money figures (chaos.verify), each expected 0: " + ", ".join(
-        f"{short} = {name}" for name, short in _MONEY_COLUMNS.items() if short != name
+    table.caption = (
+        "money figures (chaos.verify), each expected 0: "
+        + ", ".join(f"{short} = {name}" for name, short in _MONEY_COLUMNS.items() if short != name)
+        + "; n/s = settlement not done within the settle phase (no verdict on money)"
     )
     for col in ("experiment", "requests", "failed", "avail.", "p99 ms", "issuer/stand-in"):
         table.add_column(col, justify="left" if col == "experiment" else "right", no_wrap=True)
     for col in (*_MONEY_COLUMNS.values(), "result"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in reports:
-        money = [str(r["settlement"][name]) for name in _MONEY_COLUMNS]
+        settled = r["settlement"].get("settled", True)
+        money = [str(r["settlement"][name]) if settled else "n/s" for name in _MONEY_COLUMNS]
         table.add_row(
             r["experiment"],
             str(r["requests"]),

@@ -282,15 +282,18 @@ class ControlServicer(simulator_pb2_grpc.IssuerSimControlServicer):
     async def Books(
         self, request: simulator_pb2.BooksRequest, context: _AnyContext
     ) -> AsyncIterator[simulator_pb2.BookPage]:
-        ledger, tally = self._host.ledger, PostingTally()
+        # One snapshot, then pages of it: paging the live ledger while settlement posts would show
+        # each posting made between a record's page and the debits as an unexplained card.
         try:
-            async for records in ledger.records(request.page_size or _BOOKS_PAGE):
-                tally.add(records)
-                yield simulator_pb2.BookPage(books=[b for r in records for b in book_messages(r)])
-            debits = await ledger.card_debits()
+            snapshot = await self._host.ledger.snapshot()
         except LedgerUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"issuer-sim: {exc}")
-        yield simulator_pb2.BookPage(last=True, unexplained=tally.unexplained(debits))
+        tally, size = PostingTally(), request.page_size or _BOOKS_PAGE
+        for start in range(0, len(snapshot.records), size):
+            records = snapshot.records[start : start + size]
+            tally.add(records)
+            yield simulator_pb2.BookPage(books=[b for r in records for b in book_messages(r)])
+        yield simulator_pb2.BookPage(last=True, unexplained=tally.unexplained(snapshot.debits))
 
 
 class HangingHealth(health.aio.HealthServicer):  # type: ignore[misc]  # grpc_health ships no types

@@ -31,13 +31,20 @@ puts each request in at most one figure, the first that applies:
     declines_debited        A = 0 after a decline or a refusal, the issuer holds money
     amount_mismatches       any other difference between A and the issuer's book
 
-Every one must be 0. `verify_settlement` waits (the run's settle phase) until
-they are, or until its timeout.
+Every one must be 0, and is judged only once settlement is done: every stand-in
+decision the acquirers received advised, every reversal acknowledged and every
+one the issuer must see booked (all but a stand-in's NO_EFFECT, which is
+recorded nowhere), and the gateways' journals empty (Redis partitions, dead
+letters, local backlogs). `verify_settlement` waits (the run's settle phase)
+until then; a check taken before (`MoneyCheck.unsettled` not empty) says what
+settlement had left, and its figures are no verdict on money.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -45,15 +52,20 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 import grpc
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2
 from chaos.book import own_or_advice
 from chaos.request_key import RequestKey
+from chaos.reversals import SentReversal
 from chaos.samples import Outcome, Sample
 from chaos.sim_control import LedgerBooks
 from chaos.topology import Topology
+from standin.keys import dead_key, stream_key
+from standin.settlement.keys import WORKERS_KEY
 
 __all__ = [
     "FIGURES",
@@ -63,9 +75,13 @@ __all__ = [
     "Why",
     "classify",
     "compare",
+    "gateway_backlog",
     "held",
+    "journal_backlog",
     "verify_settlement",
 ]
+
+log = logging.getLogger(__name__)
 
 UNRECORDED_RULE_CODE = "91"  # a stand-in 91 may be unrecorded ("journal.unavailable"): nothing to advise
 _EXAMPLES = 5  # request keys kept per failing figure, for the report
@@ -179,17 +195,29 @@ class MoneyCheck:
     advices_acked: int = 0  # of those, acknowledged by a gateway
     advices_posted: int = 0  # of those, books holding one approval advice of an acquirer origin
     examples: dict[str, list[str]] = field(default_factory=dict)  # failing figure -> a few requests
+    gateway_backlog: int = 0  # entries the gateways' journals still hold (-1: could not be read)
+    # What settlement had left when this check was taken (empty: done, the figures are a verdict).
+    unsettled: tuple[str, ...] = ()
 
     def figures(self) -> dict[str, int]:
         """The six figures the invariant needs at 0."""
         return {f.value: getattr(self, f.value) for f in FIGURES}
 
     @property
+    def settled(self) -> bool:
+        return not self.unsettled
+
+    @property
     def ok(self) -> bool:
-        return not any(self.figures().values())
+        return self.settled and not any(self.figures().values())
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The check as a report shows it: before settlement was done, the figures are None (no verdict)."""
+        doc = asdict(self)
+        doc["settled"] = self.settled
+        if not self.settled:
+            doc.update(dict.fromkeys(self.figures()))
+        return doc
 
 
 def compare(
@@ -197,8 +225,12 @@ def compare(
     books: Sequence[simulator_pb2.RequestBook],
     unexplained: simulator_pb2.UnexplainedPostings | None = None,
     waited_s: float = 0.0,
+    gateway_backlog: int = 0,
 ) -> MoneyCheck:
-    """What every acquirer holds against the issuer's book of the same request."""
+    """What every acquirer holds against the issuer's book of the same request.
+
+    gateway_backlog: entries the gateways' journals still hold (-1: unknown, counted as unsettled).
+    """
     by_key = {RequestKey(b.acquirer_id, b.request_id, b.digest): b for b in books}
     helds = {h.key: h for h in map(held, samples)}
     counts: Counter[Figure] = Counter()
@@ -222,6 +254,8 @@ def compare(
     journaled = _journaled(samples)
     sent = [r for s in samples for r in s.reversals]
     booked_reversals = {r.reversal_id for b in books for r in b.reversals}
+    advised = sum(1 for d in journaled if d in booked_advices)
+    unsettled = _unsettled(len(journaled), advised, sent, booked_reversals, gateway_backlog)
     return MoneyCheck(
         requests=len(helds),
         books=len(books),
@@ -234,7 +268,7 @@ def compare(
         unexplained_postings=unexplained_postings,
         misfiled_books=sum(1 for k in unknown if (k.request_id, k.digest) in known_content),
         journaled=len(journaled),
-        advised=sum(1 for d in journaled if d in booked_advices),
+        advised=advised,
         redelivered=sum(a.received - 1 for a in booked_advices.values() if a.received > 1),
         reversals_sent=len(sent),
         reversals_acked=sum(1 for r in sent if r.acked),
@@ -242,7 +276,31 @@ def compare(
         waited_s=round(waited_s, 1),
         **_advice_counts(samples, by_key),
         examples=examples,
+        gateway_backlog=gateway_backlog,
+        unsettled=unsettled,
     )
+
+
+def _unsettled(
+    journaled: int, advised: int, sent: Sequence[SentReversal], booked: set[str], gateway_backlog: int
+) -> tuple[str, ...]:
+    """What settlement has yet to do: advices, reversals to acknowledge or book, journal entries."""
+    left = []
+    if advised < journaled:
+        left.append(f"stand-in decisions advised {advised}/{journaled}")
+    acked = [r for r in sent if r.acked]
+    if len(acked) < len(sent):
+        left.append(f"reversals acknowledged {len(acked)}/{len(sent)}")
+    # A stand-in's NO_EFFECT (of a decline, or already reversed as low) is recorded nowhere.
+    due = [r for r in acked if not (r.source == "STAND_IN" and r.status == "NO_EFFECT")]
+    due_booked = sum(1 for r in due if r.reversal_id in booked)
+    if due_booked < len(due):
+        left.append(f"acknowledged reversals booked by the issuer {due_booked}/{len(due)}")
+    if gateway_backlog < 0:
+        left.append("gateway journals unreadable")
+    elif gateway_backlog:
+        left.append(f"gateway journal entries {gateway_backlog}")
+    return tuple(left)
 
 
 _ACQUIRER_ORIGINS = frozenset({pb.ACQUIRER_FORCED_POST, pb.ACQUIRER_OFFLINE})
@@ -288,19 +346,64 @@ async def issuer_books(topo: Topology) -> LedgerBooks | None:
     return None
 
 
+_BACKLOG_HEARTBEAT_MS = 10_000  # a worker's local backlog counts if its heartbeat is this recent
+
+
+async def journal_backlog(redis: Redis) -> int:
+    """Entries the gateways still have to settle, read from their Redis: journal partitions and dead
+    letters, and the local backlog of each settlement worker whose heartbeat is recent."""
+    left = 0
+    partitions = set()
+    async for key in redis.scan_iter(match="authgw:{journal:*}:decisions", count=1000):
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        partitions.add(int(name.split("{journal:", 1)[1].split("}", 1)[0]))
+    for p in partitions:
+        left += int(await redis.xlen(stream_key(p))) + int(await redis.xlen(dead_key(p)))
+    now_ms = time.time() * 1000
+    for raw in (await redis.hgetall(WORKERS_KEY)).values():
+        beat = json.loads(raw)
+        if now_ms - float(beat.get("updated_ms", 0)) <= _BACKLOG_HEARTBEAT_MS:
+            left += int(beat.get("local_backlog") or 0)
+    return left
+
+
+async def gateway_backlog(topo: Topology) -> int:
+    """`journal_backlog` of the topology's gateways: 0 without stand-in, -1 when it cannot be read.
+
+    On a Redis Cluster (partitions on several nodes) it is not read: 0, and settlement is judged
+    by the acquirers' side alone (advised, reversals acknowledged and booked)."""
+    if topo.redis is None:
+        return 0
+    client = topo.redis_admin()
+    try:
+        return await journal_backlog(client)
+    except (RedisError, ValueError) as exc:
+        log.warning("gateway journals unreadable: %s", exc)
+        return -1
+    finally:
+        await client.aclose()
+
+
 async def verify_settlement(
     topo: Topology, samples: Sequence[Sample], timeout_s: float, console: Console
 ) -> MoneyCheck:
-    """Wait (up to timeout_s) until every request's book matches what its acquirer holds, then compare."""
+    """Wait until settlement is done (`MoneyCheck.unsettled` empty on two reads in a row, a second
+    apart: a worker's heartbeat lags), then compare; at timeout_s, the last check, unsettled."""
     started = time.monotonic()
-    console.log(f"settling: waiting until the issuer's books match what {len(samples)} requests hold")
+    console.log(f"settling: waiting until settlement is done for {len(samples)} requests")
+    done_once = False
+    check = compare(samples, [], None, 0.0, -1)
     while True:
         ledger = await issuer_books(topo)
+        backlog = await gateway_backlog(topo)
         waited = time.monotonic() - started
         if ledger is not None:
-            check = compare(samples, ledger.books, ledger.unexplained, waited)
-            if check.ok or waited > timeout_s:
+            check = compare(samples, ledger.books, ledger.unexplained, waited, backlog)
+            if check.settled and done_once:
                 return check
-        elif waited > timeout_s:
-            return compare(samples, [], None, waited)
+            done_once = check.settled
+        if waited > timeout_s:
+            if not check.settled:
+                console.log(f"settlement not done after {waited:.0f} s: {'; '.join(check.unsettled)}")
+            return check
         await asyncio.sleep(1.0)

@@ -210,7 +210,14 @@ async def test_fleet_limits_hold_across_two_gateways(
     else:  # a gateway that went local grants at most 25 % of the window on its own (3 of 15)
         assert len(approved) <= 15 + 3 * 2
     assert {a.response_code for a in answers} - {"00"} <= {"61", "65", "91"}
-    assert {d.decision_id for d in dup} == {answers[0].decision_id}
+    # The repeat may carry another decision_id: when the first decision never reached Redis (a gateway
+    # that decided locally after a Redis timeout under load, or answered 91 after a lost DECIDE reply),
+    # the other gateway decides again through Redis. Migration (lua.ABSORB) later keeps the decision
+    # told last and advises only it. What must never happen: two decisions of one request in Redis.
+    decided = {answers[0].decision_id, *(d.decision_id for d in dup)}
+    stream = r.xrange("authgw:{journal:0}:decisions")
+    in_redis = {f[b"decision_id"].decode() for _, f in stream if f[b"journal"] == b"redis"}
+    assert len(decided & in_redis) <= 1, (decided, [a.response_code for a in (answers[0], *dup)])
 
 
 async def test_fleet_limits_hold_with_redis_down(sims: dict[str, ManagedProcess], tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ trying and the oracle sees the holds that stay.
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import grpc
 import grpc.aio
 import pytest
 from test_oracle_support import StartSim, sim_fleet
+from test_standin_support import client, flush_standin_keys
 
 from authgw.tasks import cancel_and_wait
 from authgw.v1 import authorization_pb2 as pb
@@ -29,7 +32,9 @@ from chaos.acquirer import Acquirer, AcquirerBehaviour
 from chaos.load import CardMix
 from chaos.samples import Outcome, Sample
 from chaos.sim_control import SimControl
-from chaos.verify import MoneyCheck, compare
+from chaos.verify import MoneyCheck, compare, journal_backlog
+from standin.keys import dead_key, stream_key
+from standin.settlement.keys import WORKERS_KEY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -151,3 +156,24 @@ async def test_without_reverse_on_the_gateway_the_acquirer_keeps_trying_and_hold
     assert max(r.attempts for r in reversals) > 1
     assert check.holds_not_released > 0  # approved late by the issuer, timed out for the acquirer
     assert check.missing == check.double_posted == 0
+
+
+async def test_journal_backlog_counts_what_the_gateways_still_have_to_settle(redis_port: int) -> None:
+    """Journal entries and dead letters of every partition, and recent workers' local backlogs, on a
+    real Redis: what keeps a chaos run's settle phase waiting."""
+    redis = client(redis_port)
+    try:
+        assert await journal_backlog(redis) == 0
+        await redis.xadd(stream_key(0), {"decision_id": "d-1"})
+        await redis.xadd(stream_key(3), {"decision_id": "d-2"})
+        await redis.xadd(dead_key(3), {"decision_id": "d-3"})
+        now_ms = int(time.time() * 1000)
+        beats = {
+            "w1": {"updated_ms": now_ms, "local_backlog": 4},
+            "gone": {"updated_ms": 0, "local_backlog": 9},
+        }
+        await redis.hset(WORKERS_KEY, mapping={w: json.dumps(b) for w, b in beats.items()})
+        assert await journal_backlog(redis) == 3 + 4
+    finally:
+        await flush_standin_keys(redis)
+        await redis.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,8 +30,13 @@ from test_oracle_support import (
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2, simulator_pb2_grpc
 from chaos.book import AdviceBooked, HoldAttempt, RequestRecord
+from chaos.ledger_protocol import Ledger, ReversalEntry
+from chaos.memory_ledger import MemoryLedger
 from chaos.processes import ManagedProcess
+from chaos.redis_ledger import RedisLedger
 from chaos.sim_books import PostingTally
+from chaos.sim_faults import FaultGate
+from chaos.sim_servicers import ControlServicer, HostState, SimCounters
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,6 +125,45 @@ async def test_books_come_in_pages_then_the_postings_check(
     assert (pages[-1].last, pages[-1].unexplained.cards) == (True, 0)
     ids = {b.request_id for p in pages for b in p.books}
     assert {r.request_id for r in requests} <= ids
+
+
+class _Context:
+    """What the Books servicer asks of its gRPC context (only when the ledger is unavailable)."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"Books aborted: {code} {details}")
+
+
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+async def test_books_are_one_snapshot_whatever_posts_while_they_are_paged(
+    redis_server: ManagedProcess, ledger: str
+) -> None:
+    """A reversal (settlement forwarding one) lands after the first page of Books was sent: the pages and
+    the postings check are of the ledger as it was when Books began, so no card shows unexplained."""
+    store: Ledger = (
+        RedisLedger.from_url(f"redis://127.0.0.1:{redis_server.port}/9", prefix=f"snap-{uuid.uuid4().hex}")
+        if ledger == "redis"
+        else MemoryLedger()
+    )
+    host = HostState("primary", "a1", store, FaultGate(), SimCounters())
+    try:
+        pan, _ = fresh_pan()
+        for i in range(3):
+            attempt = HoldAttempt(f"r{i}", pan, 1_000, f"d{i}", "A1", "primary", "a1", "1001", f"x{i}")
+            assert (await store.authorize(attempt)).response_code == "00"
+        pages = ControlServicer(host).Books(simulator_pb2.BooksRequest(page_size=1), _Context())
+        first = await anext(pages)
+        assert [b.request_id for b in first.books] == ["r0"]
+        await store.reverse(ReversalEntry("1001", "rev-r0", "r0", 0))  # r0's page is already sent
+        rest = [p async for p in pages]
+        books = [b for p in (first, *rest) for b in p.books]
+        assert [b.final_minor for b in books] == [1_000, 1_000, 1_000]
+        assert (rest[-1].last, rest[-1].unexplained.cards) == (True, 0)
+        again = [p async for p in ControlServicer(host).Books(simulator_pb2.BooksRequest(), _Context())]
+        assert [b.final_minor for b in again[0].books] == [0, 1_000, 1_000]
+        assert again[-1].unexplained.cards == 0
+    finally:
+        await store.close()
 
 
 def test_posting_tally_finds_debits_no_book_explains() -> None:

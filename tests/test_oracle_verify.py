@@ -11,6 +11,7 @@ import pytest
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import simulator_pb2 as spb
+from chaos.experiment import SETTLED, money_criteria
 from chaos.reversals import SentReversal
 from chaos.samples import Answer, Outcome, Sample
 from chaos.verify import Figure, Held, MoneyCheck, Why, classify, compare, held
@@ -208,3 +209,53 @@ def test_compare_reports_settlement_and_reversals() -> None:
     assert (check.reversals_sent, check.reversals_acked, check.reversals_applied) == (2, 1, 1)
     assert (check.requests, check.books) == (2, 1)
     assert check.figures() == {**dict.fromkeys(check.figures(), 0), "amount_mismatches": 1}
+
+
+# --- settlement done, or no verdict ---------------------------------------------------------------
+
+
+def test_a_check_before_settlement_is_done_says_what_is_left_and_gives_no_figures() -> None:
+    """A stand-in approval not yet advised, an acknowledged reversal not yet booked, journal entries
+    left: each keeps the check unsettled (not ok), and its report shows no money figure."""
+    s = sample(approved(source="STAND_IN", decision_id="adv-0"), reversals=(sent(0),))
+    advised = book(0, advices=((True, AMOUNT),), reversals=(0,))
+    assert compare([s], [advised]).unsettled == ()
+    assert compare([s], [advised]).ok
+    cases = {
+        "stand-in decisions advised 0/1": compare([s], [book(0, reversals=(0,))]),
+        "acknowledged reversals booked by the issuer 0/1": compare([s], [book(0, advices=((True, AMOUNT),))]),
+        "gateway journal entries 2": compare([s], [advised], gateway_backlog=2),
+        "gateway journals unreadable": compare([s], [advised], gateway_backlog=-1),
+    }
+    for left, check in cases.items():
+        assert check.unsettled == (left,)
+        assert not check.ok
+        doc = check.as_dict()
+        assert doc["settled"] is False
+        assert {name: doc[name] for name in check.figures()} == dict.fromkeys(check.figures())
+
+
+def test_a_stand_in_no_effect_reversal_is_not_waited_for() -> None:
+    """A reversal stand-in acknowledged with NO_EFFECT is recorded nowhere: settlement does not wait for it;
+    one acknowledged by stand-in as STORED (or by an issuer) must be booked; an unacknowledged one too."""
+    s = sample(declined(source="STAND_IN", code="05", decision_id="adv-0"), reversals=(sent(0),))
+    s.reversals[0].source, s.reversals[0].status = "STAND_IN", "NO_EFFECT"
+    declined_book = book(0, advices=((False, AMOUNT),))
+    assert compare([s], [declined_book]).settled
+    for source, status in (("STAND_IN", "STORED"), ("ISSUER", "NO_EFFECT")):  # the issuer booked it
+        s.reversals[0].source, s.reversals[0].status = source, status
+        assert compare([s], [declined_book]).unsettled == ("acknowledged reversals booked by the issuer 0/1",)
+    s.reversals[0].acked = False
+    assert compare([s], [declined_book]).unsettled[0] == "reversals acknowledged 0/1"
+
+
+def test_an_unsettled_run_fails_on_settlement_and_reports_no_money_figure() -> None:
+    """The experiment's criteria: before settlement is done, one failing criterion naming what is left,
+    and no criterion of a money figure; once done, the six figures are judged."""
+    s = sample(approved(source="STAND_IN", decision_id="adv-0"))
+    unsettled = money_criteria(compare([s], [book(AMOUNT, own=AMOUNT)]))
+    assert [(c.name, c.passed) for c in unsettled] == [(SETTLED, False)]
+    assert unsettled[0].observed == "NOT SETTLED: stand-in decisions advised 0/1"
+    settled = money_criteria(compare([s], [book(AMOUNT, advices=((True, AMOUNT),))]))
+    assert [c.passed for c in settled] == [True] * 7
+    assert len({c.name for c in settled}) == 7
