@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     acl = sub.add_parser("acl", parents=[common], help="print the Redis ACL lines of the configured users")
     acl.add_argument(
-        "--cluster", action="store_true", help="also what redis-py's cluster client needs (CLUSTER SLOTS...), as [redis] cluster = true does"
+        "--cluster",
+        action="store_true",
+        help="also what redis-py's cluster client needs (CLUSTER SLOTS..); implied by [redis] cluster = true",
     )
     replay.add_argument(
         "--local-journal",
