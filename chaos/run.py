@@ -21,6 +21,7 @@ from rich.table import Table
 
 from chaos.experiment import REPORTS, run_experiment
 from chaos.experiments import EXPERIMENTS, build
+from chaos.experiments_cluster import redis_master_loss
 
 __all__ = ["main", "summary"]
 
@@ -60,13 +61,21 @@ def summary(reports: list[dict[str, Any]]) -> Table:
 
 
 async def _run_all(
-    names: list[str], scale: float, console: Console, keep: bool, cards: int | None = None
+    names: list[str],
+    scale: float,
+    console: Console,
+    keep: bool,
+    *,
+    cards: int | None = None,
+    redis_master: int | None = None,
 ) -> list[dict[str, Any]]:
     reports = []
     for name in names:
         workdir = Path(tempfile.mkdtemp(prefix=f"authgw-chaos-{name}-"))
         try:
             exp = build(name, scale)
+            if name == "redis-master-loss" and redis_master is not None:
+                exp = redis_master_loss(scale, redis_master)
             if cards is not None:
                 exp = dataclasses.replace(exp, cards=cards)
             reports.append(await run_experiment(exp, workdir, console, REPORTS))
@@ -89,12 +98,21 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cards the load draws from (e.g. 100000: a realistic population)",
     )
+    parser.add_argument(
+        "--redis-master",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="redis-master-loss: kill this master (by port rank) instead of the journal's busiest",
+    )
     args = parser.parse_args(argv)
     names = list(EXPERIMENTS) if args.names == ["all"] else args.names
     for name in names:
         build(name)  # unknown names fail before anything starts
     console = Console(width=max(150, shutil.get_terminal_size().columns))  # the summary has 13 columns
-    reports = asyncio.run(_run_all(names, args.scale, console, args.keep, args.cards))
+    reports = asyncio.run(
+        _run_all(names, args.scale, console, args.keep, cards=args.cards, redis_master=args.redis_master)
+    )
     console.print(summary(reports))
     return 0 if all(r["passed"] for r in reports) else 1
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from chaos.experiment import Experiment, run_experiment
+from chaos.experiment import run_experiment
 from chaos.experiments import build
 from chaos.experiments_money import AVAILABILITY_OUTSIDE
 from chaos.verify import FIGURES
@@ -31,9 +31,8 @@ WHOLE_RUN = "availability"
 REUSED_REFUSED = "reused request_ids refused ALREADY_EXISTS"
 
 
-async def _run(name: str, tmp_path: Path, experiment: Experiment | None = None) -> dict[str, Any]:
-    """`name`'s experiment (or `experiment`, built at SCALE) at RATE_PER_S; its report."""
-    exp = dataclasses.replace(experiment or build(name, SCALE), rate_per_s=RATE_PER_S)
+async def _run(name: str, tmp_path: Path) -> dict[str, Any]:
+    exp = dataclasses.replace(build(name, SCALE), rate_per_s=RATE_PER_S)
     with (tmp_path / "console.txt").open("w") as out:
         console = Console(file=out, width=130)
         return await run_experiment(exp, tmp_path / "topology", console, tmp_path / "reports")
