@@ -16,10 +16,9 @@ interleave the configurations (A B, A B, ...) so a neighbour's load touches them
   settlement   chaos.bench_settle's journal and worker (one Redis, one issuer simulator): advices/s
                and the worker's CPU per advice; a fresh Redis per round (3 rounds: each fills and
                drains a journal of its own).
-  etcd         chaos.topology with etcd and 4 health agents (plaintext): etcd's gRPC messages
-               received per second (its /metrics) and its CPU, with 1 gateway and with 2; the
-               difference is one gateway's share, the rest divided by 4 one agent's (3 windows
-               each, not interleaved: the load is steady, and one gateway start is enough).
+  etcd         chaos.bench_etcd: one etcd, 4 health agents, 1 then 2 gateways (plaintext): etcd's
+               gRPC messages received per second (its /metrics) and its CPU; the difference is
+               one gateway's share, the rest divided by 4 one agent's (3 windows each).
 
 Results: a table per section on stdout and bench/scale.json (machine, load average, git commit,
 median and min-max over rounds). Numbers only, never a pass/fail on time.
@@ -32,12 +31,10 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -45,21 +42,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from chaos.bench import BenchOptions, describe_machine, measure_throughput
 from chaos.bench_cluster import bench_engine, configurations, decide_round
 from chaos.bench_cpu import cpu_seconds
+from chaos.bench_etcd import measure_etcd
 from chaos.bench_h2load import bench_request, grpc_frame
 from chaos.bench_rig import BenchRig
 from chaos.bench_settle import drain_journal, fill_journal
+from chaos.bench_tables import spread
 from chaos.pki import DevPki
 from chaos.processes import ManagedProcess, free_port, start_authgw, start_redis
 from chaos.redis_cluster import LocalCluster, start_redis_cluster
 from chaos.redis_users import RedisUsers
-from chaos.topology import Topology, TopologySpec
 
 __all__ = ["ScaleOptions", "main"]
 
@@ -81,16 +78,6 @@ class ScaleOptions:
     etcd_rounds: int = 3
     etcd_window_s: float = 8.0
     output: Path = RESULTS
-
-
-def spread(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
-    """Median, min, max (and every value) of one figure over the rounds."""
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-        "values": [round(v, digits) for v in values],
-    }
 
 
 def _cell(s: Mapping[str, Any]) -> str:
@@ -290,80 +277,6 @@ async def _settlement(opts: ScaleOptions, workdir: Path, console: Console) -> di
     }
 
 
-# -- etcd ----------------------------------------------------------------------------------------
-
-
-def _etcd_counts(url: str) -> Counter[str]:
-    """etcd's gRPC messages received so far, per method."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as reply:  # noqa: S310 (loopback http)
-        text = reply.read().decode()
-    out: Counter[str] = Counter()
-    for family in text_string_to_metric_families(text):
-        if family.name == "grpc_server_msg_received":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    out[sample.labels["grpc_method"]] += int(sample.value)
-    return out
-
-
-async def _etcd_window(topo: Topology, window_s: float) -> tuple[Counter[str], float]:
-    """Messages per second per method, and etcd's CPU (cores busy), over one window."""
-    url, etcd = topo.etcd_endpoints[0], topo.etcd[0]
-    before, cpu0, t0 = await asyncio.to_thread(_etcd_counts, url), cpu_seconds(etcd.pid), time.monotonic()
-    await asyncio.sleep(window_s)
-    after, cpu1, t1 = await asyncio.to_thread(_etcd_counts, url), cpu_seconds(etcd.pid), time.monotonic()
-    rate = Counter({k: (after[k] - before[k]) / (t1 - t0) for k in after})
-    return rate, (cpu1 - cpu0) / (t1 - t0)
-
-
-async def _etcd(opts: ScaleOptions, workdir: Path, console: Console) -> dict[str, Any]:
-    topo = Topology(workdir / "topo", TopologySpec(etcd=True, tls=False, gateways=1))
-    agents = len(topo.pool_of)
-    one: list[tuple[Counter[str], float]] = []
-    two: list[tuple[Counter[str], float]] = []
-    try:
-        await asyncio.to_thread(topo.start)
-        for _ in range(opts.etcd_rounds):
-            one.append(await _etcd_window(topo, opts.etcd_window_s))
-        # One start of the second gateway, not one per round: on this shared machine a gateway
-        # process once took more than start_authgw's 15 s to listen, and the load is steady.
-        await asyncio.to_thread(topo.start_gateway, 1)
-        await asyncio.sleep(2.0)  # its start (first read, watch creation) is not in a window
-        for _ in range(opts.etcd_rounds):
-            two.append(await _etcd_window(topo, opts.etcd_window_s))
-        console.log(
-            f"etcd: {statistics.median(sum(r.values()) for r, _ in one):.1f} msgs/s with 1 gateway, "
-            f"{statistics.median(sum(r.values()) for r, _ in two):.1f} with 2"
-        )
-    finally:
-        await asyncio.to_thread(topo.stop)
-    per_gateway = [sum(b[0].values()) - sum(a[0].values()) for a, b in zip(one, two, strict=True)]
-    per_agent = [(sum(a[0].values()) - g) / agents for a, g in zip(one, per_gateway, strict=True)]
-    methods = sorted({m for rate, _ in one + two for m in rate})
-    return {
-        "method": f"one etcd, {agents} health agents, 1 then 2 gateways (plaintext; the windows with 1 "
-        "gateway first, then those with 2: one gateway start, see _etcd); windows of "
-        f"{opts.etcd_window_s:.0f} s; grpc_server_msg_received_total from etcd's /metrics (a unary "
-        "request is one message; LeaseKeepAlive and Watch streams count each message)",
-        "rounds": opts.etcd_rounds,
-        "agents": agents,
-        "messages_per_s_1_gateway": spread([sum(r.values()) for r, _ in one], 2),
-        "messages_per_s_2_gateways": spread([sum(r.values()) for r, _ in two], 2),
-        "by_method_1_gateway": _by_method(one, methods),
-        "by_method_2_gateways": _by_method(two, methods),
-        "per_gateway_messages_per_s": spread(per_gateway, 2),
-        "per_agent_messages_per_s": spread(per_agent, 2),
-        "etcd_cpu_cores_1_gateway": spread([c for _, c in one], 4),
-        "etcd_cpu_cores_2_gateways": spread([c for _, c in two], 4),
-    }
-
-
-def _by_method(windows: Sequence[tuple[Counter[str], float]], methods: Sequence[str]) -> dict[str, float]:
-    """Median messages/s per method over the windows, methods never called left out."""
-    medians = {m: round(statistics.median(rate[m] for rate, _ in windows), 3) for m in methods}
-    return {m: v for m, v in medians.items() if v}
-
-
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -378,6 +291,10 @@ def _commit() -> str:
         check=False,
     )
     return done.stdout.strip() + (" (uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+async def _etcd(opts: ScaleOptions, workdir: Path, console: Console) -> dict[str, Any]:
+    return await measure_etcd(workdir, console, rounds=opts.etcd_rounds, window_s=opts.etcd_window_s)
 
 
 def _write(path: Path, doc: Mapping[str, Any]) -> None:

@@ -209,21 +209,22 @@ async def test_settlement_waits_on_the_stream_node_without_command_getkeys(
     """A drained partition's blocking XREADGROUP goes straight to the stream's master (no COMMAND
     GETKEYS: redis-py 8.1 sends two for a plain xreadgroup()), and reads what is appended meanwhile."""
     port, gateway = on_cluster(redis_users, redis_cluster)
+    partition = 4242  # a stream no decision of the module's other tests appends to
     redis = make_redis_client(dataclasses.replace(gateway, login=redis_users.settings(port, SETTLE).login))
     appender = make_redis_client(gateway)
     store = SettleStore(RedisGate(redis, timedelta(seconds=5)), group="bench", worker_id="w", settler="gw")
     try:
-        assert await store.read_new(0, 10, block_ms=0) == []  # the group is created, slot map read
+        assert await store.read_new(partition, 10, block_ms=0) == []  # the group is created, slot map read
         masters = list(redis_cluster.masters())
         for port in masters:
             redis_cluster.cli(port, "CONFIG", "RESETSTAT")
-        assert await store.read_new(0, 10, block_ms=20) == []
+        assert await store.read_new(partition, 10, block_ms=20) == []
         counted: Counter[str] = Counter()
         for port in masters:
             counted.update(_stats(redis_cluster, port))
-        reading = asyncio.create_task(store.read_new(0, 10, block_ms=3000))
+        reading = asyncio.create_task(store.read_new(partition, 10, block_ms=3000))
         await asyncio.sleep(0.3)  # the read is blocked on the empty stream
-        entry_id = await appender.xadd(stream_key(0), {"decision_id": "d-1"})
+        entry_id = await appender.xadd(stream_key(partition), {"decision_id": "d-1"})
         entries = await asyncio.wait_for(reading, 5)
     finally:
         await redis.aclose()
