@@ -11,7 +11,7 @@ CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancel
 CHAOS += redis-master-loss money
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster bench-scale chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  - authgw against direct calls, nginx and HAProxy (bench/results.json)"
 	@echo "make bench-tls - what mutual TLS costs (gateway and direct, plaintext vs TLS)"
 	@echo "make bench-iso8583 - the ISO 8583 path (acquirer and issuer) beside the gRPC path, 500 and 1,000/s"
+	@echo "make bench-scale - the capacity model's numbers: gateway processes, stand-in on Redis and Cluster, settlement, etcd"
 	@echo "make bench-failover / bench-standin / bench-policy / bench-settle / bench-tracing - the other benchmarks"
 	@echo "make chaos  - every chaos experiment (or one: make chaos-pool-hang, ...)"
 
@@ -127,6 +128,11 @@ bench-policy: $(STAMP) sysdeps
 
 bench-cluster: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_cluster
+
+# What this machine allows, for the README's capacity model (bench/scale.json, < 10 min)
+bench-scale: $(STAMP) sysdeps
+	./scripts/ensure-system-deps.sh nghttp2-client
+	$(PY) -m chaos.bench_scale
 
 # What keeping issuer-reported balances costs on the issuer path (interleaved rounds, off / on).
 bench-balance: $(STAMP) sysdeps

@@ -53,7 +53,7 @@ from chaos.bench_rig import ADMISSION, TARGETS, BenchRig, Target
 from chaos.bench_tables import LatencyPoint, RunRecord, Throughput, results_table, runs_table
 from chaos.report import summarize
 
-__all__ = ["BenchOptions", "main", "results_document"]
+__all__ = ["BenchOptions", "describe_machine", "main", "measure_throughput", "results_document"]
 
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results.json"
 
@@ -97,7 +97,7 @@ def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def _throughput(rig: BenchRig, target: Target, body: Path, opts: BenchOptions) -> Throughput:
+async def measure_throughput(rig: BenchRig, target: Target, body: Path, opts: BenchOptions) -> Throughput:
     """h2load's successful answers per second, with the target's CPU and the issuer calls per answer."""
     calls0, cpu0 = await rig.backend_calls(), target.cpu_s()
     result = await run_h2load(
@@ -176,7 +176,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
         for run in range(1, opts.runs + 1):
             for name in TARGETS:
                 target = rig.targets[name]
-                throughput = await _throughput(rig, target, body, opts)
+                throughput = await measure_throughput(rig, target, body, opts)
                 latency = {rate: await _latency(pool, target, rate, opts) for rate in opts.rates}
                 record = RunRecord(name, run, throughput, latency)
                 records.append(record)
@@ -186,7 +186,7 @@ async def run_bench(opts: BenchOptions, workdir: Path, console: Console) -> dict
             rig.targets["floor"],
             rig.targets["authgw"],
             opts.cpu_rounds,
-            lambda target: _throughput(rig, target, body, ratio_opts),
+            lambda target: measure_throughput(rig, target, body, ratio_opts),
         )
         console.log(ratio.line())
         overload = await _overload(rig, pool, records, opts, console)

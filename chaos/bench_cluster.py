@@ -46,7 +46,7 @@ from standin.redis_config import RedisRole
 from standin.redis_io import make_redis_client
 from standin.tokens import CardTokenizer
 
-__all__ = ["main"]
+__all__ = ["DecideRound", "bench_engine", "configurations", "decide_round", "main", "patient"]
 
 _KEY = os.urandom(32)
 
@@ -64,7 +64,7 @@ def _request(n: int, tag: str) -> StandInRequest:
     )  # fmt: skip
 
 
-def _patient(settings: RedisSettings) -> RedisSettings:
+def patient(settings: RedisSettings) -> RedisSettings:
     """Deadlines no loaded machine reaches: every decision goes through Redis (none goes local)."""
     return dataclasses.replace(
         settings,
@@ -75,7 +75,7 @@ def _patient(settings: RedisSettings) -> RedisSettings:
     )
 
 
-def _engine(settings: RedisSettings, db: Path) -> StandIn:
+def bench_engine(settings: RedisSettings, db: Path) -> StandIn:
     big = WindowLimit(max_amount_minor=10**9, max_count=10**6)
     return StandIn(
         redis=make_redis_client(settings),
@@ -89,8 +89,18 @@ def _engine(settings: RedisSettings, db: Path) -> StandIn:
     )
 
 
-async def _round(e: StandIn, tag: str, decisions: int, concurrency: int) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, CPU µs per decision) of `decisions` new cards, `concurrency` in flight."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class DecideRound:
+    """One round of new cards' approvals, `concurrency` in flight."""
+
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # this process's CPU per decision
+    per_s: float  # decisions per second of wall time
+
+
+async def decide_round(e: StandIn, tag: str, decisions: int, concurrency: int) -> DecideRound:
+    """`decisions` new cards' purchases, `concurrency` in flight; every one approved in Redis."""
     latencies: list[float] = []
     todo = iter(range(decisions))
 
@@ -103,13 +113,25 @@ async def _round(e: StandIn, tag: str, decisions: int, concurrency: int) -> tupl
                 raise RuntimeError(f"bench decision not approved in Redis: {d.rule} {d.journal}")
             # (a WAIT past wait_timeout sends the engine local: the run stops rather than mix paths)
 
-    cpu0 = time.process_time()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     async with asyncio.TaskGroup() as tg:
         for _ in range(concurrency):
             tg.create_task(worker())
+    wall = time.perf_counter() - wall0
     cpu = (time.process_time() - cpu0) / decisions * 1e6
     q = statistics.quantiles(latencies, n=100)
-    return q[49], q[98], cpu
+    return DecideRound(q[49], q[98], cpu, decisions / wall)
+
+
+def configurations(users: RedisUsers, single_port: int, seed_port: int) -> dict[str, RedisSettings]:
+    """The gateway's login on one Redis, on the Cluster without WAIT, and with WAIT 1 (its default)."""
+    one = patient(users.settings(single_port, RedisRole.GATEWAY))
+    seed = patient(users.settings(seed_port, RedisRole.GATEWAY))
+    return {
+        "one Redis": one,
+        "cluster, no WAIT": dataclasses.replace(seed, cluster=True, wait_replicas=0),
+        "cluster, WAIT 1": dataclasses.replace(seed, cluster=True, wait_replicas=1),
+    }
 
 
 async def _bench(args: argparse.Namespace, workdir: Path, console: Console) -> Table:
@@ -117,23 +139,20 @@ async def _bench(args: argparse.Namespace, workdir: Path, console: Console) -> T
     single = start_redis(workdir / "single", tls=users.server_files(), aclfile=users.write_aclfile())
     cluster = await asyncio.to_thread(start_redis_cluster, workdir / "cluster", users=users)
     try:
-        one = _patient(users.settings(single.port, RedisRole.GATEWAY))
-        seed = _patient(users.settings(cluster.nodes[0].port, RedisRole.GATEWAY))
-        configs = {
-            "one Redis": one,
-            "cluster, no WAIT": dataclasses.replace(seed, cluster=True, wait_replicas=0),
-            "cluster, WAIT 1": dataclasses.replace(seed, cluster=True, wait_replicas=1),
+        configs = configurations(users, single.port, cluster.nodes[0].port)
+        engines = {
+            name: bench_engine(cfg, workdir / f"{i}.db") for i, (name, cfg) in enumerate(configs.items())
         }
-        engines = {name: _engine(cfg, workdir / f"{i}.db") for i, (name, cfg) in enumerate(configs.items())}
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configs}
         for e in engines.values():
             await e.start()
         try:
             for name, e in engines.items():  # warm: scripts loaded, slot maps read
-                await _round(e, f"warm-{name}", 50, args.concurrency)
+                await decide_round(e, f"warm-{name}", 50, args.concurrency)
             for r in range(args.rounds):
                 for name, e in engines.items():
-                    results[name].append(await _round(e, f"r{r}-{name}", args.decisions, args.concurrency))
+                    done = await decide_round(e, f"r{r}-{name}", args.decisions, args.concurrency)
+                    results[name].append((done.p50_ms, done.p99_ms, done.cpu_us))
                 console.log(f"round {r + 1}/{args.rounds} done")
         finally:
             for e in engines.values():

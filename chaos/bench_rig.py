@@ -141,13 +141,18 @@ class BenchRig:
         args = ["issuer-sim", "--listen", f"127.0.0.1:{port}", "--pool", pool, "--member", member, "--uvloop"]
         return self._own(start_authgw(self.workdir, f"sim-{member}", args, port, wait_port=False))
 
-    def extra_gateway(self, name: str, admission: dict[str, object] | None = None) -> ManagedProcess:
-        """One more gateway in front of the same hosts, with these [admission] keys; stopped with the rig."""
-        proc = self._gateway(name, admission)
+    def extra_gateway(
+        self, name: str, admission: dict[str, object] | None = None, *, workers: int | None = None
+    ) -> ManagedProcess:
+        """One more gateway in front of the same hosts, with these [admission] keys and `workers`
+        processes (default: the rig's); stopped with the rig."""
+        proc = self._gateway(name, admission, workers)
         self._wait(proc)
         return proc
 
-    def _gateway(self, name: str, admission: dict[str, object] | None = None) -> ManagedProcess:
+    def _gateway(
+        self, name: str, admission: dict[str, object] | None = None, workers: int | None = None
+    ) -> ManagedProcess:
         primary, backup = self.sims
         port = free_port()
         doc = {
@@ -165,7 +170,7 @@ class BenchRig:
         }
         path = self.workdir / f"{name}.toml"
         path.write_text(to_toml(doc))
-        args = ["serve", "--config", str(path), "--workers", str(self.gateway_workers)]
+        args = ["serve", "--config", str(path), "--workers", str(workers or self.gateway_workers)]
         return self._own(start_authgw(self.workdir, name, args, port, wait_port=False))
 
     def _floor(self) -> ManagedProcess:

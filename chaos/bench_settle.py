@@ -23,9 +23,11 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from chaos.pki import PLAINTEXT
 from chaos.processes import ManagedProcess, free_port, start_authgw, start_redis
 from chaos.sim_control import SimControl
 from gateway.config import parse_config
@@ -40,7 +42,7 @@ from standin.settlement.settings import SettlementSettings
 from standin.tokens import CardTokenizer
 from standin.types import Channel, StandInRequest
 
-__all__ = ["main"]
+__all__ = ["DrainResult", "drain_journal", "fill_journal", "main"]
 
 _PIPELINE = 1000
 
@@ -79,8 +81,10 @@ def _entry(
     return token, encode_entry(request, decision, card_token=token, keyring=keyring, trace_context="")
 
 
-async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: bytes) -> float:
-    """XADD n entries to partition 0 (pipelined); returns seconds spent."""
+async def fill_journal(
+    redis_url: str, n: int, cards: int, token_key: bytes, pan_key: bytes, *, first: int = 0
+) -> float:
+    """XADD n entries (decisions first .. first + n - 1) to partition 0, pipelined; returns seconds spent."""
     started = time.monotonic()
     rng = random.Random(7)
     pans = [_luhn_pan(rng) for _ in range(cards)]
@@ -89,9 +93,9 @@ async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: b
     decided = datetime.now(UTC)
     try:
         await redis.xgroup_create("authgw:{journal:0}:decisions", "settlement", id="0", mkstream=True)
-        for start in range(0, n, _PIPELINE):
+        for start in range(first, first + n, _PIPELINE):
             pipe = redis.pipeline(transaction=False)
-            for i in range(start, min(n, start + _PIPELINE)):
+            for i in range(start, min(first + n, start + _PIPELINE)):
                 _, fields = _entry(i, pans[i % cards], tokenizer, keyring, decided)
                 pipe.xadd("authgw:{journal:0}:decisions", fields)  # type: ignore[arg-type]
             await pipe.execute()
@@ -100,16 +104,43 @@ async def _fill(redis_url: str, n: int, cards: int, token_key: bytes, pan_key: b
     return time.monotonic() - started
 
 
-async def _drain(args: argparse.Namespace, redis_url: str, sim: ManagedProcess, pan_key: bytes) -> None:
-    cfg = parse_config(
-        {"pools": [{"name": "primary", "members": [{"name": "a1", "address": sim.address}]}]}, "<bench>"
-    )
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """How long one worker took to advise a journal, and the CPU this process spent on it."""
+
+    decisions: int
+    elapsed_s: float
+    cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.decisions / self.elapsed_s
+
+    @property
+    def cpu_us_per_advice(self) -> float:
+        return self.cpu_s / self.decisions * 1e6
+
+
+async def drain_journal(
+    redis_url: str,
+    sim: ManagedProcess,
+    pan_key: bytes,
+    *,
+    decisions: int,
+    rate: float = 20_000.0,
+    in_flight: int = 128,
+    batch: int = 1000,
+    progress: bool = True,
+) -> DrainResult:
+    """One settlement worker, in this process, advises partition 0 to `sim` until it is empty."""
+    pools = [{"name": "primary", "members": [{"name": "a1", "address": sim.address}]}]
+    cfg = parse_config({**PLAINTEXT, "pools": pools}, "<bench>")  # the simulator listens in plaintext
     router = Router(cfg)
     sender = GrpcAdviceSender(router)
     settings = SettlementSettings(
-        rate_per_s=args.rate,
-        max_in_flight=args.in_flight,
-        batch=args.batch,
+        rate_per_s=rate,
+        max_in_flight=in_flight,
+        batch=batch,
         latency_target=timedelta(seconds=1),
     )
     redis = make_redis_client(RedisSettings(url=redis_url, socket_timeout=timedelta(seconds=5)))
@@ -123,10 +154,11 @@ async def _drain(args: argparse.Namespace, redis_url: str, sim: ManagedProcess, 
         settings=settings,
         owns_redis=True,
     )
-    print(
-        f"draining {args.decisions:,} decisions: rate ceiling {args.rate:,.0f}/s, "
-        f"{args.in_flight} in flight, batch {args.batch}"
-    )
+    if progress:
+        print(
+            f"draining {decisions:,} decisions: rate ceiling {rate:,.0f}/s, "
+            f"{in_flight} in flight, batch {batch}"
+        )
     started = time.monotonic()
     cpu_before = os.times()
     last_t, last_sent = started, 0
@@ -135,9 +167,11 @@ async def _drain(args: argparse.Namespace, redis_url: str, sim: ManagedProcess, 
         while await redis.xlen("authgw:{journal:0}:decisions") > 0:
             await asyncio.sleep(1.0)
             now, sent = time.monotonic(), worker.stats.sent
-            print(
-                f"  {now - started:5.1f} s  sent {sent:>7,}  ({(sent - last_sent) / (now - last_t):,.0f}/s)"
-            )
+            if progress:
+                print(
+                    f"  {now - started:5.1f} s  sent {sent:>7,}  "
+                    f"({(sent - last_sent) / (now - last_t):,.0f}/s)"
+                )
             last_t, last_sent = now, sent
         elapsed = time.monotonic() - started
         cpu_after = os.times()
@@ -147,16 +181,19 @@ async def _drain(args: argparse.Namespace, redis_url: str, sim: ManagedProcess, 
         await redis.aclose()
     cpu_s = cpu_after.user - cpu_before.user + cpu_after.system - cpu_before.system
     s = worker.stats
-    rate = args.decisions / elapsed
-    print(f"\ndrained {args.decisions:,} decisions in {elapsed:.1f} s: {rate:,.0f} advices/s")
-    print(
-        f"  sent {s.sent:,}  acked {s.acked:,}  duplicates {s.duplicates:,}  failed {s.failed:,}  "
-        f"rejected {s.rejected:,}  dead letters {s.dead_letters:,}  pacer backoffs {worker.pacer.backoffs}"
-    )
-    print(
-        f"  worker CPU {cpu_s:.1f} s ({cpu_s / elapsed:.0%} of a core), "
-        f"{cpu_s / args.decisions * 1e6:.0f} µs per advice"
-    )
+    result = DrainResult(decisions, elapsed, cpu_s)
+    if progress:
+        print(f"\ndrained {decisions:,} decisions in {elapsed:.1f} s: {result.per_s:,.0f} advices/s")
+        print(
+            f"  sent {s.sent:,}  acked {s.acked:,}  duplicates {s.duplicates:,}  failed {s.failed:,}  "
+            f"rejected {s.rejected:,}  dead letters {s.dead_letters:,}  "
+            f"pacer backoffs {worker.pacer.backoffs}"
+        )
+        print(
+            f"  worker CPU {cpu_s:.1f} s ({cpu_s / elapsed:.0%} of a core), "
+            f"{result.cpu_us_per_advice:.0f} µs per advice"
+        )
+    return result
 
 
 async def _check(sim: ManagedProcess, n: int) -> None:
@@ -187,9 +224,19 @@ async def _run(args: argparse.Namespace, workdir: Path) -> int:
     try:
         token_key, pan_key = os.urandom(32), os.urandom(32)
         url = f"redis://127.0.0.1:{redis.port}/0"
-        filled = await _fill(url, args.decisions, max(1, args.decisions // args.per_card), token_key, pan_key)
+        filled = await fill_journal(
+            url, args.decisions, max(1, args.decisions // args.per_card), token_key, pan_key
+        )
         print(f"journal: {args.decisions:,} decisions written in {filled:.1f} s")
-        await _drain(args, url, sim, pan_key)
+        await drain_journal(
+            url,
+            sim,
+            pan_key,
+            decisions=args.decisions,
+            rate=args.rate,
+            in_flight=args.in_flight,
+            batch=args.batch,
+        )
         await _check(sim, args.decisions)
     finally:
         sim.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from chaos.bench_outage import OutageResult, OutageSchedule
 
-__all__ = ["LatencyPoint", "RunRecord", "Throughput", "results_table", "runs_table"]
+__all__ = ["LatencyPoint", "RunRecord", "Throughput", "results_table", "runs_table", "spread"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,13 @@ def results_table(
         ]
         table.add_row(*cells)
     return table
+
+
+def spread(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
+    """Median, min, max (and every value) of one figure over the rounds."""
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "values": [round(v, digits) for v in values],
+    }

@@ -79,11 +79,12 @@ async def over_limit(cluster: LocalCluster, policy: StandInPolicy) -> OverLimit:
     return out
 
 
-def _busiest_master(cluster: LocalCluster) -> tuple[int, int]:
-    """The master owning most journal partitions' slots, and how many it owns."""
+def _victim(cluster: LocalCluster, rank: int | None) -> tuple[int, int]:
+    """The master to kill, and how many journal partitions' slots it owns: the `rank`-th master
+    by port (0-2), or with None the one owning most partitions."""
     partitions = JournalSettings().partitions
     owners = [cluster.owner_of(key_slot(keys.stream_key(p).encode())) for p in range(partitions)]
-    port = max(set(owners), key=owners.count)
+    port = max(set(owners), key=owners.count) if rank is None else sorted(cluster.masters())[rank]
     return port, owners.count(port)
 
 
@@ -101,7 +102,8 @@ def _wait_promoted(cluster: LocalCluster, dead: int, timeout_s: float = 30.0) ->
     return 0, time.monotonic() - t0
 
 
-def redis_master_loss(scale: float) -> Experiment:
+def redis_master_loss(scale: float, master: int | None = None) -> Experiment:
+    """`master`: which master dies, by rank of port (0-2); None: the one owning most journal partitions."""
     t_out, t_kill, t_rejoin, t_back, end = (x * scale for x in (4, 8, 14, 20, 28))
     measured = OverLimit()
     failover: list[float] = []  # seconds from the kill to a promoted replica
@@ -113,7 +115,7 @@ def redis_master_loss(scale: float) -> Experiment:
         run.fault("every issuer host SIGSTOPped: stand-in on the Redis Cluster")
         signal_members(run, EVERY_HOST, signal.SIGSTOP)
         await run.at(t_kill)
-        port, owned = await asyncio.to_thread(_busiest_master, cluster)
+        port, owned = await asyncio.to_thread(_victim, cluster, master)
         run.fault(f"Redis master :{port} SIGKILLed (owns {owned} journal partition(s))")
         cluster.node(port).kill()
         promoted, took = await asyncio.to_thread(_wait_promoted, cluster, port)

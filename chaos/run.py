@@ -21,6 +21,7 @@ from rich.table import Table
 
 from chaos.experiment import REPORTS, run_experiment
 from chaos.experiments import EXPERIMENTS, build
+from chaos.experiments_cluster import redis_master_loss
 
 __all__ = ["main", "summary"]
 
@@ -70,12 +71,15 @@ async def _run_all(
     *,
     cards: int | None = None,
     traces: bool = False,
+    redis_master: int | None = None,
 ) -> list[dict[str, Any]]:
     reports = []
     for name in names:
         workdir = Path(tempfile.mkdtemp(prefix=f"authgw-chaos-{name}-"))
         try:
             exp = build(name, scale)
+            if name == "redis-master-loss" and redis_master is not None:
+                exp = redis_master_loss(scale, redis_master)
             if cards is not None:
                 exp = dataclasses.replace(exp, cards=cards)
             if traces:
@@ -105,13 +109,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="an OTLP receiver, tail sampling: is every stand-in decision traced? (always on: total-outage)",
     )
+    parser.add_argument(
+        "--redis-master",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="redis-master-loss: kill this master (by port rank) instead of the journal's busiest",
+    )
     args = parser.parse_args(argv)
     names = list(EXPERIMENTS) if args.names == ["all"] else args.names
     for name in names:
         build(name)  # unknown names fail before anything starts
     console = Console(width=max(150, shutil.get_terminal_size().columns))  # the summary has 13 columns
     reports = asyncio.run(
-        _run_all(names, args.scale, console, args.keep, cards=args.cards, traces=args.traces)
+        _run_all(
+            names,
+            args.scale,
+            console,
+            args.keep,
+            cards=args.cards,
+            traces=args.traces,
+            redis_master=args.redis_master,
+        )
     )
     console.print(summary(reports))
     return 0 if all(r["passed"] for r in reports) else 1

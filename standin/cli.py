@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     acl = sub.add_parser("acl", parents=[common], help="print the Redis ACL lines of the configured users")
     acl.add_argument(
-        "--cluster", action="store_true", help="also what redis-py's cluster client needs (CLUSTER SLOTS...)"
+        "--cluster",
+        action="store_true",
+        help="also what redis-py's cluster client needs (CLUSTER SLOTS..); implied by [redis] cluster = true",
     )
     replay.add_argument(
         "--local-journal",
@@ -251,7 +253,9 @@ async def _acl(config: StandInConfig, args: argparse.Namespace) -> int:
             )  # fmt: skip
         users[role] = (login.username, password_file(settings).get_credentials()[1])
     db = int(parse_url(config.redis.url).get("db", 0) or 0)
-    for line in acl_lines(users, select=db != 0, cluster=args.cluster):
+    # `cluster = true` in [redis] is enough; --cluster prints the Cluster rules for a file that
+    # does not say so yet (writing the ACL before switching the gateways over)
+    for line in acl_lines(users, select=db != 0, cluster=args.cluster or config.redis.cluster):
         print(line)
     for role, (name, _) in users.items():
         print(f"# {name}: {_RUNS[role]}", file=sys.stderr)

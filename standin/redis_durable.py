@@ -48,7 +48,14 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["Durability", "DurableScript", "NotReplicatedError", "RedisClient", "ScriptRunner"]
+__all__ = [
+    "Durability",
+    "DurableScript",
+    "NotReplicatedError",
+    "RedisClient",
+    "ScriptRunner",
+    "execute_on_key_node",
+]
 
 log = logging.getLogger("standin.redis")
 
@@ -177,6 +184,21 @@ class ScriptRunner:
                 node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
                 await node.disconnect_free_connections()
             await client.nodes_manager.initialize()
+
+
+async def execute_on_key_node(client: RedisClient, key: str, *command: str | int) -> Any:
+    """`command` on the node owning `key`: on a Cluster, sent there directly (target_nodes).
+
+    redis-py 8.1's cluster client finds the keys of a command it has no key position for
+    (XREADGROUP, FCALL) with COMMAND GETKEYS, two round trips more per call; naming the node
+    skips that. A stale slot map shows as MOVED or a connection error, after which the client
+    reads the map again at its next call (as for the scripts, the caller retries).
+    """
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        return await client.execute_command(*command, target_nodes=node)
+    return await client.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py: untyped
 
 
 @contextlib.asynccontextmanager

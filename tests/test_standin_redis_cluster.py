@@ -15,7 +15,7 @@ import signal
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from helpers import PAN_MC, PAN_VISA, assert_eventually
 from test_security_support import expiring_copy, reissue
 from test_settlement_support import new_pans
 from test_standin_redis_config import ENV, write
-from test_standin_redis_support import GATEWAY, PATIENT_TOML, as_role
+from test_standin_redis_support import GATEWAY, PATIENT_TOML, SETTLE, as_role
 from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
 
 from authgw.config import ConfigError
@@ -33,6 +33,9 @@ from chaos.redis_users import USERNAMES, RedisUsers
 from chaos.topology import standin_toml
 from standin import JournalKind, Reason, RedisSettings, StandIn, load_config
 from standin.deciding import REPLY_LOST_RULE
+from standin.redis_io import RedisGate, make_redis_client
+from standin.settlement.keys import stream_key
+from standin.settlement.store import SettleStore
 
 INSECURE = {"url": "redis://127.0.0.1:7000/0", "insecure": True}
 
@@ -198,6 +201,41 @@ async def test_commands_per_decision_on_one_redis_and_on_the_cluster(
     # The same, plus one WAIT after each (same connection, same packet: still 2 round trips),
     # and the harness's own redis-cli logins (one per master read). No COMMAND, no SCRIPT LOAD.
     assert cluster == one | {"wait": 2, "auth": len(masters)}
+
+
+async def test_settlement_waits_on_the_stream_node_without_command_getkeys(
+    redis_users: RedisUsers, redis_cluster: LocalCluster
+) -> None:
+    """A drained partition's blocking XREADGROUP goes straight to the stream's master (no COMMAND
+    GETKEYS: redis-py 8.1 sends two for a plain xreadgroup()), and reads what is appended meanwhile."""
+    port, gateway = on_cluster(redis_users, redis_cluster)
+    partition = 4242  # a stream no decision of the module's other tests appends to
+    redis = make_redis_client(dataclasses.replace(gateway, login=redis_users.settings(port, SETTLE).login))
+    appender = make_redis_client(gateway)
+    store = SettleStore(RedisGate(redis, timedelta(seconds=5)), group="bench", worker_id="w", settler="gw")
+    try:
+        assert await store.read_new(partition, 10, block_ms=0) == []  # the group is created, slot map read
+        masters = list(redis_cluster.masters())
+        for port in masters:
+            redis_cluster.cli(port, "CONFIG", "RESETSTAT")
+        assert await store.read_new(partition, 10, block_ms=20) == []
+        counted: Counter[str] = Counter()
+        for port in masters:
+            counted.update(_stats(redis_cluster, port))
+        reading = asyncio.create_task(store.read_new(partition, 10, block_ms=3000))
+        await asyncio.sleep(0.3)  # the read is blocked on the empty stream
+        entry_id = await appender.xadd(stream_key(partition), {"decision_id": "d-1"})
+        entries = await asyncio.wait_for(reading, 5)
+    finally:
+        await redis.aclose()
+        await appender.aclose()
+    # The _READ script (EVALSHA, its own XREADGROUP), then the blocking XREADGROUP; the harness's
+    # redis-cli logins. Nothing else from the client.
+    print(f"\ncommands of an empty read on the cluster: {dict(counted)}")
+    assert {k: v for k, v in counted.items() if k not in _HARNESS} == {
+        "evalsha": 1, "xreadgroup": 2, "auth": len(masters),
+    }  # fmt: skip
+    assert [(e.stream_id, e.fields) for e in entries] == [(entry_id.decode(), {"decision_id": "d-1"})]
 
 
 # -- certificate rotation on the cluster ----------------------------------------------------------

@@ -357,6 +357,17 @@ async def test_without_a_settle_user_the_gateway_line_carries_settlement(
     assert "+xack" in gateway_line and "+cluster|slots" in gateway_line and "+readonly" in gateway_line
 
 
+async def test_a_cluster_file_gets_the_cluster_rules_without_the_flag(
+    redis_users: RedisUsers, tls_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """`[redis] cluster = true` in the stand-in file is enough for the cluster client's rules."""
+    config = standin_file(tmp_path, redis_users, tls_redis.port, (GATEWAY,))
+    config.write_text(config.read_text().replace("[redis]\n", "[redis]\ncluster = true\n", 1))
+    code, out, err = await authgw("standin", "acl", "--config", str(config))
+    assert code == 0, err
+    assert "+cluster|slots" in out.splitlines()[1] and "+readonly" in out.splitlines()[1]
+
+
 # -- persistence -----------------------------------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ Reading, per partition, oldest first:
 Pending entries are older than any new one, so reading them first keeps each card's order.
 Both run in a script that returns each entry as one JSON array: redis-py's pure-Python
 parser costs ~50 µs per entry of ~30 fields read natively, more than sending the advice.
-Only when the stream is drained does a plain blocking XREADGROUP wait (up to `block`) for
+Only when the stream is drained does a plain blocking XREADGROUP wait (up to `block`, sent to
+the node owning the stream: no COMMAND GETKEYS on a Cluster, redis_durable.py) for
 the next decisions, which arrive a few at a time.
 
 Recording is one script per batch in the partition's slot (keys.py), so it happens
@@ -43,6 +44,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from standin.errors import StoreUnavailableError
+from standin.redis_durable import execute_on_key_node
 from standin.redis_io import RedisGate
 from standin.settlement.keys import WORKERS_KEY, counts_key, dead_key, lease_key, settled_key, stream_key
 
@@ -238,9 +240,10 @@ class SettleStore:
 
         async def op() -> Any:
             try:
-                return await self._gate.redis.xreadgroup(
-                    self._group, self.worker_id, {stream: ">"}, count=count, block=block_ms
-                )
+                return await execute_on_key_node(
+                    self._gate.redis, stream, "XREADGROUP", "GROUP", self._group, self.worker_id,
+                    "COUNT", count, "BLOCK", block_ms, "STREAMS", stream, ">",
+                )  # fmt: skip
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
