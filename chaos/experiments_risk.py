@@ -37,6 +37,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from redis.exceptions import RedisError
+
 from authgw.v1 import authorization_pb2 as pb
 from chaos.card_profiles import card_profile
 from chaos.experiment import ACQUIRERS, Criterion, Experiment, Run
@@ -250,9 +252,11 @@ def long_outage(scale: float, *, risk: bool = True) -> Experiment:
         run.extra["exposure_over_time"] = timeline  # [s, exposure, budget in force]
 
         async def watch() -> None:
-            while True:
-                if risk:
+            while risk and time.monotonic() - run.t0 < t.end:
+                try:
                     timeline.append([round(time.monotonic() - run.t0, 1), await _exposure(run), budget])
+                except (RedisError, OSError) as exc:  # a missed reading, not a verdict
+                    run.note(f"exposure not read: {exc}")
                 await asyncio.sleep(1.0)
 
         watcher = asyncio.create_task(watch())
