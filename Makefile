@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 CHAOS := pool-crash pool-hang total-outage decline-storm flap etcd-down redis-down gateway-crash iso8583
 CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancels reversals
-CHAOS += redis-master-loss money
+CHAOS += redis-master-loss money long-outage
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
 .PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster bench-scale chaos $(CHAOS_TARGETS) clean

@@ -19,7 +19,7 @@ from rich.table import Table
 from chaos.card_profiles import card_profile, decide
 from chaos.samples import Sample
 
-__all__ = ["Cell", "Confusion", "confusion", "confusion_table"]
+__all__ = ["Cell", "Confusion", "confusion", "confusion_table", "from_dict"]
 
 
 @dataclass
@@ -81,6 +81,11 @@ def confusion(samples: Sequence[Sample], pan_of: Mapping[str, str]) -> Confusion
         if sample.approved:
             spent[pan] = spent.get(pan, 0) + sample.amount_minor
     return matrix
+
+
+def from_dict(cells: Mapping[str, Mapping[str, int]]) -> Confusion:
+    """The matrix a report holds (Confusion.as_dict) back."""
+    return Confusion(**{name: Cell(c["count"], c["amount_minor"]) for name, c in cells.items()})
 
 
 def confusion_table(matrix: Confusion, title: str = "stand-in vs issuer (shadow)") -> Table:

@@ -25,9 +25,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from authgw.v1 import authorization_pb2 as pb
 from chaos.acquirer import Acquirer, AcquirerBehaviour
 from chaos.acquirer_iso8583 import IsoGatewayStubs
-from chaos.confusion import Confusion, confusion, confusion_table
+from chaos.confusion import Confusion, confusion, confusion_table, from_dict
 from chaos.load import CardMix
 from chaos.otlp_receiver import OtlpReceiver
 from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
@@ -80,6 +81,8 @@ class Run:
     t0: float = 0.0
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     fault_times: list[float] = field(default_factory=list)  # seconds from t0 when a fault began
+    extra: dict[str, Any] = field(default_factory=dict)  # more figures for the report (its "extra")
+    pan_of: dict[str, str] = field(default_factory=dict)  # "acquirer:request_id" -> PAN, after the load
 
     async def at(self, t: float) -> None:
         """Sleep until t seconds after the start of the load."""
@@ -119,6 +122,11 @@ class Experiment:
     # An OTLP receiver, tail sampling in every gateway, and the criterion "every stand-in decision
     # traced up to the bound" (chaos.traces).
     traces: bool = False
+    # The requests, when not CardMix's: given the run (its t0, for a timeline of its own) and `cards`.
+    requests: Callable[[Run, int], Callable[[], pb.AuthorizeRequest]] | None = None
+    # Run first, on a topology of its own: its confusion matrix is this report's "before"
+    # (e.g. the policy's limits only), and it must pass too.
+    baseline: Experiment | None = None
 
 
 def _availability_criteria(samples: Sequence[Sample], run: Run) -> list[Criterion]:
@@ -199,6 +207,7 @@ def _report(
         "faults_at_s": [round(t, 3) for t in run.fault_times],
         "per_second": per_second(samples, DEADLINE_S),
         "criteria": [_crit(c) for c in criteria],
+        "extra": run.extra,
         "passed": all(c.passed for c in criteria),
     }
 
@@ -225,9 +234,12 @@ def _markdown(report: dict[str, Any], picture: Path) -> str:
     lines.append(f"| answered by issuer / stand-in | {src['issuer']} / {src['stand_in']} |")
     approved = f"{st['approved']} / {st['declined']} ({st['approved_amount_minor']} minor units approved)"
     lines.append(f"| stand-in approved / declined | {approved} |")
-    for cell, value in (st.get("confusion") or {}).items():
-        figures = f"{value['count']} / {value['amount_minor']}"
-        lines.append(f"| stand-in vs issuer: {cell} (count / minor units) | {figures} |")
+    for key, when in (("confusion_before", "before "), ("confusion", "")):
+        for cell, value in (st.get(key) or {}).items():
+            figures = f"{value['count']} / {value['amount_minor']}"
+            lines.append(f"| {when}stand-in vs issuer: {cell} (count / minor units) | {figures} |")
+    for key, value in report.get("extra", {}).items():
+        lines.append(f"| {key} | {value} |")
     for key, value in report["settlement"].items():
         if key != "examples":
             lines.append(f"| settlement {key} | {value} |")
@@ -255,7 +267,11 @@ def _write_reports(reports: Path, exp: Experiment, report: dict[str, Any], sampl
 
 async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Sample], MoneyCheck, Confusion]:
     """The load and the fault script together, then the settle phase (reversals still delivered)."""
-    mix = CardMix(cards=exp.cards, acquirer_ids=ACQUIRERS)
+    make_request = (
+        exp.requests(run, exp.cards)
+        if exp.requests is not None
+        else CardMix(cards=exp.cards, acquirer_ids=ACQUIRERS).request
+    )
     targets = [g.address for g in run.topo.gateways]
     credentials = run.topo.acquirer_credentials
     stubs = None
@@ -272,12 +288,13 @@ async def _drive(exp: Experiment, run: Run, console: Console) -> tuple[list[Samp
                 phase = next((p.name for p in exp.phases if p.start_s <= elapsed < p.end_s), "")
                 live.update(live_line(elapsed, phase, samples))
 
-            load = asyncio.create_task(acquirer.run(exp.rate_per_s, exp.duration_s, mix.request, tick))
+            load = asyncio.create_task(acquirer.run(exp.rate_per_s, exp.duration_s, make_request, tick))
             script = asyncio.ensure_future(exp.script(run))
             samples = await load
             await script
         check = await verify_settlement(run.topo, samples, exp.settle_timeout_s, console)
         matrix = confusion(samples, acquirer.pan_of)
+        run.pan_of = acquirer.pan_of
     if matrix.decided:
         console.print(
             confusion_table(matrix, f"chaos-{exp.name}: stand-in vs issuer (shadow), count / minor units")
@@ -289,16 +306,24 @@ async def run_experiment(
     exp: Experiment, workdir: Path, console: Console, reports: Path = REPORTS
 ) -> dict[str, Any]:
     """Run one experiment end to end; returns its report (also written to reports/)."""
+    before = None
+    if exp.baseline is not None:
+        before = await run_experiment(exp.baseline, workdir / "baseline", console, reports)
     console.rule(f"chaos-{exp.name}: {exp.title}")
     if not exp.traces:
-        return await _run_started(exp, Topology(workdir, exp.spec), None, console, reports)
+        return await _run_started(exp, Topology(workdir, exp.spec), None, console, reports, before)
     async with OtlpReceiver() as receiver:
         topo = Topology(workdir, traced_spec(exp.spec, receiver.endpoint))
-        return await _run_started(exp, topo, receiver, console, reports)
+        return await _run_started(exp, topo, receiver, console, reports, before)
 
 
-async def _run_started(
-    exp: Experiment, topo: Topology, receiver: OtlpReceiver | None, console: Console, reports: Path
+async def _run_started(  # noqa: PLR0917 - the run's parts, each needed once
+    exp: Experiment,
+    topo: Topology,
+    receiver: OtlpReceiver | None,
+    console: Console,
+    reports: Path,
+    before: dict[str, Any] | None,
 ) -> dict[str, Any]:
     await asyncio.to_thread(topo.start)
     run = Run(topo, console)
@@ -313,9 +338,17 @@ async def _run_started(
             criteria = _availability_criteria(samples, run) + criteria
         if exp.more_criteria is not None:
             criteria += exp.more_criteria(samples, run)
+        if before is not None:
+            name = f"the baseline run (chaos-{before['experiment']}) passed"
+            criteria.append(Criterion(name, "yes", "yes" if before["passed"] else "no", before["passed"]))
         report = _report(exp, run, samples, check, criteria)
         if matrix.decided:
             report["standin"]["confusion"] = matrix.as_dict()
+        if before is not None and before["standin"].get("confusion"):
+            report["standin"]["confusion_before"] = before["standin"]["confusion"]
+            earlier = from_dict(before["standin"]["confusion"])
+            console.print(confusion_table(earlier, "before: " + before["title"]))
+            console.print(confusion_table(matrix, f"after: {exp.title}"))
         report["cards"] = exp.cards
         if traces is not None:
             report["traces"] = traces.as_dict()

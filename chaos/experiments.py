@@ -25,6 +25,7 @@ from chaos.experiment_kit import signal_members as _signal
 from chaos.experiment_kit import spec as _spec
 from chaos.experiments_cluster import CLUSTER_EXPERIMENTS
 from chaos.experiments_money import MONEY_EXPERIMENTS
+from chaos.experiments_risk import RISK_EXPERIMENTS
 from chaos.report import Phase, summarize
 from chaos.samples import Sample
 
@@ -336,6 +337,7 @@ EXPERIMENTS: dict[str, Callable[[float], Experiment]] = {
 }
 EXPERIMENTS.update(MONEY_EXPERIMENTS)
 EXPERIMENTS.update(CLUSTER_EXPERIMENTS)
+EXPERIMENTS.update(RISK_EXPERIMENTS)
 
 
 def build(name: str, scale: float = 1.0) -> Experiment:

@@ -71,6 +71,7 @@ class TopologySpec:
     sim_args: tuple[str, ...] = ()
     tls: bool = True  # mutual TLS on every link, etcd with auth and roles (False: plaintext, said)
     standin_policy_toml: str = ""  # TOML appended to the stand-in file: its [policy] tables
+    standin_redis: Mapping[str, Any] = field(default_factory=dict)  # more [redis] keys of that file
     # Issuer hosts speak ISO 8583 to the gateways (the simulators' --iso8583-listen port, members
     # with protocol = "iso8583"); their control port stays gRPC. `iso8583_pool`: [pools.iso8583].
     iso8583_issuers: bool = False
@@ -395,6 +396,9 @@ class Topology:
                 logins = self.redis_users.redis_section() if self.redis_users is not None else None
                 if self.spec.redis_cluster:  # a seed node in the url: the client finds the others
                     logins = {**(logins or {"insecure": True}), "cluster": True}
+                if self.spec.standin_redis:
+                    plain = {} if self.redis_url.startswith("rediss://") else {"insecure": True}
+                    logins = {**(logins or plain), **self.spec.standin_redis}
                 standin.write_text(standin_toml(self.redis_url, redis=logins) + self.spec.standin_policy_toml)
             doc["standin"] = {"config": str(standin), "sqlite_path": f"gw-{index + 1}.sqlite3"}
         if self.spec.metrics:

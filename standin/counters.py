@@ -177,8 +177,9 @@ class RedisCounters:
 
     async def reverse(
         self, token: str, reversal: ReversalKey, *, entry_id: str, store: bool
-    ) -> tuple[ReversalStatus, str, bool]:
-        """Apply or record one reversal (see lua.REVERSE): (status, entry id, whether it was new)."""
+    ) -> tuple[ReversalStatus, str, bool, tuple[str, str] | None]:
+        """Apply or record one reversal (see lua.REVERSE): (status, entry id, whether it was new,
+        and for an applied one the approval's window member before and after, "" when gone)."""
         acquirer = reversal.acquirer_id
         script_keys = [
             keys.idempotency_key(token, acquirer, reversal.original_request_id),
@@ -203,8 +204,9 @@ class RedisCounters:
 
         reply = [_text(v) for v in await self._gate.call("reverse", op)]
         if reply[0] == "repeat":
-            return ReversalStatus(reply[1]), reply[2], False
-        return ReversalStatus(reply[0]), reply[1], True
+            return ReversalStatus(reply[1]), reply[2], False, None
+        released = (reply[2], reply[3]) if len(reply) == 4 and reply[2] else None
+        return ReversalStatus(reply[0]), reply[1], True, released
 
 
 class UnadvisedCounter:

@@ -11,7 +11,8 @@
       │              decision nobody was told. Answer 91, recorded locally under a new id: when
       │              Redis is back, the decision told last wins (migrate.py), so the lost one never
       │              reaches the issuer unless a later repeat of the request is answered with it
-      ├─ Redis down: decide and record locally (SQLite), limits scaled by LocalSettings.limit_fraction
+      ├─ Redis down: decide and record locally (SQLite), limits scaled by LocalSettings.limit_fraction,
+      │              velocity windows kept in this gateway's memory (its share of each)
       └─ nothing could record: decline 91 ("journal.unavailable"); never an approval without a record
 
     advise(request, kind)       an acquirer advice (money already spent) takes the same path with the
@@ -265,6 +266,7 @@ class Decider:
         version: int,
     ) -> StandInDecision:
         scaled = assessment.with_limit_fraction(self.local_settings.limit_fraction)
+        scaled = self.risk.admit_locally(request, key.digest, scaled, proposal.decided_at_ms)
 
         def build_fields(outcome: Outcome) -> dict[str, str]:
             decision = outcome.decision(request.request_id, JournalKind.SQLITE, version)

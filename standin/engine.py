@@ -24,8 +24,8 @@ What holds while Redis is down (and what does not):
   - each gateway grants a card at most limit_fraction of each limit on its own, on top
     of what Redis had counted: a card's exposure is bounded by
     limit x (1 + limit_fraction x number of gateways deciding for it locally);
-  - likewise each gateway approves at most limit_fraction of each exposure budget on its own;
-    velocity windows are not kept (they live in Redis only);
+  - likewise each gateway approves at most limit_fraction of each exposure budget on its own,
+    and admits at most limit_fraction of each velocity window (kept in its memory);
   - a request decided elsewhere through Redis may be decided again here; when Redis is
     back the decision the acquirer was told last wins and only it is advised (migrate.py).
 """
@@ -167,19 +167,21 @@ class StandIn:
             dedupe_ttl=journal_settings.dedupe_ttl,
         )
         self._local = SqliteJournal(sqlite_path, window=policy.window)
-        self._budgets = ExposureBudgets(self._gate, policy)
+        self._budgets = ExposureBudgets(self._gate, lambda: self.live_policy.current.policy)
         self.balance_settings = balance_settings or BalanceSettings()
         self._balances = CardBalances(self._gate, self.balance_settings)
         self._recovery = self._recovery_task(keyring)
         stores = {"counters": self._counters, "stream": self._stream, "local": self._local}
         common = {"tokenizer": tokenizer, "keyring": keyring, "recovery": self._recovery}
         common["instance"] = instance
-        risk = FleetRisk(VelocityWindows(self._gate, policy.velocity), self._budgets)
+        risk = FleetRisk(VelocityWindows(self._gate), self._budgets)
         self._decider = Decider(
             live=self.live_policy, local_settings=self._local_settings, now_ms=self._now_ms, tracer=tracer,
             risk=risk, **stores, **common,  # type: ignore[arg-type]
         )  # fmt: skip
-        self._reverser = Reverser(now_ms=self._now_ms, tracer=tracer, **stores, **common)  # type: ignore[arg-type]
+        self._reverser = Reverser(
+            now_ms=self._now_ms, tracer=tracer, budgets=self._budgets, **stores, **common,  # type: ignore[arg-type]
+        )  # fmt: skip
         self._state = _State.NEW
         self._inflight = 0
         self._idle = asyncio.Event()

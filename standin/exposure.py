@@ -15,6 +15,13 @@ own around the card's decision, on keys of its own (keys.py):
 Round trips per decision with B budgets: approvals 2 + B (reserve(s), DECIDE, APPEND);
 declines 2 + B with the release beside the append; + 1 for each spill.
 
+The budgets are the live policy's (policy_live.py): a decision reserves on those of the
+version deciding it (Assessment.budgets); status, metrics and absorb read the version in
+force. A new ceiling or period applies to the next reserve (what is already reserved stays);
+a version changing a running budget's `shards` is refused (its reservations would be summed
+over other keys). On a Cluster every script is followed by WAIT on its own connection
+(redis_durable.py), like DECIDE: a reserve no replica acknowledged is a lost reply.
+
 Each shard holds max_amount_minor / shards, so the fleet never approves more than the
 budget; traffic spread by card token fills the shards evenly, and the spill uses what a
 quiet shard leaves.
@@ -36,15 +43,17 @@ still in its period is counted on its card's shard at its own time (absorb; idem
 decision id: one whose lost reservation was kept is not counted twice, unless that
 reservation had spilled to the next shard: an over-count, the safe side).
 
-A reversal gives nothing back to a budget: the exposure counts what was approved.
+A reversal of a stand-in approval gives back to the budgets what it gives back to the card's
+window (reversed(): all of it, or down to a partial reversal's final amount), once it is
+applied in Redis, or when a local reversal is moved there. A repeated reversal gives nothing
+more; a release whose reply is lost leaves the amount counted until the period ends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from redis.commands.core import AsyncScript
 
 from standin import keys, lua_risk
 from standin.errors import StoreUnavailableError
@@ -87,14 +96,16 @@ class BudgetExposure:
 class ExposureBudgets:
     """Reserves and releases on the budgets' shards (see the module docstring)."""
 
-    def __init__(self, gate: RedisGate, policy: StandInPolicy) -> None:
+    def __init__(self, gate: RedisGate, policy: Callable[[], StandInPolicy]) -> None:
+        """Args:
+        policy: the policy in force now (the live one: LivePolicy.current), read per call.
+        """
         self._gate = gate
         self._policy = policy
-        self._budgets = policy.exposure_budgets
-        self._reserve: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_RESERVE)
-        self._release: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_RELEASE)
-        self._total: AsyncScript = gate.redis.register_script(lua_risk.WINDOW_TOTAL)
-        self._absorb: AsyncScript = gate.redis.register_script(lua_risk.BUDGET_ABSORB)
+        self._reserve = gate.script(lua_risk.BUDGET_RESERVE)
+        self._release = gate.script(lua_risk.BUDGET_RELEASE)
+        self._total = gate.script(lua_risk.WINDOW_TOTAL)
+        self._absorb = gate.script(lua_risk.BUDGET_ABSORB)
         self.orphans: set[Reservation] = set()
         """Reservations whose reply (reserve or release) was lost: released once Redis answers."""
 
@@ -157,6 +168,32 @@ class ExposureBudgets:
             else:
                 self.orphans.discard(reservation)
 
+    async def reversed(self, token: str, released: tuple[str, str]) -> None:
+        """A reversal reduced an approval (`released`: its card window member before, after; "" gone):
+        do the same to its reservation on every budget holding it (never raises: a failure keeps
+        the amount counted until the period ends, logged).
+
+        The card's record does not say which budgets and shard took the reservation, so each
+        budget of the policy in force is tried on the card's shard, then its spill shard (the
+        script is idempotent): up to 1 + SPILL_SHARDS round trips per budget, on reversals only.
+        """
+        before, after = released
+        for budget in self._policy().exposure_budgets:
+            home = keys.budget_shard_of(token, budget.shards)
+            for i in range(min(1 + SPILL_SHARDS, budget.shards)):
+                shard_keys = list(keys.budget_keys(budget.name, (home + i) % budget.shards))
+
+                async def op(k: list[str] = shard_keys) -> int:
+                    reply: int = await self._release(keys=k, args=[before, after])
+                    return reply
+
+                try:
+                    if await self._gate.call("budget reversal", op):
+                        break
+                except StoreUnavailableError as exc:
+                    log.warning("budget %s keeps %s after its reversal: %s", budget.name, before, exc)
+                    return
+
     def keep(self, decision_id: str) -> None:
         """`decision_id` was approved after all (locally): its lost reservations count, never released."""
         self.orphans = {r for r in self.orphans if not r.member.startswith(f"{decision_id}:")}
@@ -173,9 +210,10 @@ class ExposureBudgets:
 
         Raises StoreUnavailableError (the move is retried, and counting is idempotent).
         """
-        channel, group = Channel(fields["channel"]), self._policy.mcc_group(fields["mcc"])
+        policy = self._policy()
+        channel, group = Channel(fields["channel"]), policy.mcc_group(fields["mcc"])
         member = f"{fields['decision_id']}:{amount_minor}"
-        for budget in self._budgets:
+        for budget in policy.exposure_budgets:
             if not budget.applies(channel, group):
                 continue
             shard_keys = list(keys.budget_keys(budget.name, keys.budget_shard_of(token, budget.shards)))
@@ -195,7 +233,7 @@ class ExposureBudgets:
     async def exposure(self) -> list[BudgetExposure]:
         """Every budget's approved amount in its period, over its shards (raises StoreUnavailableError)."""
         out = []
-        for budget in self._budgets:
+        for budget in self._policy().exposure_budgets:
             period_ms = int(budget.period.total_seconds() * 1000)
             total = 0
             for shard in range(budget.shards):

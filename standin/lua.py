@@ -248,7 +248,9 @@ return {1, id}
 """
 
 # One reversal, atomically, idempotent by (acquirer, reversal id). Returns {status, decision id}:
-#   'applied'    a stand-in approval reduced to the final amount (its window released): journal it
+#   'applied'    a stand-in approval reduced to the final amount (its window released): journal it;
+#                followed by the approval's window member before and after ('' = gone), which the
+#                exposure budgets rewrite alike (exposure.py)
 #   'no_effect'  the original was declined, or already at this amount or lower
 #   'stored'     no stand-in decision for the original: recorded, held (an original arriving later
 #                in stand-in is declined) and queued behind the card's unadvised entries: journal it
@@ -309,7 +311,10 @@ if txn > 0 and o[5] and o[5] ~= '' then  -- a record without amounts (older form
   end
 end
 redis.call('HSET', KEYS[1], 'final_amount', ARGV[1], 'member', member)
-return queue('applied')
+local applied = queue('applied')
+-- what the exposure budgets must do alike (exposure.py): the approval's member, and its replacement
+applied[3], applied[4] = o[5] or '', member
+return applied
 """
 
 # The issuer reported the card's available balance after a transaction it decided: the stand-in

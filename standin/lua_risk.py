@@ -70,15 +70,24 @@ return 1
 """
 )
 
-# Give back a reservation whose decision was not an approval. Idempotent: 1 released, 0 absent.
+# Give back a reservation whose decision was not an approval, or (ARGV[2]) shrink an approval's to
+# what a partial reversal left, at the same time. Idempotent: 1 released, 0 absent.
 BUDGET_RELEASE = """
 -- KEYS[1] shard set  KEYS[2] shard sum  ARGV[1] member <decision_id>:<amount>
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-local amount = tonumber(string.match(ARGV[1], ':(%d+)$'))
+-- ARGV[2] (optional) the member kept in its place, <decision_id>:<remaining amount>
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local freed = tonumber(string.match(ARGV[1], ':(%d+)$'))
+local kept = ARGV[2] or ''
+if kept ~= '' then
+  redis.call('ZADD', KEYS[1], score, kept)
+  freed = freed - tonumber(string.match(kept, ':(%d+)$'))
+end
 if redis.call('ZCARD', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2])
 else
-  redis.call('DECRBY', KEYS[2], amount)
+  redis.call('DECRBY', KEYS[2], freed)
 end
 return 1
 """

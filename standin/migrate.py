@@ -144,8 +144,10 @@ class BacklogMover:
         key = ReversalKey(
             f["acquirer_id"], f["reversal_id"], f["original_request_id"], int(f["final_amount_minor"])
         )
-        status, _, _ = await self._counters.reverse(
+        status, _, _, released = await self._counters.reverse(
             entry.card_token, key, entry_id=f["decision_id"], store=True
         )
+        if released is not None and self._budgets is not None:
+            await self._budgets.reversed(entry.card_token, released)
         stream_id, _ = await self._journal.append(entry.card_token, f["decision_id"], f)
         return stream_id, status.value

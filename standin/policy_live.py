@@ -11,6 +11,10 @@
 A decision reads `current` once, so its limits and the version it records always belong
 together; the swap is one attribute assignment on the event loop (nothing half-applied).
 
+Exposure budgets and velocity windows follow the current version too (fleet_risk.py); a
+running budget's `shards` cannot change (its reservations live on that many keys: the fix
+is a budget of another name).
+
 `window_length` is fixed at start: the Redis counters and the local journal size their
 windows and key lifetimes by it. A version with another window_length is refused (the fix
 is in the message: change it in the file and restart every gateway). Every other limit
@@ -87,6 +91,7 @@ class LivePolicy:
         try:
             policy = policy_from_text(text, where)
             self._check_window(policy, where)
+            self._check_shards(policy, where)
         except PolicyError as exc:
             self.refuse(where, f"version {version}: {exc}")
             return False
@@ -124,3 +129,16 @@ class LivePolicy:
                 f'keep window_length = "{format_duration(running)}"; to change it, change the file'
                 " and restart every gateway",
             )
+
+    def _check_shards(self, policy: StandInPolicy, where: str) -> None:
+        running = {b.name: b.shards for b in self.current.policy.exposure_budgets}
+        for i, budget in enumerate(policy.exposure_budgets):
+            shards = running.get(budget.name)
+            if shards is not None and budget.shards != shards:
+                raise PolicyError(
+                    where,
+                    f"policy.exposure_budgets[{i}].shards",
+                    f"{budget.shards} differs from the running budget {budget.name!r}'s {shards}"
+                    " (its reservations live on that many keys)",
+                    f"keep shards = {shards}, or give the budget another name",
+                )

@@ -2,7 +2,8 @@
 
     reverse(reversal, store)
       ├─ Redis up:   REVERSE script (lua.py), idempotent by (acquirer, reversal id):
-      │                the original is a stand-in decision   → applied (window released) or no effect
+      │                the original is a stand-in decision   → applied (window released, and its
+      │                                                        exposure budget reservation) or no effect
       │                it is not, and the card has entries   → stored: held for a late original,
       │                the issuer has not acknowledged          journaled behind those entries
       │                nothing of the card waits (store off) → FORWARD: the caller sends it to the
@@ -31,6 +32,7 @@ from standin.counters import RedisCounters, ReversalKey
 from standin.crypto import PanKeyring
 from standin.entry import encode_reversal
 from standin.errors import ClosedError, LocalJournalError, StoreUnavailableError
+from standin.exposure import ExposureBudgets
 from standin.journal import StreamJournal
 from standin.recovery import Recovery
 from standin.sqlite_journal import SqliteJournal
@@ -60,6 +62,8 @@ class Reverser:
     instance: str
     now_ms: Callable[[], int]
     tracer: Tracer | None = None
+    budgets: ExposureBudgets | None = None
+    """Given, an applied reversal also gives back what its approval reserved (exposure.py)."""
 
     async def reverse(
         self, reversal: StandInReversal, *, store: bool, trace_context: str = ""
@@ -74,10 +78,14 @@ class Reverser:
             )  # fmt: skip
             try:
                 await self.recovery.before_redis_decision(token)  # the card's local entries go first
-                status, entry_id, _ = await self.counters.reverse(token, key, entry_id=entry_id, store=store)
+                status, entry_id, _, released = await self.counters.reverse(
+                    token, key, entry_id=entry_id, store=store
+                )
             except StoreUnavailableError as exc:
                 self.recovery.mark_down(exc)
             else:
+                if released is not None and self.budgets is not None:
+                    await self.budgets.reversed(token, released)
                 if status not in _JOURNALED:
                     return ReversalOutcome(status, "", JournalKind.NONE)
                 return await self._journal(reversal, token, entry_id, status, trace_context)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from authgw.card_expiry import card_expired
 from authgw.codes import ResponseCode
-from standin.policy import ExposureBudget, RiskTier, StandInPolicy, WindowLimit
+from standin.policy import ExposureBudget, RiskTier, StandInPolicy, Velocity, WindowLimit
 from standin.tiers import classify
 from standin.types import Channel, Check, CheckResult, LimitKind, StandInRequest, luhn_valid
 
@@ -48,6 +48,9 @@ BUDGET_CODE = ResponseCode.ISSUER_UNAVAILABLE
 """91: the issuer's stand-in capacity is spent; nothing is wrong with the card or the cardholder."""
 VELOCITY_CODE = ResponseCode.DO_NOT_HONOUR
 """05, as for a suspected fraud: the acquirer is not told which window stopped it."""
+
+
+_NO_VELOCITY = Velocity()
 
 
 def budget_rule(budget: ExposureBudget) -> str:
@@ -78,13 +81,17 @@ class Assessment:
     budgets: tuple[ExposureBudget, ...] = ()
     """The exposure budgets this transaction draws on."""
     budget_fraction: float = 1.0
-    """The share of each budget this decision may see (local mode: LocalSettings.limit_fraction)."""
+    """The share of each budget and velocity window this decision may see (local mode:
+    LocalSettings.limit_fraction)."""
+    velocity: Velocity = _NO_VELOCITY
+    """The policy's velocity windows (velocity.py), of the same version as the limits."""
     advised: str = ""
     """The rule of an acquirer advice (an approval already given: recorded and counted whatever the
     limits, card status or static rules say); "" for a stand-in decision."""
 
     def with_limit_fraction(self, fraction: float) -> Assessment:
-        """The same assessment with the cumulative limit and the budgets scaled (local, Redis-less mode)."""
+        """The same assessment with the cumulative limit, the budgets and the velocity windows scaled
+        (local, Redis-less mode)."""
         share = self.budget_fraction * fraction
         return replace(self, limit=self.limit.scaled(fraction), budget_fraction=share)
 
@@ -103,7 +110,7 @@ def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
     limit = policy.limit(kind).scaled(tier.limit_scale)
     decline = _static_decline(policy, request, group, tier, amount if rate is not None else None)
     budgets = tuple(b for b in policy.exposure_budgets if b.applies(request.channel, group))
-    return Assessment(kind, group, tier, amount, limit, decline, budgets)
+    return Assessment(kind, group, tier, amount, limit, decline, budgets, velocity=policy.velocity)
 
 
 def _static_decline(

@@ -6,6 +6,7 @@ import itertools
 
 from chaos.card_profiles import LOW_BALANCE_MINOR, PAN_BLOCKED, PAN_LOW_BALANCE
 from chaos.confusion import Cell, confusion
+from chaos.experiments_risk import above_known_balance
 from chaos.samples import Sample
 
 _t = itertools.count()
@@ -37,3 +38,19 @@ def test_each_cell_by_the_issuers_books_at_the_time() -> None:
     assert matrix.both_approve == Cell(1, 700)
     assert matrix.false_decline == Cell(1, 900)
     assert matrix.decided == 5
+
+
+def test_approvals_above_a_balance_the_issuer_reported() -> None:
+    """100.00 card: the issuer approves 90.00 (10.00 left, reported); stand-in approves 6.00 (fits),
+    then 5.00 (1.00 above); another card never answered by the issuer is not judged."""
+    pan_of: dict[str, str] = {}
+    samples = [
+        answered(pan_of, PAN_LOW_BALANCE, LOW_BALANCE_MINOR - 1_000, "ISSUER", True),
+        answered(pan_of, PAN_LOW_BALANCE, 600, "STAND_IN", True),
+        answered(pan_of, PAN_LOW_BALANCE, 500, "STAND_IN", True),
+        answered(pan_of, PAN_LOW_BALANCE, 10_000, "STAND_IN", False),  # declined: not counted
+        answered(pan_of, "4111111111111111", 90_000, "STAND_IN", True),
+    ]
+    examples: list[str] = []
+    assert above_known_balance(samples, pan_of, examples) == (1, 1, 100)
+    assert len(examples) == 1

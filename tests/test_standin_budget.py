@@ -14,6 +14,7 @@ from helpers import PAN_MC, assert_eventually
 from test_standin_cli import authgw, config_file
 from test_standin_cluster import cluster_port, cluster_redis  # noqa: F401 (fixtures)
 from test_standin_money import QUICK, _stall, debug_redis  # noqa: F401 (a fixture)
+from test_standin_reversals import reversal
 from test_standin_support import (
     IMPATIENT,
     TOKEN_KEY,
@@ -40,7 +41,7 @@ from standin import (
 from standin.keys import budget_keys, budget_shard_of
 from standin.policy import ExposureBudget
 from standin.tokens import CardTokenizer
-from standin.types import AcquirerAdviceKind
+from standin.types import AcquirerAdviceKind, ReversalStatus
 
 BUDGET = ExposureBudget("test", max_amount_minor=10_000, period=timedelta(hours=1), shards=2)
 POLICY = policy(exposure_budgets=(BUDGET,))
@@ -247,3 +248,32 @@ async def test_a_full_shard_spills_to_the_next(redis_port: int, tmp_path: Path) 
     assert len(homed) == 10 and all(d.approved for d in decisions)
     assert [await r.zcard(budget_keys("spill", s)[0]) for s in (0, 1)] == [5, 5]
     await r.aclose()
+
+
+async def test_a_reversal_gives_its_approval_back_to_the_budget(redis_port: int, tmp_path: Path) -> None:
+    """A spent 5,000 budget: a full reversal frees 2,000 (the next 2,000 fits), a partial one down to
+    500 frees 1,500, a repeat of it nothing more, and the budget is exactly the amounts still approved."""
+    pol = policy(exposure_budgets=(ExposureBudget("undo", 5_000, period=timedelta(hours=1), shards=1),))
+    r = client(redis_port)
+    await r.delete(*budget_keys("undo", 0))
+    await r.aclose()
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+
+        async def spent() -> int:
+            [b] = await e.exposure()
+            return b.exposure_minor
+
+        first, second = (request(card(), amount_minor=2_000) for _ in range(2))
+        assert [(await e.decide(q, Reason.ALL_POOLS_FAILED)).approved for q in (first, second)] == [True] * 2
+        over = await e.decide(request(card(), amount_minor=2_000), Reason.ALL_POOLS_FAILED)
+        assert over.rule == "exposure_budget.undo" and await spent() == 4_000
+        assert (await e.reverse(reversal(first, 0), store=True)).status is ReversalStatus.APPLIED
+        assert await spent() == 2_000
+        again = await e.decide(request(card(), amount_minor=2_000), Reason.ALL_POOLS_FAILED)
+        assert again.approved and await spent() == 4_000
+        partial = reversal(second, 500)
+        assert (await e.reverse(partial, store=True)).status is ReversalStatus.APPLIED
+        await e.reverse(partial, store=True)  # the acquirer repeats it
+        assert await spent() == 2_500
+        fits = await e.decide(request(card(), amount_minor=2_500), Reason.ALL_POOLS_FAILED)
+        assert fits.approved and await spent() == 5_000

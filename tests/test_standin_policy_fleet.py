@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
 from test_standin_policy_live import purchase_limit
+from test_standin_support import luhn_pan
 
 from authgw.v1 import authorization_pb2 as pb
 from authgw.v1 import authorization_pb2_grpc as pb_grpc
@@ -100,3 +101,32 @@ async def test_an_approved_change_reaches_every_gateway_within_seconds(
     assert [entries[a.decision_id].policy_version for a in answers] == [1, 1]
     shown = await asyncio.to_thread(policy_command, topo, "operator", "show")
     assert "live version 1: proposed by operator, approved by operator2" in shown
+
+
+async def test_an_exposure_budget_set_live_applies_on_every_gateway_within_seconds(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A 5,000 budget set and approved while in stand-in: within 5 s each gateway declines 91 with
+    exposure_budget.fleet under the new version (both draw on the one fleet-wide budget)."""
+    file = tmp_path / "budget.toml"
+    file.write_text(
+        purchase_limit(1_000_000)
+        + '\n[[policy.exposure_budgets]]\nname = "fleet"\nperiod = "1h"\n'
+        + "max_amount_minor = 5000\nshards = 1\n"
+    )
+    proposed = await asyncio.to_thread(policy_command, topo, "operator", "set", str(file))
+    found = re.search(r"proposal (\S+)", proposed)
+    assert found, proposed
+    approved = await asyncio.to_thread(policy_command, topo, "operator2", "approve", found.group(1))
+    live = re.search(r"version (\d+) live", approved)
+    assert live, approved
+    cards = (luhn_pan(f"43{i:08d}") for i in itertools.count())
+
+    async def spent(gateway: int) -> None:
+        answer = await authorize(topo, gateway, next(cards), 2_000)
+        assert (answer.source, answer.response_code, answer.rule, answer.policy_version) == (
+            pb.STAND_IN, "91", "exposure_budget.fleet", int(live.group(1)),
+        )  # fmt: skip
+
+    for gateway in (0, 1):
+        await assert_eventually(lambda g=gateway: spent(g), timeout_s=5.0, interval_s=0.2)

@@ -11,7 +11,7 @@ import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_standin_support import PAN_KEY, client, engine, policy, request, stream_entries
+from test_standin_support import PAN_KEY, client, engine, luhn_pan, policy, request, stream_entries
 
 from authgw.codes import ResponseCode
 from authgw.config import Section
@@ -214,3 +214,48 @@ def test_any_published_document_is_a_policy_or_a_policy_error(
         policy_from_section(Section(KEY, "policy", _document(changes), PolicyError))
     except PolicyError as exc:
         assert str(exc).startswith(f"{KEY}: policy")
+
+
+def risk_policy(budget_minor: int, terminal_count: int, shards: int = 1) -> str:
+    """A policy document with one exposure budget ("live") and a terminal velocity window."""
+    return (
+        f'{purchase_limit(1_000_000)}\n[[policy.exposure_budgets]]\nname = "live"\nperiod = "1h"\n'
+        f"max_amount_minor = {budget_minor}\nshards = {shards}\n\n"
+        f'[policy.velocity]\nwindow_length = "1m"\n[policy.velocity.terminal]\n'
+        f"max_count = {terminal_count}\nmax_amount_minor = 100000000\n"
+    )
+
+
+async def test_budgets_and_velocity_follow_a_new_version(redis_port: int, tmp_path: Path) -> None:
+    """Started with neither; version 4 adds a 3,000 budget and a 2-request terminal window, version 5
+    raises the budget to 4,000: each applies to the next decision, and exposure reports the live one."""
+    terminal = f"T-live-{tmp_path.name}"
+    async with engine(redis_port, tmp_path / "j.sqlite3") as e:
+
+        async def at(pan: str, term: str) -> tuple[str, int]:
+            d = await e.decide(request(pan, amount_minor=1_000, terminal_id=term), Reason.ALL_POOLS_FAILED)
+            return d.rule, d.policy_version
+
+        pans = [luhn_pan(f"47{i:06d}") for i in range(8)]
+        assert [await at(p, terminal) for p in pans[:3]] == [("approved", 0)] * 3
+        assert await e.exposure() == []
+        assert e.live_policy.offer(risk_policy(3_000, 2), 4, KEY)
+        over_window = ("velocity.terminal.count", 4)
+        assert [await at(p, terminal) for p in pans[3:6]] == [("approved", 4), ("approved", 4), over_window]
+        over_budget = ("exposure_budget.live", 4)
+        assert [await at(p, f"{terminal}-{p}") for p in pans[5:7]] == [("approved", 4), over_budget]
+        [b] = await e.exposure()
+        assert (b.name, b.exposure_minor, b.budget_minor) == ("live", 3_000, 3_000)
+        assert e.live_policy.offer(risk_policy(4_000, 2), 5, KEY)
+        assert await at(pans[7], f"{terminal}-x") == ("approved", 5)
+        [b] = await e.exposure()
+        assert (b.exposure_minor, b.budget_minor) == (4_000, 4_000)
+
+
+def test_a_running_budgets_shard_count_cannot_change() -> None:
+    """Its reservations live on that many keys: refused, naming the key and the fix."""
+    live = LivePolicy(VersionedPolicy(policy(), FILE_VERSION, "file"))
+    assert live.offer(risk_policy(3_000, 2, shards=1), 1, KEY)
+    assert not live.offer(risk_policy(3_000, 2, shards=4), 2, KEY)
+    assert live.version == 1 and live.rejected == 1
+    assert live.offer(risk_policy(3_000, 2, shards=1).replace('"live"', '"renamed"'), 3, KEY)

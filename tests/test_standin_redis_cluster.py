@@ -25,14 +25,15 @@ from test_security_support import expiring_copy, reissue
 from test_settlement_support import new_pans
 from test_standin_redis_config import ENV, write
 from test_standin_redis_support import GATEWAY, PATIENT_TOML, SETTLE, as_role
-from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, request
+from test_standin_support import PAN_KEY, TOKEN_KEY, client, engine, luhn_pan, policy, request
 
 from authgw.config import ConfigError
 from chaos.redis_cluster import LocalCluster
 from chaos.redis_users import USERNAMES, RedisUsers
 from chaos.topology import standin_toml
-from standin import JournalKind, Reason, RedisSettings, StandIn, load_config
+from standin import Channel, JournalKind, Reason, RedisSettings, StandIn, load_config
 from standin.deciding import REPLY_LOST_RULE
+from standin.policy import ExposureBudget, Velocity, VelocityLimit
 from standin.redis_io import RedisGate, make_redis_client
 from standin.settlement.keys import stream_key
 from standin.settlement.store import SettleStore
@@ -268,3 +269,40 @@ async def test_a_rotated_certificate_reaches_every_cluster_node(
             redis_cluster.cli(master, "CLIENT", "KILL", "USER", USERNAMES[GATEWAY])
         after = [await e.decide(request(pan), Reason.ALL_POOLS_FAILED) for pan in new_pans(6)]
     assert [d.journal for d in before + after] == [JournalKind.REDIS] * 9
+
+
+# -- the fleet-wide steps on the cluster ------------------------------------------------------------
+
+RISK = policy(
+    exposure_budgets=(ExposureBudget("cluster", 1_000_000, period=timedelta(hours=1), shards=4),),
+    velocity=Velocity(
+        merchant={c: VelocityLimit(1_000, 100_000_000) for c in Channel},
+        terminal={c: VelocityLimit(1_000, 100_000_000) for c in Channel},
+    ),
+)
+
+
+async def test_velocity_and_budget_writes_are_waited_for_like_decide(
+    redis_users: RedisUsers, redis_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """With a budget and velocity windows each decision runs 4 scripts (velocity, reserve, DECIDE,
+    APPEND), each followed by its WAIT. Replicas stalled: the velocity step's WAIT fails first, so
+    the engine decides locally (an approval in the local journal), not on a card record whose
+    window counts rest on one master (without WAIT there: DECIDE's WAIT fails, a 91 reply lost)."""
+    port, settings = on_cluster(redis_users, redis_cluster)
+    pans = [luhn_pan(f"6{i:05d}") for i in range(6)]
+    async with engine(port, tmp_path / "l.db", pol=RISK, redis_settings=settings) as e:
+        for pan in pans[:4]:  # every master has its scripts
+            assert (await e.decide(request(pan, amount_minor=100), Reason.ALL_POOLS_FAILED)).approved
+        masters = list(redis_cluster.masters())
+        for master in masters:
+            redis_cluster.cli(master, "CONFIG", "RESETSTAT")
+        counted = await e.decide(request(pans[4], amount_minor=100), Reason.ALL_POOLS_FAILED)
+        on_masters: Counter[str] = Counter()
+        for master in masters:
+            on_masters.update(_stats(redis_cluster, master))
+        with paused_replicas(redis_cluster):
+            stalled = await e.decide(request(pans[5], amount_minor=100), Reason.ALL_POOLS_FAILED)
+    assert (counted.approved, counted.journal) == (True, JournalKind.REDIS)
+    assert (on_masters["evalsha"], on_masters["wait"]) == (4, 4), on_masters
+    assert (stalled.rule, stalled.journal) == ("approved", JournalKind.SQLITE)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from helpers import assert_eventually
 from test_standin_cluster import cluster_port, cluster_redis  # noqa: F401 (fixtures)
-from test_standin_support import engine, luhn_pan, policy, request
+from test_standin_support import IMPATIENT, engine, luhn_pan, policy, request
 
-from standin import Channel, JournalKind, Reason, ResponseCode, StandIn, StandInDecision
+from chaos.processes import free_port
+from standin import Channel, JournalKind, LocalSettings, Reason, ResponseCode, StandIn, StandInDecision
 from standin.policy import Velocity, VelocityLimit
 from standin.types import AcquirerAdviceKind
 
@@ -121,3 +122,23 @@ async def test_an_acquirer_advice_passes_a_full_terminal_window(redis_port: int,
         advised = await e.advise(advice, AcquirerAdviceKind.OFFLINE_APPROVED, approval_code="OFF123")
     assert first.approved and stopped.rule == "velocity.terminal.count"
     assert advised.approved and advised.journal is JournalKind.REDIS
+
+
+async def test_without_redis_each_gateway_keeps_its_share_of_the_windows(tmp_path: Path) -> None:
+    """Local mode, limit_fraction 0.5: 5 of the terminal's 10 per gateway, declined by its rule after;
+    a repeat is admitted again and counted once; another terminal still approves."""
+    merchant = place()
+    async with engine(
+        free_port(), tmp_path / "l.db", pol=TERMINAL_10, redis_settings=IMPATIENT,
+        local=LocalSettings(limit_fraction=0.5),
+    ) as e:  # fmt: skip
+        first = request(card(), merchant_id=merchant, terminal_id="T-1")
+        again = [await e.decide(first, Reason.ALL_POOLS_FAILED) for _ in range(2)]
+        attack = await at(e, merchant, "T-1", 8)
+        other = await at(e, merchant, "T-2", 1)
+    assert {d.journal for d in again + attack + other} == {JournalKind.SQLITE}
+    assert [d.approved for d in again + attack] == [True] * 6 + [False] * 4
+    assert {(d.response_code, d.rule) for d in attack[4:]} == {
+        (ResponseCode.DO_NOT_HONOUR, "velocity.terminal.count")
+    }
+    assert other[0].approved
