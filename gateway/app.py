@@ -34,6 +34,7 @@ from gateway.edges.iso8583_metrics import Iso8583Counters
 from gateway.edges.validation import EdgeLimits
 from gateway.errors import ListenError
 from gateway.journal_sampler import JournalSampler
+from gateway.late_reversal import LateReversals
 from gateway.membership import MembershipLink
 from gateway.metrics import GatewayMetrics
 from gateway.router import Router
@@ -101,10 +102,22 @@ class Gateway:
             advice_counter=self.metrics.settlement_advices if self.metrics else None,
             backlog=self.standin.engine if self.standin else None,
         )
+        # without stand-in, the gateway's own 91 after a possible issuer attempt is reversed (in memory)
+        self.late_reversals = (
+            LateReversals(
+                self.router,
+                attempt_deadline_s=cfg.routing.deadline_s,
+                give_up_s=cfg.routing.late_reversal_give_up_s,
+                counter=self.metrics.late_reversals if self.metrics else None,
+            )
+            if fallback is None and self.standin is None
+            else None
+        )
+        tell_issuer = self.late_reversals.reverse if self.late_reversals else None
         self.service = AuthorizationService(
             cfg,
             self.router,
-            fallback or self.standin or DeclineFallback(),
+            fallback or self.standin or DeclineFallback(tell_issuer),
             mode=lambda: self.mode,
             standin_mode=self.standin_mode,
             spans=self.telemetry.server_spans,
@@ -249,6 +262,8 @@ class Gateway:
             await self.standin.close()
         if self.membership is not None:
             await self.membership.close()
+        if self.late_reversals is not None:
+            await self.late_reversals.close()  # in memory only: pending ones are lost (logged)
         await self.router.close()
         await self.access.close()
         await self.transport.close()

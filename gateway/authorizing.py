@@ -10,11 +10,14 @@ Every edge (the gRPC servicer, the ISO 8583 listener) validates, then calls
     for a healthy issuer                  issuers are unavailable, never because a deadline is short
   - force-issuer and nothing answered   → 91
   - otherwise                           → stand-in decides (and stand-in mode may begin)
+    (without `[standin]`: 91, and the issuer is told as below)
 
 When the answer is not the issuer's and an attempt may have reached one (a timeout, a
 broken connection), the outcome is recorded and advised to the issuer, authoritative for
 the request: an approval the issuer made too late for the gateway is released, or merged
 with a stand-in approval of the same request into one posting.
+Without `[standin]` nothing records it: the gateway sends the issuer a full reversal of
+the request in the background instead, in memory only (gateway.late_reversal).
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ class Authorizer:
             return await self._gateway_decline(request, result, cause, mode)
         if standin_mode is not None:
             standin_mode.maybe_enter(cause)
+        if not self._fallback.stands_in and result.maybe_reached_issuer:  # a plain 91: tell the issuer
+            return await self._fallback.decline(request, cause, "", self._traceparent())
         return await self._fallback.answer(request, cause, b.deadline, self._traceparent())
 
     async def _gateway_decline(

@@ -89,6 +89,8 @@ class RoutingConfig:
     retry_budget_ratio: float = 0.2  # retries in flight <= ratio x requests in flight
     retry_budget_min: int = 3  # ... but at least this many concurrent retries
     late_answer_window: timedelta = 5 * _S  # how long a timed-out attempt may still answer
+    # without [standin]: how long the reversal after the gateway's own 91 is repeated (gateway.late_reversal)
+    late_reversal_give_up: timedelta = 5 * 60 * _S
 
     @property
     def deadline_s(self) -> float:
@@ -105,6 +107,10 @@ class RoutingConfig:
     @property
     def late_answer_window_s(self) -> float:
         return self.late_answer_window / _S
+
+    @property
+    def late_reversal_give_up_s(self) -> float:
+        return self.late_reversal_give_up / _S
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +259,7 @@ def _pools(root: Section, routing: RoutingConfig) -> tuple[PoolConfig, ...]:
 def _routing(s: Section) -> RoutingConfig:
     s.check_known(
         {"deadline", "attempt_timeout", "standin_reserve", "retry_budget_ratio", "retry_budget_min"}
-        | {"late_answer_window"}
+        | {"late_answer_window", "late_reversal_give_up"}
     )
     d = RoutingConfig()
     routing = RoutingConfig(
@@ -263,6 +269,7 @@ def _routing(s: Section) -> RoutingConfig:
         retry_budget_ratio=s.share("retry_budget_ratio", d.retry_budget_ratio),
         retry_budget_min=s.integer("retry_budget_min", d.retry_budget_min),
         late_answer_window=s.duration("late_answer_window", d.late_answer_window),
+        late_reversal_give_up=s.duration("late_reversal_give_up", d.late_reversal_give_up, minimum=_S),
     )
     if routing.standin_reserve >= routing.deadline:
         s.fail("standin_reserve", "must be smaller than routing.deadline", "lower it or raise the deadline")

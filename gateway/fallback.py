@@ -2,14 +2,16 @@
 
 `gateway.standin_link.StandInFallback` is the real one (stand-in decisions, recorded
 reversals); `DeclineFallback` is what a gateway without `[standin]` does: it declines
-91 and can record nothing, so it cannot tell an issuer about an attempt whose answer it
-lost, nor store a reversal (documented in the README).
+91 and records nothing durably. After a 91 whose attempt may have reached an issuer it
+hands the request to `tell_issuer` (gateway.late_reversal: a reversal sent in the
+background, in memory only), and it cannot store an acquirer's reversal (README).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 from authgw.codes import ResponseCode
@@ -23,6 +25,10 @@ log = logging.getLogger("authgw.fallback")
 
 class Fallback(Protocol):
     """Answers when no issuer did (stand-in, or a plain 91 decline)."""
+
+    # False: `answer` is a plain 91, so after an attempt that may have reached an issuer the
+    # authorizer calls `decline` instead (the issuer is told); True: stand-in's own decision
+    stands_in: bool
 
     async def answer(
         self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
@@ -68,7 +74,15 @@ def decline_91(request: pb.AuthorizeRequest, cause: Reason, rule: str = "") -> p
 
 
 class DeclineFallback:
-    """Fallback without stand-in: decline with 91 and say why; record nothing."""
+    """Fallback without stand-in: decline with 91 and say why; record nothing durably.
+
+    `tell_issuer` gets each request declined 91 after an attempt that may have reached an
+    issuer (it must not block: the answer waits for it)."""
+
+    stands_in = False
+
+    def __init__(self, tell_issuer: Callable[[pb.AuthorizeRequest], None] | None = None) -> None:
+        self._tell_issuer = tell_issuer
 
     async def answer(
         self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
@@ -78,10 +92,13 @@ class DeclineFallback:
     async def decline(
         self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
-        log.warning(
-            "request %s: 91 after an attempt that may have reached an issuer, and no journal to tell it",
-            request.request_id,
-        )
+        if self._tell_issuer is None:
+            log.warning(
+                "request %s: 91 after an attempt that may have reached an issuer, and nothing to tell it",
+                request.request_id,
+            )
+        else:
+            self._tell_issuer(request)
         return decline_91(request, cause, rule)
 
     async def reverse(

@@ -16,6 +16,9 @@ journal sample taken off the hot path every few seconds.
                                                                    acquirer_mismatch, revoked)
     authgw.reversals                  counter    {source, status}  reversals taken (issuer: its answer;
                                                                    stand_in: applied / stored / no_effect)
+    authgw.late_reversals             counter    {outcome}         without stand-in, reversals the gateway
+                                                                   sends after its own 91 (acknowledged,
+                                                                   given_up, dropped, lost at stop)
     authgw.acquirer_advices           counter    {kind, duplicate} acquirer advices recorded (kind:
                                                                    forced_post / offline_approved)
     authgw.authorization.duration     histogram  ms {source}
@@ -182,6 +185,11 @@ class GatewayMetrics:
         )
         self.reversals = meter.create_counter(
             "authgw.reversals", unit="{reversal}", description="Reversals taken, by source and status"
+        )
+        self.late_reversals = meter.create_counter(
+            "authgw.late_reversals",
+            unit="{reversal}",
+            description="Without stand-in: reversals sent after the gateway's own 91, by outcome",
         )
         self.acquirer_advices = meter.create_counter(
             "authgw.acquirer_advices",

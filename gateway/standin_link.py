@@ -125,6 +125,8 @@ class StandInFallback:
     The engine's own Redis deadlines keep a decision inside the stand-in reserve.
     """
 
+    stands_in = True
+
     def __init__(self, engine: StandIn, tracer: Tracer | None = None) -> None:
         self.engine = engine
         self._tracer = tracer

@@ -82,13 +82,15 @@ async def gateway(sims: dict[str, ManagedProcess], redis_server: ManagedProcess)
 
 
 async def _load(gw: Gateway, seconds: float, rate: float = 100.0) -> list[Sample]:
-    """Open-loop load; the acquirer's timeout reversals (a request left unanswered) are delivered
-    until acknowledged, or for REVERSALS_WAIT_S, before it closes (the money check needs them)."""
+    """Open-loop load; the acquirer's timeout reversals (a request left unanswered), and the gateway's
+    own after its 91s (no stand-in: gateway.late_reversal), are delivered until acknowledged, or for
+    REVERSALS_WAIT_S, before it closes (the money check needs them)."""
     mix = CardMix(cards=200)
+    assert gw.late_reversals is not None
     async with Acquirer([f"127.0.0.1:{gw.port}"], deadline_s=DEADLINE_S) as acquirer:
         samples = await acquirer.run(rate, seconds, mix.request)
         for _ in range(int(REVERSALS_WAIT_S * 10)):  # any left unacknowledged show as unsettled
-            if not acquirer.pending_reversals:
+            if not acquirer.pending_reversals and not gw.late_reversals.pending:
                 break
             await asyncio.sleep(0.1)
     return samples
