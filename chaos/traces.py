@@ -6,7 +6,8 @@ its traces there with tail sampling (`[telemetry] sampling = "tail"`: interestin
 in full, 1 % of the rest) and Prometheus metrics on a port of its own, and the report adds:
 
 - how many stand-in decisions the acquirers were told, and how many of them have a trace
-  (a server span whose `authgw.decision.decision_id` is the answer's);
+  (a server span whose `authgw.decision.decision_id` is the answer's); the gateway's own 91s
+  (source STAND_IN, decision id `gw-...`: no stand-in decision was made) are not counted;
 - `authgw.traces.kept` / `authgw.traces.dropped` summed over the gateways (the bound's count);
 - the criterion "every stand-in decision traced up to the bound": each decision has a trace,
   or was counted as dropped by the keep bound (`tail_max_kept_per_s`). The experiments set the
@@ -69,8 +70,17 @@ class TraceCount:
         return dataclasses.asdict(self) | {"bound_per_s": KEPT_PER_S_BOUND}
 
 
+GATEWAY_DECLINE_PREFIX = "gw-"  # gateway.fallback.decline_91: the gateway's own 91, no stand-in decision
+
+
 def _standin_decisions(samples: Sequence[Sample]) -> set[str]:
-    return {a.decision_id for s in samples for a in s.answers if a.source == "STAND_IN" and a.decision_id}
+    """Decision ids of the answers stand-in decided (not the gateway's own 91s, which it did not)."""
+    return {
+        a.decision_id
+        for s in samples
+        for a in s.answers
+        if a.source == "STAND_IN" and a.decision_id and not a.decision_id.startswith(GATEWAY_DECLINE_PREFIX)
+    }
 
 
 def _traced_decisions(receiver: OtlpReceiver) -> set[str]:
