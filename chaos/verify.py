@@ -321,16 +321,22 @@ def _advice_counts(
 
 
 def _journaled(samples: Iterable[Sample]) -> set[str]:
-    """decision_ids of the stand-in answers (and acquirer advices) acquirers received that stand-in had
-    to record."""
-    return {
-        a.decision_id
-        for s in samples
-        for a in s.answers
-        if a.source in ("STAND_IN", "ACQUIRER")
-        and a.decision_id
-        and (a.approved or a.response_code != UNRECORDED_RULE_CODE)
-    }
+    """decision_ids stand-in had to record and settlement must advise: per request, the last stand-in
+    answer (or acquirer advice) its acquirer received. An earlier answer under another decision id
+    (decided on a local journal, or a 91 after a lost reply) is superseded at migration by the one
+    told last, and only that one is advised (lua.ABSORB; the IssuerHost contract)."""
+    journaled = set()
+    for s in samples:  # one request: (acquirer_id, request_id) and one content
+        recorded = [
+            a.decision_id
+            for a in s.answers
+            if a.source in ("STAND_IN", "ACQUIRER")
+            and a.decision_id
+            and (a.approved or a.response_code != UNRECORDED_RULE_CODE)
+        ]
+        if recorded:
+            journaled.add(recorded[-1])
+    return journaled
 
 
 async def issuer_books(topo: Topology) -> LedgerBooks | None:

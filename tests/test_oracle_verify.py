@@ -235,6 +235,23 @@ def test_a_check_before_settlement_is_done_says_what_is_left_and_gives_no_figure
         assert {name: doc[name] for name in check.figures()} == dict.fromkeys(check.figures())
 
 
+def test_only_the_decision_told_last_must_be_advised() -> None:
+    """A request answered by stand-in twice under two decision ids (a local decision, then the one
+    Redis gave a repeat): migration advises only the one told last, so settlement waits for that one
+    alone; when it is not advised, the check is unsettled."""
+    s = sample(
+        approved(source="STAND_IN", decision_id="local-1"), approved(source="STAND_IN", decision_id="adv-0")
+    )
+    check = compare([s], [book(AMOUNT, advices=((True, AMOUNT),))])
+    assert (check.journaled, check.advised, check.unsettled) == (1, 1, ())
+    told_last_missing = sample(
+        approved(source="STAND_IN", decision_id="adv-0"), approved(source="STAND_IN", decision_id="x")
+    )
+    assert compare([told_last_missing], [book(AMOUNT, advices=((True, AMOUNT),))]).unsettled == (
+        "stand-in decisions advised 0/1",
+    )
+
+
 def test_a_stand_in_no_effect_reversal_is_not_waited_for() -> None:
     """A reversal stand-in acknowledged with NO_EFFECT is recorded nowhere: settlement does not wait for it;
     one acknowledged by stand-in as STORED (or by an issuer) must be booked; an unacknowledged one too."""
