@@ -195,7 +195,7 @@ class MoneyCheck:
     advices_acked: int = 0  # of those, acknowledged by a gateway
     advices_posted: int = 0  # of those, books holding one approval advice of an acquirer origin
     examples: dict[str, list[str]] = field(default_factory=dict)  # failing figure -> a few requests
-    gateway_backlog: int = 0  # entries the gateways' journals still hold (-1: could not be read)
+    gateway_backlog: int | None = 0  # entries the gateways' journals hold (-1: unreadable, None: not read)
     # What settlement had left when this check was taken (empty: done, the figures are a verdict).
     unsettled: tuple[str, ...] = ()
 
@@ -225,11 +225,12 @@ def compare(
     books: Sequence[simulator_pb2.RequestBook],
     unexplained: simulator_pb2.UnexplainedPostings | None = None,
     waited_s: float = 0.0,
-    gateway_backlog: int = 0,
+    gateway_backlog: int | None = 0,
 ) -> MoneyCheck:
     """What every acquirer holds against the issuer's book of the same request.
 
-    gateway_backlog: entries the gateways' journals still hold (-1: unknown, counted as unsettled).
+    gateway_backlog: entries the gateways' journals still hold (-1: unreadable, counted as unsettled;
+    None: not read, as on a Redis Cluster, where settlement is judged by the acquirers' side alone).
     """
     by_key = {RequestKey(b.acquirer_id, b.request_id, b.digest): b for b in books}
     helds = {h.key: h for h in map(held, samples)}
@@ -282,11 +283,19 @@ def compare(
 
 
 def _unsettled(
-    journaled: int, advised: int, sent: Sequence[SentReversal], booked: set[str], gateway_backlog: int
+    journaled: int,
+    advised: int,
+    sent: Sequence[SentReversal],
+    booked: set[str],
+    gateway_backlog: int | None,
 ) -> tuple[str, ...]:
-    """What settlement has yet to do: advices, reversals to acknowledge or book, journal entries."""
+    """What settlement has yet to do: advices, reversals to acknowledge or book, journal entries.
+
+    Decisions not advised are waited for only while the journals may still hold them: once the
+    gateways' journals are read empty, settlement has nothing left to send (a decision superseded at
+    migration, or one the issuer refused, is never advised), and the money figures judge the rest."""
     left = []
-    if advised < journaled:
+    if advised < journaled and gateway_backlog != 0:
         left.append(f"stand-in decisions advised {advised}/{journaled}")
     acked = [r for r in sent if r.acked]
     if len(acked) < len(sent):
@@ -296,7 +305,7 @@ def _unsettled(
     due_booked = sum(1 for r in due if r.reversal_id in booked)
     if due_booked < len(due):
         left.append(f"acknowledged reversals booked by the issuer {due_booked}/{len(due)}")
-    if gateway_backlog < 0:
+    if gateway_backlog is not None and gateway_backlog < 0:
         left.append("gateway journals unreadable")
     elif gateway_backlog:
         left.append(f"gateway journal entries {gateway_backlog}")
@@ -373,13 +382,15 @@ async def journal_backlog(redis: Redis) -> int:
     return left
 
 
-async def gateway_backlog(topo: Topology) -> int:
+async def gateway_backlog(topo: Topology) -> int | None:
     """`journal_backlog` of the topology's gateways: 0 without stand-in, -1 when it cannot be read.
 
-    On a Redis Cluster (partitions on several nodes) it is not read: 0, and settlement is judged
+    On a Redis Cluster (partitions on several nodes) it is not read: None, and settlement is judged
     by the acquirers' side alone (advised, reversals acknowledged and booked)."""
     if topo.redis is None:
         return 0
+    if topo.spec.redis_cluster:
+        return None
     client = topo.redis_admin()
     try:
         return await journal_backlog(client)

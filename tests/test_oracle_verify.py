@@ -222,7 +222,7 @@ def test_a_check_before_settlement_is_done_says_what_is_left_and_gives_no_figure
     assert compare([s], [advised]).unsettled == ()
     assert compare([s], [advised]).ok
     cases = {
-        "stand-in decisions advised 0/1": compare([s], [book(0, reversals=(0,))]),
+        "stand-in decisions advised 0/1": compare([s], [book(0, reversals=(0,))], gateway_backlog=None),
         "acknowledged reversals booked by the issuer 0/1": compare([s], [book(0, advices=((True, AMOUNT),))]),
         "gateway journal entries 2": compare([s], [advised], gateway_backlog=2),
         "gateway journals unreadable": compare([s], [advised], gateway_backlog=-1),
@@ -238,7 +238,7 @@ def test_a_check_before_settlement_is_done_says_what_is_left_and_gives_no_figure
 def test_only_the_decision_told_last_must_be_advised() -> None:
     """A request answered by stand-in twice under two decision ids (a local decision, then the one
     Redis gave a repeat): migration advises only the one told last, so settlement waits for that one
-    alone; when it is not advised, the check is unsettled."""
+    alone; when it is not advised, the check is unsettled while the journals may still hold it."""
     s = sample(
         approved(source="STAND_IN", decision_id="local-1"), approved(source="STAND_IN", decision_id="adv-0")
     )
@@ -247,9 +247,16 @@ def test_only_the_decision_told_last_must_be_advised() -> None:
     told_last_missing = sample(
         approved(source="STAND_IN", decision_id="adv-0"), approved(source="STAND_IN", decision_id="x")
     )
-    assert compare([told_last_missing], [book(AMOUNT, advices=((True, AMOUNT),))]).unsettled == (
+    journals = book(AMOUNT, advices=((True, AMOUNT),))
+    assert compare([told_last_missing], [journals], gateway_backlog=None).unsettled == (
         "stand-in decisions advised 0/1",
     )
+    assert compare([told_last_missing], [journals], gateway_backlog=3).unsettled == (
+        "stand-in decisions advised 0/1",
+        "gateway journal entries 3",
+    )
+    # the journals read empty: nothing is left to send, the money figures judge the rest
+    assert compare([told_last_missing], [journals], gateway_backlog=0).unsettled == ()
 
 
 def test_a_stand_in_no_effect_reversal_is_not_waited_for() -> None:
@@ -270,9 +277,9 @@ def test_an_unsettled_run_fails_on_settlement_and_reports_no_money_figure() -> N
     """The experiment's criteria: before settlement is done, one failing criterion naming what is left,
     and no criterion of a money figure; once done, the six figures are judged."""
     s = sample(approved(source="STAND_IN", decision_id="adv-0"))
-    unsettled = money_criteria(compare([s], [book(AMOUNT, own=AMOUNT)]))
+    unsettled = money_criteria(compare([s], [book(AMOUNT, own=AMOUNT)], gateway_backlog=1))
     assert [(c.name, c.passed) for c in unsettled] == [(SETTLED, False)]
-    assert unsettled[0].observed == "NOT SETTLED: stand-in decisions advised 0/1"
+    assert unsettled[0].observed == "NOT SETTLED: stand-in decisions advised 0/1; gateway journal entries 1"
     settled = money_criteria(compare([s], [book(AMOUNT, advices=((True, AMOUNT),))]))
     assert [c.passed for c in settled] == [True] * 7
     assert len({c.name for c in settled}) == 7
