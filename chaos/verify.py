@@ -387,10 +387,10 @@ async def gateway_backlog(topo: Topology) -> int | None:
 
     On a Redis Cluster (partitions on several nodes) it is not read: None, and settlement is judged
     by the acquirers' side alone (advised, reversals acknowledged and booked)."""
-    if topo.redis is None:
-        return 0
     if topo.spec.redis_cluster:
         return None
+    if topo.redis is None:
+        return 0
     client = topo.redis_admin()
     try:
         return await journal_backlog(client)
