@@ -106,9 +106,9 @@ class Authorizer:
             return await self._gateway_decline(request, result, cause, mode)
         if standin_mode is not None:
             standin_mode.maybe_enter(cause)
-        if not self._fallback.stands_in and result.maybe_reached_issuer:  # a plain 91: tell the issuer
-            return await self._fallback.decline(request, cause, "", self._traceparent())
-        return await self._fallback.answer(request, cause, b.deadline, self._traceparent())
+        return await self._fallback.answer(
+            request, cause, b.deadline, self._traceparent(), maybe_reached_issuer=result.maybe_reached_issuer
+        )
 
     async def _gateway_decline(
         self, request: pb.AuthorizeRequest, result: RouteResult, cause: Reason, mode: Mode

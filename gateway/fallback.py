@@ -26,14 +26,20 @@ log = logging.getLogger("authgw.fallback")
 class Fallback(Protocol):
     """Answers when no issuer did (stand-in, or a plain 91 decline)."""
 
-    # False: `answer` is a plain 91, so after an attempt that may have reached an issuer the
-    # authorizer calls `decline` instead (the issuer is told); True: stand-in's own decision
-    stands_in: bool
-
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
+        self,
+        request: pb.AuthorizeRequest,
+        cause: Reason,
+        deadline: float,
+        trace_context: str = "",
+        *,
+        maybe_reached_issuer: bool = False,
     ) -> pb.AuthorizeResponse:
-        """Decide for `request` (`cause`: why no issuer did). Raises RequestRefused (reused id)."""
+        """Decide for `request` (`cause`: why no issuer did). Raises RequestRefused (reused id).
+
+        `maybe_reached_issuer`: an attempt may have reached an issuer, which may hold an approval
+        the acquirer never received; each fallback makes sure the issuer learns the answer given
+        (stand-in advises its decision; the plain 91 reverses the request)."""
         ...
 
     async def decline(
@@ -79,14 +85,20 @@ class DeclineFallback:
     `tell_issuer` gets each request declined 91 after an attempt that may have reached an
     issuer (it must not block: the answer waits for it)."""
 
-    stands_in = False
-
     def __init__(self, tell_issuer: Callable[[pb.AuthorizeRequest], None] | None = None) -> None:
         self._tell_issuer = tell_issuer
 
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
+        self,
+        request: pb.AuthorizeRequest,
+        cause: Reason,
+        deadline: float,
+        trace_context: str = "",
+        *,
+        maybe_reached_issuer: bool = False,
     ) -> pb.AuthorizeResponse:
+        if maybe_reached_issuer:  # a plain 91 the issuer may have approved: tell it
+            return await self.decline(request, cause, "", trace_context)
         return decline_91(request, cause)
 
     async def decline(

@@ -125,8 +125,6 @@ class StandInFallback:
     The engine's own Redis deadlines keep a decision inside the stand-in reserve.
     """
 
-    stands_in = True
-
     def __init__(self, engine: StandIn, tracer: Tracer | None = None) -> None:
         self.engine = engine
         self._tracer = tracer
@@ -137,8 +135,16 @@ class StandInFallback:
         self.balances.offer(request, response)
 
     async def answer(
-        self, request: pb.AuthorizeRequest, cause: Reason, deadline: float, trace_context: str = ""
+        self,
+        request: pb.AuthorizeRequest,
+        cause: Reason,
+        deadline: float,
+        trace_context: str = "",
+        *,
+        maybe_reached_issuer: bool = False,
     ) -> pb.AuthorizeResponse:
+        # maybe_reached_issuer needs nothing more here: the decision is journaled and advised under
+        # the same request id, and the issuer books the advised decision, not its own late one
         return await self._traced(request, cause, trace_context, rule=None)
 
     async def decline(
