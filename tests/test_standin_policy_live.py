@@ -252,10 +252,15 @@ async def test_budgets_and_velocity_follow_a_new_version(redis_port: int, tmp_pa
         assert (b.exposure_minor, b.budget_minor) == (4_000, 4_000)
 
 
-def test_a_running_budgets_shard_count_cannot_change() -> None:
-    """Its reservations live on that many keys: refused, naming the key and the fix."""
+def test_a_running_budgets_shard_count_cannot_change(caplog: pytest.LogCaptureFixture) -> None:
+    """Its reservations live on that many keys: refused, naming the field and the fix. The budget is
+    large enough for 4 shards, so only the running count can refuse it."""
     live = LivePolicy(VersionedPolicy(policy(), FILE_VERSION, "file"))
-    assert live.offer(risk_policy(3_000, 2, shards=1), 1, KEY)
-    assert not live.offer(risk_policy(3_000, 2, shards=4), 2, KEY)
+    assert live.offer(risk_policy(1_000_000, 2, shards=1), 1, KEY)
+    with caplog.at_level(logging.ERROR, logger="authgw.standin.policy"):
+        assert not live.offer(risk_policy(1_000_000, 2, shards=4), 2, KEY)
+    field = "policy.exposure_budgets[0].shards"
+    assert f"{KEY}: {field}: 4 differs from the running budget 'live'" in caplog.text
+    assert "keep shards = 1, or give the budget another name" in caplog.text
     assert live.version == 1 and live.rejected == 1
-    assert live.offer(risk_policy(3_000, 2, shards=1).replace('"live"', '"renamed"'), 3, KEY)
+    assert live.offer(risk_policy(1_000_000, 2, shards=4).replace('"live"', '"renamed"'), 3, KEY)
