@@ -93,27 +93,28 @@ class RedisCounters:
             keys.unadvised_key(token),
             keys.balance_key(token),
         ]
-        args: list[str | int] = [
-            self._window_ms,
-            assessment.amount_minor,
-            assessment.limit.max_amount_minor,
-            assessment.limit.max_count,
-            assessment.kind.value,
-            decline.rule if decline else "",
-            decline.code.value if decline else "",
-            proposal.decision_id,
-            proposal.approval_code,
-            proposal.risk_tier,
-            proposal.reason.value,
-            proposal.gateway_instance,
-            self._idem_ttl_ms,
-            digest,
-            request.amount_minor,
-            self._idem_ttl_ms,
-            assessment.advised,
-            proposal.policy_version,
-            request.currency,
-        ]
+        named: dict[str, str | int] = {
+            "window_ms": self._window_ms,
+            "amount": assessment.amount_minor,
+            "max_amount": assessment.limit.max_amount_minor,
+            "max_count": assessment.limit.max_count,
+            "kind": assessment.kind.value,
+            "static_rule": decline.rule if decline else "",
+            "static_code": decline.code.value if decline else "",
+            "decision_id": proposal.decision_id,
+            "approval_code": proposal.approval_code,
+            "risk_tier": proposal.risk_tier,
+            "reason": proposal.reason.value,
+            "gateway_instance": proposal.gateway_instance,
+            "record_ttl_ms": self._idem_ttl_ms,
+            "digest": digest,
+            "txn_amount": request.amount_minor,
+            "unadvised_ttl_ms": self._idem_ttl_ms,
+            "advice_rule": assessment.advised,
+            "policy_version": proposal.policy_version,
+            "currency": request.currency,
+        }
+        args = [named[name] for name in lua.DECIDE_ARGS]
 
         async def op() -> list[int | bytes]:
             reply: list[int | bytes] = await self._decide(keys=script_keys, args=args)

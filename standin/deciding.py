@@ -117,7 +117,7 @@ class Decider:
     async def advise(
         self, request: StandInRequest, kind: AcquirerAdviceKind, approval_code: str, trace_context: str
     ) -> StandInDecision:
-        """Record an acquirer advice: approved and counted whatever the limits (lua.DECIDE's ARGV[17]).
+        """Record an acquirer advice: approved and counted whatever the limits (lua.DECIDE's advice_rule).
 
         A repeat, or an approval of the same request already on record, is that decision again.
         Raises ReusedRequestIdError; a 91 decline comes back only when nothing could record it.

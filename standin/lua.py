@@ -29,7 +29,16 @@ acknowledged by the issuer; a reversal of an issuer decision waits behind them.
 
 from __future__ import annotations
 
-__all__ = ["ABSORB", "APPEND", "BALANCE_SET", "DECIDE", "RECORD_FIELDS", "REVERSE", "UNADVISED_DONE"]
+__all__ = [
+    "ABSORB",
+    "APPEND",
+    "BALANCE_SET",
+    "DECIDE",
+    "DECIDE_ARGS",
+    "RECORD_FIELDS",
+    "REVERSE",
+    "UNADVISED_DONE",
+]
 
 # Idempotency record fields, in the order DECIDE returns them after its status.
 RECORD_FIELDS = (
@@ -53,36 +62,62 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # One decision, atomically: replay an earlier decision of the same request (refuse a reused id
 # with another digest), decline an original whose reversal came first, or check card status, the
 # static decline, the amount and count in the window; count the approval; record the result.
-# An acquirer advice (ARGV[17]) goes the same way: recorded approved and counted, never refused
+# An acquirer advice (advice_rule) goes the same way: recorded approved and counted, never refused
 # but for a reused id; a repeat (or any approved record of the request) is replayed.
 # Returns {status, RECORD_FIELDS..., policy_version}: status 1 fresh, 0 replay, 2 reused id (nothing
 # changed); policy_version is '' for a record written without one (before it, or by ABSORB).
+# DECIDE's ARGV, in order: the script names each slot (`local <name> = ARGV[i]`), and the caller
+# builds its arguments by these names (counters.py), so neither side counts positions.
+DECIDE_ARGS = (
+    "window_ms",
+    "amount",
+    "max_amount",
+    "max_count",
+    "kind",
+    "static_rule",
+    "static_code",
+    "decision_id",
+    "approval_code",
+    "risk_tier",
+    "reason",
+    "gateway_instance",
+    "record_ttl_ms",
+    "digest",
+    "txn_amount",
+    "unadvised_ttl_ms",
+    "advice_rule",
+    "policy_version",
+    "currency",
+)
+
+
+def _named_args(names: tuple[str, ...]) -> str:
+    """Lua locals naming each ARGV slot: `local <name> = ARGV[<i>]`."""
+    return "".join(f"local {name} = ARGV[{i}]\n" for i, name in enumerate(names, 1))
+
+
 DECIDE = (
     """
 -- KEYS[1] record  KEYS[2] card status  KEYS[3] spend zset of the kind  KEYS[4] reversal held
 -- KEYS[5] unadvised counter  KEYS[6] the card's last issuer-reported balance (hash, see BALANCE_SET)
--- ARGV[1] window_ms  ARGV[2] amount (limit currency)  ARGV[3] max_amount  ARGV[4] max_count
--- ARGV[5] kind  ARGV[6] static rule ('' = none)  ARGV[7] static code  ARGV[8] decision_id
--- ARGV[9] approval_code  ARGV[10] risk_tier  ARGV[11] reason  ARGV[12] gateway_instance
--- ARGV[13] record ttl ms  ARGV[14] digest  ARGV[15] amount (transaction currency)
--- ARGV[16] unadvised ttl ms  (ARGV[8], the proposed decision id, also names this call: answered_by)
--- ARGV[17] rule of an acquirer advice ('' = a stand-in decision): approved and counted whatever the
---          card status, a held reversal, the static rule or the window say; it supersedes an earlier
---          decline of the same request (the merchant forced it after that answer)
--- ARGV[18] stand-in policy version of this decision (kept in the record; returned after the fields)
--- ARGV[19] currency of the transaction: a known balance in that currency caps an approval at the
---          balance minus the stand-in approvals since it was reported (51 balance.available)
+-- ARGV: DECIDE_ARGS, in order (named below); decision_id, the proposed one, also names this call
+-- (answered_by); advice_rule is set for an acquirer advice ('' = a stand-in decision): approved and
+-- counted whatever the card status, a held reversal, the static rule or the window say, and it
+-- supersedes an earlier decline of the same request (the merchant forced it after that answer);
+-- currency: a known balance in the transaction's currency caps an approval at the balance minus the
+-- stand-in approvals since it was reported (51 balance.available)
 """
     + _NOW
+    + _named_args(DECIDE_ARGS)
     + """
 local FIELDS = {'decision_id', 'response_code', 'rule', 'approval_code', 'risk_tier', 'reason',
                 'decided_at_ms', 'gateway_instance', 'answered_at_ms'}
-local advice = ARGV[17] ~= ''
+local advice = advice_rule ~= ''
 local earlier = redis.call('HMGET', KEYS[1], 'digest', unpack(FIELDS))
 if earlier[2] then
-  if earlier[1] and earlier[1] ~= ARGV[14] then return {2} end  -- no digest: a record from before
+  if earlier[1] and earlier[1] ~= digest then return {2} end  -- no digest: a record from before
   if not advice or earlier[3] == '00' then
-    redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', ARGV[8])
+    redis.call('HSET', KEYS[1], 'answered_at_ms', now, 'answered_by', decision_id)
     earlier[10] = tostring(now)
     earlier[1] = 0
     earlier[11] = redis.call('HMGET', KEYS[1], 'policy_version')[1] or ''  -- HMGET: the ACL's command
@@ -94,15 +129,15 @@ local member = ''
 local status = redis.call('GET', KEYS[2])
 local balance = redis.call('HMGET', KEYS[6], 'available', 'spent', 'currency')
 local function over_balance()
-  if not balance[1] or balance[3] ~= ARGV[19] then return false end
-  return tonumber(balance[2] or '0') + tonumber(ARGV[15]) > tonumber(balance[1])
+  if not balance[1] or balance[3] ~= currency then return false end
+  return tonumber(balance[2] or '0') + tonumber(txn_amount) > tonumber(balance[1])
 end
 if advice then
-  code, rule = '00', ARGV[17]
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
-  member = ARGV[8] .. ':' .. ARGV[2]
+  code, rule = '00', advice_rule
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(window_ms))
+  member = decision_id .. ':' .. amount
   redis.call('ZADD', KEYS[3], now, member)
-  redis.call('PEXPIRE', KEYS[3], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], window_ms)
 elseif redis.call('EXISTS', KEYS[4]) == 1 then
   code, rule = '05', 'reversal.before_original'
 elseif status == 'blocked' then
@@ -111,48 +146,49 @@ elseif status == 'lost' then
   code, rule = '41', 'card_status.lost'
 elseif status == 'stolen' then
   code, rule = '43', 'card_status.stolen'
-elseif ARGV[6] ~= '' then
-  code, rule = ARGV[7], ARGV[6]
+elseif static_rule ~= '' then
+  code, rule = static_code, static_rule
 else
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[1]))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(window_ms))
   local members = redis.call('ZRANGE', KEYS[3], 0, -1)
   local total = 0
   for i = 1, #members do
     total = total + tonumber(string.match(members[i], ':(%d+)$'))
   end
-  if total + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
-    code, rule = '61', 'limit.amount.' .. ARGV[5]
-  elseif #members + 1 > tonumber(ARGV[4]) then
-    code, rule = '65', 'limit.count.' .. ARGV[5]
+  if total + tonumber(amount) > tonumber(max_amount) then
+    code, rule = '61', 'limit.amount.' .. kind
+  elseif #members + 1 > tonumber(max_count) then
+    code, rule = '65', 'limit.count.' .. kind
   elseif over_balance() then
     code, rule = '51', 'balance.available'
   else
     code, rule = '00', 'approved'
-    member = ARGV[8] .. ':' .. ARGV[2]
+    member = decision_id .. ':' .. amount
     redis.call('ZADD', KEYS[3], now, member)
-    redis.call('PEXPIRE', KEYS[3], ARGV[1])
+    redis.call('PEXPIRE', KEYS[3], window_ms)
   end
 end
 local approval = ''
 if code == '00' then
-  approval = ARGV[9]
-  if balance[1] and balance[3] == ARGV[19] then  -- an approval since the balance spends it
-    redis.call('HINCRBY', KEYS[6], 'spent', ARGV[15])
+  approval = approval_code
+  if balance[1] and balance[3] == currency then  -- an approval since the balance spends it
+    redis.call('HINCRBY', KEYS[6], 'spent', txn_amount)
   end
 end
-local record = {ARGV[8], code, rule, approval, ARGV[10], ARGV[11], tostring(now), ARGV[12], tostring(now)}
-local pairs_ = {'digest', ARGV[14], 'kind', ARGV[5], 'amount', ARGV[2], 'txn_amount', ARGV[15],
-                'member', member, 'answered_by', ARGV[8], 'policy_version', ARGV[18]}
+local record = {decision_id, code, rule, approval, risk_tier, reason, tostring(now), gateway_instance,
+                tostring(now)}
+local pairs_ = {'digest', digest, 'kind', kind, 'amount', amount, 'txn_amount', txn_amount,
+                'member', member, 'answered_by', decision_id, 'policy_version', policy_version}
 for i = 1, #FIELDS do
   pairs_[#pairs_ + 1] = FIELDS[i]
   pairs_[#pairs_ + 1] = record[i]
 end
 redis.call('HSET', KEYS[1], unpack(pairs_))
-redis.call('PEXPIRE', KEYS[1], ARGV[13])
+redis.call('PEXPIRE', KEYS[1], record_ttl_ms)
 redis.call('INCR', KEYS[5])
-redis.call('PEXPIRE', KEYS[5], ARGV[16])
+redis.call('PEXPIRE', KEYS[5], unadvised_ttl_ms)
 table.insert(record, 1, 1)
-record[#record + 1] = ARGV[18]
+record[#record + 1] = policy_version
 return record
 """
 )
