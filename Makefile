@@ -11,7 +11,7 @@ CHAOS += redis-lost-replies short-deadlines replays late-approvals client-cancel
 CHAOS += redis-master-loss money long-outage
 CHAOS_TARGETS := $(addprefix chaos-,$(CHAOS))
 
-.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster bench-scale chaos $(CHAOS_TARGETS) clean
+.PHONY: help venv sysdeps proto certs lint package-check deploy-check deploy-rules deploy-units test test-fast demo demo-top bench bench-tls bench-iso8583 bench-failover bench-standin bench-standin-compare bench-standin-trips bench-balance bench-settle bench-tracing bench-metrics bench-policy bench-cluster bench-scale chaos $(CHAOS_TARGETS) clean
 
 help:
 	@echo "make demo   - replay of an issuer outage on a local topology"
@@ -119,6 +119,10 @@ bench-failover: $(STAMP) sysdeps
 
 bench-standin: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin
+
+# card limits only against the risk checks (exposure budget, velocity windows): 5 interleaved rounds at 500/s
+bench-standin-compare: $(STAMP) sysdeps
+	$(PY) -m chaos.bench_standin --compare 5 --rates 500
 
 bench-standin-trips: $(STAMP) sysdeps
 	$(PY) -m chaos.bench_standin_trips
