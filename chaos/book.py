@@ -23,7 +23,8 @@ issuer's side of it, as the simulator keeps it:
   declined 05 and holds nothing.
 - Idempotency: an Authorize repeating a decided content gets the stored
   answer; a decision_id (reversal_id) already in the record is a redelivery
-  with no new effect.
+  with no new effect, but for an advice carrying a later answered_at, which
+  moves the booked advice's (the same decision given again by the gateway).
 
 Every rule returns the `Posting` it makes (the change of the book's amount on
 its card), so the ledger keeps each card's balance equal to its opening
@@ -214,12 +215,19 @@ class RequestRecord:
         return book, False, self._settle(book)
 
     def advise(self, digest: str, card: str, amount_minor: int, advice: AdviceBooked) -> tuple[bool, Posting]:
-        """Apply an advice to its content's book: (duplicate, posting)."""
+        """Apply an advice to its content's book: (duplicate, posting).
+
+        A decision_id already booked is a duplicate; one carrying a later answered_at moves the
+        booked advice's (the gateway gave that decision again, after an attempt it may have
+        forwarded meanwhile): the book may end with it again rather than the issuer's own answer."""
         for known in self.books.values():
             for booked in known.advices:
                 if booked.decision_id == advice.decision_id:
                     booked.received += 1
-                    return True, NO_POSTING
+                    if advice.answered_at_us <= booked.answered_at_us:
+                        return True, NO_POSTING
+                    booked.answered_at_us, booked.seq = advice.answered_at_us, advice.seq
+                    return True, self._settle(known)
         book = self._book(digest, card, amount_minor)
         book.advices.append(advice)
         return False, self._settle(book)

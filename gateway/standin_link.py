@@ -143,9 +143,9 @@ class StandInFallback:
         *,
         maybe_reached_issuer: bool = False,
     ) -> pb.AuthorizeResponse:
-        # maybe_reached_issuer needs nothing more here: the decision is journaled and advised under
-        # the same request id, and the issuer books the advised decision, not its own late one
-        return await self._traced(request, cause, trace_context, rule=None)
+        # the decision is journaled and advised under the request's id, and the issuer books the
+        # advised decision, not its own late answer: a repeat's decision is advised again (engine)
+        return await self._traced(request, cause, trace_context, rule=None, again=maybe_reached_issuer)
 
     async def decline(
         self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
@@ -153,10 +153,16 @@ class StandInFallback:
         return await self._traced(request, cause, trace_context, rule=rule)
 
     async def _traced(
-        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str, rule: str | None
+        self,
+        request: pb.AuthorizeRequest,
+        cause: Reason,
+        trace_context: str,
+        rule: str | None,
+        *,
+        again: bool = False,
     ) -> pb.AuthorizeResponse:
         if self._tracer is None:
-            decision = await self._decide(request, cause, trace_context, rule)
+            decision = await self._decide(request, cause, trace_context, rule, again=again)
             return decline_91(request, cause) if decision is None else to_response(decision)
         with self._tracer.start_as_current_span(
             STANDIN_SPAN,
@@ -164,7 +170,7 @@ class StandInFallback:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            decision = await self._decide(request, cause, trace_context, rule)
+            decision = await self._decide(request, cause, trace_context, rule, again=again)
             if decision is None:
                 span.set_status(Status(StatusCode.ERROR, "stand-in could not decide: declined 91"))
                 return decline_91(request, cause)
@@ -183,12 +189,18 @@ class StandInFallback:
             return to_response(decision)
 
     async def _decide(
-        self, request: pb.AuthorizeRequest, cause: Reason, trace_context: str, rule: str | None
+        self,
+        request: pb.AuthorizeRequest,
+        cause: Reason,
+        trace_context: str,
+        rule: str | None,
+        *,
+        again: bool = False,
     ) -> StandInDecision | None:
         """The engine's decision, or None when it could not decide (the caller declines 91)."""
         sin = to_standin_request(request)
         if rule is None:
-            work = self.engine.decide(sin, cause, trace_context)
+            work = self.engine.decide(sin, cause, trace_context, maybe_reached_issuer=again)
         else:
             work = self.engine.decline(sin, cause, rule, trace_context)
         try:

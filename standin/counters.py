@@ -78,9 +78,16 @@ class RedisCounters:
         self._reverse: DurableScript = gate.script(lua.REVERSE)
 
     async def decide(
-        self, token: str, request: StandInRequest, digest: str, assessment: Assessment, proposal: Proposal
+        self,
+        token: str,
+        request: StandInRequest,
+        digest: str,
+        assessment: Assessment,
+        proposal: Proposal,
+        *,
+        again: bool = False,
     ) -> Outcome:
-        """Run the decision script.
+        """Run the decision script (`again`: a replay will be journaled again, see lua.DECIDE).
 
         Raises ReusedRequestIdError (the id was decided for other content) or StoreUnavailableError.
         """
@@ -113,6 +120,7 @@ class RedisCounters:
             "advice_rule": assessment.advised,
             "policy_version": proposal.policy_version,
             "currency": request.currency,
+            "again": "1" if again else "",
         }
         args = [named[name] for name in lua.DECIDE_ARGS]
 

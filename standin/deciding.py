@@ -101,9 +101,14 @@ class Decider:
         reason: Reason,
         trace_context: str,
         forced: StaticDecline | None = None,
+        *,
+        again: bool = False,
     ) -> StandInDecision:
         """Decide and record `request` (see the module docstring); `forced` declines whatever the limits.
 
+        `again`: an attempt for this request may have reached an issuer, which may answer it itself
+        (a late approval): a replayed decision is journaled again with its new answered_at, so the
+        issuer learns that this decision, not its own answer, was the acquirer's last.
         Raises ReusedRequestIdError.
         """
         policy = self.live.current
@@ -111,7 +116,7 @@ class Decider:
         if forced is not None:
             assessment = replace(assessment, decline=forced)
         return await self._decide(
-            request, reason, trace_context, assessment, approval_code="", version=policy.version
+            request, reason, trace_context, assessment, approval_code="", version=policy.version, again=again
         )
 
     async def advise(
@@ -142,13 +147,16 @@ class Decider:
         *,
         approval_code: str,
         version: int,
+        again: bool = False,
     ) -> StandInDecision:
         token = self.tokenizer.token(request.pan)
         digest = self.tokenizer.digest(request.content())
         key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
         proposal = self._proposal(assessment, reason, version, approval_code)
         if self.recovery.redis_up:
-            decided = await self._decide_in_redis(request, key, assessment, proposal, trace_context)
+            decided = await self._decide_in_redis(
+                request, key, assessment, proposal, trace_context, again=again
+            )
             if isinstance(decided, StandInDecision):
                 return decided
             assessment, proposal = decided
@@ -166,6 +174,8 @@ class Decider:
         assessment: Assessment,
         proposal: Proposal,
         trace_context: str,
+        *,
+        again: bool,
     ) -> StandInDecision | tuple[Assessment, Proposal]:
         """The fleet's decision, or (after a Redis failure) what the local decision should use."""
         token = key.card_token
@@ -178,7 +188,7 @@ class Decider:
             self.recovery.mark_down(exc)  # no card decision was asked: decide locally as planned
             return assessment, proposal
         try:
-            outcome = await self.counters.decide(token, request, key.digest, admitted, proposal)
+            outcome = await self.counters.decide(token, request, key.digest, admitted, proposal, again=again)
         except ReusedRequestIdError:
             await self.risk.budgets.release(held)
             raise
@@ -199,7 +209,15 @@ class Decider:
             )
             return lost, replace(fresh, supersedes=proposal.decision_id)
         decision, _ = await asyncio.gather(
-            self._journal(request, key, admitted, outcome, trace_context, version=proposal.policy_version),
+            self._journal(
+                request,
+                key,
+                admitted,
+                outcome,
+                trace_context,
+                version=proposal.policy_version,
+                again=again and not outcome.fresh,
+            ),
             self.risk.settle(held, outcome, proposal.decision_id),
         )
         return decision
@@ -231,16 +249,33 @@ class Decider:
         trace_context: str,
         *,
         version: int,
+        again: bool = False,
     ) -> StandInDecision:
-        """Append a Redis-counted decision to the stream, or failing that to the local journal."""
+        """Append a Redis-counted decision to the stream, or failing that to the local journal.
+
+        `again`: a replay, appended once more with its new answered_at ("again" = "1" in the entry;
+        settlement sends it even though the decision id is settled). If that append fails, the
+        decision is already journaled and nothing more is recorded: the issuer then keeps the
+        earlier answered_at (logged; the card's unadvised count stays one high, the safe side).
+        """
         decision = outcome.decision(request.request_id, JournalKind.REDIS, version)
         fields = self._fields(request, decision, key.card_token, trace_context)
+        once_per = ""
+        if again:
+            fields["again"] = "1"
+            once_per = f"{decision.decision_id}@{outcome.answered_ms}"
         with journal_span(self.tracer, JournalKind.REDIS.value) as span:
             try:
-                await self.stream.append(key.card_token, decision.decision_id, fields)
+                await self.stream.append(key.card_token, decision.decision_id, fields, once_per=once_per)
             except StoreUnavailableError as exc:
                 span_failed(span, exc)
                 self.recovery.mark_down(exc)
+                if again:
+                    log.warning(
+                        "decision %s given again to request %s, not journaled again: %s",
+                        decision.decision_id, request.request_id, exc,
+                    )  # fmt: skip
+                    return decision
             else:
                 return decision
         decision = replace(decision, journal=JournalKind.SQLITE)

@@ -341,30 +341,40 @@ class StandIn:
     # -- deciding and reversing -------------------------------------------------------------------
 
     async def decide(
-        self, request: StandInRequest, reason: Reason, trace_context: str = ""
+        self,
+        request: StandInRequest,
+        reason: Reason,
+        trace_context: str = "",
+        *,
+        maybe_reached_issuer: bool = False,
     ) -> StandInDecision:
         """Decide `request` in stand-in; the decision is durably journaled before it is returned.
 
         Args:
             reason: why the gateway asked stand-in.
             trace_context: W3C traceparent of the authorization, stored with the journal entry.
+            maybe_reached_issuer: an attempt for this request may have reached an issuer (which may
+                answer it late): a decision given again (a repeat) is journaled again with its new
+                answered_at, so the issuer's book ends with it rather than its own late answer.
 
         Raises ClosedError when the engine is not running, ReusedRequestIdError for a request id
         decided before for other content; every other failure becomes a 91 decline.
         """
         async with self._running():
-            return await self._decider.decide(request, reason, trace_context)
+            return await self._decider.decide(request, reason, trace_context, again=maybe_reached_issuer)
 
     async def decline(
         self, request: StandInRequest, reason: Reason, rule: str, trace_context: str = ""
     ) -> StandInDecision:
-        """Record a 91 the gateway gives by itself (the request's earlier decision, if any, wins).
+        """Record a 91 the gateway gives by itself after an attempt that may have reached an issuer
+        (the request's earlier decision, if any, wins, and is journaled again as decide()'s
+        maybe_reached_issuer says).
 
         Raises ClosedError and ReusedRequestIdError like decide().
         """
         forced = StaticDecline(rule, ResponseCode.ISSUER_UNAVAILABLE)
         async with self._running():
-            return await self._decider.decide(request, reason, trace_context, forced=forced)
+            return await self._decider.decide(request, reason, trace_context, forced=forced, again=True)
 
     async def advise(
         self,

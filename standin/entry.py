@@ -31,6 +31,10 @@ A decision (`entry` absent or "decision"):
     trace_context           W3C traceparent of the authorization ("" if none)
     policy_version          the stand-in policy version that decided (0: the policy file;
                             absent in entries written before it: read as 0)
+    again                   "1" when the decision was given again (a repeat answered from its
+                            record after an attempt that may have reached an issuer): an entry
+                            of a decision already journaled, with the later answered_at; sent to
+                            the issuer even when that decision id is settled (absent: "")
 
 A reversal (`entry` = "reversal"), forwarded to the issuer in the card's order:
 
@@ -144,6 +148,11 @@ def entry_kind(fields: RawFields) -> str:
     """DECISION or REVERSAL."""
     f = _text_fields(fields)
     return f.get("entry", DECISION)
+
+
+def given_again(fields: RawFields) -> bool:
+    """The entry of a decision given again (`again`): advised even if its decision id is settled."""
+    return _text_fields(fields).get("again") == "1"
 
 
 def with_decision(fields: dict[str, str], decision: StandInDecision, keyring: PanKeyring) -> dict[str, str]:

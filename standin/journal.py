@@ -140,10 +140,13 @@ class StreamJournal:
                 oldest = first_ms
         return StreamBacklog(entries, pending, oldest, dead)
 
-    async def append(self, card_token: str, decision_id: str, fields: Mapping[str, str]) -> tuple[str, bool]:
-        """Append `fields` once per decision id; returns (stream id, whether this call appended it)."""
+    async def append(
+        self, card_token: str, decision_id: str, fields: Mapping[str, str], *, once_per: str = ""
+    ) -> tuple[str, bool]:
+        """Append `fields` once per decision id (or once per `once_per`, when given: a decision
+        journaled again); returns (stream id, whether this call appended it)."""
         partition = keys.partition_of(card_token, self.partitions)
-        script_keys = [keys.stream_key(partition), keys.dedupe_key(partition, decision_id)]
+        script_keys = [keys.stream_key(partition), keys.dedupe_key(partition, once_per or decision_id)]
         flat = [item for pair in fields.items() for item in pair]
         args: list[str | int] = [
             self._dedupe_ttl_ms,

@@ -88,6 +88,7 @@ DECIDE_ARGS = (
     "advice_rule",
     "policy_version",
     "currency",
+    "again",
 )
 
 
@@ -105,7 +106,9 @@ DECIDE = (
 -- counted whatever the card status, a held reversal, the static rule or the window say, and it
 -- supersedes an earlier decline of the same request (the merchant forced it after that answer);
 -- currency: a known balance in the transaction's currency caps an approval at the balance minus the
--- stand-in approvals since it was reported (51 balance.available)
+-- stand-in approvals since it was reported (51 balance.available); again ('1' or ''): a replay will be
+-- journaled again with its new answered_at (an attempt may have reached an issuer meanwhile), so it
+-- counts one more unadvised entry
 """
     + _NOW
     + _named_args(DECIDE_ARGS)
@@ -121,6 +124,10 @@ if earlier[2] then
     earlier[10] = tostring(now)
     earlier[1] = 0
     earlier[11] = redis.call('HMGET', KEYS[1], 'policy_version')[1] or ''  -- HMGET: the ACL's command
+    if again ~= '' then  -- journaled again with this answered_at: one more entry to acknowledge
+      redis.call('INCR', KEYS[5])
+      redis.call('PEXPIRE', KEYS[5], unadvised_ttl_ms)
+    end
     return earlier
   end
 end

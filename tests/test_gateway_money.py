@@ -32,7 +32,7 @@ from standin import StandInError
 from standin.balances import BalanceSettings
 from standin.types import Reason
 from tests.gateway_fixtures import auth_request
-from tests.helpers import PAN_VISA
+from tests.helpers import PAN_VISA, assert_eventually
 
 PAN_100 = "4000000000009995"  # the simulator's card with 100.00 available: 51 above that
 _ids = itertools.count()
@@ -113,6 +113,34 @@ async def test_attempts_cut_short_by_the_client_count_against_no_issuer(
     assert primary.health.verdict is PoolVerdict.OK
     assert primary.ejected_count(time.monotonic()) == 0
     assert not gateway.standin_mode.active
+
+
+async def test_a_repeat_given_the_stand_in_decision_again_is_advised_again(
+    sims: dict[str, ManagedProcess], stub: pb_grpc.AuthorizationStub
+) -> None:
+    """The issuer answers after the client's deadline: each send is a 91 from stand-in while the issuer
+    approves late. The repeat is forwarded after the first 91's answered_at, so the issuer's own answer
+    to it would win unless the 91, given again, is advised again with its later answered_at: the book
+    must end at 0 (chaos-money counted these as declines debited)."""
+    async with SimControl(sims["a1"].address) as ctl:
+        await ctl.set_faults(latency_ms=250)
+    req = auth_request(request_id=_rid())
+    answers = [await stub.Authorize(req, timeout=0.15) for _ in range(2)]
+    assert {(a.response_code, a.standin_reason) for a in answers} == {("91", pb.CLIENT_DEADLINE)}
+    assert answers[0].decision_id == answers[1].decision_id  # the repeat: the recorded decision again
+
+    async def settled_at_zero() -> None:
+        async with SimControl(sims["a1"].address) as ctl:
+            ledger = await ctl.books()
+        books = [b for b in ledger.books if b.request_id == req.request_id]
+        assert len(books) == 1, books
+        book = books[0]
+        assert book.own.response_code == "00", book  # the issuer approved both sends, too late
+        assert [a.decision_id for a in book.advices] == [answers[0].decision_id], book
+        assert book.advices[0].received >= 2, book  # advised again, with the repeat's answered_at
+        assert book.final_minor == 0, book  # what the acquirer was told last: 91
+
+    await assert_eventually(settled_at_zero, timeout_s=20.0, interval_s=0.3)
 
 
 async def test_a_reused_request_id_is_refused_in_stand_in(
@@ -197,7 +225,9 @@ class _SlowEngine:
         self.finished: list[str] = []
         self.balance_settings = BalanceSettings()  # the fallback sizes its balance queue from it
 
-    async def decide(self, request: Any, reason: Any, trace_context: str = "") -> Any:
+    async def decide(
+        self, request: Any, reason: Any, trace_context: str = "", *, maybe_reached_issuer: bool = False
+    ) -> Any:
         await asyncio.sleep(0.05)
         self.finished.append(request.request_id)
         raise StandInError("recorded; the answer itself does not matter here")

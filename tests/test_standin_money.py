@@ -29,7 +29,7 @@ from standin import JournalKind, Reason, RedisSettings, ResponseCode
 from standin.counters import RedisCounters
 from standin.deciding import REPLY_LOST_RULE
 from standin.errors import ReusedRequestIdError
-from standin.keys import idempotency_key
+from standin.keys import idempotency_key, unadvised_key
 from standin.outcome import Outcome, Proposal
 from standin.redis_io import RedisGate
 from standin.rules import assess
@@ -129,6 +129,34 @@ async def test_a_reused_request_id_with_other_content_is_refused(redis_port: int
     entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
     await r.aclose()
     assert [f["amount_minor"] for f in entries] == ["100"]
+
+
+async def test_a_decision_given_again_after_an_issuer_attempt_is_journaled_again(
+    redis_port: int, tmp_path: Path
+) -> None:
+    """A plain repeat is answered from the record, journaled once; a repeat after an attempt that may
+    have reached an issuer is journaled again (again = 1, its later answered_at) and counted once more
+    as unadvised, since settlement decrements that count for every entry the issuer acknowledges."""
+    first = request(luhn_pan("4991"), amount_minor=100)
+    async with engine(redis_port, tmp_path / "l.db") as e:
+        decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        plain = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        await asyncio.sleep(0.01)  # answered_at has millisecond resolution
+        again = await e.decide(first, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
+    assert decided.decision_id == plain.decision_id == again.decision_id
+    r = client(redis_port)
+    try:
+        entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
+        token = CardTokenizer(TOKEN_KEY).token(first.pan)
+        unadvised = await r.get(unadvised_key(token))
+    finally:
+        await r.aclose()
+    assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
+        (decided.decision_id, ""),
+        (decided.decision_id, "1"),
+    ]
+    assert entries[1]["answered_at"] > entries[0]["answered_at"]
+    assert unadvised in ("2", b"2")
 
 
 async def test_the_same_request_id_of_another_acquirer_is_another_request(

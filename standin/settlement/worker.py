@@ -43,6 +43,7 @@ from opentelemetry.trace import Tracer
 from authgw.tasks import stop_then_cancel
 from standin.counters import UnadvisedCounter
 from standin.crypto import PanKeyring
+from standin.entry import given_again
 from standin.errors import ClosedError, StandInError
 from standin.journal import StreamJournal
 from standin.redis_config import RedisRole
@@ -376,10 +377,14 @@ class Settlement:
         batch = BatchResult()
         advices = self._dispatcher.decode(partition, entries, batch)
         now_ms = int(self._wall_clock() * 1000)
-        known = await self._store.settled_ids(partition, [a.decision_id for a in advices], now_ms)
-        batch.settled += [settled_record(a, "already") for a in advices if a.decision_id in known]
+        # a decision given again carries a later answered_at the issuer has not seen: sent even if settled
+        again = {e.stream_id for e in entries if given_again(e.fields)}
+        ids = [a.decision_id for a in advices if a.stream_id not in again]
+        known = await self._store.settled_ids(partition, ids, now_ms)
+        already = [a for a in advices if a.decision_id in known and a.stream_id not in again]
+        batch.settled += [settled_record(a, "already") for a in already]
         await self._dispatcher.run(
-            [a for a in advices if a.decision_id not in known],
+            [a for a in advices if a.decision_id not in known or a.stream_id in again],
             {entry.stream_id: entry.fields for entry in entries},
             batch,
             may_send=lambda: self._may_send(partition, stop),
