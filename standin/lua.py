@@ -209,6 +209,7 @@ return record
 #                the same outcome): advise that one instead (it may never have been journaled: a
 #                lost reply), built from this one's content; with the same outcome told later
 #                than the record says, the record's answered_at moves to this one's (as a replay)
+#                and the card's unadvised count grows by one: migrate.py journals it again
 ABSORB = """
 -- KEYS[1] record  KEYS[2] spend zset of the kind  KEYS[3] unadvised counter
 -- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] spend member ('' = declined)
@@ -261,6 +262,10 @@ if earlier_approved == this_approved then
   -- decision told in between (another gateway's) does not win over what the acquirer heard last.
   if later then
     redis.call('HSET', KEYS[1], 'answered_at_ms', ARGV[6], 'answered_by', ARGV[12])
+    -- journaled again with this answered_at (migrate.py): one more entry to acknowledge (if the
+    -- record's decision was never journaled, this over-counts by one: the safe side)
+    redis.call('INCR', KEYS[3])
+    redis.call('PEXPIRE', KEYS[3], ARGV[11])
   end
 end
 if earlier_approved == this_approved or not later then

@@ -133,6 +133,15 @@ class BacklogMover:
             )
             kept = result.kept.decision(entry.request_id, JournalKind.REDIS)
             fields = with_decision(entry.fields, kept, self._keyring)
+            if result.kept.answered_ms == outcome.answered_ms:
+                # ABSORB moved the kept decision's answered_at to this one's (the same outcome, told
+                # later): journaled again, so the issuer learns it was the acquirer's last answer
+                fields["again"] = "1"
+                once_per = f"{kept.decision_id}@{outcome.answered_ms}"
+                stream_id, _ = await self._journal.append(
+                    entry.card_token, kept.decision_id, fields, once_per=once_per
+                )
+                return stream_id, result.status
         elif self._budgets is not None and result.status != "same" and outcome.response_code.approved:
             # approved here while Redis was away: the fleet's exposure counts it too
             await self._budgets.absorb(entry.card_token, fields, entry.amount_minor, outcome.decided_at_ms)

@@ -25,7 +25,7 @@ from test_standin_support import (
 )
 
 from chaos.processes import ManagedProcess, free_port, start_redis
-from standin import JournalKind, Reason, RedisSettings, ResponseCode
+from standin import JournalKind, Reason, RedisSettings, ResponseCode, WindowLimit
 from standin.counters import RedisCounters
 from standin.deciding import REPLY_LOST_RULE
 from standin.errors import ReusedRequestIdError
@@ -154,6 +154,39 @@ async def test_a_decision_given_again_after_an_issuer_attempt_is_journaled_again
     assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
         (decided.decision_id, ""),
         (decided.decision_id, "1"),
+    ]
+    assert entries[1]["answered_at"] > entries[0]["answered_at"]
+    assert unadvised in ("2", b"2")
+
+
+async def test_a_repeat_declined_again_locally_is_journaled_again_when_moved(tmp_path: Path) -> None:
+    """Declined in Redis (advised), the repeat declined again locally while Redis is away: when the
+    local decision moves, ABSORB keeps the Redis decision and moves its answered_at to the repeat's,
+    and that decision is journaled again (again = 1) with the later answered_at, counted unadvised."""
+    port = free_port()
+    over = request(luhn_pan("4992"), amount_minor=6_000)  # above the 50.00 window: 61 wherever decided
+    pol = policy(purchase=WindowLimit(5_000, 5))
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+    try:
+        async with engine(port, tmp_path / "l.db", pol=pol, redis_settings=IMPATIENT) as e:
+            in_redis = await e.decide(over, Reason.ALL_POOLS_FAILED)
+            await asyncio.to_thread(redis.stop)
+            local = await e.decide(over, Reason.ALL_POOLS_FAILED)
+            redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+            await e.move_backlog()
+        assert (in_redis.journal, local.journal) == (JournalKind.REDIS, JournalKind.SQLITE)
+        assert in_redis.response_code == local.response_code == ResponseCode.EXCEEDS_AMOUNT_LIMIT
+        r = client(port)
+        try:
+            entries = [f for f in await stream_entries(r) if f["request_id"] == over.request_id]
+            unadvised = await r.get(unadvised_key(CardTokenizer(TOKEN_KEY).token(over.pan)))
+        finally:
+            await r.aclose()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
+        (in_redis.decision_id, ""),
+        (in_redis.decision_id, "1"),
     ]
     assert entries[1]["answered_at"] > entries[0]["answered_at"]
     assert unadvised in ("2", b"2")
