@@ -114,7 +114,7 @@ def _g(key: str, commands: str, access: str = "~", *, scripted: bool = False) ->
 
 
 _STANDIN = (
-    # lua.DECIDE / ABSORB / REVERSE / APPEND, the journal's groups and depth (journal.py),
+    # lua.DECIDE / ABSORB / REVERSE / APPEND / UNADVISED_ADD, the journal's groups and depth (journal.py),
     # card statuses synced into the local journal (cardstatus.py: HSCAN of the index).
     _g(STATUS, "get", "%R~", scripted=True),
     _g(REQUEST, "hmget hset pexpire", scripted=True),

@@ -76,6 +76,16 @@ class RedisCounters:
         self._decide: DurableScript = gate.script(lua.DECIDE)
         self._absorb: DurableScript = gate.script(lua.ABSORB)
         self._reverse: DurableScript = gate.script(lua.REVERSE)
+        self._unadvised_add: DurableScript = gate.script(lua.UNADVISED_ADD)
+
+    async def count_unadvised(self, token: str) -> None:
+        """One more entry of the card's to acknowledge (raises StoreUnavailableError)."""
+
+        async def op() -> int:
+            reply: int = await self._unadvised_add(keys=[keys.unadvised_key(token)], args=[self._idem_ttl_ms])
+            return reply
+
+        await self._gate.call("unadvised add", op)
 
     async def decide(
         self,

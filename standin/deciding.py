@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 
 UNRECORDED_RULE = "journal.unavailable"
 REPLY_LOST_RULE = "redis.reply_lost"
+REUSED_RULE = "request_id.reused"  # the declined advice of a reused id's content (refused_reuse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,39 @@ class Decider:
             self.risk.settle(held, outcome, proposal.decision_id),
         )
         return decision
+
+    async def refused_reuse(self, request: StandInRequest, reason: Reason, trace_context: str) -> None:
+        """`request` reuses a request id for other content and is refused, after an attempt that may
+        have reached an issuer, which may then hold an approval of this content: journal a declined
+        decision of this content (94, request_id.reused; a new id, the request's record untouched)
+        so settlement advises it and the issuer releases what it holds for this content (an advice
+        of other content gets a book of its own there). Best effort: if Redis cannot take it, it is
+        logged and nothing is recorded (the local journal keys decisions by request)."""
+        token = self.tokenizer.token(request.pan)
+        decision = StandInDecision(
+            decision_id=new_decision_id(),
+            request_id=request.request_id,
+            approved=False,
+            response_code=ResponseCode.DUPLICATE_TRANSMISSION,
+            approval_code="",
+            rule=REUSED_RULE,
+            risk_tier="",
+            reason=reason,
+            decided_at=datetime.fromtimestamp(self.now_ms() / 1000, UTC),
+            gateway_instance=self.instance,
+            journal=JournalKind.REDIS,
+            policy_version=self.live.current.version,
+        )
+        fields = self._fields(request, decision, token, trace_context)
+        try:
+            await self.counters.count_unadvised(token)  # first: a failed append over-counts (safe side)
+            await self.stream.append(token, decision.decision_id, fields)
+        except StoreUnavailableError as exc:
+            self.recovery.mark_down(exc)
+            log.warning(
+                "request %s reused its id after an attempt that may have reached an issuer; "
+                "its declined advice is not journaled: %s", request.request_id, exc,
+            )  # fmt: skip
 
     def _proposal(
         self, assessment: Assessment, reason: Reason, version: int, approval_code: str = ""

@@ -376,6 +376,12 @@ class StandIn:
         async with self._running():
             return await self._decider.decide(request, reason, trace_context, forced=forced, again=True)
 
+    async def refused_reuse(self, request: StandInRequest, reason: Reason, trace_context: str = "") -> None:
+        """`request` was refused as a reused request id after an attempt that may have reached an
+        issuer: journal a declined advice of its content (deciding.py). Raises ClosedError."""
+        async with self._running():
+            await self._decider.refused_reuse(request, reason, trace_context)
+
     async def advise(
         self,
         request: StandInRequest,

@@ -37,6 +37,7 @@ __all__ = [
     "DECIDE_ARGS",
     "RECORD_FIELDS",
     "REVERSE",
+    "UNADVISED_ADD",
     "UNADVISED_DONE",
 ]
 
@@ -382,6 +383,14 @@ return now
 )
 
 # The issuer acknowledged one of the card's journal entries.
+# One more journal entry of the card to acknowledge (an entry appended without DECIDE: deciding.py).
+UNADVISED_ADD = """
+-- KEYS[1] unadvised counter  ARGV[1] ttl ms
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+
 UNADVISED_DONE = """
 -- KEYS[1] unadvised counter
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from chaos.experiment import run_experiment
+from chaos.experiment import Experiment, run_experiment
 from chaos.experiments import build
 from chaos.experiments_money import AVAILABILITY_OUTSIDE
 from chaos.verify import FIGURES
@@ -32,7 +32,10 @@ REUSED_REFUSED = "reused request_ids refused ALREADY_EXISTS"
 
 
 async def _run(name: str, tmp_path: Path) -> dict[str, Any]:
-    exp = dataclasses.replace(build(name, SCALE), rate_per_s=RATE_PER_S)
+    return await _start(dataclasses.replace(build(name, SCALE), rate_per_s=RATE_PER_S), tmp_path)
+
+
+async def _start(exp: Experiment, tmp_path: Path) -> dict[str, Any]:
     with (tmp_path / "console.txt").open("w") as out:
         console = Console(file=out, width=130)
         return await run_experiment(exp, tmp_path / "topology", console, tmp_path / "reports")
@@ -118,9 +121,19 @@ async def test_chaos_gateway_crash(tmp_path: Path) -> None:
     _assert_money_safe(await _run("gateway-crash", tmp_path))
 
 
-async def test_chaos_money(tmp_path: Path) -> None:
-    """Every money fault at once across two gateways (issuers approving after the attempt timeout, then
-    a total outage; repeats, reused ids, reversals, cancels, short deadlines): each book ends at A,
-    posted once. A repeat answered again from stand-in after the slow issuer approved it late was
-    debited (declines_debited 3 in this run at 150/s before the decision was advised again)."""
-    _assert_money_safe(await _run("money", tmp_path), REUSED_REFUSED)
+async def test_chaos_money_without_reused_ids(tmp_path: Path) -> None:
+    """Every money fault but reused ids at once, across two gateways (issuers approving after the
+    attempt timeout, then a total outage; repeats, reversals, cancels, 50 ms-2 s deadlines): each
+    book ends at A, posted once. A repeat answered again from stand-in after the slow issuer approved
+    it late was debited before its decision was advised again (3 declines debited in one run at
+    150/s). Reused ids are left out: their open cases (README "Reused request ids") are the strict
+    xfail above, and here they would mask what this test guards."""
+    exp = build("money", SCALE)
+    exp = dataclasses.replace(
+        exp, rate_per_s=RATE_PER_S, behaviour=dataclasses.replace(exp.behaviour, reuse_share=0.0)
+    )
+    report = await _start(exp, tmp_path)
+    settlement = report["settlement"]
+    assert {name: settlement[name] for name in FIGURES} == dict.fromkeys(FIGURES, 0), settlement["examples"]
+    assert settlement["journaled"] > 0 and settlement["reversals_acked"] == settlement["reversals_sent"] > 0
+    assert _failed(report) == []

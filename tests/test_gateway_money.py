@@ -158,6 +158,41 @@ async def test_a_reused_request_id_is_refused_in_stand_in(
     assert (again.decision_id, again.approval_code) == (first.decision_id, first.approval_code)
 
 
+async def test_a_reused_id_refused_after_reaching_the_issuer_is_released_there(
+    gateway: Gateway, sims: dict[str, ManagedProcess], stub: pb_grpc.AuthorizationStub
+) -> None:
+    """Stand-in approved 1.00 under an id (not yet advised: the issuers refuse advices for now). The
+    same id for 2.00 at another MCC goes to the slow primary, which approves it after the client's
+    deadline: stand-in then refuses it (ALREADY_EXISTS), and the issuer must not keep that approval.
+    A declined advice of the reused content (94) brings its book to 0; the original's stays 1.00."""
+    gateway.mode = Mode.FORCE_STANDIN
+    rid = _rid()
+    first = await stub.Authorize(auth_request(request_id=rid, amount_minor=100), timeout=2)
+    assert (first.source, first.response_code) == (pb.STAND_IN, "00")
+    for member in ("a1", "b1"):  # the original's advice must not reach an issuer before the reuse
+        async with SimControl(sims[member].address) as ctl:
+            await ctl.set_faults(latency_ms=250 if member == "a1" else 0, advise_reject_rate=1.0)
+    gateway.mode = Mode.AUTO
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Authorize(auth_request(request_id=rid, amount_minor=200, mcc="5812"), timeout=0.15)
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    await asyncio.sleep(0.5)  # the primary has booked the reuse (250 ms late)
+    for member in ("a1", "b1"):
+        async with SimControl(sims[member].address) as ctl:
+            await ctl.set_faults()
+
+    async def released() -> None:
+        async with SimControl(sims["a1"].address) as ctl:
+            ledger = await ctl.books()
+        books = {b.amount_minor: b for b in ledger.books if b.request_id == rid}
+        assert set(books) == {100, 200}, books
+        assert books[200].own.response_code == "00", books[200]  # the issuer approved the reuse
+        assert [a.response_code for a in books[200].advices] == ["94"], books[200]
+        assert (books[200].final_minor, books[100].final_minor) == (0, 100), books
+
+    await assert_eventually(released, timeout_s=20.0, interval_s=0.3)
+
+
 async def test_a_reversal_of_a_stand_in_approval_is_applied(
     gateway: Gateway, stub: pb_grpc.AuthorizationStub
 ) -> None:
