@@ -176,7 +176,7 @@ async def _compare(rate: int, seconds: float, rounds: int, workdir: Path, consol
             await asyncio.to_thread(topo.stop)
     table = Table(
         title=f"stand-in decisions at {rate}/s, {rounds} interleaved rounds of {seconds:.0f} s "
-        "(median [min-max])"
+        "(median, min-max in brackets)"
     )
     for col in ("policy", "answered/s", "failed", "p50 ms", "p99 ms", "redis cmds/dec", "evalsha/dec"):
         table.add_column(col, justify="right")
