@@ -304,7 +304,13 @@ class Topology:
         roles = [arg for pool in self.spec.pools for arg in ("--pool", pool)]
         roles += [arg for i in range(3) for arg in ("--gateway", f"gw-{i + 1}")]
         roles += ["--operator", "operator", "--operator", "operator2", "--reader", "authgw-settle"]
-        out = run_authgw(["etcd-auth", *self.etcd_args("etcd-root"), *roles])
+        # idempotent; a cluster just started may still be electing (make chaos once saw etcd-down's
+        # three members not answer RoleList in time): tried three times, 2 s apart
+        for attempt in range(3):
+            out = run_authgw(["etcd-auth", *self.etcd_args("etcd-root"), *roles])
+            if out.returncode == 0 or "did not answer in time" not in out.stderr or attempt == 2:
+                break
+            time.sleep(2.0)
         if out.returncode != 0:
             raise ProcessError(f"authgw etcd-auth failed: {out.stderr.strip()[-500:]}")
 
