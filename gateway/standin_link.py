@@ -22,7 +22,6 @@ leave an approval on record that the cardholder never received.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -151,8 +150,7 @@ class StandInFallback:
     async def decline(
         self, request: pb.AuthorizeRequest, cause: Reason, rule: str, trace_context: str = ""
     ) -> pb.AuthorizeResponse:
-        # only after an attempt that may have reached an issuer (Fallback.decline)
-        return await self._traced(request, cause, trace_context, rule=rule, again=True)
+        return await self._traced(request, cause, trace_context, rule=rule)  # engine.decline: again
 
     async def _traced(
         self,
@@ -208,9 +206,6 @@ class StandInFallback:
         try:
             return await self._shielded(work)
         except ReusedRequestIdError as exc:
-            if again:  # the issuer may hold an approval of this content: it gets a declined advice
-                with contextlib.suppress(StandInError):  # a closed engine: logged by the engine's close
-                    await self._shielded(self.engine.refused_reuse(sin, cause, trace_context))
             raise RequestRefused(request.request_id) from exc
         except StandInError as exc:  # closed engine (shutdown) or a bug's guard: never an approval
             log.warning("stand-in could not decide request_id=%s: %s", request.request_id, exc)

@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 UNRECORDED_RULE = "journal.unavailable"
 REPLY_LOST_RULE = "redis.reply_lost"
-REUSED_RULE = "request_id.reused"  # the declined advice of a reused id's content (refused_reuse)
+REUSED_RULE = "request_id.reused"  # the declined advice of a reused id's content (_refused_reuse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +109,28 @@ class Decider:
 
         `again`: an attempt for this request may have reached an issuer, which may answer it itself
         (a late approval): a replayed decision is journaled again with its new answered_at, so the
-        issuer learns that this decision, not its own answer, was the acquirer's last.
+        issuer learns that this decision, not its own answer, was the acquirer's last; a reused
+        request id is refused after journaling a declined advice of its content (_refused_reuse).
         Raises ReusedRequestIdError.
         """
         policy = self.live.current
         assessment = assess(policy.policy, request)
         if forced is not None:
             assessment = replace(assessment, decline=forced)
-        return await self._decide(
-            request, reason, trace_context, assessment, approval_code="", version=policy.version, again=again
-        )
+        try:
+            return await self._decide(
+                request,
+                reason,
+                trace_context,
+                assessment,
+                approval_code="",
+                version=policy.version,
+                again=again,
+            )
+        except ReusedRequestIdError:
+            if again:  # the issuer may hold an approval of this content
+                await self._refused_reuse(request, reason, trace_context)
+            raise
 
     async def advise(
         self, request: StandInRequest, kind: AcquirerAdviceKind, approval_code: str, trace_context: str
@@ -223,7 +235,7 @@ class Decider:
         )
         return decision
 
-    async def refused_reuse(self, request: StandInRequest, reason: Reason, trace_context: str) -> None:
+    async def _refused_reuse(self, request: StandInRequest, reason: Reason, trace_context: str) -> None:
         """`request` reuses a request id for other content and is refused, after an attempt that may
         have reached an issuer, which may then hold an approval of this content: journal a declined
         decision of this content (94, request_id.reused; a new id, the request's record untouched)

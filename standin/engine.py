@@ -355,7 +355,8 @@ class StandIn:
             trace_context: W3C traceparent of the authorization, stored with the journal entry.
             maybe_reached_issuer: an attempt for this request may have reached an issuer (which may
                 answer it late): a decision given again (a repeat) is journaled again with its new
-                answered_at, so the issuer's book ends with it rather than its own late answer.
+                answered_at, so the issuer's book ends with it rather than its own late answer;
+                a reused request id gets a declined advice of its content before it is refused.
 
         Raises ClosedError when the engine is not running, ReusedRequestIdError for a request id
         decided before for other content; every other failure becomes a 91 decline.
@@ -375,12 +376,6 @@ class StandIn:
         forced = StaticDecline(rule, ResponseCode.ISSUER_UNAVAILABLE)
         async with self._running():
             return await self._decider.decide(request, reason, trace_context, forced=forced, again=True)
-
-    async def refused_reuse(self, request: StandInRequest, reason: Reason, trace_context: str = "") -> None:
-        """`request` was refused as a reused request id after an attempt that may have reached an
-        issuer: journal a declined advice of its content (deciding.py). Raises ClosedError."""
-        async with self._running():
-            await self._decider.refused_reuse(request, reason, trace_context)
 
     async def advise(
         self,
