@@ -93,6 +93,13 @@ class BudgetExposure:
     period_s: float
 
 
+def _shards_of(token: str, budget: ExposureBudget) -> list[int]:
+    """The shards a card's reservation may be on, in the order reserve tries them: its own, then
+    up to SPILL_SHARDS next ones (release after a reversal tries the same)."""
+    home = keys.budget_shard_of(token, budget.shards)
+    return [(home + i) % budget.shards for i in range(min(1 + SPILL_SHARDS, budget.shards))]
+
+
 class ExposureBudgets:
     """Reserves and releases on the budgets' shards (see the module docstring)."""
 
@@ -131,10 +138,9 @@ class ExposureBudgets:
     async def _reserve_one(
         self, token: str, budget: ExposureBudget, member: str, amount: int
     ) -> Reservation | None:
-        home = keys.budget_shard_of(token, budget.shards)
         period_ms = int(budget.period.total_seconds() * 1000)
-        for i in range(min(1 + SPILL_SHARDS, budget.shards)):
-            reservation = Reservation(budget.name, (home + i) % budget.shards, member)
+        for shard in _shards_of(token, budget):
+            reservation = Reservation(budget.name, shard, member)
 
             async def op(r: Reservation = reservation) -> int:
                 reply: int = await self._reserve(
@@ -179,9 +185,8 @@ class ExposureBudgets:
         """
         before, after = released
         for budget in self._policy().exposure_budgets:
-            home = keys.budget_shard_of(token, budget.shards)
-            for i in range(min(1 + SPILL_SHARDS, budget.shards)):
-                shard_keys = list(keys.budget_keys(budget.name, (home + i) % budget.shards))
+            for shard in _shards_of(token, budget):
+                shard_keys = list(keys.budget_keys(budget.name, shard))
 
                 async def op(k: list[str] = shard_keys) -> int:
                     reply: int = await self._release(keys=k, args=[before, after])
