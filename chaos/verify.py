@@ -300,7 +300,8 @@ def _unsettled(
     acked = [r for r in sent if r.acked]
     if len(acked) < len(sent):
         left.append(f"reversals acknowledged {len(acked)}/{len(sent)}")
-    # A stand-in's NO_EFFECT (of a decline, or already reversed as low) is recorded nowhere.
+    # A stand-in's NO_EFFECT may be recorded nowhere (already reversed as low); one of a decline is
+    # forwarded, but the gateways' journals read empty say it was (gateway_backlog below).
     due = [r for r in acked if not (r.source == "STAND_IN" and r.status == "NO_EFFECT")]
     due_booked = sum(1 for r in due if r.reversal_id in booked)
     if due_booked < len(due):

@@ -35,6 +35,7 @@ _STATUS = {
     ReversalStatus.APPLIED: pb.APPLIED,
     ReversalStatus.STORED: pb.STORED,
     ReversalStatus.NO_EFFECT: pb.NO_EFFECT,
+    ReversalStatus.DECLINED: pb.NO_EFFECT,  # of a decline: no effect for the acquirer (journaled)
 }
 
 

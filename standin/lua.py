@@ -300,7 +300,8 @@ return {1, id}
 #   'applied'    a stand-in approval reduced to the final amount (its window released): journal it;
 #                followed by the approval's window member before and after ('' = gone), which the
 #                exposure budgets rewrite alike (exposure.py)
-#   'no_effect'  the original was declined, or already at this amount or lower
+#   'no_effect'  the original is already at this amount or lower
+#   'declined'   the original was declined: no effect, but journaled (types.ReversalStatus.DECLINED)
 #   'stored'     no stand-in decision for the original: recorded, held (an original arriving later
 #                in stand-in is declined) and queued behind the card's unadvised entries: journal it
 #   'forward'    no stand-in decision and nothing of the card waits: send it to the issuer now
@@ -337,8 +338,7 @@ if not o[1] then
   return queue('stored')
 end
 if o[1] ~= '00' then
-  remember('no_effect')
-  return {'no_effect', ARGV[2]}
+  return queue('declined')
 end
 local txn = tonumber(o[2] or '0')
 local current = txn

@@ -4,6 +4,8 @@
       ├─ Redis up:   REVERSE script (lua.py), idempotent by (acquirer, reversal id):
       │                the original is a stand-in decision   → applied (window released, and its
       │                                                        exposure budget reservation) or no effect
+      │                it is a stand-in decline              → declined: no effect, journaled all the
+      │                                                        same (a merge may still approve it)
       │                it is not, and the card has entries   → stored: held for a late original,
       │                the issuer has not acknowledged          journaled behind those entries
       │                nothing of the card waits (store off) → FORWARD: the caller sends it to the
@@ -42,7 +44,7 @@ from standin.types import JournalKind, ReversalOutcome, ReversalStatus, StandInR
 
 __all__ = ["Reverser", "new_reversal_entry_id"]
 
-_JOURNALED = frozenset({ReversalStatus.APPLIED, ReversalStatus.STORED})
+_JOURNALED = frozenset({ReversalStatus.APPLIED, ReversalStatus.STORED, ReversalStatus.DECLINED})
 
 
 def new_reversal_entry_id() -> str:

@@ -212,7 +212,9 @@ def reverse_in(
     else:
         rowid, approved, limit_amount, txn_amount, already = original
         current = txn_amount if already is None else already
-        if not approved or final >= current:
+        if not approved:
+            status = ReversalStatus.DECLINED  # journaled all the same (see ReversalStatus)
+        elif final >= current:
             status = ReversalStatus.NO_EFFECT
         else:
             remaining = math.ceil(final * limit_amount / txn_amount) if txn_amount else 0

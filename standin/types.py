@@ -121,7 +121,12 @@ class ReversalStatus(enum.StrEnum):
 
     APPLIED = "applied"  # a stand-in approval reduced to the final amount: forwarded after it
     STORED = "stored"  # recorded; forwarded to the issuer in the card's order
-    NO_EFFECT = "no_effect"  # the original was declined, or already at this amount or lower
+    NO_EFFECT = "no_effect"  # the original is already at this amount or lower
+    # The original was declined: no effect here (the acquirer hears NO_EFFECT), but forwarded after it
+    # all the same: the request may still end approved where this gateway cannot see it (another
+    # gateway's local decision of a repeat, told later, replaces the decline when it is merged), and
+    # the issuer caps whatever the request ends at by every reversal of it.
+    DECLINED = "declined"
     FORWARD = "forward"  # nothing of the card waits: the caller sends it to the issuer now
 
 

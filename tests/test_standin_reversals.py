@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from test_standin_support import (
 )
 
 from chaos.processes import free_port, start_redis
-from standin import Reason, ResponseCode, WindowLimit
+from standin import Reason, RedisSettings, ResponseCode, WindowLimit
 from standin.keys import spend_key
 from standin.tokens import CardTokenizer
 from standin.types import LimitKind, ReversalReason, ReversalStatus, StandInRequest, StandInReversal
@@ -91,15 +91,54 @@ async def test_a_reversal_before_its_original_declines_the_original(redis_port: 
     assert all(d.approved for d in others)  # the declined original took none of the five approvals
 
 
-async def test_a_reversal_of_a_decline_has_no_effect(redis_port: int, tmp_path: Path) -> None:
-    """Reversing a stand-in decline is acknowledged, has no effect, and sends the issuer nothing."""
+async def test_a_reversal_of_a_decline_has_no_effect_and_is_forwarded(
+    redis_port: int, tmp_path: Path
+) -> None:
+    """Reversing a stand-in decline is acknowledged with no effect (nothing released) and still
+    journaled after the decline: the issuer caps the request by it, whatever the request ends at."""
     card = luhn_pan("4983")
     declined = request(card, amount_minor=9_000)
     async with engine(redis_port, tmp_path / "l.db", pol=WINDOW_50) as e:
         assert not (await e.decide(declined, Reason.ALL_POOLS_FAILED)).approved
         outcome = await e.reverse(reversal(declined, 0), store=True)
-    assert (outcome.status, outcome.entry_id) == (ReversalStatus.NO_EFFECT, "")
-    assert [f["entry"] for f in await journal_of(redis_port, card)] == ["decision"]
+    assert outcome.status is ReversalStatus.DECLINED and outcome.entry_id
+    assert [f["entry"] for f in await journal_of(redis_port, card)] == ["decision", "reversal"]
+
+
+async def test_a_reversal_of_a_local_decline_reaches_the_issuer_when_another_gateway_approved_it(
+    tmp_path: Path,
+) -> None:
+    """Redis away: gateway A declines a request on its local share and takes its full reversal; the
+    acquirer's repeat goes to gateway B, which approves it on its own share. Once both journals move,
+    B's approval is advised (told later, it replaces A's decline): A's reversal must be journaled
+    too, or the issuer posts an approval the acquirer reversed (chaos-money, holds_not_released)."""
+    port = free_port()
+    card = luhn_pan("4986")
+    spent = request(card, amount_minor=1_000)  # the local share is 12.50 of the 50.00 window
+    repeat = request(card, amount_minor=1_000)
+    local_only = RedisSettings(probe_interval=timedelta(hours=1))  # each stays local until moved
+    async with (
+        engine(port, tmp_path / "a.db", pol=WINDOW_50, redis_settings=local_only, instance="gw-a") as a,
+        engine(port, tmp_path / "b.db", pol=WINDOW_50, redis_settings=local_only, instance="gw-b") as b,
+    ):
+        assert (await a.decide(spent, Reason.ALL_POOLS_FAILED)).approved
+        assert not (await a.decide(repeat, Reason.ALL_POOLS_FAILED)).approved
+        undo = await a.reverse(reversal(repeat, 0), store=True)
+        assert (await b.decide(repeat, Reason.ALL_POOLS_FAILED)).approved
+        redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+        try:
+            await a.move_backlog()
+            await b.move_backlog()
+            entries = await journal_of(port, card)
+        finally:
+            await asyncio.to_thread(redis.stop)
+    assert undo.status is ReversalStatus.DECLINED
+    mine = [
+        (f["entry"], f["approved"] if f["entry"] == "decision" else f["final_amount_minor"])
+        for f in entries
+        if repeat.request_id in (f.get("request_id"), f.get("original_request_id"))
+    ]
+    assert ("reversal", "0") in mine and ("decision", "1") in mine
 
 
 async def test_a_repeated_reversal_is_applied_once(redis_port: int, tmp_path: Path) -> None:

@@ -243,6 +243,9 @@ class IssuerHostServicer:
 
     def Advise(self, request, context):
         """Idempotent by decision_id; authoritative for its request (see StandInAdvice.answered_at).
+        A decision_id repeated with a later answered_at books nothing new but moves that advice's
+        answered_at: the gateway gave the same decision again (a repeat of the request answered from
+        its record after an attempt forwarded meanwhile, whose answer the acquirer never got).
         Declined advices are recorded, never debited, and release the issuer's own hold.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
