@@ -52,6 +52,9 @@ class AbsorbResult:
 
     status: str  # absorbed | same | reused | replaced | superseded
     kept: Outcome | None = None  # for superseded: the request's recorded decision, which wins
+    # for replaced: when the issuer must take this decision as told (its own answered_at, or just
+    # after the record of a DECIDE whose reply was lost, when that script ran later)
+    answered_ms: int | None = None
 
     @property
     def advise_local(self) -> bool:
@@ -191,6 +194,8 @@ class RedisCounters:
         reply = await self._gate.call("absorb", op)
         if isinstance(reply, list):
             status, *values = [_text(v) for v in reply]
+            if status == "replaced":
+                return AbsorbResult(status, answered_ms=int(values[0]))
             return AbsorbResult(status, Outcome.from_record(False, values))
         return AbsorbResult(_text(reply))
 

@@ -205,7 +205,8 @@ return record
 #   'absorbed'   the request had no record: recorded and counted (advise it)
 #   'same'       this very decision is the record (Redis counted it, only its append failed)
 #   'reused'     the record is another transaction under the same id: counted, record kept
-#   'replaced'   another decision of the same request, told earlier: this one wins (advise it)
+#   {'replaced', answered_at_ms}  another decision of the same request, told earlier: this one wins
+#                (advise it, with this answered_at: later than a lost call's record, see `told`)
 #   {'superseded', RECORD_FIELDS...}  another decision of the same request wins (told later, or
 #                the same outcome): advise that one instead (it may never have been journaled: a
 #                lost reply), built from this one's content; with the same outcome told later
@@ -257,12 +258,17 @@ local this_approved = ARGV[13] == '00'
 -- The record was last "answered" by the very call whose reply this gateway lost: nobody was told
 -- it (its script may even have run after this decision was answered), so this decision is later.
 local lost = ARGV[21] ~= '' and e[7] == ARGV[21]
-local later = lost or tonumber(ARGV[6]) > tonumber(e[4] or '0')
+-- When this decision was told, as the issuer must order it: after a lost call's record, even when
+-- the lost script ran (Redis TIME) after this decision was answered (the advices' order, chaos-money)
+local told = tonumber(ARGV[6])
+local recorded_at = tonumber(e[4] or '0')
+if lost and told <= recorded_at then told = recorded_at + 1 end
+local later = lost or told > recorded_at
 if earlier_approved == this_approved then
   -- The same outcome: the record's decision stands for both; told as late as this one was, so a
   -- decision told in between (another gateway's) does not win over what the acquirer heard last.
   if later then
-    redis.call('HSET', KEYS[1], 'answered_at_ms', ARGV[6], 'answered_by', ARGV[12])
+    redis.call('HSET', KEYS[1], 'answered_at_ms', told, 'answered_by', ARGV[12])
     -- journaled again with this answered_at (migrate.py): one more entry to acknowledge (if the
     -- record's decision was never journaled, this over-counts by one: the safe side)
     redis.call('INCR', KEYS[3])
@@ -279,7 +285,8 @@ if e[5] and e[5] ~= '' then
 end
 count()
 record()
-return 'replaced'
+redis.call('HSET', KEYS[1], 'answered_at_ms', told)
+return {'replaced', tostring(told)}
 """
 
 # Append one journal entry to its partition stream exactly once: the marker, in the same

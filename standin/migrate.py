@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from standin.counters import RedisCounters, ReversalKey
 from standin.crypto import PanKeyring
@@ -49,6 +50,12 @@ from standin.types import JournalKind
 __all__ = ["BacklogMover"]
 
 log = logging.getLogger(__name__)
+
+
+def _iso_ms(ms: int) -> str:
+    """An entry's timestamp (entry.py) of epoch milliseconds, exact (no float rounding)."""
+    at = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
+    return at.isoformat(timespec="milliseconds")
 
 
 class BacklogMover:
@@ -145,6 +152,10 @@ class BacklogMover:
         elif self._budgets is not None and result.status != "same" and outcome.response_code.approved:
             # approved here while Redis was away: the fleet's exposure counts it too
             await self._budgets.absorb(entry.card_token, fields, entry.amount_minor, outcome.decided_at_ms)
+        if result.answered_ms is not None and result.answered_ms != outcome.answered_ms:
+            # replaced the record of a DECIDE whose reply was lost, whose script ran after this
+            # decision was answered: the issuer must take this one as the later (lua.ABSORB, told)
+            fields = {**fields, "answered_at": _iso_ms(result.answered_ms)}
         stream_id, _ = await self._journal.append(entry.card_token, fields["decision_id"], fields)
         return stream_id, result.status
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -92,6 +92,46 @@ async def test_a_lost_decide_reply_never_leaves_a_decision_nobody_was_told(
     mine = [f for f in await stream_entries(r) if f["request_id"] == req.request_id]
     await r.aclose()
     assert [(f["decision_id"], f["response_code"]) for f in mine] == [(first.decision_id, "91")]
+
+
+async def test_the_last_lost_reply_decision_is_advised_last_though_its_script_ran_later(
+    debug_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """Two gateways lose a DECIDE reply for one request and each answers 91 on its local journal; the
+    first lost script approved, the second replayed that approval (answered_by moves to it) after
+    its gateway's 91 was told. Moved in that order, the first 91 is superseded by the untold approval
+    (advised with the replay's Redis time), the second replaces it: its advice must come later than
+    that approval's, or the issuer posts an approval the acquirer heard as 91 (chaos-money)."""
+    port = debug_redis.port
+    req = request(luhn_pan("4974"), amount_minor=1_000)
+    stays_local = RedisSettings(
+        socket_timeout=timedelta(milliseconds=100),
+        command_deadline=timedelta(milliseconds=120),
+        probe_interval=timedelta(hours=1),
+    )
+    answers = []
+    async with (
+        engine(port, tmp_path / "a.db", redis_settings=stays_local, instance="gw-a") as a,
+        engine(port, tmp_path / "b.db", redis_settings=stays_local, instance="gw-b") as b,
+    ):
+        for e in (a, b):
+            await e.decide(request(PAN_MC), Reason.ALL_POOLS_FAILED)  # a warm connection
+        for e in (a, b):
+            stall = asyncio.create_task(_stall(port, 0.4))
+            await asyncio.sleep(0.05)
+            answers.append(await e.decide(req, Reason.ALL_POOLS_FAILED))  # DECIDE waits, reply lost
+            await stall
+        await a.move_backlog()
+        await b.move_backlog()
+    said_91 = (ResponseCode.ISSUER_UNAVAILABLE, REPLY_LOST_RULE)
+    assert [(x.response_code, x.rule) for x in answers] == [said_91, said_91]
+    r = client(port)
+    mine = [f for f in await stream_entries(r) if f["request_id"] == req.request_id]
+    await r.aclose()
+    assert "00" in [f["response_code"] for f in mine]  # the untold approval was advised: the case
+    last = max(mine, key=lambda f: datetime.fromisoformat(f["answered_at"]))
+    assert (last["decision_id"], last["response_code"]) == (answers[1].decision_id, "91")
+    assert [f["answered_at"] for f in mine].count(last["answered_at"]) == 1  # no tie for the issuer
 
 
 async def test_two_decisions_of_one_request_advise_one_approval(tmp_path: Path) -> None:
