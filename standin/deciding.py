@@ -301,8 +301,9 @@ class Decider:
 
         `again`: a replay, appended once more with its new answered_at ("again" = "1" in the entry;
         settlement sends it even though the decision id is settled). If that append fails, the
-        decision is already journaled and nothing more is recorded: the issuer then keeps the
-        earlier answered_at (logged; the card's unadvised count stays one high, the safe side).
+        entry given again goes to the local journal like any other (its own row, moved later under
+        its once-per marker): else the issuer keeps the earlier answered_at and its own late
+        approval (chaos-money: declines_debited).
         """
         decision = outcome.decision(request.request_id, JournalKind.REDIS, version)
         fields = self._fields(request, decision, key.card_token, trace_context)
@@ -316,12 +317,6 @@ class Decider:
             except StoreUnavailableError as exc:
                 span_failed(span, exc)
                 self.recovery.mark_down(exc)
-                if again:
-                    log.warning(
-                        "decision %s given again to request %s, not journaled again: %s",
-                        decision.decision_id, request.request_id, exc,
-                    )  # fmt: skip
-                    return decision
             else:
                 return decision
         decision = replace(decision, journal=JournalKind.SQLITE)
@@ -329,7 +324,7 @@ class Decider:
         local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=True)
         with journal_span(self.tracer, JournalKind.SQLITE.value) as span:
             try:
-                await self.local.record(local, fields)
+                await self.local.record(local, fields, again=again)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
                 return self._unrecorded(request, decision, exc)

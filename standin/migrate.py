@@ -16,6 +16,9 @@ For every local entry, oldest first (per-card order kept):
     1. reverse (card's slot)      lua.REVERSE, store mode: applies to the fleet's record of the
                                   original (released from the window), or holds it;
     2. append                     as above: forwarded to the issuer in the card's order;
+  again (a Redis decision given again whose append failed: sqlite_rules.AGAIN)
+    2. append                     under its once-per marker (<decision id>@<answered_at ms>): Redis
+                                  already counted it, and its unadvised entry;
   then
     3. mark    (SQLite)           moved_at + stream id + how, one fsynced transaction per batch.
 
@@ -45,6 +48,7 @@ from standin.errors import UnknownPanKeyError
 from standin.exposure import ExposureBudgets
 from standin.journal import StreamJournal
 from standin.sqlite_journal import LocalEntry, SqliteJournal
+from standin.sqlite_rules import AGAIN
 from standin.types import JournalKind
 
 __all__ = ["BacklogMover"]
@@ -93,7 +97,7 @@ class BacklogMover:
             for entry in entries:
                 if entry.card_token in self._stuck:
                     continue  # behind an entry of its card that cannot move: keep the card's order
-                entry_id = entry.fields.get("decision_id", "")
+                entry_id = entry.entry_id
                 try:
                     stream_id, how = await self._move(entry)
                 except UnknownPanKeyError as exc:
@@ -113,6 +117,12 @@ class BacklogMover:
         """(stream id of what was appended, how the entry was taken)."""
         if entry.entry_kind == REVERSAL:
             return await self._move_reversal(entry)
+        if entry.entry_kind == AGAIN:  # Redis counted it (and its unadvised entry): only append it
+            decision_id = entry.fields["decision_id"]
+            stream_id, _ = await self._journal.append(
+                entry.card_token, decision_id, entry.fields, once_per=entry.entry_id
+            )
+            return stream_id, AGAIN
         outcome = entry.outcome
         assert outcome is not None  # a decision row always has one
         result = await self._counters.absorb(

@@ -82,11 +82,11 @@ _COLUMNS = (
 
 _SELECT = (
     "SELECT seq, entry_kind, card_token, acquirer_id, request_id, digest, limit_kind, limit_amount_minor,"
-    " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, lost_call, fields"
+    " txn_amount_minor, decided_at_ms, answered_at_ms, counted_in_redis, lost_call, fields, decision_id"
     " FROM decisions WHERE moved_at_ms IS NULL"
 )
 _SELECT_PENDING_OF_CARD = _SELECT + " AND card_token = ? ORDER BY seq LIMIT ?"
-_Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str, str]
+_Row = tuple[int, str, str, str, str, str, str, int, int, int, int | None, int, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +94,7 @@ class LocalEntry:
     """A decision or reversal in the local journal not yet moved to the Redis stream."""
 
     seq: int
-    entry_kind: str  # decision | reversal
+    entry_kind: str  # decision | reversal | again (sqlite_rules.AGAIN)
     card_token: str
     acquirer_id: str
     request_id: str  # a reversal's: its reversal id
@@ -106,6 +106,7 @@ class LocalEntry:
     outcome: Outcome | None  # None for a reversal
     fields: dict[str, str]
     lost_call: str = ""  # a Redis call for this request whose reply was lost before this decision
+    entry_id: str = ""  # the row's id (its decision_id column): what mark_moved is given back
 
 
 def _entry(row: _Row) -> LocalEntry:
@@ -124,6 +125,7 @@ def _entry(row: _Row) -> LocalEntry:
         counted,
         lost,
         raw,
+        entry_id,
     ) = row
     fields: dict[str, str] = json.loads(raw)
     outcome = (
@@ -131,7 +133,7 @@ def _entry(row: _Row) -> LocalEntry:
     )
     return LocalEntry(
         seq, entry_kind, token, acquirer, request_id, digest, LimitKind(kind), amount, txn, bool(counted),
-        outcome, fields, lost,
+        outcome, fields, lost, entry_id,
     )  # fmt: skip
 
 
@@ -242,9 +244,10 @@ class SqliteJournal:
             )
         )
 
-    async def record(self, local: Local, fields: dict[str, str]) -> None:
-        """Record a decision Redis already counted but could not journal (idempotent by decision id)."""
-        await self._run(lambda: insert_decision(self._conn(), local, fields))
+    async def record(self, local: Local, fields: dict[str, str], *, again: bool = False) -> None:
+        """Record a decision Redis already counted but could not journal (idempotent by decision id);
+        `again`: its entry given again (fields carry again = 1), kept apart from its decision's row."""
+        await self._run(lambda: insert_decision(self._conn(), local, fields, again=again))
 
     async def reverse(
         self,

@@ -22,10 +22,13 @@ from standin.outcome import Outcome, Proposal
 from standin.rules import APPROVED_RULE, BUDGET_CODE, Assessment, budget_rule
 from standin.types import CardStatus, LimitKind, Reason, ReversalStatus, StandInReversal
 
-__all__ = ["Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
+__all__ = ["AGAIN", "Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
 
 DECISION = "decision"
 REVERSAL = "reversal"
+# A Redis decision given again (its entry has again = 1) whose append failed: its row's id is the
+# entry's once-per marker, <decision id>@<answered_at ms>; counts nothing here (approved = 0).
+AGAIN = "again"
 
 _STATUS_RULES = {
     CardStatus.BLOCKED: (ResponseCode.DO_NOT_HONOUR, "card_status.blocked"),
@@ -71,16 +74,19 @@ def outcome_of(fields: dict[str, str], decided_at_ms: int, answered_at_ms: int, 
     )
 
 
-def insert_decision(db: sqlite3.Connection, r: Local, fields: dict[str, str]) -> None:
-    """One decision row (idempotent by decision id)."""
+def insert_decision(db: sqlite3.Connection, r: Local, fields: dict[str, str], *, again: bool = False) -> None:
+    """One decision row (idempotent by decision id), or with `again` its entry given again (AGAIN)."""
     o, k = r.outcome, r.key
+    row_id, kind, approved = o.decision_id, DECISION, int(o.response_code.approved)
+    if again:
+        row_id, kind, approved = f"{o.decision_id}@{o.answered_ms}", AGAIN, 0
     db.execute(
         "INSERT OR IGNORE INTO decisions (decision_id, entry_kind, card_token, acquirer_id, request_id,"
         " digest, limit_kind, limit_amount_minor, txn_amount_minor, approved, decided_at_ms,"
         " answered_at_ms, counted_in_redis, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            o.decision_id, DECISION, k.card_token, k.acquirer_id, k.request_id, k.digest, r.kind.value,
-            r.amount_minor, k.txn_amount_minor, int(o.response_code.approved), o.decided_at_ms, o.answered_ms,
+            row_id, kind, k.card_token, k.acquirer_id, k.request_id, k.digest, r.kind.value,
+            r.amount_minor, k.txn_amount_minor, approved, o.decided_at_ms, o.answered_ms,
             int(r.counted_in_redis), json.dumps(fields, separators=(",", ":")),
         ),
     )  # fmt: skip

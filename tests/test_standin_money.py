@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
@@ -197,6 +198,55 @@ async def test_a_decision_given_again_after_an_issuer_attempt_is_journaled_again
     ]
     assert entries[1]["answered_at"] > entries[0]["answered_at"]
     assert unadvised in ("2", b"2")
+
+
+async def test_a_decision_given_again_whose_append_fails_is_journaled_again_from_the_local_journal(
+    tmp_path: Path,
+) -> None:
+    """Redis goes away between the replay (DECIDE, again) and its append: the entry given again goes
+    to the local journal and reaches the stream once Redis is back, with its later answered_at; else
+    the issuer keeps its own late approval of the repeat (chaos-money: declines_debited)."""
+    port = free_port()
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+    first = request(luhn_pan("4993"), amount_minor=100)
+    try:
+        async with engine(port, tmp_path / "l.db", redis_settings=QUICK) as e:
+            decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
+            stream = e._decider.stream  # the real append, to a Redis stopped (AOF kept) just before it
+            append = stream.append
+
+            async def append_while_down(*args: Any, **kwargs: Any) -> Any:
+                nonlocal redis
+                if not kwargs.get("once_per"):
+                    return await append(*args, **kwargs)
+                await asyncio.to_thread(redis.stop)
+                try:
+                    return await append(*args, **kwargs)
+                finally:
+                    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+
+            stream.append = append_while_down  # type: ignore[method-assign]
+            await asyncio.sleep(0.01)  # answered_at has millisecond resolution
+            again = await e.decide(first, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
+            stream.append = append  # type: ignore[method-assign]
+
+            async def moved() -> None:
+                assert (await e.status()).local_backlog == 0
+
+            await assert_eventually(moved, timeout_s=10)
+        r = client(port)
+        try:
+            entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
+        finally:
+            await r.aclose()
+    finally:
+        await asyncio.to_thread(redis.stop)
+    assert again.decision_id == decided.decision_id and again.journal is JournalKind.SQLITE
+    assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
+        (decided.decision_id, ""),
+        (decided.decision_id, "1"),
+    ]
+    assert entries[1]["answered_at"] > entries[0]["answered_at"]
 
 
 async def test_a_repeat_declined_again_locally_is_journaled_again_when_moved(tmp_path: Path) -> None:
