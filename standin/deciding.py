@@ -240,33 +240,47 @@ class Decider:
         have reached an issuer, which may then hold an approval of this content: journal a declined
         decision of this content (94, request_id.reused; a new id, the request's record untouched)
         so settlement advises it and the issuer releases what it holds for this content (an advice
-        of other content gets a book of its own there). Best effort: if Redis cannot take it, it is
-        logged and nothing is recorded (the local journal keys decisions by request)."""
+        of other content gets a book of its own there). If Redis cannot take it, it goes to the local
+        journal as an append-only row (sqlite_rules.APPEND_ONLY), apart from the request's rows."""
         token = self.tokenizer.token(request.pan)
-        decision = StandInDecision(
+        now = self.now_ms()
+        outcome = Outcome(
+            fresh=True,
             decision_id=new_decision_id(),
-            request_id=request.request_id,
-            approved=False,
             response_code=ResponseCode.DUPLICATE_TRANSMISSION,
-            approval_code="",
             rule=REUSED_RULE,
+            approval_code="",
             risk_tier="",
             reason=reason,
-            decided_at=datetime.fromtimestamp(self.now_ms() / 1000, UTC),
+            decided_at_ms=now,
             gateway_instance=self.instance,
-            journal=JournalKind.REDIS,
-            policy_version=self.live.current.version,
+            answered_at_ms=now,
         )
+        decision = outcome.decision(request.request_id, JournalKind.REDIS, self.live.current.version)
         fields = self._fields(request, decision, token, trace_context)
+        counted = False
         try:
             await self.counters.count_unadvised(token)  # first: a failed append over-counts (safe side)
+            counted = True
             await self.stream.append(token, decision.decision_id, fields)
         except StoreUnavailableError as exc:
             self.recovery.mark_down(exc)
-            log.warning(
+        else:
+            return
+        digest = self.tokenizer.digest(request.content())
+        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
+        assessment = assess(self.live.current.policy, request)
+        fields["journal"] = JournalKind.SQLITE.value
+        local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=counted)
+        try:
+            await self.local.record(local, fields, marker=decision.decision_id)
+        except (LocalJournalError, ClosedError) as exc:
+            log.error(  # noqa: TRY400 (the message says it all)
                 "request %s reused its id after an attempt that may have reached an issuer; "
-                "its declined advice is not journaled: %s", request.request_id, exc,
+                "its declined advice could be recorded nowhere: %s", request.request_id, exc,
             )  # fmt: skip
+            return
+        self.recovery.local_written(token)
 
     def _proposal(
         self, assessment: Assessment, reason: Reason, version: int, approval_code: str = ""
@@ -324,7 +338,7 @@ class Decider:
         local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=True)
         with journal_span(self.tracer, JournalKind.SQLITE.value) as span:
             try:
-                await self.local.record(local, fields, again=again)
+                await self.local.record(local, fields, marker=once_per)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
                 return self._unrecorded(request, decision, exc)

@@ -16,9 +16,10 @@ For every local entry, oldest first (per-card order kept):
     1. reverse (card's slot)      lua.REVERSE, store mode: applies to the fleet's record of the
                                   original (released from the window), or holds it;
     2. append                     as above: forwarded to the issuer in the card's order;
-  again (a Redis decision given again whose append failed: sqlite_rules.AGAIN)
-    2. append                     under its once-per marker (<decision id>@<answered_at ms>): Redis
-                                  already counted it, and its unadvised entry;
+  append-only (sqlite_rules.APPEND_ONLY: a decision given again, or a reused id's declined advice,
+  whose append failed)
+    1. count   (card's slot)      one more unadvised entry, unless Redis counted it already;
+    2. append                     under its row's dedupe marker (the one its failed append used);
   then
     3. mark    (SQLite)           moved_at + stream id + how, one fsynced transaction per batch.
 
@@ -48,7 +49,7 @@ from standin.errors import UnknownPanKeyError
 from standin.exposure import ExposureBudgets
 from standin.journal import StreamJournal
 from standin.sqlite_journal import LocalEntry, SqliteJournal
-from standin.sqlite_rules import AGAIN
+from standin.sqlite_rules import APPEND_ONLY
 from standin.types import JournalKind
 
 __all__ = ["BacklogMover"]
@@ -117,12 +118,14 @@ class BacklogMover:
         """(stream id of what was appended, how the entry was taken)."""
         if entry.entry_kind == REVERSAL:
             return await self._move_reversal(entry)
-        if entry.entry_kind == AGAIN:  # Redis counted it (and its unadvised entry): only append it
+        if entry.entry_kind == APPEND_ONLY:  # Redis decided it: no ABSORB
+            if not entry.counted_in_redis:
+                await self._counters.count_unadvised(entry.card_token)  # repeated on a crash: safe side
             decision_id = entry.fields["decision_id"]
             stream_id, _ = await self._journal.append(
                 entry.card_token, decision_id, entry.fields, once_per=entry.entry_id
             )
-            return stream_id, AGAIN
+            return stream_id, APPEND_ONLY
         outcome = entry.outcome
         assert outcome is not None  # a decision row always has one
         result = await self._counters.absorb(

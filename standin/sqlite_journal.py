@@ -94,7 +94,7 @@ class LocalEntry:
     """A decision or reversal in the local journal not yet moved to the Redis stream."""
 
     seq: int
-    entry_kind: str  # decision | reversal | again (sqlite_rules.AGAIN)
+    entry_kind: str  # decision | reversal | append_only (sqlite_rules.APPEND_ONLY)
     card_token: str
     acquirer_id: str
     request_id: str  # a reversal's: its reversal id
@@ -244,10 +244,11 @@ class SqliteJournal:
             )
         )
 
-    async def record(self, local: Local, fields: dict[str, str], *, again: bool = False) -> None:
+    async def record(self, local: Local, fields: dict[str, str], *, marker: str = "") -> None:
         """Record a decision Redis already counted but could not journal (idempotent by decision id);
-        `again`: its entry given again (fields carry again = 1), kept apart from its decision's row."""
-        await self._run(lambda: insert_decision(self._conn(), local, fields, again=again))
+        `marker`: an entry that only needs appending, under this dedupe marker (APPEND_ONLY), kept
+        apart from its decision's row; counted_in_redis says whether Redis counted it as unadvised."""
+        await self._run(lambda: insert_decision(self._conn(), local, fields, marker=marker))
 
     async def reverse(
         self,

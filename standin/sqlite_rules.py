@@ -22,13 +22,14 @@ from standin.outcome import Outcome, Proposal
 from standin.rules import APPROVED_RULE, BUDGET_CODE, Assessment, budget_rule
 from standin.types import CardStatus, LimitKind, Reason, ReversalStatus, StandInReversal
 
-__all__ = ["AGAIN", "Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
+__all__ = ["APPEND_ONLY", "Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
 
 DECISION = "decision"
 REVERSAL = "reversal"
-# A Redis decision given again (its entry has again = 1) whose append failed: its row's id is the
-# entry's once-per marker, <decision id>@<answered_at ms>; counts nothing here (approved = 0).
-AGAIN = "again"
+# An entry Redis decided but could not append, that only needs appending (no ABSORB): a decision
+# given again (again = 1), or the declined advice of a refused reused id. Its row's id is the
+# dedupe marker of its append (StreamJournal.append's once_per); it counts nothing here (approved 0).
+APPEND_ONLY = "append_only"
 
 _STATUS_RULES = {
     CardStatus.BLOCKED: (ResponseCode.DO_NOT_HONOUR, "card_status.blocked"),
@@ -74,12 +75,12 @@ def outcome_of(fields: dict[str, str], decided_at_ms: int, answered_at_ms: int, 
     )
 
 
-def insert_decision(db: sqlite3.Connection, r: Local, fields: dict[str, str], *, again: bool = False) -> None:
-    """One decision row (idempotent by decision id), or with `again` its entry given again (AGAIN)."""
+def insert_decision(db: sqlite3.Connection, r: Local, fields: dict[str, str], *, marker: str = "") -> None:
+    """One decision row (idempotent by decision id), or with `marker` an APPEND_ONLY row of that id."""
     o, k = r.outcome, r.key
     row_id, kind, approved = o.decision_id, DECISION, int(o.response_code.approved)
-    if again:
-        row_id, kind, approved = f"{o.decision_id}@{o.answered_ms}", AGAIN, 0
+    if marker:
+        row_id, kind, approved = marker, APPEND_ONLY, 0
     db.execute(
         "INSERT OR IGNORE INTO decisions (decision_id, entry_kind, card_token, acquirer_id, request_id,"
         " digest, limit_kind, limit_amount_minor, txn_amount_minor, approved, decided_at_ms,"

@@ -35,6 +35,7 @@ from standin.outcome import Outcome, Proposal
 from standin.redis_io import RedisGate
 from standin.rules import assess
 from standin.tokens import CardTokenizer
+from standin.types import StandInRequest
 
 # Decisions give up on Redis after 100 ms; the local journal answers then.
 QUICK = RedisSettings(
@@ -57,6 +58,16 @@ async def _stall(port: int, seconds: float) -> None:
     r = client(port)
     try:
         await r.execute_command("DEBUG", "SLEEP", str(seconds))
+    finally:
+        await r.aclose()
+
+
+async def _journaled(port: int, req: StandInRequest) -> tuple[list[dict[str, str]], bytes | None]:
+    """The stream entries of `req`'s request id, in order, and its card's unadvised count."""
+    r = client(port)
+    try:
+        entries = [f for f in await stream_entries(r) if f["request_id"] == req.request_id]
+        return entries, await r.get(unadvised_key(CardTokenizer(TOKEN_KEY).token(req.pan)))
     finally:
         await r.aclose()
 
@@ -185,13 +196,7 @@ async def test_a_decision_given_again_after_an_issuer_attempt_is_journaled_again
         await asyncio.sleep(0.01)  # answered_at has millisecond resolution
         again = await e.decide(first, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
     assert decided.decision_id == plain.decision_id == again.decision_id
-    r = client(redis_port)
-    try:
-        entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
-        token = CardTokenizer(TOKEN_KEY).token(first.pan)
-        unadvised = await r.get(unadvised_key(token))
-    finally:
-        await r.aclose()
+    entries, unadvised = await _journaled(redis_port, first)
     assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
         (decided.decision_id, ""),
         (decided.decision_id, "1"),
@@ -266,12 +271,7 @@ async def test_a_repeat_declined_again_locally_is_journaled_again_when_moved(tmp
             await e.move_backlog()
         assert (in_redis.journal, local.journal) == (JournalKind.REDIS, JournalKind.SQLITE)
         assert in_redis.response_code == local.response_code == ResponseCode.EXCEEDS_AMOUNT_LIMIT
-        r = client(port)
-        try:
-            entries = [f for f in await stream_entries(r) if f["request_id"] == over.request_id]
-            unadvised = await r.get(unadvised_key(CardTokenizer(TOKEN_KEY).token(over.pan)))
-        finally:
-            await r.aclose()
+        entries, unadvised = await _journaled(port, over)
     finally:
         await asyncio.to_thread(redis.stop)
     assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
@@ -302,6 +302,35 @@ async def test_a_reused_request_id_is_refused_locally_too(tmp_path: Path) -> Non
         await e.decide(first, Reason.ALL_POOLS_FAILED)
         with pytest.raises(ReusedRequestIdError):
             await e.decide(reused, Reason.ALL_POOLS_FAILED)
+
+
+async def test_a_reused_id_refused_locally_after_reaching_the_issuer_is_advised_declined_later(
+    tmp_path: Path,
+) -> None:
+    """Redis away: a reused id refused after an attempt that may have reached an issuer keeps its
+    declined advice (94) in the local journal, apart from the request's own row; once Redis is back
+    it is journaled and counted unadvised, so the issuer releases what it holds for that content."""
+    port = free_port()
+    first = request(luhn_pan("4994"), amount_minor=100)
+    reused = request(first.pan, request_id=first.request_id, amount_minor=200)
+    async with engine(port, tmp_path / "l.db", redis_settings=IMPATIENT) as e:
+        decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        with pytest.raises(ReusedRequestIdError):
+            await e.decide(reused, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
+        repeat = await e.decide(first, Reason.ALL_POOLS_FAILED)  # the request's own row still answers
+        redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
+        try:
+
+            async def moved() -> None:
+                assert (await e.status()).local_backlog == 0
+
+            await assert_eventually(moved, timeout_s=10)
+            entries, unadvised = await _journaled(port, first)
+        finally:
+            await asyncio.to_thread(redis.stop)
+    assert repeat.decision_id == decided.decision_id
+    assert [(f["amount_minor"], f["response_code"]) for f in entries] == [("100", "00"), ("200", "94")]
+    assert unadvised in ("2", b"2")
 
 
 @pytest.mark.parametrize("order", ["told-last-moves-first", "told-last-moves-last"])
