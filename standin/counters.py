@@ -50,15 +50,15 @@ class ReversalKey:
 class AbsorbResult:
     """What ABSORB made of a local decision (lua.py): advise it, or advise `kept` instead."""
 
-    status: str  # absorbed | same | reused | replaced | superseded
-    kept: Outcome | None = None  # for superseded: the request's recorded decision, which wins
+    status: str  # absorbed | same | reused | replaced | superseded | again
+    kept: Outcome | None = None  # superseded, again: the request's recorded decision, which wins
     # for replaced: when the issuer must take this decision as told (its own answered_at, or just
     # after the record of a DECIDE whose reply was lost, when that script ran later)
     answered_ms: int | None = None
 
     @property
     def advise_local(self) -> bool:
-        return self.status != "superseded"
+        return self.status not in ("superseded", "again")
 
 
 class RedisCounters:

@@ -209,9 +209,10 @@ return record
 #                (advise it, with this answered_at: later than a lost call's record, see `told`)
 #   {'superseded', RECORD_FIELDS...}  another decision of the same request wins (told later, or
 #                the same outcome): advise that one instead (it may never have been journaled: a
-#                lost reply), built from this one's content; with the same outcome told later
-#                than the record says, the record's answered_at moves to this one's (as a replay)
-#                and the card's unadvised count grows by one: migrate.py journals it again
+#                lost reply), built from this one's content
+#   {'again', RECORD_FIELDS...}  as superseded, the same outcome told later than the record says:
+#                the record's answered_at moves to this one's (`told`, as a replay) and the card's
+#                unadvised count grows by one: migrate.py journals it again with that answered_at
 ABSORB = """
 -- KEYS[1] record  KEYS[2] spend zset of the kind  KEYS[3] unadvised counter
 -- ARGV[1] decided_at_ms  ARGV[2] cutoff_ms  ARGV[3] window_ms  ARGV[4] spend member ('' = declined)
@@ -277,7 +278,9 @@ if earlier_approved == this_approved then
 end
 if earlier_approved == this_approved or not later then
   local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-  table.insert(kept, 1, 'superseded')
+  local status = 'superseded'
+  if earlier_approved == this_approved and later then status = 'again' end
+  table.insert(kept, 1, status)
   return kept
 end
 if e[5] and e[5] ~= '' then

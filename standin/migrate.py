@@ -153,11 +153,11 @@ class BacklogMover:
             )
             kept = result.kept.decision(entry.request_id, JournalKind.REDIS)
             fields = with_decision(entry.fields, kept, self._keyring)
-            if result.kept.answered_ms == outcome.answered_ms:
+            if result.status == "again":
                 # ABSORB moved the kept decision's answered_at to this one's (the same outcome, told
                 # later): journaled again, so the issuer learns it was the acquirer's last answer
                 fields["again"] = "1"
-                once_per = f"{kept.decision_id}@{outcome.answered_ms}"
+                once_per = f"{kept.decision_id}@{result.kept.answered_ms}"
                 stream_id, _ = await self._journal.append(
                     entry.card_token, kept.decision_id, fields, once_per=once_per
                 )

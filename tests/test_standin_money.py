@@ -146,6 +146,36 @@ async def test_the_last_lost_reply_decision_is_advised_last_though_its_script_ra
     assert [f["answered_at"] for f in mine].count(last["answered_at"]) == 1  # no tie for the issuer
 
 
+async def test_a_repeat_declined_after_a_lost_replay_is_journaled_again_at_its_answer(
+    debug_redis: ManagedProcess, tmp_path: Path
+) -> None:
+    """Declined in Redis (advised); the repeat, after an attempt that may have reached an issuer,
+    loses its DECIDE reply (the replay's script runs after the gateway answered 91 locally). Moved,
+    the 91 is the same outcome as the record: the record's decision is journaled again (again = 1)
+    later than its first entry, so the issuer drops its own late approval (chaos-money)."""
+    port = debug_redis.port
+    over = request(luhn_pan("4975"), amount_minor=60_000)  # above the window: 61 wherever decided
+    pol = policy(purchase=WindowLimit(5_000, 5))
+    async with engine(port, tmp_path / "l.db", pol=pol, redis_settings=QUICK) as e:
+        declined = await e.decide(over, Reason.ALL_POOLS_FAILED)
+        stall = asyncio.create_task(_stall(port, 0.4))
+        await asyncio.sleep(0.05)
+        said_91 = await e.decide(over, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
+        await stall
+
+        async def moved() -> None:
+            assert (await e.status()).local_backlog == 0
+
+        await assert_eventually(moved, timeout_s=10)
+    entries, _ = await _journaled(port, over)
+    assert (said_91.response_code, said_91.rule) == (ResponseCode.ISSUER_UNAVAILABLE, REPLY_LOST_RULE)
+    assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
+        (declined.decision_id, ""),
+        (declined.decision_id, "1"),
+    ]
+    assert entries[1]["answered_at"] > entries[0]["answered_at"]
+
+
 async def test_two_decisions_of_one_request_advise_one_approval(tmp_path: Path) -> None:
     """Decided locally while Redis was away and again through Redis elsewhere: one approval in the journal."""
     port = free_port()
