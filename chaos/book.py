@@ -17,10 +17,13 @@ issuer's side of it, as the simulator keeps it:
   an Authorize forwarded (AuthorizeRequest.forwarded_at) after that advice's
   answered_at (a repeat the issuer answered after stand-in decided: the
   acquirer's last answer), the issuer's own hold (its approval's amount).
-  On the claimed book, every reversal of the record then caps it:
-  min(amount, final_amount_minor). A reversal whose request is unknown is held
-  (STORED) and caps whatever arrives later; an Authorize of such a request is
-  declined 05 and holds nothing.
+  Every reversal of the record then caps the book it reverses:
+  min(amount, final_amount_minor). It reverses the book whose amount is its
+  original amount (ISO 8583 0400 field 4, as an issuer matches the original's
+  data elements), or the claimed book when it names none: a reversal of one
+  content never releases another content under the same ids (a reused id). A
+  reversal whose original is unknown is held (STORED) and caps what arrives
+  later for it; an Authorize of such a content is declined 05 and holds nothing.
 - Idempotency: an Authorize repeating a decided content gets the stored
   answer; a decision_id (reversal_id) already in the record is a redelivery
   with no new effect, but for an advice carrying a later answered_at, which
@@ -116,6 +119,13 @@ class ReversalBooked:
     final_amount_minor: int
     status: ReversalState
     received: int = 1
+    original_amount_minor: int = 0  # the amount of the content it reverses; 0: the claimed content
+
+    def reverses(self, book: Book, claim: str) -> bool:
+        """Whether this reversal is of `book` (its original amount, else the claimed content)."""
+        if self.original_amount_minor:
+            return self.original_amount_minor == book.amount_minor
+        return book.digest == claim
 
 
 @dataclass(slots=True)
@@ -176,8 +186,12 @@ class RequestRecord:
     reversals: list[ReversalBooked] = field(default_factory=list)
 
     def caps(self, book: Book) -> Sequence[ReversalBooked]:
-        """The reversals that apply to `book`: the record's, on the claimed book only."""
-        return self.reversals if book.digest == self.claim else ()
+        """The reversals that apply to `book` (ReversalBooked.reverses)."""
+        return [r for r in self.reversals if r.reverses(book, self.claim)]
+
+    def unmatched(self) -> Sequence[ReversalBooked]:
+        """The reversals held for a content that has not arrived (no book they reverse)."""
+        return [r for r in self.reversals if not any(r.reverses(b, self.claim) for b in self.books.values())]
 
     def _settle(self, book: Book) -> Posting:
         held = book_amount(book, self.caps(book))
@@ -206,8 +220,8 @@ class RequestRecord:
             book.own_forwarded_us = attempt.forwarded_at_us  # the stored answer goes out again, later
             return book, True, self._settle(book)
         book.own_forwarded_us = attempt.forwarded_at_us
-        # Reversals present before the original's first Authorize: it was reversed before it arrived.
-        book.own_code = DECLINE_REVERSED_FIRST if self.reversals else decide()
+        # Reversals of it present before its first Authorize: it was reversed before it arrived.
+        book.own_code = DECLINE_REVERSED_FIRST if self.caps(book) else decide()
         approved = book.own_code == "00"
         book.own_held_minor = attempt.amount_minor if approved else 0
         book.approval_code = attempt.approval_code if approved else ""
@@ -232,19 +246,22 @@ class RequestRecord:
         book.advices.append(advice)
         return False, self._settle(book)
 
-    def reverse(self, reversal_id: str, final_amount_minor: int) -> tuple[ReversalState, bool, Posting]:
+    def reverse(
+        self, reversal_id: str, final_amount_minor: int, original_amount_minor: int = 0
+    ) -> tuple[ReversalState, bool, Posting]:
         """Apply (or hold) a reversal: (status as first answered, duplicate, posting)."""
         for known in self.reversals:
             if known.reversal_id == reversal_id:
                 known.received += 1
                 return known.status, True, NO_POSTING
-        book = self.books.get(self.claim)
+        reversal = ReversalBooked(reversal_id, final_amount_minor, ReversalState.NO_EFFECT)
+        reversal.original_amount_minor = original_amount_minor
+        book = next((b for b in self.books.values() if reversal.reverses(b, self.claim)), None)
+        self.reversals.append(reversal)
         if book is None:
-            self.reversals.append(ReversalBooked(reversal_id, final_amount_minor, ReversalState.STORED))
+            reversal.status = ReversalState.STORED
             return ReversalState.STORED, False, NO_POSTING
         before = book.held_minor
-        reversal = ReversalBooked(reversal_id, final_amount_minor, ReversalState.NO_EFFECT)
-        self.reversals.append(reversal)
         posting = self._settle(book)
         if book.held_minor < before:
             reversal.status = ReversalState.APPLIED
@@ -259,7 +276,8 @@ class RequestRecord:
             "claim": self.claim,
             "books": [_book_doc(b) for b in self.books.values()],
             "reversals": [
-                [r.reversal_id, r.final_amount_minor, r.status.value, r.received] for r in self.reversals
+                [r.reversal_id, r.final_amount_minor, r.status.value, r.received, r.original_amount_minor]
+                for r in self.reversals
             ],
         }
 
@@ -271,7 +289,7 @@ class RequestRecord:
             doc["request_id"],
             doc["claim"],
             {b.digest: b for b in books},
-            [ReversalBooked(r[0], r[1], ReversalState(r[2]), r[3]) for r in doc["reversals"]],
+            [ReversalBooked(r[0], r[1], ReversalState(r[2]), *r[3:]) for r in doc["reversals"]],
         )
 
 

@@ -92,6 +92,7 @@ class ReversalEntry:
     reversal_id: str
     original_request_id: str
     final_amount_minor: int
+    original_amount_minor: int = 0  # the amount it reverses (ISO 8583 0400 field 4); 0 = not said
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,9 @@ class MemoryLedger:
 
     async def reverse(self, reversal: ReversalEntry) -> ReversalOutcome:
         record = self._record(reversal.acquirer_id, reversal.original_request_id)
-        status, duplicate, posting = record.reverse(reversal.reversal_id, reversal.final_amount_minor)
+        status, duplicate, posting = record.reverse(
+            reversal.reversal_id, reversal.final_amount_minor, reversal.original_amount_minor
+        )
         self._post(posting)
         return ReversalOutcome(status, duplicate)
 

@@ -308,7 +308,9 @@ class RedisLedger:
 
     async def reverse(self, reversal: ReversalEntry) -> ReversalOutcome:
         def apply(record: RequestRecord, _: int) -> tuple[ReversalOutcome, Posting, _Premise | None]:
-            status, duplicate, posting = record.reverse(reversal.reversal_id, reversal.final_amount_minor)
+            status, duplicate, posting = record.reverse(
+                reversal.reversal_id, reversal.final_amount_minor, reversal.original_amount_minor
+            )
             return ReversalOutcome(status, duplicate), posting, None
 
         return await self._transact(reversal.acquirer_id, reversal.original_request_id, "", apply)

@@ -51,9 +51,10 @@ def _advice(a: AdviceBooked) -> simulator_pb2.AdviceBooked:
 
 
 def book_messages(record: RequestRecord) -> list[simulator_pb2.RequestBook]:
-    """One RequestBook per content of the record; the record's reversals go on the claimed one.
+    """One RequestBook per content of the record, each with the reversals that cap it (its own).
 
-    A record that has only reversals (held: no content arrived) gives one book with no digest.
+    Reversals of a content that has not arrived (all of them when none has) go on one more book
+    with no digest: held, they reverse nothing yet.
     """
     if not record.books:
         return [
@@ -83,6 +84,13 @@ def book_messages(record: RequestRecord) -> list[simulator_pb2.RequestBook]:
                 reversals=_reversals(record.caps(book)),
                 final_minor=book.held_minor,
                 approval_advices=book.approval_advices,
+            )
+        )
+    held = record.unmatched()
+    if held:
+        messages.append(
+            simulator_pb2.RequestBook(
+                acquirer_id=record.acquirer_id, request_id=record.request_id, reversals=_reversals(held)
             )
         )
     return messages

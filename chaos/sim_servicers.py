@@ -226,8 +226,9 @@ class IssuerHostServicer(authorization_pb2_grpc.IssuerHostServicer):
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid reversal: {problem}")
         entry = ReversalEntry(
-            request.acquirer_id, request.reversal_id, request.original_request_id, request.final_amount_minor
-        )
+            request.acquirer_id, request.reversal_id, request.original_request_id, request.final_amount_minor,
+            request.original_amount_minor,
+        )  # fmt: skip
         try:
             outcome = await host.ledger.reverse(entry)
         except LedgerUnavailable as exc:

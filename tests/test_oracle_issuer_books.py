@@ -237,6 +237,25 @@ async def test_held_reversal_caps_a_later_approval_advice(issuer: Sim) -> None:
     assert (book.final_minor, book.own.arrived, book.claimed) == (1_200, False, True)
 
 
+async def test_held_reversal_of_one_content_never_releases_a_reused_ids_other_content(issuer: Sim) -> None:
+    """The original never arrived and was reversed (held); its id reused with another amount reaches
+    the issuer first (a stand-in approval advised) and claims the record: the reversal names the
+    original's amount, so it stays held and the other content is posted in full (chaos-money)."""
+    pan, _ = fresh_pan()
+    original = auth_request(pan, 661)
+    reused = auth_request(pan, 662, request_id=original.request_id)
+    assert (await issuer.reverse(reversal(original, 0))).status == pb.STORED
+    await issuer.send_advice(standin_advice(reused, approved=True, answered_at_us=now_us()))
+    books = await issuer.books_of(original)
+    claimed = await issuer.book(reused)
+    [held] = [b for b in books if not b.digest]
+    assert (claimed.claimed, claimed.final_minor, list(claimed.reversals)) == (True, 662, [])
+    assert [r.status for r in held.reversals] == [pb.STORED]
+    advice = standin_advice(original, approved=True, answered_at_us=now_us())
+    await issuer.send_advice(advice)  # the original after all: capped by its own reversal
+    assert ((await issuer.book(original)).final_minor, (await issuer.book(reused)).final_minor) == (0, 662)
+
+
 async def test_reversal_of_a_decline_has_no_effect(issuer: Sim) -> None:
     """Reversing a declined request (a blocked card) answers NO_EFFECT and the book stays at 0."""
     request = auth_request(PAN_BLOCKED, 900)
