@@ -44,6 +44,7 @@ class ReversalKey:
     reversal_id: str
     original_request_id: str
     final_amount_minor: int
+    original_amount_minor: int = 0  # the amount it reverses; another record's amount: not its original
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,7 @@ class RedisCounters:
             self._idem_ttl_ms,
             self._idem_ttl_ms,
             "1" if store else "0",
+            reversal.original_amount_minor,
         ]
 
         async def op() -> list[bytes]:

@@ -322,6 +322,8 @@ REVERSE = """
 -- KEYS[4] spend zset purchase  KEYS[5] spend zset cash  KEYS[6] unadvised counter
 -- ARGV[1] final amount (transaction currency)  ARGV[2] decision id of this reversal's entry
 -- ARGV[3] hold ttl ms  ARGV[4] record ttl ms  ARGV[5] unadvised ttl ms  ARGV[6] '1' = store, never forward
+-- ARGV[7] the original's amount (transaction currency; '0' = not said): a record of another amount is
+-- another content under the same ids (a reused id), not this reversal's original
 local seen = redis.call('HMGET', KEYS[2], 'status', 'decision_id')
 if seen[1] then return {'repeat', seen[1], seen[2]} end
 local final = tonumber(ARGV[1])
@@ -337,6 +339,10 @@ local function queue(status)
 end
 local o = redis.call('HMGET', KEYS[1], 'response_code', 'txn_amount', 'final_amount', 'amount', 'member',
                      'kind', 'decision_id')
+local original = tonumber(ARGV[7] or '0')
+if o[1] and original > 0 and o[2] and o[2] ~= '' and tonumber(o[2]) > 0 and tonumber(o[2]) ~= original then
+  o = {}
+end
 if not o[1] then
   local held = redis.call('GET', KEYS[3])
   if not held or final < tonumber(held) then

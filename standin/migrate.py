@@ -175,8 +175,9 @@ class BacklogMover:
     async def _move_reversal(self, entry: LocalEntry) -> tuple[str, str]:
         f = entry.fields
         key = ReversalKey(
-            f["acquirer_id"], f["reversal_id"], f["original_request_id"], int(f["final_amount_minor"])
-        )
+            f["acquirer_id"], f["reversal_id"], f["original_request_id"], int(f["final_amount_minor"]),
+            int(f.get("original_amount_minor") or 0),
+        )  # fmt: skip
         status, _, _, released = await self._counters.reverse(
             entry.card_token, key, entry_id=f["decision_id"], store=True
         )

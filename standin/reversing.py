@@ -76,7 +76,7 @@ class Reverser:
         if self.recovery.redis_up:
             key = ReversalKey(
                 reversal.acquirer_id, reversal.reversal_id, reversal.original_request_id,
-                reversal.final_amount_minor,
+                reversal.final_amount_minor, reversal.original_amount_minor,
             )  # fmt: skip
             try:
                 await self.recovery.before_redis_decision(token)  # the card's local entries go first

@@ -214,6 +214,9 @@ def reverse_in(
         (token, reversal.acquirer_id, reversal.original_request_id),
     ).fetchone()
     final = reversal.final_amount_minor
+    said = reversal.original_amount_minor
+    if original is not None and said and original[3] and original[3] != said:
+        original = None  # another content under the same ids (a reused id): not this one's original
     if original is None:
         status = ReversalStatus.STORED
     else:

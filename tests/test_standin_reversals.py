@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import assert_eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -139,6 +140,26 @@ async def test_a_reversal_of_a_local_decline_reaches_the_issuer_when_another_gat
         if repeat.request_id in (f.get("request_id"), f.get("original_request_id"))
     ]
     assert ("reversal", "0") in mine and ("decision", "1") in mine
+
+
+@pytest.mark.parametrize("where", ["redis", "local"])
+async def test_a_reversal_of_another_amount_under_a_reused_id_leaves_that_approval_alone(
+    where: str, redis_port: int, tmp_path: Path
+) -> None:
+    """The ids of a request that never reached stand-in, reused with another amount and approved: the
+    first content's reversal names its own amount, so it is stored for the issuer (which matches by
+    amount too), and the approval keeps its window: the same amount again no longer fits (50.00
+    window; a gateway's local share is 12.50)."""
+    card, amount = (luhn_pan("4987"), 4_000) if where == "redis" else (luhn_pan("4988"), 1_000)
+    never_seen = request(card, amount_minor=amount)
+    reused = request(card, amount_minor=amount + 1, request_id=never_seen.request_id)
+    port = redis_port if where == "redis" else free_port()
+    async with engine(port, tmp_path / "l.db", pol=WINDOW_50, redis_settings=IMPATIENT) as e:
+        assert (await e.decide(reused, Reason.ALL_POOLS_FAILED)).approved
+        outcome = await e.reverse(reversal(never_seen, 0, original_amount_minor=amount), store=True)
+        after = await e.decide(request(card, amount_minor=amount), Reason.ALL_POOLS_FAILED)
+    assert outcome.status is ReversalStatus.STORED and outcome.entry_id
+    assert not after.approved
 
 
 async def test_a_repeated_reversal_is_applied_once(redis_port: int, tmp_path: Path) -> None:
