@@ -20,8 +20,9 @@ behave like one, and record everything on the request's `chaos.samples.Sample`:
 
 Optional behaviours (`AcquirerBehaviour`, off by default): repeats with the
 same request_id and content, request_ids reused with other content (a
-refusal expected; no reversal is sent for such a probe left unanswered, since
-a reversal names only the request_id and would reverse the original),
+refusal expected; such a probe left unanswered gets its timeout reversal like
+any request: it names its own amount as the original's, field 4 of a 0400, so
+it reverses that content and never the original),
 approvals reversed afterwards (full or partial), reversals sent before their
 original, sends cancelled at a random point, per-request deadlines drawn from
 a range, requests sent as acquirer advices (forced or offline approvals,
@@ -282,7 +283,7 @@ class Acquirer:
             sample.last_outcome = Outcome.NO_ANSWER
             sample.cancelled = sample.cancelled or (cancel_after_s is not None and code == "CANCELLED")
             already = any(r.final_amount_minor == 0 for r in sample.reversals)
-            if b.timeout_reversals and not sample.reused and not already:
+            if b.timeout_reversals and not already:
                 self._reverse(req, sample, 0, pb.TERMINAL_TIMEOUT, index)
 
     async def _advise(self, req: pb.AuthorizeRequest, sample: Sample, target: int) -> None:
