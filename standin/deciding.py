@@ -341,6 +341,12 @@ class Decider:
                 await self.local.record(local, fields, marker=once_per)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
+                if again:  # journaled once already: answer what the record says (a 91 would not be)
+                    log.error(  # noqa: TRY400 (the message says it all)
+                        "decision %s given again to request %s, journaled again nowhere: %s",
+                        decision.decision_id, request.request_id, exc,
+                    )  # fmt: skip
+                    return replace(decision, journal=JournalKind.REDIS)
                 return self._unrecorded(request, decision, exc)
         self.recovery.local_written(key.card_token)
         return decision

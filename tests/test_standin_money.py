@@ -7,10 +7,12 @@ code before the fix (see the closing note of the money-safety issue).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from helpers import PAN_MC, PAN_VISA, assert_eventually
@@ -26,7 +28,7 @@ from test_standin_support import (
 )
 
 from chaos.processes import ManagedProcess, free_port, start_redis
-from standin import JournalKind, Reason, RedisSettings, ResponseCode, WindowLimit
+from standin import JournalKind, Reason, RedisSettings, ResponseCode, StandIn, WindowLimit
 from standin.counters import RedisCounters
 from standin.deciding import REPLY_LOST_RULE
 from standin.errors import ReusedRequestIdError
@@ -36,6 +38,8 @@ from standin.redis_io import RedisGate
 from standin.rules import assess
 from standin.tokens import CardTokenizer
 from standin.types import StandInRequest
+
+T = TypeVar("T")
 
 # Decisions give up on Redis after 100 ms; the local journal answers then.
 QUICK = RedisSettings(
@@ -235,53 +239,88 @@ async def test_a_decision_given_again_after_an_issuer_attempt_is_journaled_again
     assert unadvised in ("2", b"2")
 
 
+class _Restartable:
+    """A private Redis (AOF) that a test may stop and start again on the same port and data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.process = start_redis(workdir, self.port)
+
+    async def restart_around(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` while this Redis is stopped; started again after it."""
+        await asyncio.to_thread(self.process.stop)
+        try:
+            return await call()
+        finally:
+            self.process = await asyncio.to_thread(start_redis, self.workdir, self.port)
+
+
+@pytest.fixture
+async def restartable(tmp_path: Path) -> AsyncIterator[_Restartable]:
+    redis = await asyncio.to_thread(_Restartable, tmp_path / "redis")
+    yield redis
+    await asyncio.to_thread(redis.process.stop)
+
+
+@contextlib.contextmanager
+def _again_appends_while_down(e: StandIn, redis: _Restartable) -> Iterator[None]:
+    """The engine's entries given again (appends with once_per) run against `redis` stopped: the real
+    append fails, nothing else does."""
+    stream = e._decider.stream
+    append = stream.append
+
+    async def down_for_again(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("once_per"):
+            return await append(*args, **kwargs)
+        return await redis.restart_around(lambda: append(*args, **kwargs))
+
+    stream.append = down_for_again  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        stream.append = append  # type: ignore[method-assign]
+
+
 async def test_a_decision_given_again_whose_append_fails_is_journaled_again_from_the_local_journal(
-    tmp_path: Path,
+    restartable: _Restartable, tmp_path: Path
 ) -> None:
     """Redis goes away between the replay (DECIDE, again) and its append: the entry given again goes
     to the local journal and reaches the stream once Redis is back, with its later answered_at; else
     the issuer keeps its own late approval of the repeat (chaos-money: declines_debited)."""
-    port = free_port()
-    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
     first = request(luhn_pan("4993"), amount_minor=100)
-    try:
-        async with engine(port, tmp_path / "l.db", redis_settings=QUICK) as e:
-            decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
-            stream = e._decider.stream  # the real append, to a Redis stopped (AOF kept) just before it
-            append = stream.append
-
-            async def append_while_down(*args: Any, **kwargs: Any) -> Any:
-                nonlocal redis
-                if not kwargs.get("once_per"):
-                    return await append(*args, **kwargs)
-                await asyncio.to_thread(redis.stop)
-                try:
-                    return await append(*args, **kwargs)
-                finally:
-                    redis = await asyncio.to_thread(start_redis, tmp_path / "redis", port)
-
-            stream.append = append_while_down  # type: ignore[method-assign]
-            await asyncio.sleep(0.01)  # answered_at has millisecond resolution
+    async with engine(restartable.port, tmp_path / "l.db", redis_settings=QUICK) as e:
+        decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        await asyncio.sleep(0.01)  # answered_at has millisecond resolution
+        with _again_appends_while_down(e, restartable):
             again = await e.decide(first, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
-            stream.append = append  # type: ignore[method-assign]
 
-            async def moved() -> None:
-                assert (await e.status()).local_backlog == 0
+        async def moved() -> None:
+            assert (await e.status()).local_backlog == 0
 
-            await assert_eventually(moved, timeout_s=10)
-        r = client(port)
-        try:
-            entries = [f for f in await stream_entries(r) if f["request_id"] == first.request_id]
-        finally:
-            await r.aclose()
-    finally:
-        await asyncio.to_thread(redis.stop)
+        await assert_eventually(moved, timeout_s=10)
+    entries, _ = await _journaled(restartable.port, first)
     assert again.decision_id == decided.decision_id and again.journal is JournalKind.SQLITE
     assert [(f["decision_id"], f.get("again", "")) for f in entries] == [
         (decided.decision_id, ""),
         (decided.decision_id, "1"),
     ]
     assert entries[1]["answered_at"] > entries[0]["answered_at"]
+
+
+async def test_a_decision_given_again_that_no_journal_takes_is_still_the_recorded_decision(
+    restartable: _Restartable, tmp_path: Path
+) -> None:
+    """The again entry's append fails and so does the local journal: the repeat is answered with the
+    recorded decision (journaled once already), not with a 91 the records contradict."""
+    first = request(luhn_pan("4995"), amount_minor=100)
+    async with engine(restartable.port, tmp_path / "l.db", redis_settings=QUICK) as e:
+        decided = await e.decide(first, Reason.ALL_POOLS_FAILED)
+        with sqlite3.connect(tmp_path / "l.db") as db:  # the local journal can record nothing now
+            db.execute("DROP TABLE decisions")
+        with _again_appends_while_down(e, restartable):
+            again = await e.decide(first, Reason.ALL_POOLS_FAILED, maybe_reached_issuer=True)
+    assert decided.approved and again.approved
+    assert (again.decision_id, again.approval_code) == (decided.decision_id, decided.approval_code)
 
 
 async def test_a_repeat_declined_again_locally_is_journaled_again_when_moved(tmp_path: Path) -> None:
