@@ -170,6 +170,35 @@ def classify(acquirer: Held, book: simulator_pb2.RequestBook | None) -> Figure |
     return Figure.AMOUNT_MISMATCHES
 
 
+def story(sample: Sample, book: simulator_pb2.RequestBook | None) -> str:
+    """One request's money, both sides, on one line (a failing figure's example in the report):
+    what the acquirer sent and heard, and what the issuer booked."""
+    heard = [
+        f"{a.response_code} {a.source}{' ' + a.rule if a.rule else ''} {a.decision_id[:8]} @{a.at_s:.2f}s"
+        for a in sample.answers
+    ]
+    reversed_ = [
+        f"{r.reversal_id} to {r.final_amount_minor}{' acked ' + r.status if r.acked else ' unacked'}"
+        for r in sample.reversals
+    ]
+    acquirer = (
+        f"acquirer: {sample.amount_minor} sent {sample.sends}x{' (advice)' if sample.advice else ''}"
+        f"{' (reused id)' if sample.reused else ''}{' (cancelled)' if sample.cancelled else ''}, "
+        f"heard [{'; '.join(heard)}], reversed [{'; '.join(reversed_)}]"
+    )
+    if book is None:
+        return acquirer + " | issuer: no book"
+    own = f"own {book.own.response_code} held {book.own.held_minor}" if book.own.arrived else "own none"
+    advised = [
+        f"{a.response_code} {a.decision_id[:8]} @{a.answered_at_us}us x{a.received}" for a in book.advices
+    ]
+    capped = [f"{r.reversal_id} to {r.final_amount_minor}" for r in book.reversals]
+    return (
+        f"{acquirer} | issuer: {own} (forwarded @{book.own.forwarded_at_us}us), "
+        f"advices [{'; '.join(advised)}], reversals [{'; '.join(capped)}], final {book.final_minor}"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class MoneyCheck:
     requests: int  # requests the acquirers sent (each content of a request_id counts once)
@@ -233,6 +262,7 @@ def compare(
     None: not read, as on a Redis Cluster, where settlement is judged by the acquirers' side alone).
     """
     by_key = {RequestKey(b.acquirer_id, b.request_id, b.digest): b for b in books}
+    of_key = {RequestKey(s.acquirer_id, s.request_id, s.digest): s for s in samples}
     helds = {h.key: h for h in map(held, samples)}
     counts: Counter[Figure] = Counter()
     examples: dict[str, list[str]] = {}
@@ -242,7 +272,7 @@ def compare(
             counts[figure] += 1
             examples.setdefault(figure.value, [])
             if len(examples[figure.value]) < _EXAMPLES:
-                examples[figure.value].append(str(key) + (" (advice)" if acquirer.why is Why.ADVISED else ""))
+                examples[figure.value].append(f"{key}: {story(of_key[key], by_key.get(key))}")
     unknown = [k for k in by_key if k not in helds]
     stray = [k for k in unknown if by_key[k].final_minor > 0]
     known_content = {(k.request_id, k.digest) for k in helds}

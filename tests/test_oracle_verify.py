@@ -14,7 +14,7 @@ from authgw.v1 import simulator_pb2 as spb
 from chaos.experiment import SETTLED, money_criteria
 from chaos.reversals import SentReversal
 from chaos.samples import Answer, Outcome, Sample
-from chaos.verify import Figure, Held, MoneyCheck, Why, classify, compare, held
+from chaos.verify import Figure, Held, MoneyCheck, Why, classify, compare, held, story
 
 AMOUNT = 1_000
 
@@ -189,8 +189,21 @@ def test_compare_counts_each_figure_once_per_request(figure: Figure) -> None:
     s, b = cases[figure]
     check = compare([s], [b] if b is not None else [])
     assert {k: v for k, v in check.figures().items() if v} == {figure.value: 1}
-    assert check.examples == {figure.value: ["1001/r1#d1"]}
+    assert check.examples == {figure.value: [f"1001/r1#d1: {story(s, b)}"]}
     assert not check.ok
+
+
+def test_a_failing_example_tells_both_sides_of_its_request() -> None:
+    """A failing figure's example says what the acquirer heard and reversed and what the issuer
+    booked: enough to start on the cause from the report alone."""
+    s = sample(declined(source="STAND_IN", code="91"), reversals=(sent(0, reversal_id="rev-9"),))
+    check = compare([s], [book(AMOUNT, own=AMOUNT, advices=((True, AMOUNT),))])
+    [example] = check.examples[Figure.REVERSALS_NOT_APPLIED.value]
+    assert example.startswith("1001/r1#d1: acquirer: ")
+    told = ("91 STAND_IN", "rev-9 to 0 acked")
+    booked = ("issuer: own 00 held 1000", "advices [ adv-0", "final 1000")
+    for part in told + booked:
+        assert part in example, part
 
 
 def test_compare_reports_settlement_and_reversals() -> None:
