@@ -232,13 +232,14 @@ local function count()
   redis.call('INCR', KEYS[3])
   redis.call('PEXPIRE', KEYS[3], ARGV[11])
 end
-local function record()
+local function record(told)  -- told: the answered_at_ms to keep (ARGV[20] is the decision's own)
   local pairs_ = {'digest', ARGV[7], 'kind', ARGV[9], 'amount', ARGV[8], 'txn_amount', ARGV[10],
                   'member', ARGV[4], 'final_amount', ''}
   for i = 1, #FIELDS do
     pairs_[#pairs_ + 1] = FIELDS[i]
     pairs_[#pairs_ + 1] = ARGV[11 + i]
   end
+  pairs_[#pairs_] = told
   redis.call('HSET', KEYS[1], unpack(pairs_))
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
@@ -246,7 +247,7 @@ local e = redis.call('HMGET', KEYS[1], 'decision_id', 'digest', 'response_code',
                      'member', 'kind', 'answered_by')
 if not e[1] then
   count()
-  record()
+  record(ARGV[20])
   return 'absorbed'
 end
 if e[1] == ARGV[12] then return 'same' end
@@ -265,30 +266,26 @@ local told = tonumber(ARGV[6])
 local recorded_at = tonumber(e[4] or '0')
 if lost and told <= recorded_at then told = recorded_at + 1 end
 local later = lost or told > recorded_at
-if earlier_approved == this_approved then
-  -- The same outcome: the record's decision stands for both; told as late as this one was, so a
-  -- decision told in between (another gateway's) does not win over what the acquirer heard last.
-  if later then
-    redis.call('HSET', KEYS[1], 'answered_at_ms', told, 'answered_by', ARGV[12])
-    -- journaled again with this answered_at (migrate.py): one more entry to acknowledge (if the
-    -- record's decision was never journaled, this over-counts by one: the safe side)
-    redis.call('INCR', KEYS[3])
-    redis.call('PEXPIRE', KEYS[3], ARGV[11])
-  end
+-- The same outcome told later: the record's decision stands for both, told as late as this one was,
+-- so a decision told in between (another gateway's) does not win over what the acquirer heard last.
+local again = earlier_approved == this_approved and later
+if again then
+  redis.call('HSET', KEYS[1], 'answered_at_ms', told, 'answered_by', ARGV[12])
+  -- journaled again with this answered_at (migrate.py): one more entry to acknowledge (if the
+  -- record's decision was never journaled, this over-counts by one: the safe side)
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[11])
 end
 if earlier_approved == this_approved or not later then
   local kept = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-  local status = 'superseded'
-  if earlier_approved == this_approved and later then status = 'again' end
-  table.insert(kept, 1, status)
+  table.insert(kept, 1, again and 'again' or 'superseded')
   return kept
 end
 if e[5] and e[5] ~= '' then
   redis.call('ZREM', KEYS[2], e[5])  -- the earlier approval no longer holds
 end
 count()
-record()
-redis.call('HSET', KEYS[1], 'answered_at_ms', told)
+record(told)
 return {'replaced', tostring(told)}
 """
 
