@@ -162,9 +162,7 @@ class Decider:
         version: int,
         again: bool = False,
     ) -> StandInDecision:
-        token = self.tokenizer.token(request.pan)
-        digest = self.tokenizer.digest(request.content())
-        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
+        key = self._key(request)
         proposal = self._proposal(assessment, reason, version, approval_code)
         if self.recovery.redis_up:
             decided = await self._decide_in_redis(
@@ -242,7 +240,8 @@ class Decider:
         so settlement advises it and the issuer releases what it holds for this content (an advice
         of other content gets a book of its own there). If Redis cannot take it, it goes to the local
         journal as an append-only row (sqlite_rules.APPEND_ONLY), apart from the request's rows."""
-        token = self.tokenizer.token(request.pan)
+        key = self._key(request)
+        token = key.card_token
         now = self.now_ms()
         outcome = Outcome(
             fresh=True,
@@ -267,20 +266,39 @@ class Decider:
             self.recovery.mark_down(exc)
         else:
             return
-        digest = self.tokenizer.digest(request.content())
-        key = RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
         assessment = assess(self.live.current.policy, request)
-        fields["journal"] = JournalKind.SQLITE.value
-        local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=counted)
         try:
-            await self.local.record(local, fields, marker=decision.decision_id)
+            await self._keep_locally(
+                key, assessment, outcome, fields, marker=decision.decision_id, counted=counted
+            )
         except (LocalJournalError, ClosedError) as exc:
             log.error(  # noqa: TRY400 (the message says it all)
                 "request %s reused its id after an attempt that may have reached an issuer; "
                 "its declined advice could be recorded nowhere: %s", request.request_id, exc,
             )  # fmt: skip
-            return
-        self.recovery.local_written(token)
+
+    def _key(self, request: StandInRequest) -> RequestKey:
+        token = self.tokenizer.token(request.pan)
+        digest = self.tokenizer.digest(request.content())
+        return RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)
+
+    async def _keep_locally(
+        self,
+        key: RequestKey,
+        assessment: Assessment,
+        outcome: Outcome,
+        fields: dict[str, str],
+        *,
+        marker: str,
+        counted: bool,
+    ) -> None:
+        """Record in the local journal what Redis decided but could not append (moved later);
+        `marker`: an append-only row under this dedupe marker ('' = the decision's own row).
+        Raises LocalJournalError or ClosedError."""
+        fields["journal"] = JournalKind.SQLITE.value
+        local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=counted)
+        await self.local.record(local, fields, marker=marker)
+        self.recovery.local_written(key.card_token)
 
     def _proposal(
         self, assessment: Assessment, reason: Reason, version: int, approval_code: str = ""
@@ -333,12 +351,9 @@ class Decider:
                 self.recovery.mark_down(exc)
             else:
                 return decision
-        decision = replace(decision, journal=JournalKind.SQLITE)
-        fields["journal"] = JournalKind.SQLITE.value
-        local = Local(key, assessment.kind, assessment.amount_minor, outcome, counted_in_redis=True)
         with journal_span(self.tracer, JournalKind.SQLITE.value) as span:
             try:
-                await self.local.record(local, fields, marker=once_per)
+                await self._keep_locally(key, assessment, outcome, fields, marker=once_per, counted=True)
             except (LocalJournalError, ClosedError) as exc:
                 span_failed(span, exc)
                 if again:  # journaled once already: answer what the record says (a 91 would not be)
@@ -346,10 +361,9 @@ class Decider:
                         "decision %s given again to request %s, journaled again nowhere: %s",
                         decision.decision_id, request.request_id, exc,
                     )  # fmt: skip
-                    return replace(decision, journal=JournalKind.REDIS)
+                    return decision
                 return self._unrecorded(request, decision, exc)
-        self.recovery.local_written(key.card_token)
-        return decision
+        return replace(decision, journal=JournalKind.SQLITE)
 
     async def _decide_locally(
         self,
