@@ -254,8 +254,12 @@ class RequestRecord:
             if known.reversal_id == reversal_id:
                 known.received += 1
                 return known.status, True, NO_POSTING
-        reversal = ReversalBooked(reversal_id, final_amount_minor, ReversalState.NO_EFFECT)
-        reversal.original_amount_minor = original_amount_minor
+        reversal = ReversalBooked(
+            reversal_id,
+            final_amount_minor,
+            ReversalState.NO_EFFECT,
+            original_amount_minor=original_amount_minor,
+        )
         book = next((b for b in self.books.values() if reversal.reverses(b, self.claim)), None)
         self.reversals.append(reversal)
         if book is None:

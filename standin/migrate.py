@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from standin.counters import RedisCounters, ReversalKey
 from standin.crypto import PanKeyring
@@ -58,9 +58,8 @@ log = logging.getLogger(__name__)
 
 
 def _iso_ms(ms: int) -> str:
-    """An entry's timestamp (entry.py) of epoch milliseconds, exact (no float rounding)."""
-    at = datetime.fromtimestamp(ms // 1000, UTC) + timedelta(milliseconds=ms % 1000)
-    return at.isoformat(timespec="milliseconds")
+    """An entry's timestamp (entry.py) of epoch milliseconds, as Outcome.decision builds it."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 class BacklogMover:
