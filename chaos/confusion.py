@@ -19,7 +19,7 @@ from rich.table import Table
 from chaos.card_profiles import card_profile, decide
 from chaos.samples import Sample
 
-__all__ = ["Cell", "Confusion", "confusion", "confusion_table", "from_dict"]
+__all__ = ["Cell", "Confusion", "confusion", "confusion_table", "from_dict", "rules_dict"]
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Confusion:
     false_approve: Cell = field(default_factory=Cell)  # stand-in approved, the issuer would decline
     false_decline: Cell = field(default_factory=Cell)  # stand-in declined, the issuer would approve
     both_decline: Cell = field(default_factory=Cell)
+    false_declines_by_rule: dict[str, Cell] = field(default_factory=dict)
+    """The false declines by the stand-in rule that declined them: which rule costs good customers."""
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         cells = ("both_approve", "false_approve", "false_decline", "both_decline")
@@ -78,6 +80,9 @@ def confusion(samples: Sequence[Sample], pan_of: Mapping[str, str]) -> Confusion
                 else (matrix.false_decline if issuer_approves else matrix.both_decline)
             )
             cell.add(sample.amount_minor)
+            if cell is matrix.false_decline:
+                rule = sample.answers[-1].rule if sample.answers else ""
+                matrix.false_declines_by_rule.setdefault(rule or "?", Cell()).add(sample.amount_minor)
         if sample.approved:
             spent[pan] = spent.get(pan, 0) + sample.amount_minor
     return matrix
@@ -95,7 +100,16 @@ def confusion_table(matrix: Confusion, title: str = "stand-in vs issuer (shadow)
         table.add_column(column)
     table.add_row("approved", _cell(matrix.both_approve), _cell(matrix.false_approve) + " (false approvals)")
     table.add_row("declined", _cell(matrix.false_decline) + " (false declines)", _cell(matrix.both_decline))
+    if matrix.false_declines_by_rule:
+        ranked = rules_dict(matrix).items()
+        table.caption = "false declines by rule: " + ", ".join(f"{r} {v['count']}" for r, v in ranked)
     return table
+
+
+def rules_dict(matrix: Confusion) -> dict[str, dict[str, int]]:
+    """The false declines by rule, most first, as a report holds them."""
+    ranked = sorted(matrix.false_declines_by_rule.items(), key=lambda kv: -kv[1].count)
+    return {rule: {"count": c.count, "amount_minor": c.amount_minor} for rule, c in ranked}
 
 
 def _cell(cell: Cell) -> str:

@@ -28,7 +28,7 @@ from rich.live import Live
 from authgw.v1 import authorization_pb2 as pb
 from chaos.acquirer import Acquirer, AcquirerBehaviour
 from chaos.acquirer_iso8583 import IsoGatewayStubs
-from chaos.confusion import Confusion, confusion, confusion_table, from_dict
+from chaos.confusion import Confusion, confusion, confusion_table, from_dict, rules_dict
 from chaos.load import CardMix
 from chaos.otlp_receiver import OtlpReceiver
 from chaos.report import Phase, live_line, per_second, plot_timeline, summarize
@@ -238,6 +238,10 @@ def _markdown(report: dict[str, Any], picture: Path) -> str:
         for cell, value in (st.get(key) or {}).items():
             figures = f"{value['count']} / {value['amount_minor']}"
             lines.append(f"| {when}stand-in vs issuer: {cell} (count / minor units) | {figures} |")
+    for key, when in (("false_declines_by_rule_before", "before "), ("false_declines_by_rule", "")):
+        if st.get(key):
+            ranked = ", ".join(f"{rule} {v['count']} / {v['amount_minor']}" for rule, v in st[key].items())
+            lines.append(f"| {when}false declines by rule (count / minor units) | {ranked} |")
     for key, value in report.get("extra", {}).items():
         lines.append(f"| {key} | {value} |")
     for key, value in report["settlement"].items():
@@ -344,8 +348,11 @@ async def _run_started(  # noqa: PLR0917 - the run's parts, each needed once
         report = _report(exp, run, samples, check, criteria)
         if matrix.decided:
             report["standin"]["confusion"] = matrix.as_dict()
+            report["standin"]["false_declines_by_rule"] = rules_dict(matrix)
         if before is not None and before["standin"].get("confusion"):
             report["standin"]["confusion_before"] = before["standin"]["confusion"]
+            earlier_rules = before["standin"].get("false_declines_by_rule", {})
+            report["standin"]["false_declines_by_rule_before"] = earlier_rules
             earlier = from_dict(before["standin"]["confusion"])
             console.print(confusion_table(earlier, "before: " + before["title"]))
             console.print(confusion_table(matrix, f"after: {exp.title}"))

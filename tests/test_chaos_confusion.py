@@ -5,20 +5,25 @@ from __future__ import annotations
 import itertools
 
 from chaos.card_profiles import LOW_BALANCE_MINOR, PAN_BLOCKED, PAN_LOW_BALANCE
-from chaos.confusion import Cell, confusion
+from chaos.confusion import Cell, confusion, rules_dict
 from chaos.experiments_risk import above_known_balance
-from chaos.samples import Sample
+from chaos.samples import Answer, Sample
 
 _t = itertools.count()
 
 
-def answered(pan_of: dict[str, str], pan: str, amount: int, source: str, approved: bool) -> Sample:
+def answered(
+    pan_of: dict[str, str], pan: str, amount: int, source: str, approved: bool, rule: str = ""
+) -> Sample:
     n = next(_t)
     pan_of[f"1001:r{n}"] = pan
-    return Sample(
+    sample = Sample(
         f"r{n}", float(n), amount_minor=amount, acquirer_id="1001", source=source, approved=approved,
         response_code="00" if approved else "51",
     )  # fmt: skip
+    if rule:
+        sample.answers.append(Answer("00" if approved else "51", approved, source, f"d{n}", rule=rule))
+    return sample
 
 
 def test_each_cell_by_the_issuers_books_at_the_time() -> None:
@@ -38,6 +43,24 @@ def test_each_cell_by_the_issuers_books_at_the_time() -> None:
     assert matrix.both_approve == Cell(1, 700)
     assert matrix.false_decline == Cell(1, 900)
     assert matrix.decided == 5
+
+
+def test_false_declines_are_broken_down_by_the_rule_that_declined() -> None:
+    """Two window declines and a budget decline of requests the issuer approves; a true decline
+    (blocked card) is not in the breakdown."""
+    pan_of: dict[str, str] = {}
+    card = "4111111111111111"
+    samples = [
+        answered(pan_of, card, 700, "STAND_IN", False, "limit.amount.purchase"),
+        answered(pan_of, card, 300, "STAND_IN", False, "limit.amount.purchase"),
+        answered(pan_of, card, 900, "STAND_IN", False, "exposure_budget.outage"),
+        answered(pan_of, PAN_BLOCKED, 500, "STAND_IN", False, "card_status.blocked"),
+    ]
+    matrix = confusion(samples, pan_of)
+    assert rules_dict(matrix) == {
+        "limit.amount.purchase": {"count": 2, "amount_minor": 1_000},
+        "exposure_budget.outage": {"count": 1, "amount_minor": 900},
+    }
 
 
 def test_approvals_above_a_balance_the_issuer_reported() -> None:
