@@ -14,6 +14,22 @@ from chaos.processes import ManagedProcess, start_etcd, start_redis
 from chaos.redis_cluster import LocalCluster, start_redis_cluster
 from chaos.redis_users import RedisUsers
 
+# `make test` runs two pytest workers (`-n 2 --dist loadgroup`): the suite mostly waits on the
+# servers it starts. The chaos experiments (availability criteria, a full topology each) and the
+# CPU-bound fuzzers run one after another on one worker, so no two of them share the two cores;
+# every other module stays whole on one worker (its module fixtures are started once).
+_SERIAL = "heavy"
+_CPU_BOUND = frozenset({"test_edge_fuzz", "test_iso8583_fuzz", "test_iso8583_listener_fuzz"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
+        heavy = item.get_closest_marker("chaos") is not None or module in _CPU_BOUND
+        item.add_marker(pytest.mark.xdist_group(_SERIAL if heavy else module))
+
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
