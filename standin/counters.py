@@ -106,6 +106,7 @@ class RedisCounters:
         Raises ReusedRequestIdError (the id was decided for other content) or StoreUnavailableError.
         """
         decline = assessment.decline
+        known_limit, known_decline = assessment.for_known_balance()
         script_keys = [
             keys.idempotency_key(token, request.acquirer_id, request.request_id),
             keys.card_status_key(token),
@@ -135,6 +136,10 @@ class RedisCounters:
             "policy_version": proposal.policy_version,
             "currency": request.currency,
             "again": "1" if again else "",
+            "known_max_amount": known_limit.max_amount_minor,
+            "known_max_count": known_limit.max_count,
+            "known_static_rule": known_decline.rule if known_decline else "",
+            "known_static_code": known_decline.code.value if known_decline else "",
         }
         args = [named[name] for name in lua.DECIDE_ARGS]
 

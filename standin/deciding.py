@@ -116,7 +116,7 @@ class Decider:
         policy = self.live.current
         assessment = assess(policy.policy, request)
         if forced is not None:
-            assessment = replace(assessment, decline=forced)
+            assessment = assessment.declined_by(forced)
         try:
             return await self._decide(
                 request,
@@ -141,7 +141,9 @@ class Decider:
         Raises ReusedRequestIdError; a 91 decline comes back only when nothing could record it.
         """
         policy = self.live.current
-        assessment = replace(assess(policy.policy, request), decline=None, advised=kind.rule)
+        assessment = replace(
+            assess(policy.policy, request), decline=None, known_decline=None, advised=kind.rule
+        )
         return await self._decide(
             request,
             Reason.ACQUIRER_ADVICE,
@@ -211,9 +213,7 @@ class Decider:
             # Redis may hold an approval nobody was told: its reservation stays (exposure.py).
             lost = admitted
             if not admitted.advised:  # an advice stays an approval: it is already spent
-                lost = replace(
-                    admitted, decline=StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE)
-                )
+                lost = admitted.declined_by(StaticDecline(REPLY_LOST_RULE, ResponseCode.ISSUER_UNAVAILABLE))
             # a new id: Redis may hold the old one, which told nobody
             fresh = self._proposal(
                 lost, proposal.reason, proposal.policy_version, proposal.approval_code if lost.advised else ""

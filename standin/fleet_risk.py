@@ -17,8 +17,6 @@ local    Redis away: this gateway's own velocity windows (velocity.LocalVelocity
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from standin.exposure import ExposureBudgets, Reservation
 from standin.outcome import Outcome
 from standin.rules import Assessment
@@ -40,7 +38,7 @@ class FleetRisk:
         self, token: str, request: StandInRequest, digest: str, assessment: Assessment, decision_id: str
     ) -> tuple[Assessment, list[Reservation]]:
         """The assessment DECIDE should use, and what was reserved for it (raises StoreUnavailableError)."""
-        if assessment.decline is not None:
+        if assessment.declined_anyway:
             return assessment, []
         if assessment.advised:  # an approval already given: counted in the budget if there is room
             held, _ = await self.budgets.reserve(token, assessment, decision_id)
@@ -48,12 +46,12 @@ class FleetRisk:
         if applies(assessment.velocity, request):
             decline = await self.velocity.check(request, digest, assessment.amount_minor, assessment.velocity)
             if decline is not None:
-                return replace(assessment, decline=decline), []
+                return assessment.declined_by(decline), []
         if not assessment.budgets:
             return assessment, []
         held, decline = await self.budgets.reserve(token, assessment, decision_id)
         if decline is not None:
-            return replace(assessment, decline=decline), []
+            return assessment.declined_by(decline), []
         return assessment, held
 
     def admit_locally(
@@ -67,7 +65,7 @@ class FleetRisk:
             request, digest, assessment.amount_minor, assessment.velocity,
             fraction=assessment.budget_fraction, now_ms=now_ms,
         )  # fmt: skip
-        return assessment if decline is None else replace(assessment, decline=decline)
+        return assessment if decline is None else assessment.declined_by(decline)
 
     async def settle(self, held: list[Reservation], outcome: Outcome, decision_id: str) -> None:
         """Keep the reservations of a fresh approval, release the others (never raises)."""

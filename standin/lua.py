@@ -90,6 +90,10 @@ DECIDE_ARGS = (
     "policy_version",
     "currency",
     "again",
+    "known_max_amount",
+    "known_max_count",
+    "known_static_rule",
+    "known_static_code",
 )
 
 
@@ -109,7 +113,8 @@ DECIDE = (
 -- currency: a known balance in the transaction's currency caps an approval at the balance minus the
 -- stand-in approvals since it was reported (51 balance.available); again ('1' or ''): a replay will be
 -- journaled again with its new answered_at (an attempt may have reached an issuer meanwhile), so it
--- counts one more unadvised entry
+-- counts one more unadvised entry; known_*: the limit and static rule when the card's balance in the
+-- transaction's currency is known (the policy's known_balance_scale; the same as the others at 1.0)
 """
     + _NOW
     + _named_args(DECIDE_ARGS)
@@ -136,9 +141,14 @@ local code, rule
 local member = ''
 local status = redis.call('GET', KEYS[2])
 local balance = redis.call('HMGET', KEYS[6], 'available', 'spent', 'currency')
+local known = balance[1] and balance[3] == currency
 local function over_balance()
-  if not balance[1] or balance[3] ~= currency then return false end
+  if not known then return false end
   return tonumber(balance[2] or '0') + tonumber(txn_amount) > tonumber(balance[1])
+end
+if known then
+  static_rule, static_code = known_static_rule, known_static_code
+  max_amount, max_count = known_max_amount, known_max_count
 end
 if advice then
   code, rule = '00', advice_rule
@@ -179,7 +189,7 @@ end
 local approval = ''
 if code == '00' then
   approval = approval_code
-  if balance[1] and balance[3] == currency then  -- an approval since the balance spends it
+  if known then  -- an approval since the balance spends it
     redis.call('HINCRBY', KEYS[6], 'spent', txn_amount)
   end
 end

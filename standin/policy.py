@@ -223,6 +223,11 @@ class StandInPolicy:
     """Fleet-wide ceilings on approved amounts (none: no ceiling)."""
     velocity: Velocity = Velocity()
     """Merchant and terminal windows (none by default)."""
+    known_balance_scale: float = 1.0
+    """For a card whose issuer-reported balance in the transaction's currency is live (balances.py),
+    the per-transaction maxima and the cumulative limit are multiplied by this, after the tier's
+    scale; the balance still caps every approval. 1.0: a known balance only ever declines more.
+    Above 1, the risk team trades the generic limits' margin for the issuer's own figure."""
 
     def mcc_group(self, mcc: str) -> str:
         """The MCC group of `mcc`."""

@@ -37,7 +37,7 @@ def policy_from_section(s: Section) -> StandInPolicy:
         [
             "home_country", "limit_currency", "currency_rates", "window_length", "window",
             "txn_max_minor", "mcc_groups", "blocked_mcc_groups", "cash_mcc_groups", "tiers", "risk_points",
-            "exposure_budgets", "velocity",
+            "exposure_budgets", "velocity", "known_balance",
         ]
     )  # fmt: skip
     groups = _mcc_groups(s.table("mcc_groups"))
@@ -76,7 +76,14 @@ def policy_from_section(s: Section) -> StandInPolicy:
         verification_absent_points=verification_absent_points(risk_points.table("verification_absent")),
         exposure_budgets=exposure_budgets(s, known_groups, by_channel),
         velocity=velocity(s.table("velocity")),
+        known_balance_scale=_known_balance_scale(s.table("known_balance")),
     )  # fmt: skip
+
+
+def _known_balance_scale(s: Section) -> float:
+    """`[policy.known_balance] limit_scale`: 1.0 to 10.0 (see StandInPolicy.known_balance_scale)."""
+    s.check_known(["limit_scale"])
+    return s.number("limit_scale", _DEFAULTS.known_balance_scale, minimum=1.0, maximum=10.0)
 
 
 def _mcc_groups(s: Section) -> dict[str, tuple[str, ...]]:

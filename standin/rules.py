@@ -88,12 +88,35 @@ class Assessment:
     advised: str = ""
     """The rule of an acquirer advice (an approval already given: recorded and counted whatever the
     limits, card status or static rules say); "" for a stand-in decision."""
+    known_limit: WindowLimit | None = None
+    """The cumulative limit for a card whose issuer-reported balance is live (the policy's
+    known_balance_scale applied; the card's Redis script chooses); None: `limit`."""
+    known_decline: StaticDecline | None = None
+    """The static decline for such a card (per-transaction maxima scaled the same way); read only
+    when known_limit is set."""
+
+    @property
+    def declined_anyway(self) -> bool:
+        """Declined by a static rule whether or not the card's balance turns out to be known."""
+        return self.decline is not None and (self.known_limit is None or self.known_decline is not None)
+
+    def declined_by(self, decline: StaticDecline) -> Assessment:
+        """The same assessment declined by `decline` whatever the card's balance (a fleet-wide
+        window or budget, a forced decline)."""
+        return replace(self, decline=decline, known_decline=decline)
+
+    def for_known_balance(self) -> tuple[WindowLimit, StaticDecline | None]:
+        """The limit and static decline that apply when the card's balance is known."""
+        if self.known_limit is None:
+            return self.limit, self.decline
+        return self.known_limit, self.known_decline
 
     def with_limit_fraction(self, fraction: float) -> Assessment:
         """The same assessment with the cumulative limit, the budgets and the velocity windows scaled
         (local, Redis-less mode)."""
         share = self.budget_fraction * fraction
-        return replace(self, limit=self.limit.scaled(fraction), budget_fraction=share)
+        known = None if self.known_limit is None else self.known_limit.scaled(fraction)
+        return replace(self, limit=self.limit.scaled(fraction), budget_fraction=share, known_limit=known)
 
 
 def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
@@ -108,18 +131,29 @@ def assess(policy: StandInPolicy, request: StandInRequest) -> Assessment:
     rate = policy.currency_rates.get(request.currency)
     amount = math.ceil(request.amount_minor * rate) if rate is not None else 0
     limit = policy.limit(kind).scaled(tier.limit_scale)
-    decline = _static_decline(policy, request, group, tier, amount if rate is not None else None)
+    converted = amount if rate is not None else None
+    decline = _static_decline(policy, request, group, tier.limit_scale, converted)
     budgets = tuple(b for b in policy.exposure_budgets if b.applies(request.channel, group))
-    return Assessment(kind, group, tier, amount, limit, decline, budgets, velocity=policy.velocity)
+    known_limit, known_decline = None, None
+    if policy.known_balance_scale != 1.0:
+        scale = tier.limit_scale * policy.known_balance_scale
+        known_limit = policy.limit(kind).scaled(scale)
+        known_decline = _static_decline(policy, request, group, scale, converted)
+    return Assessment(
+        kind, group, tier, amount, limit, decline, budgets, velocity=policy.velocity,
+        known_limit=known_limit, known_decline=known_decline,
+    )  # fmt: skip
 
 
 def _static_decline(
     policy: StandInPolicy,
     request: StandInRequest,
     group: str,
-    tier: RiskTier,
+    scale: float,
     amount: int | None,
 ) -> StaticDecline | None:
+    """The first static rule that declines; `scale` multiplies the per-transaction maxima (the
+    tier's, times the known-balance scale where that applies)."""
     if not luhn_valid(request.pan):
         return StaticDecline("card.invalid_pan", ResponseCode.INVALID_CARD_NUMBER)
     if request.card_expiry and card_expired(request.card_expiry, request.transmitted_at):
@@ -129,13 +163,13 @@ def _static_decline(
             return StaticDecline(f"verification.{check.value}", ResponseCode.DO_NOT_HONOUR)
     if group in policy.blocked_mcc_groups:
         return StaticDecline("mcc_group.blocked", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
-    if tier.limit_scale <= 0:
+    if scale <= 0:
         return StaticDecline("risk_tier.no_stand_in", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
     if amount is None:
         return StaticDecline("currency.unsupported", ResponseCode.NOT_PERMITTED_TO_CARDHOLDER)
-    if amount > int(policy.txn_max_minor_by_channel[request.channel] * tier.limit_scale):
+    if amount > int(policy.txn_max_minor_by_channel[request.channel] * scale):
         return StaticDecline("txn_max.channel", ResponseCode.EXCEEDS_AMOUNT_LIMIT)
     group_max = policy.txn_max_minor_by_mcc_group.get(group)
-    if group_max is not None and amount > int(group_max * tier.limit_scale):
+    if group_max is not None and amount > int(group_max * scale):
         return StaticDecline("txn_max.mcc_group", ResponseCode.EXCEEDS_AMOUNT_LIMIT)
     return None

@@ -14,7 +14,9 @@ from test_standin_support import ENV, TOKEN_KEY, client, engine, luhn_pan, polic
 from standin import ConfigError, Reason, ResponseCode, StandIn, StandInDecision, load_config
 from standin.balances import BALANCE_RULE, BalanceSettings
 from standin.keys import balance_key
+from standin.policy import ExposureBudget
 from standin.tokens import CardTokenizer
+from standin.types import Channel
 
 _cards = itertools.count()
 
@@ -96,6 +98,40 @@ async def test_the_balance_is_in_the_cards_slot_on_a_cluster(cluster_port: int, 
         await e.remember_balance(pan, 3_000, "EUR")
         decision = await pay(e, pan, 5_000)
     assert (decision.response_code, decision.rule) == (ResponseCode.INSUFFICIENT_FUNDS, BALANCE_RULE)
+
+
+async def test_a_known_balance_scale_lifts_the_generic_limits_and_the_balance_caps(
+    redis_port: int, tmp_path: Path
+) -> None:
+    """known_balance_scale 3: a tap (per-transaction maximum 50.00) of 120.00 is approved on a card
+    whose issuer reported 300.00, declined 61 on a card never seen and 51 on one that reported
+    100.00; 160.00 is above even the lifted maximum (150.00)."""
+    seen, unseen, low = card(), card(), card()
+    tap = {"channel": Channel.POS_CONTACTLESS}  # with PIN: the full tier
+    async with engine(redis_port, tmp_path / "l.db", pol=policy(known_balance_scale=3.0)) as e:
+        await e.remember_balance(seen, 30_000, "EUR")
+        await e.remember_balance(low, 10_000, "EUR")
+        lifted = await pay(e, seen, 12_000, **tap)
+        generic = await pay(e, unseen, 12_000, **tap)
+        capped = await pay(e, low, 12_000, **tap)
+        above = await pay(e, seen, 16_000, **tap)
+    assert lifted.approved, lifted
+    assert (generic.response_code, generic.rule) == (ResponseCode.EXCEEDS_AMOUNT_LIMIT, "txn_max.channel")
+    assert (capped.response_code, capped.rule) == (ResponseCode.INSUFFICIENT_FUNDS, BALANCE_RULE)
+    assert (above.response_code, above.rule) == (ResponseCode.EXCEEDS_AMOUNT_LIMIT, "txn_max.channel")
+
+
+async def test_a_lifted_approval_still_draws_on_the_exposure_budget(redis_port: int, tmp_path: Path) -> None:
+    """The fleet-wide steps run for a request the generic limits decline but a known balance may
+    approve: 120.00 on a known card against a 100.00 budget is declined by the budget."""
+    pan = card()
+    budget = ExposureBudget("lifted", max_amount_minor=10_000, period=timedelta(hours=1), shards=1)
+    pol = policy(known_balance_scale=3.0, exposure_budgets=(budget,))
+    async with engine(redis_port, tmp_path / "l.db", pol=pol) as e:
+        await e.remember_balance(pan, 30_000, "EUR")
+        decision = await pay(e, pan, 12_000, channel=Channel.POS_CONTACTLESS)
+    assert decision.response_code == ResponseCode.ISSUER_UNAVAILABLE
+    assert decision.rule == "exposure_budget.lifted"
 
 
 def _config(tmp_path: Path, balance: str) -> Path:

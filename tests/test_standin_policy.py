@@ -104,6 +104,16 @@ def test_riskier_tier_cannot_get_more(tmp_path: Path) -> None:
     assert info.value.key == "policy.tiers[1].limit_scale"
 
 
+@pytest.mark.parametrize("value", [0.5, 10.5, "2", True])
+def test_a_known_balance_scale_outside_1_to_10_is_refused(value: object) -> None:
+    """limit_scale under 1 would make a known balance approve less than the policy (its job is the
+    other way round), over 10 is a typo: refused naming policy.known_balance.limit_scale."""
+    with pytest.raises(PolicyError) as info:
+        from_table({"known_balance": {"limit_scale": value}})
+    assert info.value.key == "policy.known_balance.limit_scale"
+    assert from_table({"known_balance": {"limit_scale": 2}}).known_balance_scale == 2.0
+
+
 def test_invalid_toml_is_reported(tmp_path: Path) -> None:
     """A syntax error names the file."""
     path = write(tmp_path, "[policy\n")
