@@ -9,8 +9,12 @@ windows (10 min / K). The load draws on CARDS (100,000) cards:
 
   before the outage  the issuers answer, with each card's available balance after it
                      (simulators --send-balance); every third request drains one of the KNOWN
-                     cards to about a tenth of its balance, which stand-in then knows
-  outage             every issuer host SIGSTOPped: stand-in decides. The seed policy's
+                     cards to about a tenth of its balance, which stand-in then knows; the others
+                     are REGULAR cards' ordinary payments (each card once)
+  outage             every issuer host SIGSTOPped: stand-in decides. A card pays a few times a
+                     day, so most cards paying during an outage paid the day before and their
+                     balance is known: REGULAR_SHARE of the requests are on regular cards, 15 %
+                     on drained ones, the rest on cards never seen. The seed policy's
                      exposure budget is reached; half way the risk team's change (budget
                      raised, cash window lowered) is proposed by operator and approved by
                      operator2 (`authgw standin policy set` / `approve`); a card-testing
@@ -18,7 +22,9 @@ windows (10 min / K). The load draws on CARDS (100,000) cards:
   after              the issuers are back: settlement
 
 The run is made twice, each on its own topology: before (the policy's card limits only: no
-balances, no budget, no velocity) and after (all of them). The report has both confusion
+balances, no budget, no velocity) and after (all of them, and the policy's known_balance scale:
+a card whose balance the issuer reported gets KNOWN_SCALE times the generic limits, capped by
+that balance). The report has both confusion
 matrices (stand-in against the issuer's shadow decision, counts and amounts), the exposure
 over time against the budget in force (read from the budget's Redis shards every second),
 approvals above a known balance (0), the attack's approvals (at most the merchant window's
@@ -54,6 +60,10 @@ __all__ = ["RISK_EXPERIMENTS", "above_known_balance", "long_outage"]
 CARDS = 100_000
 KNOWN = 2_000
 """Cards drained before the outage (their balance is then known to stand-in)."""
+REGULAR_SHARE = 0.5
+"""Outage requests on cards that paid before it (their balance known to stand-in, not drained)."""
+KNOWN_SCALE = 3.0
+"""The after policy's known_balance limit_scale."""
 ATTACK_SHARE = 0.1
 ATTACK_MERCHANT = "M-ATTACK"
 OUTAGE_S = 60.0
@@ -109,6 +119,7 @@ def policy_toml(t: Timeline, *, risk: bool, changed: bool) -> str:
     )
     if not risk:
         return doc
+    doc += f"\n[policy.known_balance]\nlimit_scale = {KNOWN_SCALE}\n"
     period_s = t.ms(3_600) / 1000
     budget = int(RATE * period_s * (6_000 if changed else 1_500))  # about 0.5x, then 2x what is approved
     return (
@@ -134,6 +145,8 @@ class LongOutageLoad:
         self._mix = CardMix(cards=cards, seed=11, acquirer_ids=ACQUIRERS)
         self._rng = random.Random(13)
         self.known = self._mix.pans[:KNOWN]
+        self._regular = self._mix.pans[KNOWN:]
+        self._regulars_seen = 0
         self._drained = 0
         self._n = 0
         self._attack_cards = 0
@@ -149,6 +162,9 @@ class LongOutageLoad:
             req.pan, req.amount_minor = pan, min(500_000, balance - balance // 10)
             req.channel, req.mcc = pb.POS_CHIP, "5411"
             req.pin_verified = True
+        elif elapsed < self._t.t_fault and self._regulars_seen < len(self._regular):
+            req.pan = self._regular[self._regulars_seen]
+            self._regulars_seen += 1
         elif self._t.t_fault <= elapsed < self._t.t_back:
             a, b = self._t.attack
             roll = self._rng.random()
@@ -159,6 +175,8 @@ class LongOutageLoad:
                 req.channel, req.mcc, req.pin_verified = pb.ECOMMERCE, "5999", False
             elif roll > 0.85 and self._drained:
                 req.pan = self.known[self._rng.randrange(self._drained)]
+            elif roll > 0.85 - REGULAR_SHARE and self._regulars_seen:
+                req.pan = self._regular[self._rng.randrange(self._regulars_seen)]
         return req
 
 
