@@ -35,7 +35,11 @@ async def test_chaos_long_outage(tmp_path: Path) -> None:
     failed = [c for c in report["criteria"] if not c["passed"] and not c["timing"]]
     assert failed == [], (tmp_path / "console.txt").read_text()[-3000:]
     names = {c["name"] for c in report["criteria"]}
-    assert {"stand-in approvals above a balance the issuer reported", "policy change live (dual control)"} <= names
+    risk = {
+        "stand-in approvals above a balance the issuer reported",
+        "declines by the exposure budget (reached)",
+    }
+    assert risk <= names, names
     settlement = report["settlement"]
     assert {name: settlement[name] for name in FIGURES} == dict.fromkeys(FIGURES, 0), settlement["examples"]
     assert report["standin"]["confusion"]["both_approve"]["count"] > 0
