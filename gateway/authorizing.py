@@ -5,6 +5,8 @@ Every edge (the gRPC servicer, the ISO 8583 listener) validates, then calls
 
   - force-standin, or stand-in mode on  → stand-in decides (no wait on dead pools)
   - an issuer answers                   → its answer
+  - stand-in recorded the id for other  → RequestRefused, before any issuer sees it (only while
+    content, not yet advised              decisions wait for their advice: gateway/reuse_check.py)
   - an issuer refuses a reused id       → RequestRefused (the edge says ALREADY_EXISTS / 94)
   - the client's deadline left no time  → 91 (CLIENT_DEADLINE): stand-in decides only because
     for a healthy issuer                  issuers are unavailable, never because a deadline is short
@@ -39,6 +41,7 @@ __all__ = ["Authorizer", "Budget", "budget"]
 
 RULE_CLIENT_DEADLINE = "deadline.client"
 RULE_FORCE_ISSUER = "mode.force_issuer"
+REUSED_BEFORE_ADVICE = "decided in stand-in for other content, not yet advised to the issuer"
 
 
 class Budget:
@@ -95,6 +98,8 @@ class Authorizer:
         if standin_mode is not None and standin_mode.active and mode is not Mode.FORCE_ISSUER:
             # every pool is down: no customer request waits on them while probes run
             return await self._fallback.answer(request, standin_mode.cause, b.deadline, self._traceparent())
+        if self._fallback.may_refuse_reuse() and await self._fallback.refuses_reuse(request):
+            raise RequestRefused(request.request_id, REUSED_BEFORE_ADVICE)
         result = await self._router.route(request, b.deadline, client_bound=b.client_bound)
         if result.response is not None:
             self._fallback.observe(request, result.response)  # queued: the answer does not wait

@@ -166,6 +166,9 @@ class GatewayConfig:
     decline_storm: DeclineStormConfig = field(default_factory=DeclineStormConfig)
     etcd_endpoints: tuple[str, ...] = ()  # empty: static pools only
     standin: StandInConfig | None = None  # [standin]: None = no stand-in (declines 91)
+    reuse_check: bool = True
+    """[standin] reuse_check: while stand-in decisions wait for their advice, the issuer path asks
+    stand-in whether a request id was decided for other content (gateway/reuse_check.py)."""
     settlement: SettlementSettings = field(default_factory=SettlementSettings)
     telemetry: TelemetrySettings | None = None  # [telemetry]; None: the OTEL_* environment decides
     security: SecurityConfig = field(
@@ -307,7 +310,7 @@ def _standin(s: Section, instance: str, env: Mapping[str, str]) -> StandInConfig
     """`[standin]`: the stand-in file it names, with this gateway's overrides (None when absent)."""
     if not s.raw:
         return None
-    s.check_known({"config", "redis_url", "sqlite_path"})
+    s.check_known({"config", "redis_url", "sqlite_path", "reuse_check"})
     path = s.path("config")
     if path is None:
         s.fail("config", "missing", 'name the stand-in TOML file: config = "standin.toml"')
@@ -379,6 +382,7 @@ def parse_config(
         decline_storm=_decline_storm(root.table("decline_storm")),
         etcd_endpoints=endpoints,
         standin=_standin(root.table("standin"), instance, os.environ if env is None else env),
+        reuse_check=root.table("standin").boolean("reuse_check", True),
         settlement=load_settlement_settings(root.table("settlement")),
         telemetry=telemetry_from_section(telemetry) if root.has("telemetry") else None,
         security=security,

@@ -59,6 +59,15 @@ class Fallback(Protocol):
         """An issuer answered `request`: keep what stand-in learns from it (never blocks)."""
         ...
 
+    def may_refuse_reuse(self) -> bool:
+        """True while a request id may be recorded in stand-in for other content that the issuer
+        cannot know of yet (gateway/reuse_check.py): the issuer path asks `refuses_reuse` first."""
+        ...
+
+    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
+        """True when stand-in recorded `request`'s id for other content (then RequestRefused)."""
+        ...
+
 
 def proto_reason(reason: Reason) -> str:
     """The proto's StandInReason name of `reason` (names match, but an acquirer advice's: stand-in
@@ -120,3 +129,9 @@ class DeclineFallback:
 
     def observe(self, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
         """Nothing to keep without stand-in."""
+
+    def may_refuse_reuse(self) -> bool:
+        return False  # nothing recorded: the issuer's books are the only record
+
+    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
+        return False

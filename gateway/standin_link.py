@@ -9,6 +9,8 @@ local journal):
     config = "standin.toml"        # the policy, Redis, journal and keys (relative to this file)
     redis_url = "redis://..."      # optional override of the file's [redis] url
     sqlite_path = "gw-1.sqlite3"   # optional; default <instance>.sqlite3 beside the file's
+    reuse_check = true             # the issuer path asks stand-in about reused ids while decisions
+                                   # wait for their advice (gateway/reuse_check.py)
 
 With a tracer, each decision runs in an `authgw.standin.decide` span (rule,
 response code, risk tier, reason, journal), and the authorization's traceparent
@@ -34,6 +36,7 @@ from gateway.balance_feed import BalanceFeed
 from gateway.config import GatewayConfig
 from gateway.errors import RequestRefused
 from gateway.fallback import decline_91, proto_reason
+from gateway.reuse_check import ReuseCheck
 from gateway.tracing import STANDIN_SPAN
 from standin import StandIn, StandInDecision, StandInError, StandInRequest
 from standin.errors import ReusedRequestIdError
@@ -125,14 +128,21 @@ class StandInFallback:
     The engine's own Redis deadlines keep a decision inside the stand-in reserve.
     """
 
-    def __init__(self, engine: StandIn, tracer: Tracer | None = None) -> None:
+    def __init__(self, engine: StandIn, tracer: Tracer | None = None, *, reuse_check: bool = True) -> None:
         self.engine = engine
         self._tracer = tracer
         self._running: set[asyncio.Task[Any]] = set()
         self.balances = BalanceFeed(engine, engine.balance_settings.queue_size)
+        self.reuse = ReuseCheck(engine, enabled=reuse_check)
 
     def observe(self, request: pb.AuthorizeRequest, response: pb.AuthorizeResponse) -> None:
         self.balances.offer(request, response)
+
+    def may_refuse_reuse(self) -> bool:
+        return self.reuse.active
+
+    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
+        return await self.reuse.refuses(to_standin_request(request))
 
     async def answer(
         self,
@@ -199,6 +209,7 @@ class StandInFallback:
     ) -> StandInDecision | None:
         """The engine's decision, or None when it could not decide (the caller declines 91)."""
         sin = to_standin_request(request)
+        self.reuse.note_standin()
         if rule is None:
             work = self.engine.decide(sin, cause, trace_context, maybe_reached_issuer=again)
         else:
@@ -217,6 +228,7 @@ class StandInFallback:
         Raises RequestRefused for a request id reused with other content.
         """
         kind = AcquirerAdviceKind(pb.AcquirerAdviceKind.Name(advice.kind))
+        self.reuse.note_standin()
         work = self.engine.advise(
             to_standin_request(advice.request), kind, advice.approval_code, trace_context
         )
@@ -253,8 +265,10 @@ class StandInFallback:
     async def start(self) -> None:
         await self.engine.start()
         self.balances.start()
+        self.reuse.start()
 
     async def close(self) -> None:
+        await self.reuse.close()
         await self.balances.close()
         if self._running:  # decisions whose callers went away still finish and are recorded
             await asyncio.wait(set(self._running))
@@ -265,4 +279,6 @@ def build_standin(cfg: GatewayConfig, tracer: Tracer | None = None) -> StandInFa
     """The stand-in fallback configured by `[standin]`, or None when the section is absent."""
     if cfg.standin is None:
         return None
-    return StandInFallback(StandIn.from_config(cfg.standin, tracer=tracer), tracer)
+    return StandInFallback(
+        StandIn.from_config(cfg.standin, tracer=tracer), tracer, reuse_check=cfg.reuse_check
+    )

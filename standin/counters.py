@@ -91,6 +91,18 @@ class RedisCounters:
 
         await self._gate.call("unadvised add", op)
 
+    async def digest_of(self, token: str, acquirer_id: str, request_id: str) -> str | None:
+        """The content digest of this request's stand-in record, None without one (raises
+        StoreUnavailableError)."""
+        key = keys.idempotency_key(token, acquirer_id, request_id)
+
+        async def op() -> list[bytes | str | None]:
+            reply: list[bytes | str | None] = await self._gate.redis.hmget(key, ["digest"])
+            return reply
+
+        [digest] = await self._gate.call("record digest", op)
+        return digest.decode() if isinstance(digest, bytes) else digest
+
     async def decide(
         self,
         token: str,

@@ -320,6 +320,26 @@ class StandIn:
         """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""
         return await self._stream.backlog()
 
+    async def unsettled(self) -> int:
+        """Decisions waiting for their advice: this gateway's local backlog and the fleet's Redis
+        streams (raises StoreUnavailableError, LocalJournalError)."""
+        count, _ = await self._local.backlog()
+        return count + await self._stream.entries()
+
+    async def recorded_for_other_content(self, request: StandInRequest) -> bool:
+        """Whether stand-in holds a decision of this (acquirer, request id) for other content: in
+        Redis (the fleet's) or this gateway's local journal. The issuer path asks it while decisions
+        wait for their advice (gateway/reuse_check.py): before the advice, the issuer cannot refuse
+        the reuse itself. Raises StoreUnavailableError, LocalJournalError."""
+        async with self._running():
+            token = self._tokenizer.token(request.pan)
+            digest = self._tokenizer.digest(request.content())
+            ids = (token, request.acquirer_id, request.request_id)
+            recorded = await self._local.recorded_digest(*ids)
+            if recorded is None and self._recovery.redis_up:
+                recorded = await self._counters.digest_of(*ids)
+            return recorded is not None and recorded != digest
+
     async def move_backlog(self) -> int:
         """Move the whole local backlog to Redis now; returns how many decisions were moved.
 

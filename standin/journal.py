@@ -110,6 +110,19 @@ class StreamJournal:
             out.append((p, length, pending))
         return out
 
+    async def entries(self) -> int:
+        """Entries in every partition's stream: unsettled, delivered or not (one XLEN each)."""
+        total = 0
+        for p in range(self.partitions):
+            stream = keys.stream_key(p)
+
+            async def op(stream: str = stream) -> int:
+                length: int = await self._gate.redis.xlen(stream)
+                return length
+
+            total += await self._gate.call("xlen", op)
+        return total
+
     async def backlog(self) -> StreamBacklog:
         """Unsettled entries of every partition and the time of the oldest (settlement deletes what it
         settled, so what a stream holds is unsettled; an entry id starts with its append time in ms)."""

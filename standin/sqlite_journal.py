@@ -335,6 +335,23 @@ class SqliteJournal:
 
         await self._run(lambda: self._transaction(work))
 
+    async def recorded_digest(self, token: str, acquirer_id: str, request_id: str) -> str | None:
+        """The content digest of this request's latest local decision, None without one."""
+
+        def work() -> str | None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT digest FROM decisions WHERE card_token = ? AND acquirer_id = ?"
+                    " AND request_id = ? AND entry_kind = 'decision' ORDER BY seq DESC LIMIT 1",
+                    (token, acquirer_id, request_id),
+                )
+                .fetchone()
+            )
+            return str(row[0]) if row and row[0] else None
+
+        return await self._run(work)
+
     async def backlog(self) -> tuple[int, int | None]:
         """(entries not yet moved, decided_at_ms of the oldest of them)."""
 

@@ -63,15 +63,23 @@ def sims(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Managed
 
 
 @pytest.fixture
-async def gateway(sims: dict[str, ManagedProcess], standin_file: Path) -> AsyncIterator[Gateway]:
-    """An in-process gateway with stand-in; simulators healthy again afterwards."""
+async def gateway(
+    sims: dict[str, ManagedProcess], standin_file: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Gateway]:
+    """An in-process gateway with stand-in; simulators healthy again afterwards.
+
+    Marks: `no_settlement` (stand-in decisions are not advised: their advice "has not arrived
+    yet"), `no_reuse_check` ([standin] reuse_check = false).
+    """
     doc: dict[str, Any] = {
         "gateway": {"listen": f"127.0.0.1:{free_port()}", "instance": "gw-money"},
         **PLAINTEXT,
         "routing": {"attempt_timeout": "400ms"},
+        "settlement": {"enabled": request.node.get_closest_marker("no_settlement") is None},
         "standin": {
             "config": str(standin_file),
             "sqlite_path": str(standin_file.parent / "gw-money.sqlite3"),
+            "reuse_check": request.node.get_closest_marker("no_reuse_check") is None,
         },
         "pools": [
             {"name": "primary", "priority": 1, "members": [{"name": "a1", "address": sims["a1"].address}]},
@@ -158,11 +166,45 @@ async def test_a_reused_request_id_is_refused_in_stand_in(
     assert (again.decision_id, again.approval_code) == (first.decision_id, first.approval_code)
 
 
+async def _issuer_books(sims: dict[str, ManagedProcess], request_id: str) -> list[Any]:
+    """Every simulator's books of `request_id` (each keeps its own ledger here)."""
+    books = []
+    for sim in sims.values():
+        async with SimControl(sim.address) as ctl:
+            books += [b for b in (await ctl.books()).books if b.request_id == request_id]
+    return books
+
+
+@pytest.mark.no_settlement
+async def test_a_reused_id_of_a_stand_in_decision_is_refused_before_any_issuer_sees_it(
+    gateway: Gateway, sims: dict[str, ManagedProcess], stub: pb_grpc.AuthorizationStub
+) -> None:
+    """Stand-in approved 1.00 under an id, not yet advised; the issuers answer again. The id for
+    900,000.00 at a casino is refused ALREADY_EXISTS by the gateway, and no issuer ever sees it
+    (before the advice an issuer would approve it as a new transaction); the same content again is
+    the same request and goes to the issuer as usual."""
+    gateway.mode = Mode.FORCE_STANDIN
+    rid = _rid()
+    first = await stub.Authorize(auth_request(request_id=rid, amount_minor=100), timeout=2)
+    assert (first.source, first.response_code) == (pb.STAND_IN, "00")
+    gateway.mode = Mode.AUTO
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Authorize(auth_request(request_id=rid, amount_minor=90_000_000, mcc="7995"), timeout=2)
+    assert info.value.code() is grpc.StatusCode.ALREADY_EXISTS, info.value
+    assert "not yet advised" in (info.value.details() or "")
+    assert await _issuer_books(sims, rid) == []
+    repeat = await stub.Authorize(auth_request(request_id=rid, amount_minor=100), timeout=2)
+    assert repeat.source == pb.ISSUER
+    assert gateway.standin is not None and gateway.standin.reuse.refused >= 1
+
+
+@pytest.mark.no_reuse_check
 async def test_a_reused_id_refused_after_reaching_the_issuer_is_released_there(
     gateway: Gateway, sims: dict[str, ManagedProcess], stub: pb_grpc.AuthorizationStub
 ) -> None:
-    """Stand-in approved 1.00 under an id (not yet advised: the issuers refuse advices for now). The
-    same id for 2.00 at another MCC goes to the slow primary, which approves it after the client's
+    """Stand-in approved 1.00 under an id (not yet advised: the issuers refuse advices for now).
+    Without the issuer path's reuse check (off here; skipped when it cannot read Redis), the same id
+    for 2.00 at another MCC goes to the slow primary, which approves it after the client's
     deadline: stand-in then refuses it (ALREADY_EXISTS), and the issuer must not keep that approval.
     A declined advice of the reused content (94) brings its book to 0; the original's stays 1.00."""
     gateway.mode = Mode.FORCE_STANDIN
