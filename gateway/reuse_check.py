@@ -5,7 +5,8 @@ the first content is. Stand-in refuses it from its own records (lua.DECIDE, sqli
 issuer from its books; but between a stand-in decision and its advice reaching the issuer, only
 stand-in holds that record: a reuse the issuers answer in that interval would be decided as a new
 transaction. So while decisions wait for their advice, the issuer path asks stand-in first
-(`StandIn.recorded_for_other_content`: the card's record in Redis, or this gateway's local one).
+(`StandIn.recorded_for_other_content`: the card's record in Redis; this gateway's local journal
+too while Redis is away or that journal held entries at the last look).
 
 Only then: the check costs one Redis read, and in steady state nothing waits (a flag). It is on
 while the fleet's journal held entries at the last look (`interval_s`; the local backlog counts)
@@ -53,6 +54,7 @@ class ReuseCheck:
         self._recent_s = recent_s
         self._clock = clock
         self._waiting = True  # until the first look: an outage may have ended just before a restart
+        self._local_waiting = True  # this gateway's local journal has entries (its last look)
         self._last_standin = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self.checked = 0
@@ -73,7 +75,7 @@ class ReuseCheck:
         """True when stand-in recorded this request id for other content."""
         self.checked += 1
         try:
-            reused = await self._engine.recorded_for_other_content(request)
+            reused = await self._engine.recorded_for_other_content(request, local=self._local_waiting)
         except StandInError as exc:
             self.unreadable += 1
             if self.unreadable == 1 or self.unreadable % 1000 == 0:
@@ -86,9 +88,11 @@ class ReuseCheck:
     async def look(self) -> None:
         """Read whether decisions wait for their advice (also used by tests)."""
         try:
-            self._waiting = await self._engine.unsettled() > 0
+            local, fleet = await self._engine.unsettled()
         except StandInError:  # unknown: keep checking (the engine reads what it can)
-            self._waiting = True
+            self._waiting = self._local_waiting = True
+        else:
+            self._waiting, self._local_waiting = local + fleet > 0, local > 0
 
     async def _run(self) -> None:
         while True:

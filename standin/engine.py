@@ -320,24 +320,27 @@ class StandIn:
         """Unsettled entries of the Redis streams and the oldest's time (raises StoreUnavailableError)."""
         return await self._stream.backlog()
 
-    async def unsettled(self) -> int:
-        """Decisions waiting for their advice: this gateway's local backlog and the fleet's Redis
-        streams (raises StoreUnavailableError, LocalJournalError)."""
-        count, _ = await self._local.backlog()
-        return count + await self._stream.entries()
+    async def unsettled(self) -> tuple[int, int]:
+        """Decisions waiting for their advice: (this gateway's local backlog, entries in the fleet's
+        Redis streams; 0 while Redis is away). Raises StoreUnavailableError, LocalJournalError."""
+        local, _ = await self._local.backlog()
+        return local, await self._stream.entries() if self._recovery.redis_up else 0
 
-    async def recorded_for_other_content(self, request: StandInRequest) -> bool:
+    async def recorded_for_other_content(self, request: StandInRequest, *, local: bool) -> bool:
         """Whether stand-in holds a decision of this (acquirer, request id) for other content: in
-        Redis (the fleet's) or this gateway's local journal. The issuer path asks it while decisions
-        wait for their advice (gateway/reuse_check.py): before the advice, the issuer cannot refuse
-        the reuse itself. Raises StoreUnavailableError, LocalJournalError."""
+        Redis (the fleet's) and, with `local` or while Redis is away, this gateway's local journal.
+        The issuer path asks it while decisions wait for their advice (gateway/reuse_check.py):
+        before the advice, the issuer cannot refuse the reuse itself. Raises StoreUnavailableError,
+        LocalJournalError."""
         async with self._running():
             token = self._tokenizer.token(request.pan)
             digest = self._tokenizer.digest(request.content())
             ids = (token, request.acquirer_id, request.request_id)
-            recorded = await self._local.recorded_digest(*ids)
-            if recorded is None and self._recovery.redis_up:
+            recorded = None
+            if self._recovery.redis_up:
                 recorded = await self._counters.digest_of(*ids)
+            if recorded is None and (local or not self._recovery.redis_up):
+                recorded = await self._local.recorded_digest(*ids)
             return recorded is not None and recorded != digest
 
     async def move_backlog(self) -> int:

@@ -80,10 +80,9 @@ async def test_chaos_replays(replays: dict[str, Any]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a reused request_id is refused only where the gateway looks: not when its original was "
-    "answered by the issuer and the reuse comes in stand-in (no record of issuer answers), not when the "
-    "original was decided in stand-in and the reuse reaches an issuer before the advice (the record is "
-    "not consulted on the issuer path), not when either was decided on a local journal (Redis away)",
+    reason="a reused request_id is refused only where a record is: not when its original was answered "
+    "by the issuer and the reuse comes in stand-in (no record of issuer answers is kept), not when the "
+    "original was decided on another gateway's local journal (Redis away) and not yet moved",
 )
 async def test_chaos_replays_refuses_every_reused_request_id(replays: dict[str, Any]) -> None:
     """Every request_id reused with other content is refused ALREADY_EXISTS (the contract)."""
