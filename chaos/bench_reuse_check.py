@@ -6,8 +6,9 @@ The check runs before an issuer-path request only while stand-in decisions wait 
 This measures, in this process, what the gateway does at that point for one request, with the
 check off (steady state: `may_refuse_reuse()` is a flag) and on (the request converted to
 stand-in's type, its token and digest, an HMGET of its record on a private Redis over loopback;
-the local SQLite journal is read too only while it holds entries, not here). Interleaved rounds of `calls` sequential requests, each a
-new request id on one of a few hundred cards (the record is absent: the common case); per mode
+the local SQLite journal is read too only while it holds entries, not here). Interleaved rounds
+of `calls` sequential requests, each a new request id on one of a few hundred cards (the record
+is absent: the common case); per mode
 the median and spread (min-max) of the wall time and of this process's CPU time per request.
 Redis's own CPU is not counted.
 """
