@@ -11,8 +11,9 @@ append) and how many decisions per second were answered.
 With --gateway-workers N the gateway runs N processes on its port (serve --workers),
 each a stand-in engine of its own sharing Redis. With --risk the policy has an exposure
 budget and merchant and terminal velocity windows (never reached: what they cost, not
-what they decline). --compare N runs both policies on two topologies, N interleaved rounds at
-the first rate, and prints the median and spread of each (before / after the risk checks).
+what they decline). --compare N runs card limits only, the risk policy, and the risk policy with
+the known-balance lift, on three topologies, N interleaved rounds at the first rate, and prints
+the median and spread of each (before / after the risk checks).
 Each rate also reports the Redis commands per stand-in decision
 (INFO commandstats after CONFIG RESETSTAT; scripts count once, as EVALSHA), the
 settlement worker's and metrics sampler's included.
@@ -41,7 +42,9 @@ from chaos.topology import Topology, TopologySpec
 __all__ = ["main"]
 
 # Checks a decision pays for, sized never to decline: an hourly budget far above the run's
-# approvals and windows far above 500 requests/s spread over 1,000 merchants.
+# approvals and windows far above 500 requests/s spread over 1,000 merchants. LIFT_POLICY: the
+# known-balance lift on top (no balance is known here: what it costs is the second static
+# assessment and the fleet-wide steps for requests only the generic limits decline).
 RISK_POLICY = """
 [[policy.exposure_budgets]]
 period = "1h"
@@ -53,6 +56,7 @@ max_count = 1_000_000
 [policy.velocity.terminal]
 max_count = 1_000_000
 """
+LIFT_POLICY = "[policy.known_balance]\nlimit_scale = 3.0\n"
 
 
 async def _command_calls(topo: Topology) -> dict[str, int]:
@@ -88,18 +92,16 @@ class Measured:
     evalsha_per_decision: float
 
 
-async def _start(workdir: Path, workers: int, *, risk: bool, console: Console) -> Topology:
+async def _start(workdir: Path, workers: int, *, policy: str, console: Console) -> Topology:
     """A topology with every issuer host hung, warmed up into stand-in mode."""
     # Plaintext, said: the load workers speak plaintext gRPC (TLS's cost is bench_tls's); since the
     # topology became mutual TLS by default they could not connect and the benchmark failed.
-    policy = RISK_POLICY if risk else ""
     spec = TopologySpec(redis=True, gateway_workers=workers, standin_policy_toml=policy, tls=False)
     topo = await asyncio.to_thread(Topology(workdir, spec).start)
     for sim in topo.sims.values():
         sim.signal(signal.SIGSTOP)
     mix = CardMix(cards=20_000, seed=11)
-    policy_name = " (risk policy)" if risk else ""
-    console.log(f"warming up{policy_name}: every issuer host hung, waiting for stand-in mode")
+    console.log(f"warming up ({workdir.name}): every issuer host hung, waiting for stand-in mode")
     await run_open_loop(topo.gateways[0].address, rate_per_s=100, duration_s=3, make_request=mix.request)
     return topo
 
@@ -130,7 +132,7 @@ def _load_pool() -> LoadPool:
 async def _bench(
     rates: list[int], seconds: float, workers: int, workdir: Path, console: Console, *, risk: bool
 ) -> Table:
-    topo = await _start(workdir, workers, risk=risk, console=console)
+    topo = await _start(workdir, workers, policy=RISK_POLICY if risk else "", console=console)
     try:
         table = Table(
             title=f"stand-in through the gateway ({seconds:.0f} s per rate, {workers} gateway process"
@@ -157,11 +159,15 @@ def _spread(values: list[float], fmt: str = ".2f") -> str:
 
 
 async def _compare(rate: int, seconds: float, rounds: int, workdir: Path, console: Console) -> Table:
-    """Card limits only ("before") against the risk policy ("after"): two topologies, interleaved
+    """Card limits only ("before") against the risk policy ("after", and with the known-balance lift):
+    three topologies, interleaved
     rounds at `rate` (the order alternates each round), median [min-max] over the rounds."""
     topos = {
-        "before (card limits)": await _start(workdir / "before", 1, risk=False, console=console),
-        "after (budget, velocity)": await _start(workdir / "after", 1, risk=True, console=console),
+        "before (card limits)": await _start(workdir / "before", 1, policy="", console=console),
+        "after (budget, velocity)": await _start(workdir / "after", 1, policy=RISK_POLICY, console=console),
+        "after + known-balance lift": await _start(
+            workdir / "lift", 1, policy=RISK_POLICY + LIFT_POLICY, console=console
+        ),
     }
     runs: dict[str, list[Measured]] = {name: [] for name in topos}
     try:
