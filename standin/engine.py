@@ -338,7 +338,11 @@ class StandIn:
             ids = (token, request.acquirer_id, request.request_id)
             recorded = None
             if self._recovery.redis_up:
-                recorded = await self._counters.digest_of(*ids)
+                try:
+                    recorded = await self._counters.digest_of(*ids)
+                except StoreUnavailableError as exc:  # the next checks read locally until a probe
+                    self._recovery.mark_down(exc)  # finds Redis again: one deadline, not one each
+                    raise
             if recorded is None and (local or not self._recovery.redis_up):
                 recorded = await self._local.recorded_digest(*ids)
             return recorded is not None and recorded != digest

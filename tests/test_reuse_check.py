@@ -3,16 +3,22 @@ when it asks, and what it answers."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from test_standin_support import FakeClock, engine, luhn_pan, request
 
-from chaos.processes import free_port
+from chaos.processes import free_port, start_redis
 from gateway.reuse_check import ReuseCheck
 from standin import Reason
 from standin.types import JournalKind
 
 PAN = luhn_pan("4610000000")
+
+
+def on(check: ReuseCheck) -> bool:
+    """Whether the check asks (a call: mypy would narrow the property across the test's steps)."""
+    return check.active
 
 
 async def test_it_asks_only_while_decisions_wait_for_their_advice(redis_port: int, tmp_path: Path) -> None:
@@ -21,20 +27,20 @@ async def test_it_asks_only_while_decisions_wait_for_their_advice(redis_port: in
     clock = FakeClock()
     async with engine(redis_port, tmp_path / "l.db") as e:
         check = ReuseCheck(e, recent_s=10.0, clock=clock)
-        assert check.active  # before the first look: an outage may have just ended
+        assert on(check)  # before the first look: an outage may have just ended
         await check.look()
-        assert not check.active
+        assert not on(check)
         check.note_standin()
-        assert check.active
+        assert on(check)
         clock.now += 11
-        assert not check.active
+        assert not on(check)
         await e.decide(request(PAN), Reason.ALL_POOLS_FAILED)  # another gateway, as far as `check` knows
         await check.look()
-        assert check.active
+        assert on(check)
         off = ReuseCheck(e, enabled=False, clock=clock)  # [standin] reuse_check = false
         off.note_standin()
         await off.look()
-        assert not off.active
+        assert not on(off)
 
 
 async def test_a_decision_on_this_gateways_local_journal_refuses_a_reuse(tmp_path: Path) -> None:
@@ -60,3 +66,24 @@ async def test_it_refuses_other_content_under_a_recorded_id_only(redis_port: int
         assert not await check.refuses(original)
         assert not await check.refuses(request(PAN))
     assert (check.checked, check.refused, check.unreadable) == (3, 1, 0)
+
+
+async def test_a_check_that_cannot_reach_redis_lets_the_request_go_on_and_stops_asking_redis(
+    tmp_path: Path,
+) -> None:
+    """Redis stops while the engine believes it up (nothing decided since): the first check is
+    unreadable (the request goes on) and marks Redis down, so the next ones read the local journal
+    only instead of each waiting for Redis's deadline."""
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
+    try:
+        async with engine(redis.port, tmp_path / "l.db") as e:
+            check = ReuseCheck(e)
+            await asyncio.to_thread(redis.stop)
+            assert (await e.status()).redis_up
+            assert not await check.refuses(request(PAN))
+            assert check.unreadable == 1
+            assert not (await e.status()).redis_up
+            assert not await check.refuses(request(PAN))
+            assert check.unreadable == 1
+    finally:
+        await asyncio.to_thread(redis.stop)
