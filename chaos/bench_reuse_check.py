@@ -49,7 +49,7 @@ async def _round(fallback: StandInFallback, mix: CardMix, calls: int) -> tuple[f
         requests.append(req)
     wall, cpu = time.perf_counter(), time.process_time()
     for req in requests:
-        if fallback.may_refuse_reuse() and await fallback.refuses_reuse(req):
+        if fallback.may_refuse_reuse() and await fallback.refuses_reuse(req, time.monotonic() + 2.0):
             raise RuntimeError(f"refused a fresh request id: {req.request_id}")
     return (time.perf_counter() - wall) / calls * 1e6, (time.process_time() - cpu) / calls * 1e6
 

@@ -98,7 +98,7 @@ class Authorizer:
         if standin_mode is not None and standin_mode.active and mode is not Mode.FORCE_ISSUER:
             # every pool is down: no customer request waits on them while probes run
             return await self._fallback.answer(request, standin_mode.cause, b.deadline, self._traceparent())
-        if self._fallback.may_refuse_reuse() and await self._fallback.refuses_reuse(request):
+        if self._fallback.may_refuse_reuse() and await self._fallback.refuses_reuse(request, b.deadline):
             raise RequestRefused(request.request_id, REUSED_BEFORE_ADVICE)
         result = await self._router.route(request, b.deadline, client_bound=b.client_bound)
         if result.response is not None:

@@ -64,8 +64,9 @@ class Fallback(Protocol):
         cannot know of yet (gateway/reuse_check.py): the issuer path asks `refuses_reuse` first."""
         ...
 
-    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
-        """True when stand-in recorded `request`'s id for other content (then RequestRefused)."""
+    async def refuses_reuse(self, request: pb.AuthorizeRequest, deadline: float) -> bool:
+        """True when stand-in recorded `request`'s id for other content (then RequestRefused); asks
+        for a small share of the time left before `deadline` (time.monotonic) at most."""
         ...
 
 
@@ -133,5 +134,5 @@ class DeclineFallback:
     def may_refuse_reuse(self) -> bool:
         return False  # nothing recorded: the issuer's books are the only record
 
-    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
+    async def refuses_reuse(self, request: pb.AuthorizeRequest, deadline: float) -> bool:
         return False

@@ -11,10 +11,11 @@ too while Redis is away or that journal held entries at the last look).
 Only then: the check costs one Redis read, and in steady state nothing waits (a flag). It is on
 while the fleet's journal held entries at the last look (`interval_s`; the local backlog counts)
 or this gateway answered in stand-in within `recent_s` (a decision made since the last look). A
-check that cannot read its stores lets the request go on (counted in `unreadable`): the issuer
-path never depends on Redis. `[standin] reuse_check = false` in the gateway's file turns it off
-(the reuse then reaches an issuer, which approves it as new; stand-in refuses it only if an attempt
-fails over to it).
+check that cannot read its stores lets the request go on (counted in `unreadable`), and so does
+one not answered within 20 ms or a tenth of the request's remaining time (counted in `late`): the
+issuer path never depends on Redis, nor waits on it for long. `[standin] reuse_check = false` in
+the gateway's file turns it off (the reuse then reaches an issuer, which approves it as new;
+stand-in refuses it only if an attempt fails over to it).
 
 Not covered: a reuse of a decision made on another gateway's local journal while Redis was away
 (no shared record until it is moved), and an issuer-answered original reused in stand-in (no
@@ -46,12 +47,17 @@ class ReuseCheck:
         enabled: bool = True,
         interval_s: float = 1.0,
         recent_s: float = 10.0,
+        max_wait_s: float = 0.02,
+        wait_share: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._enabled = enabled
         self._interval_s = interval_s
         self._recent_s = recent_s
+        self._max_wait_s = max_wait_s
+        self._wait_share = wait_share
+        self._asking: set[asyncio.Task[bool]] = set()
         self._clock = clock
         self._waiting = True  # until the first look: an outage may have ended just before a restart
         self._local_waiting = True  # this gateway's local journal has entries (its last look)
@@ -60,6 +66,7 @@ class ReuseCheck:
         self.checked = 0
         self.refused = 0
         self.unreadable = 0
+        self.late = 0
 
     @property
     def active(self) -> bool:
@@ -71,19 +78,41 @@ class ReuseCheck:
         """This gateway just answered in stand-in (a decision the last look did not see)."""
         self._last_standin = self._clock()
 
-    async def refuses(self, request: StandInRequest) -> bool:
-        """True when stand-in recorded this request id for other content."""
+    async def refuses(self, request: StandInRequest, deadline: float | None = None) -> bool:
+        """True when stand-in recorded this request id for other content.
+
+        Waits at most `max_wait_s`, and at most `wait_share` of the time left before `deadline`
+        (this check's clock): the answer is then given up (counted in `late`) and the request goes
+        on, while the read finishes in the background (cancelling it would cost its connection).
+        A stalled Redis must not spend a short client deadline (chaos-short-deadlines after an
+        outage, while settlement loads Redis)."""
         self.checked += 1
+        wait_s = self._max_wait_s
+        if deadline is not None:
+            wait_s = max(0.0, min(wait_s, self._wait_share * (deadline - self._clock())))
+        task = asyncio.ensure_future(self._ask(request))
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
         try:
-            reused = await self._engine.recorded_for_other_content(request, local=self._local_waiting)
+            async with asyncio.timeout(wait_s):
+                reused = await asyncio.shield(task)
+        except TimeoutError:
+            self.late += 1
+            if self.late == 1 or self.late % 1000 == 0:
+                log.warning("reused-id check unanswered in %.0f ms (%d so far)", wait_s * 1000, self.late)
+            return False
+        if reused:
+            self.refused += 1
+        return reused
+
+    async def _ask(self, request: StandInRequest) -> bool:
+        try:
+            return await self._engine.recorded_for_other_content(request, local=self._local_waiting)
         except StandInError as exc:
             self.unreadable += 1
             if self.unreadable == 1 or self.unreadable % 1000 == 0:
                 log.warning("reused-id check skipped (%d so far): %s", self.unreadable, exc)
             return False
-        if reused:
-            self.refused += 1
-        return reused
 
     async def look(self) -> None:
         """Read whether decisions wait for their advice (also used by tests)."""
@@ -107,3 +136,5 @@ class ReuseCheck:
         task, self._task = self._task, None
         if task is not None:
             await cancel_and_wait(task)
+        for asking in list(self._asking):
+            await cancel_and_wait(asking)

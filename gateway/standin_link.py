@@ -141,8 +141,8 @@ class StandInFallback:
     def may_refuse_reuse(self) -> bool:
         return self.reuse.active
 
-    async def refuses_reuse(self, request: pb.AuthorizeRequest) -> bool:
-        return await self.reuse.refuses(to_standin_request(request))
+    async def refuses_reuse(self, request: pb.AuthorizeRequest, deadline: float) -> bool:
+        return await self.reuse.refuses(to_standin_request(request), deadline)
 
     async def answer(
         self,

@@ -4,6 +4,8 @@ when it asks, and what it answers."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 
 from test_standin_support import FakeClock, engine, luhn_pan, request
@@ -85,5 +87,25 @@ async def test_a_check_that_cannot_reach_redis_lets_the_request_go_on_and_stops_
             assert not (await e.status()).redis_up
             assert not await check.refuses(request(PAN))
             assert check.unreadable == 1
+    finally:
+        await asyncio.to_thread(redis.stop)
+
+
+async def test_a_stalled_redis_costs_the_request_a_small_share_of_its_time_only(tmp_path: Path) -> None:
+    """Redis stopped (SIGSTOP): the check gives up after its share of the request's time (`late`)
+    and the request goes on; the read itself is left to finish once Redis resumes, so it is
+    neither counted unreadable nor cancelled."""
+    redis = await asyncio.to_thread(start_redis, tmp_path / "redis")
+    try:
+        async with engine(redis.port, tmp_path / "l.db") as e:
+            check = ReuseCheck(e)
+            await check.refuses(request(PAN))  # connected, warm
+            redis.signal(signal.SIGSTOP)
+            try:
+                assert not await check.refuses(request(PAN), deadline=time.monotonic() + 0.05)
+                assert (check.late, check.unreadable) == (1, 0)
+            finally:
+                redis.signal(signal.SIGCONT)
+            await check.close()
     finally:
         await asyncio.to_thread(redis.stop)
