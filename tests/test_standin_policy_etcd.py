@@ -334,8 +334,10 @@ async def test_a_value_written_around_the_commands_is_flagged_by_show(
     gateways: list[StandIn], ops: Operators
 ) -> None:
     """root writes a valid record itself: gateways cannot tell, apply it; `show` warns: not in the history."""
+    pid = await ops.propose("operator", purchase_limit(6_500))  # a live approved version of its own
+    assert (await ops.run("operator2", "approve", pid))[0] == 0  # (not left by an earlier test)
     kv = await ops.root.get(KEY)
-    assert kv is not None, "runs after an approval"
+    assert kv is not None
     record = parse_record(kv.value, KEY)
     forged = replace(
         record, version=record.version + 50, approved_by="operator2", policy=purchase_limit(9_000)
