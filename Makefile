@@ -91,7 +91,7 @@ deploy-units: $(STAMP)
 deploy-check: deploy-rules deploy-units
 
 test: lint package-check sysdeps deploy-check
-	$(BIN)/pytest -q -n 2 --dist loadgroup
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 demo: $(STAMP) sysdeps
 	$(PY) -m chaos.demo $(DEMO_ARGS)

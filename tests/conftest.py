@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,21 +15,32 @@ from chaos.processes import ManagedProcess, start_etcd, start_redis
 from chaos.redis_cluster import LocalCluster, start_redis_cluster
 from chaos.redis_users import RedisUsers
 
-# `make test` runs two pytest workers (`-n 2 --dist loadgroup`): the suite mostly waits on the
-# servers it starts. The chaos experiments (availability criteria, a full topology each) and the
-# CPU-bound fuzzers run one after another on one worker, so no two of them share the two cores;
-# every other module stays whole on one worker (its module fixtures are started once).
-_SERIAL = "heavy"
+# `make test` runs two pytest workers (`-n 2 --dist loadfile`): the suite mostly waits on the
+# servers it starts. Each module runs whole on one worker, in its order (its module fixtures start
+# once). The chaos experiments (availability criteria, a full topology each) and the CPU-bound
+# fuzzers take one lock shared by the workers, per module, so no two of them share the two cores: a worker
+# that reaches one while the other runs one waits. (xdist 3.8's `loadgroup` would group them, but
+# with pytest 9 it groups nothing: it renames `item._nodeid`, which pytest 9 no longer reads.)
 _CPU_BOUND = frozenset({"test_edge_fuzz", "test_iso8583_fuzz", "test_iso8583_listener_fuzz"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
-        heavy = item.get_closest_marker("chaos") is not None or module in _CPU_BOUND
-        item.add_marker(pytest.mark.xdist_group(_SERIAL if heavy else module))
+@pytest.fixture(scope="module", autouse=True)
+def _one_heavy_module_at_a_time(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Module-scoped and autouse, so taken before a module's own fixtures (some run a whole chaos
+    experiment at module scope)."""
+    heavy = request.node.get_closest_marker("chaos") is not None or request.module.__name__ in _CPU_BOUND
+    if not heavy:
+        yield
+        return
+    # the workers' base temp dirs share a parent (popen-gw0, popen-gw1): one lock file per run
+    with (tmp_path_factory.getbasetemp().parent / "heavy-tests.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
