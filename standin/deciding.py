@@ -164,7 +164,7 @@ class Decider:
         version: int,
         again: bool = False,
     ) -> StandInDecision:
-        key = self._key(request)
+        key = self.key_of(request)
         proposal = self._proposal(assessment, reason, version, approval_code)
         if self.recovery.redis_up:
             decided = await self._decide_in_redis(
@@ -240,7 +240,7 @@ class Decider:
         so settlement advises it and the issuer releases what it holds for this content (an advice
         of other content gets a book of its own there). If Redis cannot take it, it goes to the local
         journal as an append-only row (sqlite_rules.APPEND_ONLY), apart from the request's rows."""
-        key = self._key(request)
+        key = self.key_of(request)
         token = key.card_token
         now = self.now_ms()
         outcome = Outcome(
@@ -277,7 +277,8 @@ class Decider:
                 "its declined advice could be recorded nowhere: %s", request.request_id, exc,
             )  # fmt: skip
 
-    def _key(self, request: StandInRequest) -> RequestKey:
+    def key_of(self, request: StandInRequest) -> RequestKey:
+        """The request's card token, ids and keyed content digest (its record's key and its check)."""
         token = self.tokenizer.token(request.pan)
         digest = self.tokenizer.digest(request.content())
         return RequestKey(token, request.acquirer_id, request.request_id, digest, request.amount_minor)

@@ -333,9 +333,8 @@ class StandIn:
         before the advice, the issuer cannot refuse the reuse itself. Raises StoreUnavailableError,
         LocalJournalError."""
         async with self._running():
-            token = self._tokenizer.token(request.pan)
-            digest = self._tokenizer.digest(request.content())
-            ids = (token, request.acquirer_id, request.request_id)
+            key = self._decider.key_of(request)
+            ids = (key.card_token, key.acquirer_id, key.request_id)
             recorded = None
             if self._recovery.redis_up:
                 try:
@@ -345,7 +344,7 @@ class StandIn:
                     raise
             if recorded is None and (local or not self._recovery.redis_up):
                 recorded = await self._local.recorded_digest(*ids)
-            return recorded is not None and recorded != digest
+            return recorded is not None and recorded != key.digest
 
     async def move_backlog(self) -> int:
         """Move the whole local backlog to Redis now; returns how many decisions were moved.
