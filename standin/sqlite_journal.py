@@ -32,6 +32,7 @@ from standin.sqlite_rules import (
     RequestKey,
     decide_in,
     insert_decision,
+    latest_digest,
     outcome_of,
     reverse_in,
 )
@@ -337,20 +338,7 @@ class SqliteJournal:
 
     async def recorded_digest(self, token: str, acquirer_id: str, request_id: str) -> str | None:
         """The content digest of this request's latest local decision, None without one."""
-
-        def work() -> str | None:
-            row = (
-                self._conn()
-                .execute(
-                    "SELECT digest FROM decisions WHERE card_token = ? AND acquirer_id = ?"
-                    " AND request_id = ? AND entry_kind = 'decision' ORDER BY seq DESC LIMIT 1",
-                    (token, acquirer_id, request_id),
-                )
-                .fetchone()
-            )
-            return str(row[0]) if row and row[0] else None
-
-        return await self._run(work)
+        return await self._run(lambda: latest_digest(self._conn(), token, acquirer_id, request_id))
 
     async def backlog(self) -> tuple[int, int | None]:
         """(entries not yet moved, decided_at_ms of the oldest of them)."""

@@ -22,7 +22,10 @@ from standin.outcome import Outcome, Proposal
 from standin.rules import APPROVED_RULE, BUDGET_CODE, Assessment, budget_rule
 from standin.types import CardStatus, LimitKind, Reason, ReversalStatus, StandInReversal
 
-__all__ = ["APPEND_ONLY", "Local", "RequestKey", "decide_in", "insert_decision", "outcome_of", "reverse_in"]
+__all__ = [
+    "APPEND_ONLY", "Local", "RequestKey", "decide_in", "insert_decision", "latest_digest", "outcome_of",
+    "reverse_in",
+]  # fmt: skip
 
 DECISION = "decision"
 REVERSAL = "reversal"
@@ -139,6 +142,19 @@ def _rule(
     return _check(db, key.card_token, assessment, now_ms, window_ms)
 
 
+_LATEST_OF_REQUEST = (
+    " FROM decisions WHERE card_token = ? AND acquirer_id = ? AND request_id = ?"
+    " AND entry_kind = 'decision' ORDER BY seq DESC LIMIT 1"
+)
+"""The request's latest decision row: an advice may have superseded a decline."""
+
+
+def latest_digest(db: sqlite3.Connection, token: str, acquirer_id: str, request_id: str) -> str | None:
+    """The content digest of the request's latest decision row, None without one."""
+    row = db.execute("SELECT digest" + _LATEST_OF_REQUEST, (token, acquirer_id, request_id)).fetchone()
+    return str(row[0]) if row and row[0] else None
+
+
 def decide_in(
     db: sqlite3.Connection,
     key: RequestKey,
@@ -155,8 +171,7 @@ def decide_in(
     """
     # The request's latest row: an advice may have superseded a decline, and a repeat replays the advice.
     earlier = db.execute(
-        "SELECT rowid, decided_at_ms, digest, fields, approved FROM decisions WHERE card_token = ?"
-        " AND acquirer_id = ? AND request_id = ? AND entry_kind = 'decision' ORDER BY seq DESC LIMIT 1",
+        "SELECT rowid, decided_at_ms, digest, fields, approved" + _LATEST_OF_REQUEST,
         (key.card_token, key.acquirer_id, key.request_id),
     ).fetchone()
     now = proposal.decided_at_ms
