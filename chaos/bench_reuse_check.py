@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import itertools
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from authgw.v1 import authorization_pb2 as pb
+from chaos.bench_tables import spread_text
 from chaos.load import CardMix
 from chaos.processes import start_redis
 from chaos.topology import standin_toml
@@ -79,14 +79,12 @@ async def run(rounds: int, calls: int, workdir: Path) -> dict[str, list[tuple[fl
 
 def _table(results: dict[str, list[tuple[float, float]]], calls: int) -> Table:
     table = Table(title=f"issuer-path reused-id check, {calls} requests x {len(results['off'])} rounds")
-    for column in ("check", "wall us/request (median)", "spread", "CPU us/request (median)", "spread"):
+    for column in ("check", "wall us/request, median [min-max]", "CPU us/request, median [min-max]"):
         table.add_column(column)
     for mode, rows in results.items():
-        walls, cpus = [w for w, _ in rows], [c for _, c in rows]
         table.add_row(
-            mode, f"{statistics.median(walls):.1f}", f"{min(walls):.1f}-{max(walls):.1f}",
-            f"{statistics.median(cpus):.1f}", f"{min(cpus):.1f}-{max(cpus):.1f}",
-        )  # fmt: skip
+            mode, spread_text([w for w, _ in rows], ".1f"), spread_text([c for _, c in rows], ".1f")
+        )
     return table
 
 

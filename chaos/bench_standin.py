@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.bench_openloop import METHOD_GATEWAY, LoadPool, LoadSpec
+from chaos.bench_tables import spread_text
 from chaos.load import CardMix, run_open_loop
 from chaos.report import summarize
 from chaos.topology import Topology, TopologySpec
@@ -154,10 +154,6 @@ async def _bench(
         await asyncio.to_thread(topo.stop)
 
 
-def _spread(values: list[float], fmt: str = ".2f") -> str:
-    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
-
-
 async def _compare(rate: int, seconds: float, rounds: int, workdir: Path, console: Console) -> Table:
     """Card limits only ("before") against the risk policy ("after", and with the known-balance lift):
     three topologies, interleaved
@@ -188,9 +184,10 @@ async def _compare(rate: int, seconds: float, rounds: int, workdir: Path, consol
         table.add_column(col, justify="right")
     for name, ms in runs.items():
         table.add_row(
-            name, _spread([m.answered_per_s for m in ms], ".0f"), str(sum(m.failed for m in ms)),
-            _spread([m.p50_ms for m in ms]), _spread([m.p99_ms for m in ms]),
-            _spread([m.commands_per_decision for m in ms]), _spread([m.evalsha_per_decision for m in ms]),
+            name, spread_text([m.answered_per_s for m in ms], ".0f"), str(sum(m.failed for m in ms)),
+            spread_text([m.p50_ms for m in ms]), spread_text([m.p99_ms for m in ms]),
+            spread_text([m.commands_per_decision for m in ms]),
+            spread_text([m.evalsha_per_decision for m in ms]),
         )  # fmt: skip
     return table
 

@@ -121,3 +121,8 @@ def spread(values: Sequence[float], digits: int = 1) -> dict[str, Any]:
         "max": round(max(values), digits),
         "values": [round(v, digits) for v in values],
     }
+
+
+def spread_text(values: Sequence[float], fmt: str = ".2f") -> str:
+    """`median [min-max]` of one figure over the rounds, for a table cell."""
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
